@@ -1,0 +1,292 @@
+"""The `corral` command: run, ps, wait, kill, destroy, usage, logs.
+
+Its imports are kept to the standard library's cheapest modules and corral's own: a cold
+`corral run` is measured against runc, and every module costs milliseconds here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import signal
+import sys
+
+from corral.types import (ContainerConfig, CorralError, InvalidInput, NoSuchContainer, Resources,
+                          parse_signal)
+
+DEFAULT_ISOLATION = "cgroups/cpu,cgroups/mem,namespaces/pid,namespaces/ipc"
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but bad input is one line and exit status 2, as the CLI contract says."""
+
+    def error(self, message):
+        raise InvalidInput(message)
+
+
+def _global_options(defaults: bool) -> argparse.ArgumentParser:
+    # The same options on the main parser (with defaults) and on each subcommand (without, so
+    # that a value given before the subcommand is not overwritten): both positions work.
+    parent = _Parser(add_help=False)
+    env = os.environ.get
+    default = (lambda value: value) if defaults else (lambda value: argparse.SUPPRESS)
+    parent.add_argument("--work-dir", default=default(env("CORRAL_WORK_DIR", "/var/lib/corral")),
+                        help="sandboxes and state that outlive a reboot (env CORRAL_WORK_DIR)")
+    parent.add_argument("--runtime-dir", default=default(env("CORRAL_RUNTIME_DIR", "/run/corral")),
+                        help="per-container runtime state (env CORRAL_RUNTIME_DIR)")
+    parent.add_argument("--cgroups-root", default=default(env("CORRAL_CGROUPS_ROOT", "corral")),
+                        help="the cgroup under which every container's cgroups live (env CORRAL_CGROUPS_ROOT)")
+    return parent
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="corral", parents=[_global_options(True)],
+                     description="Launch and inspect isolated containers (Mesos containerizer semantics).")
+    sub = parser.add_subparsers(dest="subcommand", metavar="COMMAND", required=True, parser_class=_Parser)
+    common = [_global_options(False)]
+
+    run = sub.add_parser("run", parents=common, help="run a command in a new container",
+                         usage="corral run [OPTIONS] -- CMD [ARG...]  |  corral run [OPTIONS] --shell 'CMD'")
+    run.add_argument("--shell", metavar="CMD", help="run CMD with /bin/sh -c")
+    run.add_argument("--cpus", type=_positive_float, help="CPUs (cpu shares; a CFS quota with --cgroups-enable-cfs)")
+    run.add_argument("--mem", type=parse_mem_mb, metavar="MB", help="memory limit: MB, or a size such as 64M or 1G")
+    run.add_argument("--isolation", default=DEFAULT_ISOLATION, help=f"isolators, comma separated ({DEFAULT_ISOLATION})")
+    run.add_argument("--env", action="append", default=[], metavar="K=V", help="environment variable (repeatable)")
+    run.add_argument("--workdir", metavar="DIR", help="working directory (relative: to the sandbox)")
+    run.add_argument("--user", metavar="NAME", help="run the task as this user")
+    run.add_argument("--hostname", metavar="NAME", help="hostname in a new UTS namespace")
+    run.add_argument("--name", metavar="ID", help="container id (generated when absent)")
+    run.add_argument("--detach", action="store_true", help="print the container id and return at once")
+    run.add_argument("--cgroups-enable-cfs", action="store_true", help="enforce cpus as a hard CFS quota")
+
+    ps = sub.add_parser("ps", parents=common, help="list containers")
+    ps.add_argument("--json", action="store_true")
+
+    wait = sub.add_parser("wait", parents=common, help="wait for a container to end; print its exit code")
+    wait.add_argument("container_id", metavar="ID")
+    wait.add_argument("--json", action="store_true", help="print the whole termination as JSON")
+
+    kill = sub.add_parser("kill", parents=common, help="signal a container's task")
+    kill.add_argument("container_id", metavar="ID")
+    kill.add_argument("--signal", "-s", default="SIGTERM", help="signal name or number (default SIGTERM)")
+
+    destroy = sub.add_parser("destroy", parents=common, help="kill every process of a container and remove it")
+    destroy.add_argument("container_id", metavar="ID")
+
+    usage = sub.add_parser("usage", parents=common, help="resource usage (Mesos ResourceStatistics)")
+    usage.add_argument("container_id", metavar="ID")
+    usage.add_argument("--json", action="store_true")
+
+    logs = sub.add_parser("logs", parents=common, help="print a container's stdout (or stderr)")
+    logs.add_argument("container_id", metavar="ID")
+    logs.add_argument("--follow", "-f", action="store_true", help="keep printing until the container ends")
+    logs.add_argument("--stderr", action="store_true", help="stderr instead of stdout")
+    return parser
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not value > 0 or value != value or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a positive number: {text!r}")
+    return value
+
+
+_SIZE = re.compile(r"(\d+(?:\.\d+)?)\s*([kmgt]?)(i?b?)", re.IGNORECASE)
+_UNIT_MB = {"": None, "k": 1 / 1024, "m": 1, "g": 1024, "t": 1024 * 1024}
+
+
+def parse_mem_mb(text: str) -> float:
+    """'512' (MB, as Mesos), '64M', '1G', '1.5GiB', '65536K', '1048576B' -> MB."""
+    match = _SIZE.fullmatch(text.strip())
+    if not match:
+        raise argparse.ArgumentTypeError(f"not a size: {text!r} (use MB, or 64M, 1G, ...)")
+    number, unit, suffix = float(match[1]), match[2].lower(), match[3].lower()
+    if unit:
+        mb = number * _UNIT_MB[unit]
+    elif suffix == "b":
+        mb = number / (1024 * 1024)
+    elif suffix:
+        raise argparse.ArgumentTypeError(f"not a size: {text!r}")
+    else:
+        mb = number
+    if not mb > 0:
+        raise argparse.ArgumentTypeError(f"must be positive: {text!r}")
+    return mb
+
+
+def _parse_env(items: list[str]) -> dict[str, str]:
+    env = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise InvalidInput(f"--env wants K=V, not {item!r}")
+        env[key] = value
+    return env
+
+
+def _containerizer(args):
+    from containerizers.mesos.sync import SyncMesosContainerizer
+    return SyncMesosContainerizer(args.work_dir, args.runtime_dir, args.cgroups_root)
+
+
+def cmd_run(args, command: list[str]) -> int:
+    from isolators.registry import parse_isolation
+    if args.shell is not None and command:
+        raise InvalidInput("give either --shell 'CMD' or -- CMD [ARG...], not both")
+    argv = ["/bin/sh", "-c", args.shell] if args.shell is not None else command
+    if not argv:
+        raise InvalidInput("no command: corral run [OPTIONS] -- CMD [ARG...]")
+    config = ContainerConfig(
+        argv=argv, env=_parse_env(args.env), resources=Resources(cpus=args.cpus, mem_mb=args.mem),
+        isolation=parse_isolation(args.isolation), workdir=args.workdir, user=args.user,
+        hostname=args.hostname, cgroups_enable_cfs=args.cgroups_enable_cfs)
+    container_id = args.name or _new_container_id()
+    mc = _containerizer(args)
+    mc.launch(container_id, config)
+    if args.detach:
+        print(container_id)
+        return 0
+    return _foreground(mc, container_id)
+
+
+def _new_container_id() -> str:
+    raw = os.urandom(16).hex()
+    return f"{raw[:8]}-{raw[8:12]}-{raw[12:16]}-{raw[16:20]}-{raw[20:]}"
+
+
+def _foreground(mc, container_id: str) -> int:
+    """Stream the task's output while it runs, pass our signals on to it, then remove it."""
+    files = mc.files(container_id)
+
+    def forward(signum, _frame):
+        mc.kill(container_id, signum)
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, forward)
+    streams = [(open(files.stdout, "rb"), sys.stdout.buffer), (open(files.stderr, "rb"), sys.stderr.buffer)]
+    try:
+        with mc.waiter(container_id) as waiter:
+            while True:
+                termination = waiter.block(timeout=0.05)
+                _copy(streams)
+                if termination is not None:
+                    break
+    finally:
+        for source, _ in streams:
+            source.close()
+    mc.destroy(container_id, remove_sandbox=True)
+    if termination.reason:
+        print(f"corral: {termination.reason}: {termination.message}", file=sys.stderr)
+    return termination.shell_exit_code()
+
+
+def _copy(streams) -> None:
+    for source, sink in streams:
+        chunk = source.read()
+        if chunk:
+            sink.write(chunk)
+            sink.flush()
+
+
+def cmd_ps(args) -> int:
+    mc = _containerizer(args)
+    rows = []
+    for container_id in mc.containers():
+        try:
+            rows.append(mc.status(container_id))
+        except NoSuchContainer:
+            continue        # destroyed while we looked
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    print(f"{'CONTAINER ID':<38} {'STATE':<8} {'PID':>7} {'EXIT':>5}  COMMAND")
+    for row in rows:
+        termination = row["termination"]
+        code = "" if not termination else (termination["exit_code"] if termination["exit_code"] is not None
+                                           else f"S{termination['signal']}")
+        print(f"{row['container_id']:<38} {row['state']:<8} {row['pid'] or '':>7} {code!s:>5}  "
+              f"{' '.join(row['config']['argv'])[:60]}")
+    return 0
+
+
+def cmd_wait(args) -> int:
+    termination = _containerizer(args).wait(args.container_id)
+    if args.json:
+        print(json.dumps(termination.to_dict(), sort_keys=True))
+    else:
+        print(termination.shell_exit_code())
+    return 0
+
+
+def cmd_kill(args) -> int:
+    _containerizer(args).kill(args.container_id, parse_signal(args.signal))
+    return 0
+
+
+def cmd_destroy(args) -> int:
+    _containerizer(args).destroy(args.container_id, remove_sandbox=True)
+    print(args.container_id)
+    return 0
+
+
+def cmd_usage(args) -> int:
+    stats = _containerizer(args).usage(args.container_id)
+    if args.json:
+        print(json.dumps(stats, sort_keys=True))
+    else:
+        for key, value in stats.items():
+            print(f"{key}: {value}")
+    return 0
+
+
+def cmd_logs(args) -> int:
+    mc = _containerizer(args)
+    files = mc.files(args.container_id)
+    stream = [(open(files.stderr if args.stderr else files.stdout, "rb"), sys.stdout.buffer)]
+    try:
+        _copy(stream)
+        if args.follow:
+            with mc.waiter(args.container_id) as waiter:
+                while waiter.block(timeout=0.1) is None:
+                    _copy(stream)
+            _copy(stream)
+    finally:
+        stream[0][0].close()
+    return 0
+
+
+COMMANDS = {"ps": cmd_ps, "wait": cmd_wait, "kill": cmd_kill, "destroy": cmd_destroy,
+            "usage": cmd_usage, "logs": cmd_logs}
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    # Everything after the first `--` is the command, untouched by option parsing.
+    command: list[str] = []
+    if "--" in argv:
+        split = argv.index("--")
+        argv, command = argv[:split], argv[split + 1:]
+    try:
+        args = build_parser().parse_args(argv)
+        if command and args.subcommand != "run":
+            raise InvalidInput(f"'--' is only for corral run, not {args.subcommand}")
+        code = cmd_run(args, command) if args.subcommand == "run" else COMMANDS[args.subcommand](args)
+    except InvalidInput as e:
+        print(f"corral: {e}", file=sys.stderr)
+        code = 2
+    except (CorralError, OSError) as e:
+        print(f"corral: {e}", file=sys.stderr)
+        code = 1
+    except KeyboardInterrupt:
+        code = 130
+    except BrokenPipeError:
+        code = 141
+    sys.exit(code)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""The Mesos containerizer: corral's native one (launcher, supervisor, isolators)."""

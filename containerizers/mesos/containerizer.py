@@ -1,0 +1,84 @@
+"""MesosContainerizer: the asyncio face of SyncMesosContainerizer.
+
+Launching, killing and reading state are a handful of system calls each and run inline;
+waiting never blocks the loop: the supervisor's pidfd and the isolators' watch fds are
+registered with the loop, and interval watches are timers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+
+from corral.types import ContainerConfig, Resources, Termination
+
+from .. import Containerizer
+from .sync import SUPERVISOR_EXIT_TIMEOUT, SyncMesosContainerizer, Waiter
+
+
+class MesosContainerizer(Containerizer):
+    name = "mesos"
+
+    def __init__(self, *args, **kwargs):
+        self.sync = SyncMesosContainerizer(*args, **kwargs)
+
+    async def recover(self) -> list[str]:
+        return self.sync.recover()
+
+    async def launch(self, container_id: str, config: ContainerConfig) -> str:
+        return self.sync.launch(container_id, config)
+
+    async def wait(self, container_id: str) -> Termination:
+        with self.sync.waiter(container_id) as waiter:
+            return await _until_ended(waiter)
+
+    async def kill(self, container_id: str, sig: int = signal.SIGKILL) -> None:
+        self.sync.kill(container_id, sig)
+
+    async def destroy(self, container_id: str, remove_sandbox: bool = False) -> Termination:
+        files = self.sync.files(container_id)
+        if self.sync.supervisor_alive(files):
+            self.sync.end(container_id)
+            with self.sync.waiter(container_id) as waiter:
+                await asyncio.wait_for(_until_ended(waiter), SUPERVISOR_EXIT_TIMEOUT)
+        return self.sync.finish_destroy(files, remove_sandbox)
+
+    async def update(self, container_id: str, resources: Resources) -> None:
+        self.sync.update(container_id, resources)
+
+    async def usage(self, container_id: str) -> dict:
+        return self.sync.usage(container_id)
+
+    async def status(self, container_id: str) -> dict:
+        return self.sync.status(container_id)
+
+    async def containers(self) -> list[str]:
+        return self.sync.containers()
+
+
+async def _until_ended(waiter: Waiter) -> Termination:
+    if waiter.result is not None:
+        return waiter.result
+    loop = asyncio.get_running_loop()
+    ended: asyncio.Future[Termination] = loop.create_future()
+
+    def on_ready(fd):
+        termination = waiter.ready(fd)
+        if termination is not None and not ended.done():
+            ended.set_result(termination)
+
+    def on_interval():
+        on_ready(None)
+        if not ended.done():
+            timer[0] = loop.call_later(waiter.interval, on_interval)
+
+    for fd in waiter.fds:
+        loop.add_reader(fd, on_ready, fd)
+    timer = [loop.call_later(waiter.interval, on_interval) if waiter.interval else None]
+    try:
+        return await ended
+    finally:
+        for fd in waiter.fds:
+            loop.remove_reader(fd)
+        if timer[0] is not None:
+            timer[0].cancel()

@@ -1,0 +1,105 @@
+"""The launcher: forks a container's supervisor and init, and tracks every process of the
+container in one cgroup so that all of them can be killed (Mesos: LinuxLauncher).
+
+Tracking uses the cgroup2 hierarchy wherever one is mounted (v2 and hybrid hosts: cgroup.kill
+and cgroup.events need no controller), else the v1 freezer.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+from dataclasses import dataclass
+
+from corral import linux
+from corral.types import CorralError
+from isolators.cgroups import cgroup_for, hierarchies
+
+from . import supervisor
+
+
+class LaunchFailed(CorralError):
+    pass
+
+
+@dataclass
+class Forked:
+    """A container whose init exists and waits for release()."""
+    supervisor_pid: int
+    init_pid: int
+    _go_w: int
+
+    def release(self) -> None:
+        """Let init exec the task."""
+        os.write(self._go_w, b"g")
+        os.close(self._go_w)
+
+    def abort(self) -> None:
+        """Never run the task: init exits on the closed pipe; make sure of it."""
+        os.close(self._go_w)
+        try:
+            os.kill(self.init_pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+class Launcher:
+    def __init__(self, cgroups_root: str, tracking: str | None = None):
+        self.cgroups_root = cgroups_root
+        self.tracking = tracking or ("unified" if hierarchies().v2 else "freezer")
+
+    def tracking_cgroup(self, container_id: str):
+        return cgroup_for(self.tracking, f"{self.cgroups_root}/{container_id}")
+
+    def fork(self, container_id: str, spec: supervisor.LaunchSpec) -> Forked:
+        # fork() copies only the calling thread: another thread's locks would stay held forever
+        # in the children. The agent forks through a single-threaded launcher process instead.
+        if len(os.listdir("/proc/self/task")) > 1:
+            raise LaunchFailed("the launcher must fork from a single-threaded process")
+        tracking = self.tracking_cgroup(container_id)
+        tracking.create()
+        ready_r, ready_w = os.pipe()
+        go_r, go_w = os.pipe()
+        child = os.fork()
+        if child == 0:
+            os.close(ready_r)
+            os.close(go_w)
+            supervisor.start(spec, ready_w, go_r)   # never returns
+        os.close(ready_w)
+        os.close(go_r)
+        os.waitpid(child, 0)
+        with os.fdopen(ready_r, "rb") as f:
+            answer = f.readline().decode(errors="replace").split()
+        if len(answer) != 3 or answer[0] != "ok":
+            os.close(go_w)
+            raise LaunchFailed(" ".join(answer[1:]) or "the supervisor died before starting init")
+        forked = Forked(int(answer[1]), int(answer[2]), go_w)
+        try:
+            tracking.attach(forked.init_pid)
+        except BaseException:
+            forked.abort()
+            raise
+        return forked
+
+    def kill_all(self, container_id: str) -> None:
+        self.tracking_cgroup(container_id).kill()
+
+    def pids(self, container_id: str) -> list[int]:
+        return self.tracking_cgroup(container_id).procs()
+
+    def cleanup(self, container_id: str) -> None:
+        tracking = self.tracking_cgroup(container_id)
+        tracking.kill()
+        tracking.remove()
+
+    def container_ids(self) -> set[str]:
+        """Containers that have a tracking cgroup: what recovery compares with the checkpoint."""
+        top = os.path.dirname(self.tracking_cgroup("x").path)
+        try:
+            return {e.name for e in os.scandir(top) if e.is_dir()}
+        except FileNotFoundError:
+            return set()
+
+
+def alive(pid: int | None, start_time: int | None) -> bool:
+    return linux.is_same_process(pid, start_time)

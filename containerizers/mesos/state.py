@@ -1,0 +1,80 @@
+"""A container's files: the runtime dir (config, pids, status, termination) and the sandbox.
+
+    <runtime-dir>/containers/<id>/config.json       what was launched (ContainerConfig + launch details)
+                                  pids.json         supervisor and init: pid and start time
+                                  status.json       written by the supervisor when init ends
+                                  kill.json         the signal corral sent, when it ended the task itself
+                                  termination.json  the verdict, written by whoever saw the end first
+    <work-dir>/containers/<id>/                     the sandbox: stdout, stderr, the task's files
+
+Every file is written atomically, so any process can read any container's state at any time.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+
+from corral.files import read_json, write_json
+from corral.types import ContainerConfig, Termination, check_container_id
+
+
+class ContainerFiles:
+    def __init__(self, runtime_dir: str, work_dir: str, container_id: str):
+        self.container_id = check_container_id(container_id)
+        self.runtime = os.path.join(runtime_dir, "containers", container_id)
+        self.sandbox = os.path.join(work_dir, "containers", container_id)
+
+    def path(self, name: str) -> str:
+        return os.path.join(self.runtime, name)
+
+    @property
+    def stdout(self) -> str:
+        return os.path.join(self.sandbox, "stdout")
+
+    @property
+    def stderr(self) -> str:
+        return os.path.join(self.sandbox, "stderr")
+
+    def exists(self) -> bool:
+        return os.path.isdir(self.runtime)
+
+    def create(self) -> None:
+        """Claim the id: the runtime dir's mkdir is the atomic 'first one wins'."""
+        os.makedirs(os.path.dirname(self.runtime), exist_ok=True)
+        os.mkdir(self.runtime, 0o700)
+        os.makedirs(self.sandbox, 0o755, exist_ok=True)
+
+    def config(self) -> ContainerConfig:
+        return ContainerConfig.from_dict(read_json(self.path("config.json"))["config"])
+
+    def launch_record(self) -> dict:
+        return read_json(self.path("config.json"))
+
+    def pids(self) -> dict:
+        return read_json(self.path("pids.json"), default={})
+
+    def status(self) -> dict | None:
+        return read_json(self.path("status.json"), default=None)
+
+    def kill_record(self) -> dict | None:
+        return read_json(self.path("kill.json"), default=None)
+
+    def termination(self) -> Termination | None:
+        data = read_json(self.path("termination.json"), default=None)
+        return Termination.from_dict(data) if data else None
+
+    def write(self, name: str, value) -> None:
+        write_json(self.path(name), value)
+
+    def remove(self, sandbox: bool = True) -> None:
+        shutil.rmtree(self.runtime, ignore_errors=True)
+        if sandbox:
+            shutil.rmtree(self.sandbox, ignore_errors=True)
+
+
+def container_ids(runtime_dir: str) -> list[str]:
+    try:
+        return sorted(e.name for e in os.scandir(os.path.join(runtime_dir, "containers")) if e.is_dir())
+    except FileNotFoundError:
+        return []

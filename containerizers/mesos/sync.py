@@ -1,0 +1,388 @@
+"""The Mesos containerizer's work, as plain blocking calls over the files of each container.
+
+Every operation reads and writes the container's state on disk, so a container launched by
+one process can be waited on, killed and destroyed by another. `MesosContainerizer`
+(containerizer.py) is the asyncio face of this class; the CLI uses this class directly,
+because importing asyncio alone costs 60-90 ms on a small host, more than runc's whole launch.
+"""
+
+from __future__ import annotations
+
+import os
+import pwd
+import select
+import signal
+import time
+
+from corral import linux
+from corral.types import (DEFAULT_PATH, LAUNCHED, NOT_SUPPORTED, REASON_CONTAINER_LAUNCH_FAILED, TASK_FAILED,
+                          TASK_FINISHED, TASK_KILLED, TASK_LOST, ContainerConfig, ContainerExists, CorralError,
+                          InvalidInput, Limitation, NoSuchContainer, Resources, Termination, describe_wait_status,
+                          signal_name)
+from isolators import IsolatorFlags, LaunchInfo, Watch
+from isolators.registry import DEFAULT_ISOLATION, create_isolators
+
+from . import state
+from .launcher import Launcher
+from .supervisor import LaunchSpec
+
+SUPERVISOR_EXIT_TIMEOUT = 10.0
+
+
+class SyncMesosContainerizer:
+    name = "mesos"
+
+    def __init__(self, work_dir: str, runtime_dir: str, cgroups_root: str = "corral",
+                 isolation: list[str] | tuple[str, ...] = DEFAULT_ISOLATION,
+                 cgroups_enable_cfs: bool = False, tracking: str | None = None):
+        self.work_dir = work_dir
+        self.runtime_dir = runtime_dir
+        self.flags = IsolatorFlags(cgroups_root=cgroups_root, cgroups_enable_cfs=cgroups_enable_cfs)
+        self.isolation = list(isolation)
+        self.launcher = Launcher(cgroups_root, tracking)
+        self._isolators: dict[tuple[str, ...], list] = {}
+
+    # -- helpers ---------------------------------------------------------------------------
+
+    def isolators(self, names) -> list:
+        key = tuple(names)
+        if key not in self._isolators:
+            self._isolators[key] = create_isolators(list(key), self.flags)
+        return self._isolators[key]
+
+    def files(self, container_id: str) -> state.ContainerFiles:
+        files = state.ContainerFiles(self.runtime_dir, self.work_dir, container_id)
+        if not files.exists():
+            raise NoSuchContainer(container_id)
+        return files
+
+    def _isolators_of(self, files: state.ContainerFiles) -> list:
+        return self.isolators(files.config().isolation)
+
+    # -- launch ----------------------------------------------------------------------------
+
+    def launch(self, container_id: str, config: ContainerConfig) -> str:
+        if config.containerizer not in (None, self.name) or config.image:
+            return NOT_SUPPORTED
+        files = state.ContainerFiles(self.runtime_dir, self.work_dir, container_id)
+        config.isolation = list(config.isolation or self.isolation)
+        if config.hostname and "namespaces/uts" not in config.isolation:
+            config.isolation.append("namespaces/uts")
+        isolators = self.isolators(config.isolation)       # unknown names fail before anything exists
+        user = _resolve_user(config.user)
+        if config.workdir and os.path.isabs(config.workdir) and not os.path.isdir(config.workdir):
+            raise InvalidInput(f"workdir {config.workdir} is not a directory")
+        try:
+            files.create()
+        except FileExistsError:
+            raise ContainerExists(container_id) from None
+
+        prepared, forked = [], None
+        try:
+            files.write("config.json", {"config": config.to_dict(), "created": time.time(),
+                                        "sandbox": files.sandbox})
+            if user:
+                os.chown(files.sandbox, user.pw_uid, user.pw_gid)
+            launch_info = LaunchInfo()
+            for isolator in isolators:
+                prepared.append(isolator)
+                launch_info.merge(isolator.prepare(container_id, config))
+            forked = self.launcher.fork(container_id, self._launch_spec(files, config, launch_info, user))
+            files.write("pids.json", {
+                "supervisor": {"pid": forked.supervisor_pid, "start": linux.process_start_time(forked.supervisor_pid)},
+                "init": {"pid": forked.init_pid, "start": linux.process_start_time(forked.init_pid)},
+            })
+            for isolator in isolators:
+                isolator.isolate(container_id, forked.init_pid)
+            forked.release()
+        except BaseException:
+            if forked is not None:
+                forked.abort()
+            self._teardown(container_id, prepared)
+            files.remove()
+            raise
+        return LAUNCHED
+
+    def _launch_spec(self, files, config: ContainerConfig, launch_info: LaunchInfo, user) -> LaunchSpec:
+        env = {"PATH": DEFAULT_PATH, "HOME": user.pw_dir if user else "/root",
+               "MESOS_SANDBOX": files.sandbox}
+        if user:
+            env["USER"] = env["LOGNAME"] = user.pw_name
+        env.update(config.env)
+        env.update(launch_info.env)
+        return LaunchSpec(
+            argv=config.argv, env=env,
+            cwd=os.path.join(files.sandbox, config.workdir or ""),
+            stdout_path=files.stdout, stderr_path=files.stderr,
+            status_path=files.path("status.json"),
+            namespaces=frozenset(launch_info.namespaces), hostname=launch_info.hostname,
+            uid=user.pw_uid if user else None, gid=user.pw_gid if user else None,
+            groups=tuple(os.getgrouplist(user.pw_name, user.pw_gid)) if user else (),
+        )
+
+    # -- watching the end ------------------------------------------------------------------
+
+    def waiter(self, container_id: str) -> "Waiter":
+        return Waiter(self, self.files(container_id))
+
+    def wait(self, container_id: str, timeout: float | None = None) -> Termination | None:
+        """Block until the container ends (None if `timeout` seconds pass first)."""
+        with self.waiter(container_id) as waiter:
+            return waiter.block(timeout)
+
+    def supervisor_alive(self, files: state.ContainerFiles) -> bool:
+        sup = files.pids().get("supervisor", {})
+        return linux.is_same_process(sup.get("pid"), sup.get("start"))
+
+    def termination(self, files: state.ContainerFiles, limitation: Limitation | None = None) -> Termination:
+        """The verdict on an ended container, written once; later callers read it back."""
+        known = files.termination()
+        if known is not None:
+            return known
+        status, kill = files.status(), files.kill_record() or {}
+        if limitation is None and kill.get("reason"):
+            limitation = Limitation(kill["reason"], kill.get("message", ""))
+        if limitation is None and status is not None:
+            limitation = next(filter(None, (i.limitation(files.container_id) for i in self._isolators_of(files))),
+                              None)
+        cid = files.container_id
+        if status is None:
+            termination = Termination(cid, None, TASK_LOST, None,
+                                      "the container's supervisor died before it recorded the exit status")
+        else:
+            raw = status["task_status"] if status["task_status"] is not None else status["init_status"]
+            if status.get("error"):
+                termination = Termination(cid, raw, TASK_FAILED, REASON_CONTAINER_LAUNCH_FAILED, status["error"])
+            elif limitation is not None:
+                termination = Termination(cid, raw, TASK_FAILED, limitation.reason, limitation.message)
+            elif kill.get("signal"):
+                termination = Termination(cid, raw, TASK_KILLED, None,
+                                          f"Killed by corral with {signal_name(kill['signal'])}; "
+                                          f"command {describe_wait_status(raw)}")
+            elif os.WIFEXITED(raw) and os.WEXITSTATUS(raw) == 0:
+                termination = Termination(cid, raw, TASK_FINISHED, None, "Command exited with status 0")
+            else:
+                termination = Termination(cid, raw, TASK_FAILED, None, f"Command {describe_wait_status(raw)}")
+        files.write("termination.json", termination.to_dict())
+        return termination
+
+    # -- kill, destroy -----------------------------------------------------------------------
+
+    def kill(self, container_id: str, sig: int = signal.SIGTERM) -> None:
+        """Signal the task. init forwards catchable signals to it; SIGKILL and SIGSTOP, which
+        init cannot pass on, go to every process of the container."""
+        files = self.files(container_id)
+        if files.termination() is not None or not self.supervisor_alive(files):
+            return
+        if sig != signal.SIGCONT and sig != signal.SIGSTOP and files.kill_record() is None:
+            files.write("kill.json", {"signal": sig})
+        if sig == signal.SIGKILL:
+            self.launcher.kill_all(container_id)
+            return
+        pids = self.launcher.pids(container_id) if sig == signal.SIGSTOP else [files.pids()["init"]["pid"]]
+        for pid in pids:
+            try:
+                os.kill(pid, sig)
+            except ProcessLookupError:
+                pass
+
+    def end(self, container_id: str, limitation: Limitation | None = None) -> None:
+        """Start ending the container: record why, then SIGKILL every process."""
+        files = self.files(container_id)
+        if files.termination() is None and files.kill_record() is None:
+            record = {"signal": signal.SIGKILL}
+            if limitation is not None:
+                record.update(reason=limitation.reason, message=limitation.message)
+            files.write("kill.json", record)
+        self.launcher.kill_all(container_id)
+
+    def destroy(self, container_id: str, remove_sandbox: bool = False) -> Termination:
+        """Kill every process (forked, stopped or deaf to SIGTERM alike), wait for the supervisor
+        to record the end, release cgroups, and forget the container."""
+        files = self.files(container_id)
+        if self.supervisor_alive(files):
+            self.end(container_id)
+            self.wait(container_id, timeout=SUPERVISOR_EXIT_TIMEOUT)
+        return self.finish_destroy(files, remove_sandbox)
+
+    def finish_destroy(self, files: state.ContainerFiles, remove_sandbox: bool) -> Termination:
+        termination = self.termination(files)
+        self._teardown(files.container_id, self._isolators_of(files))
+        files.remove(sandbox=remove_sandbox)
+        return termination
+
+    def _teardown(self, container_id: str, isolators: list) -> None:
+        """Kill what is left, then undo the isolators in reverse order; tolerate what never existed."""
+        errors = []
+        try:
+            self.launcher.kill_all(container_id)
+        except OSError as e:
+            errors.append(e)
+        for isolator in reversed(isolators):
+            try:
+                isolator.cleanup(container_id)
+            except OSError as e:
+                errors.append(e)
+        try:
+            self.launcher.cleanup(container_id)
+        except OSError as e:
+            errors.append(e)
+        if errors:
+            raise CorralError(f"cleanup of container {container_id} incomplete: {errors[0]}")
+
+    # -- the rest of the interface ---------------------------------------------------------
+
+    def update(self, container_id: str, resources: Resources) -> None:
+        files = self.files(container_id)
+        for isolator in self._isolators_of(files):
+            isolator.update(container_id, resources)
+
+    def usage(self, container_id: str) -> dict:
+        import psutil
+        files = self.files(container_id)
+        pids = self.launcher.pids(container_id)
+        threads = 0
+        for pid in pids:
+            try:
+                threads += psutil.Process(pid).num_threads()
+            except psutil.Error:
+                pass
+        stats = {"timestamp": time.time(), "processes": len(pids), "threads": threads}
+        for isolator in self._isolators_of(files):
+            stats.update(isolator.usage(container_id))
+        return stats
+
+    def status(self, container_id: str) -> dict:
+        files = self.files(container_id)
+        record = files.launch_record()
+        termination = files.termination()
+        running = termination is None and self.supervisor_alive(files)
+        if termination is None and not running and files.pids():
+            termination = self.termination(files)
+        return {
+            "container_id": container_id,
+            "containerizer": self.name,
+            "state": "RUNNING" if running else ("EXITED" if termination else "STARTING"),
+            "pid": files.pids().get("init", {}).get("pid"),
+            "created": record.get("created"),
+            "sandbox": record.get("sandbox"),
+            "config": record["config"],
+            "termination": termination.to_dict() if termination else None,
+        }
+
+    def containers(self) -> list[str]:
+        return state.container_ids(self.runtime_dir)
+
+    def recover(self) -> list[str]:
+        """Known containers stay as they are (running or ended); cgroups of containers that no
+        runtime dir knows, and containers whose launch never got as far as its pids, go."""
+        known = []
+        for container_id in self.containers():
+            files = state.ContainerFiles(self.runtime_dir, self.work_dir, container_id)
+            if not files.pids() and files.termination() is None:
+                self.finish_destroy(files, remove_sandbox=False)   # died mid-launch
+                continue
+            known.append(container_id)
+        for orphan in self.launcher.container_ids() - set(known):
+            self._teardown(orphan, self.isolators(self.isolation))
+        return known
+
+
+class Waiter:
+    """Waits for one container's end: the supervisor's exit (a pidfd) or an isolator's limitation.
+
+    `fds` and `interval` say what to wait on; `ready(fd)` says what happened. block() drives it
+    with poll(2); MesosContainerizer drives it from an asyncio loop.
+    """
+
+    def __init__(self, containerizer: SyncMesosContainerizer, files: state.ContainerFiles):
+        self.containerizer = containerizer
+        self.files = files
+        self.result: Termination | None = files.termination()
+        self.pidfd: int | None = None
+        self.watches: list[Watch] = []
+        if self.result is None:
+            self._open()
+
+    def _open(self) -> None:
+        sup = self.files.pids().get("supervisor", {})
+        if sup:
+            try:
+                self.pidfd = os.pidfd_open(sup["pid"])
+            except ProcessLookupError:
+                pass
+            # The pidfd pins the process: only now is the start-time check free of pid reuse.
+            if self.pidfd is not None and linux.process_start_time(sup["pid"]) != sup["start"]:
+                os.close(self.pidfd)
+                self.pidfd = None
+        if self.pidfd is None:
+            self.result = self.containerizer.termination(self.files)
+            return
+        for isolator in self.containerizer._isolators_of(self.files):
+            watch = isolator.watch(self.files.container_id)
+            if watch is not None:
+                self.watches.append(watch)
+
+    @property
+    def fds(self) -> list[int]:
+        return [fd for fd in [self.pidfd] + [w.fd for w in self.watches] if fd is not None]
+
+    @property
+    def interval(self) -> float | None:
+        return min((w.interval for w in self.watches if w.interval), default=None)
+
+    def ready(self, fd: int | None) -> Termination | None:
+        """`fd` turned readable (None: the interval passed). Returns the termination once ended."""
+        if self.result is not None:
+            return self.result
+        if fd == self.pidfd:
+            self.result = self.containerizer.termination(self.files)
+            return self.result
+        for watch in self.watches:
+            if fd is None or fd == watch.fd:
+                limitation = watch.check()
+                if limitation is not None:
+                    self.containerizer.end(self.files.container_id, limitation)
+        return None
+
+    def block(self, timeout: float | None = None) -> Termination | None:
+        poller = select.poll()
+        for fd in self.fds:
+            poller.register(fd, select.POLLIN)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while self.result is None:
+            step = self.interval
+            if deadline is not None:
+                left = max(0.0, deadline - time.monotonic())
+                step = left if step is None else min(step, left)
+            events = poller.poll(None if step is None else step * 1000)
+            for fd, _ in events:
+                self.ready(fd)
+            if not events:
+                if deadline is not None and time.monotonic() >= deadline:
+                    break
+                self.ready(None)
+        return self.result
+
+    def close(self) -> None:
+        if self.pidfd is not None:
+            os.close(self.pidfd)
+            self.pidfd = None
+        for watch in self.watches:
+            watch.close()
+        self.watches = []
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def _resolve_user(name: str | None):
+    if not name:
+        return None
+    try:
+        return pwd.getpwuid(int(name)) if name.isdigit() else pwd.getpwnam(name)
+    except KeyError:
+        raise InvalidInput(f"no such user: {name}") from None

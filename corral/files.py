@@ -1,0 +1,70 @@
+"""Atomic files: every piece of state corral keeps on disk is written through here."""
+
+from __future__ import annotations
+
+import json
+import os
+
+from .types import CorralError
+
+
+class DamagedFile(CorralError):
+    def __init__(self, path: str, problem: str):
+        super().__init__(f"damaged state file {path}: {problem}")
+        self.path = path
+
+
+def write_atomic(path: str, data: bytes | str, *, durable: bool = False) -> None:
+    """Write a temp file beside `path`, then rename it over: readers see the old or the new file, whole.
+
+    durable=True also fsyncs the file and its directory, for state that must survive a power loss
+    (the runtime dir is a tmpfs, where that buys nothing).
+    """
+    if isinstance(data, str):
+        data = data.encode()
+    tmp = f"{path}.tmp.{os.getpid()}"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+    try:
+        os.write(fd, data)
+        if durable:
+            os.fsync(fd)
+    finally:
+        os.close(fd)
+    try:
+        os.rename(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise
+    if durable:
+        dfd = os.open(os.path.dirname(path) or ".", os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(dfd)
+        finally:
+            os.close(dfd)
+
+
+def write_json(path: str, value, *, durable: bool = False) -> None:
+    write_atomic(path, json.dumps(value, sort_keys=True) + "\n", durable=durable)
+
+
+def read_json(path: str, default=FileNotFoundError):
+    """The JSON value in `path`; `default` when it does not exist; DamagedFile when it cannot be parsed."""
+    try:
+        with open(path, "rb") as f:
+            raw = f.read()
+    except FileNotFoundError:
+        if default is FileNotFoundError:
+            raise
+        return default
+    try:
+        return json.loads(raw)
+    except ValueError as e:
+        raise DamagedFile(path, f"not valid JSON ({e})") from None
+
+
+def read_text(path: str, default: str | None = None) -> str | None:
+    try:
+        with open(path) as f:
+            return f.read()
+    except FileNotFoundError:
+        return default

@@ -1,0 +1,195 @@
+"""The shared vocabulary, in Mesos's words: container ids, configs, terminations, limitations.
+
+Kept free of heavy imports: the CLI's cold launch path imports it.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+from dataclasses import asdict, dataclass, field
+
+# TaskState names (mesos.proto).
+TASK_STARTING = "TASK_STARTING"
+TASK_RUNNING = "TASK_RUNNING"
+TASK_FINISHED = "TASK_FINISHED"
+TASK_FAILED = "TASK_FAILED"
+TASK_KILLED = "TASK_KILLED"
+TASK_LOST = "TASK_LOST"
+
+# TaskStatus.Reason names used by the containerization layer.
+REASON_CONTAINER_LIMITATION = "REASON_CONTAINER_LIMITATION"
+REASON_CONTAINER_LIMITATION_MEMORY = "REASON_CONTAINER_LIMITATION_MEMORY"
+REASON_CONTAINER_LIMITATION_DISK = "REASON_CONTAINER_LIMITATION_DISK"
+REASON_CONTAINER_LAUNCH_FAILED = "REASON_CONTAINER_LAUNCH_FAILED"
+REASON_EXECUTOR_TERMINATED = "REASON_EXECUTOR_TERMINATED"
+
+# Containerizer.launch answers (Mesos: Containerizer::LaunchResult).
+LAUNCHED = "LAUNCHED"
+NOT_SUPPORTED = "NOT_SUPPORTED"
+ALREADY_LAUNCHED = "ALREADY_LAUNCHED"
+
+DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+
+class CorralError(Exception):
+    """An error with a message fit for one line in front of a user."""
+
+
+class InvalidInput(CorralError):
+    """The caller asked for something malformed (CLI exit 2, HTTP 400)."""
+
+
+class NoSuchContainer(CorralError):
+    def __init__(self, container_id: str):
+        super().__init__(f"no such container: {container_id}")
+        self.container_id = container_id
+
+
+class ContainerExists(CorralError):
+    def __init__(self, container_id: str):
+        super().__init__(f"container already exists: {container_id}")
+        self.container_id = container_id
+
+
+# Mesos ContainerID values become directory and cgroup names: keep them to a safe alphabet.
+_CONTAINER_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
+
+
+def check_container_id(value: str) -> str:
+    if not _CONTAINER_ID.fullmatch(value or ""):
+        raise InvalidInput(
+            f"invalid container id {value!r}: use 1-128 of A-Z a-z 0-9 _ . -, starting with a letter or digit")
+    return value
+
+
+@dataclass
+class Resources:
+    """The scalar resources the Mesos containerizer isolates. None means unlimited."""
+    cpus: float | None = None
+    mem_mb: float | None = None
+
+    def __post_init__(self):
+        if self.cpus is not None and not self.cpus > 0:
+            raise InvalidInput(f"cpus must be a positive number, not {self.cpus}")
+        if self.mem_mb is not None and not self.mem_mb > 0:
+            raise InvalidInput(f"mem must be a positive number of MB, not {self.mem_mb}")
+
+
+@dataclass
+class ContainerConfig:
+    """What to run and how: the parts of Mesos's ContainerConfig that corral honours."""
+    argv: list[str]
+    env: dict[str, str] = field(default_factory=dict)
+    resources: Resources = field(default_factory=Resources)
+    isolation: list[str] = field(default_factory=list)
+    workdir: str | None = None          # relative paths are relative to the sandbox
+    user: str | None = None
+    hostname: str | None = None
+    cgroups_enable_cfs: bool = False
+    containerizer: str | None = None    # which containerizer the caller asked for, if any
+    image: dict | None = None           # {"type": "DOCKER"|"APPC", "name": ...} when the task has one
+
+    def __post_init__(self):
+        if not self.argv or not all(isinstance(a, str) for a in self.argv) or not self.argv[0]:
+            raise InvalidInput("a command is required")
+        for key in self.env:
+            if not key or "=" in key or "\0" in key:
+                raise InvalidInput(f"invalid environment variable name {key!r}")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "ContainerConfig":
+        data = dict(data)
+        data["resources"] = Resources(**(data.get("resources") or {}))
+        return cls(**data)
+
+
+@dataclass
+class Limitation:
+    """An isolator's verdict that a container broke a limit (Mesos: ContainerLimitation)."""
+    reason: str
+    message: str
+
+
+@dataclass
+class Termination:
+    """How a container ended (Mesos: ContainerTermination), plus corral's decoded wait status."""
+    container_id: str
+    exit_status: int | None        # the raw wait status, as waitpid(2) returns it; None when unknown
+    state: str
+    reason: str | None = None
+    message: str = ""
+
+    @property
+    def exit_code(self) -> int | None:
+        if self.exit_status is not None and os.WIFEXITED(self.exit_status):
+            return os.WEXITSTATUS(self.exit_status)
+        return None
+
+    @property
+    def signal(self) -> int | None:
+        if self.exit_status is not None and os.WIFSIGNALED(self.exit_status):
+            return os.WTERMSIG(self.exit_status)
+        return None
+
+    def shell_exit_code(self) -> int:
+        """What a shell would report: the exit code, or 128+N for a death by signal N."""
+        if self.exit_code is not None:
+            return self.exit_code
+        if self.signal is not None:
+            return 128 + self.signal
+        return 1
+
+    def to_dict(self) -> dict:
+        data = asdict(self)
+        data["exit_code"] = self.exit_code
+        data["signal"] = self.signal
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "Termination":
+        return cls(**{k: data.get(k) for k in ("container_id", "exit_status", "state", "reason", "message")})
+
+
+def describe_wait_status(status: int) -> str:
+    if os.WIFEXITED(status):
+        return f"exited with status {os.WEXITSTATUS(status)}"
+    if os.WIFSIGNALED(status):
+        return f"terminated by {signal_name(os.WTERMSIG(status))}"
+    return f"wait status {status}"
+
+
+def signal_name(number: int) -> str:
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return f"signal {number}"
+
+
+def parse_signal(text: str | int) -> int:
+    """'TERM', 'SIGTERM', 'sigterm' or '15' to 15."""
+    raw = str(text).strip()
+    if raw.isdigit():
+        number = int(raw)
+        if 0 < number < signal.NSIG:
+            return number
+    else:
+        name = raw.upper()
+        name = name if name.startswith("SIG") else "SIG" + name
+        member = getattr(signal.Signals, name, None) if name.isidentifier() else None
+        if member is not None:
+            return int(member)
+    raise InvalidInput(f"invalid signal {text!r}")
+
+
+# ResourceStatistics field names (mesos.proto) that corral reports.
+STATISTICS_FIELDS = (
+    "timestamp", "processes", "threads",
+    "cpus_user_time_secs", "cpus_system_time_secs", "cpus_limit",
+    "cpus_nr_periods", "cpus_nr_throttled", "cpus_throttled_time_secs",
+    "mem_total_bytes", "mem_rss_bytes", "mem_cache_bytes", "mem_limit_bytes",
+)

@@ -1,0 +1,95 @@
+"""Isolators: each owns one concern of a container's isolation (Mesos: mesos::slave::Isolator).
+
+The interface is Mesos's, made loop-agnostic so that the CLI's cold path needs no asyncio:
+methods are plain calls that do a few system calls each, and `watch` hands back a `Watch`
+(a file descriptor or a polling interval plus a check) that either a blocking poll() or an
+asyncio loop can wait on.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+from corral.types import ContainerConfig, Limitation, Resources
+
+
+@dataclass
+class LaunchInfo:
+    """What isolators ask of the launch (Mesos: ContainerLaunchInfo)."""
+    env: dict[str, str] = field(default_factory=dict)
+    namespaces: set[str] = field(default_factory=set)     # "pid", "ipc", "uts", ...
+    hostname: str | None = None
+
+    def merge(self, other: "LaunchInfo | None") -> None:
+        if other is None:
+            return
+        self.env.update(other.env)
+        self.namespaces |= other.namespaces
+        self.hostname = other.hostname or self.hostname
+
+
+@dataclass
+class Watch:
+    """A limitation to wait for: readable `fd`, or every `interval` seconds, run `check`.
+
+    check() returns the Limitation once the container broke its limit, else None. It must also
+    answer correctly when called after the fact by another process (from counters, not events),
+    so that whoever finds a container ended can say why.
+    """
+    check: Callable[[], Limitation | None]
+    fd: int | None = None
+    interval: float | None = None
+    close: Callable[[], None] = lambda: None
+
+
+@dataclass
+class ContainerState:
+    """What recover() learns about a container that survived its containerizer (Mesos: ContainerState)."""
+    container_id: str
+    config: ContainerConfig
+    pid: int | None
+
+
+class Isolator:
+    """Base class: every method is optional; cleanup must accept ids it never prepared."""
+
+    name: str = ""
+
+    def __init__(self, flags: "IsolatorFlags"):
+        self.flags = flags
+
+    def recover(self, states: list[ContainerState], orphans: set[str]) -> None:
+        """Re-learn known containers; `orphans` are container ids no one knows, to be cleaned up."""
+
+    def prepare(self, container_id: str, config: ContainerConfig) -> LaunchInfo | None:
+        """Before the container's init is forked: set up, and say what the launch needs."""
+
+    def isolate(self, container_id: str, pid: int) -> None:
+        """The init `pid` exists and waits; place it (e.g. in cgroups) before it execs the task."""
+
+    def watch(self, container_id: str) -> Watch | None:
+        """How to learn that the container broke a limit."""
+
+    def limitation(self, container_id: str) -> Limitation | None:
+        """Whether the container broke a limit, answered from counters, after the fact too."""
+
+    def update(self, container_id: str, resources: Resources) -> None:
+        """Change the container's limits."""
+
+    def usage(self, container_id: str) -> dict:
+        """ResourceStatistics fields this isolator knows."""
+        return {}
+
+    def status(self, container_id: str) -> dict:
+        return {}
+
+    def cleanup(self, container_id: str) -> None:
+        """Undo prepare/isolate; called after every process of the container is gone."""
+
+
+@dataclass
+class IsolatorFlags:
+    """The agent/CLI settings isolators read."""
+    cgroups_root: str = "corral"
+    cgroups_enable_cfs: bool = False

@@ -1,0 +1,69 @@
+"""What a cgroup is in either version: a directory of files holding processes."""
+
+from __future__ import annotations
+
+import errno
+import os
+import time
+
+
+class Cgroup:
+    version = 0
+
+    def __init__(self, controller: str, path: str):
+        self.controller_name = controller
+        self.path = path
+
+    def __repr__(self):
+        return f"{type(self).__name__}({self.path})"
+
+    def exists(self) -> bool:
+        return os.path.isdir(self.path)
+
+    def create(self) -> None:
+        os.makedirs(self.path, exist_ok=True)
+
+    def attach(self, pid: int) -> None:
+        self.write("cgroup.procs", str(pid))
+
+    def procs(self) -> list[int]:
+        try:
+            with open(os.path.join(self.path, "cgroup.procs")) as f:
+                return [int(p) for p in f.read().split()]
+        except FileNotFoundError:
+            return []
+
+    def read(self, name: str) -> str:
+        with open(os.path.join(self.path, name)) as f:
+            return f.read()
+
+    def write(self, name: str, value: str) -> None:
+        with open(os.path.join(self.path, name), "w") as f:
+            f.write(value)
+
+    def read_keyed(self, name: str) -> dict[str, int]:
+        """A flat-keyed file (cpu.stat, memory.stat, memory.events, cgroup.events, ...) as a dict."""
+        values = {}
+        for line in self.read(name).splitlines():
+            key, _, value = line.partition(" ")
+            value = value.strip()
+            if value.lstrip("-").isdigit():
+                values[key] = int(value)
+        return values
+
+    def kill(self) -> None:
+        raise NotImplementedError
+
+    def remove(self, timeout: float = 5.0) -> None:
+        """rmdir once the last process has gone (killed processes take a moment to exit)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                os.rmdir(self.path)
+                return
+            except FileNotFoundError:
+                return
+            except OSError as e:
+                if e.errno != errno.EBUSY or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.001)

@@ -1,0 +1,1 @@
+"""Image provisioning: docker/OCI and appc images to container root filesystems (issue: provisioner)."""
