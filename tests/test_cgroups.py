@@ -1,0 +1,104 @@
+"""The cgroups layer on this host's real hierarchies: v1 controllers and the cgroup2 mount."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+
+import pytest
+
+from isolators.cgroups import _read_mounts, cgroup_for, hierarchies
+from isolators.cgroups.cpu import shares_for, quota_for, weight_for, weight_to_shares
+
+
+def test_detects_this_hosts_hierarchies():
+    h = hierarchies()
+    assert h.mode in ("v1", "v2", "hybrid")
+    with open("/proc/self/mountinfo") as f:
+        mounts = f.read()
+    assert (" - cgroup2 " in mounts) == (h.v2 is not None)
+    assert (" - cgroup " in mounts) == bool(h.v1)
+    for controller, mount_point in h.v1.items():
+        assert os.path.exists(os.path.join(mount_point, "cgroup.procs")), controller
+
+
+def test_mode_from_mountinfo(tmp_path):
+    line = "30 25 0:26 / {mp} rw,relatime shared:5 - {fs} {fs} rw,{opts}\n"
+    hybrid = tmp_path / "hybrid"
+    hybrid.write_text(line.format(mp="/sys/fs/cgroup/memory", fs="cgroup", opts="memory")
+                      + line.format(mp="/sys/fs/cgroup/cpu,cpuacct", fs="cgroup", opts="cpu,cpuacct")
+                      + line.format(mp="/sys/fs/cgroup/unified", fs="cgroup2", opts="nsdelegate"))
+    found = _read_mounts(str(hybrid))
+    assert found.mode == "hybrid"
+    assert found.v1 == {"memory": "/sys/fs/cgroup/memory", "cpu": "/sys/fs/cgroup/cpu,cpuacct",
+                        "cpuacct": "/sys/fs/cgroup/cpu,cpuacct"}
+    pure = tmp_path / "v2"
+    pure.write_text(line.format(mp="/sys/fs/cgroup", fs="cgroup2", opts="nsdelegate"))
+    assert _read_mounts(str(pure)).mode == "v2"
+
+
+def test_mesos_cpu_arithmetic():
+    assert shares_for(0.001) == 2 and shares_for(1) == 1024 and shares_for(2.5) == 2560
+    assert quota_for(0.5) == 50_000 and quota_for(0.0001) == 1_000
+    assert weight_for(2) == 1 and weight_for(262144) == 10000 and weight_for(1024) == 39
+    assert weight_to_shares(weight_for(1024)) in range(990, 1030)   # lossy: 10000 weights for 262142 shares
+
+
+@pytest.fixture
+def v2_cgroup(corral):
+    if not hierarchies().v2:
+        pytest.skip("no cgroup2 mount on this host")
+    cgroup = cgroup_for("unified", f"{corral.cgroups_root}/probe")
+    cgroup.create()
+    yield cgroup
+    cgroup.kill()
+    cgroup.remove()
+    os.rmdir(os.path.dirname(cgroup.path))
+
+
+def test_v2_procs_events_freeze_and_kill(v2_cgroup):
+    """The cgroup2 core files, on the real mount: cgroup.procs, cgroup.events, cgroup.freeze, cgroup.kill."""
+    assert not v2_cgroup.populated()
+    # The shell forks only once it is in the cgroup, so nothing escapes it.
+    child = subprocess.Popen(["sh", "-c", "read go; sleep 1000 & sleep 1000 & wait"], stdin=subprocess.PIPE)
+    try:
+        v2_cgroup.attach(child.pid)
+        child.stdin.write(b"go\n")
+        child.stdin.close()
+        # Children forked after the move land in the cgroup too.
+        deadline = time.monotonic() + 5
+        while len(v2_cgroup.procs()) < 3 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert child.pid in v2_cgroup.procs() and len(v2_cgroup.procs()) == 3
+        assert v2_cgroup.populated()
+
+        v2_cgroup.freeze(True)
+        assert v2_cgroup.read_keyed("cgroup.events")["frozen"] == 1
+        v2_cgroup.freeze(False)
+        assert v2_cgroup.read_keyed("cgroup.events")["frozen"] == 0
+
+        v2_cgroup.kill()
+        assert child.wait(timeout=5) == -signal.SIGKILL
+        deadline = time.monotonic() + 5
+        while v2_cgroup.populated() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert v2_cgroup.procs() == [] and not v2_cgroup.populated()
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+
+
+def test_v1_controllers_through_cgroupspy(corral):
+    if "memory" not in hierarchies().v1:
+        pytest.skip("no v1 memory controller")
+    memory = cgroup_for("memory", f"{corral.cgroups_root}/probe")
+    memory.create()
+    try:
+        memory.controller.limit_in_bytes = 64 * 1024 * 1024
+        assert int(memory.read("memory.limit_in_bytes")) == 64 * 1024 * 1024
+        assert memory.controller.limit_in_bytes == 64 * 1024 * 1024
+    finally:
+        memory.remove()

@@ -1,0 +1,258 @@
+"""`corral run` and friends, as a user drives them: real processes, namespaces and cgroups."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+
+import pytest
+
+from corral.types import STATISTICS_FIELDS
+
+
+def test_exit_code_and_output_streams(corral):
+    result = corral.run("run", "--", "/bin/sh", "-c", "echo out; echo err >&2; exit 7")
+    assert result.returncode == 7
+    assert result.stdout == "out\n"
+    assert result.stderr == "err\n"
+
+
+def test_shell_option_and_argv_are_kept_apart(corral):
+    assert corral.run("run", "--", "/bin/echo", "a  b", "$HOME").stdout == "a  b $HOME\n"
+    assert corral.run("run", "--shell", "echo $((6 * 7))").stdout == "42\n"
+
+
+def test_task_that_signals_itself_dies_of_that_signal(corral):
+    # The task is not PID 1 of its namespace, so a default-action signal kills it as on the host.
+    result = corral.run("run", "--", "/bin/sh", "-c", "kill -USR1 $$; sleep 5")
+    assert result.returncode == 128 + signal.SIGUSR1
+
+
+def test_pid_namespace_and_own_proc(corral):
+    script = "echo $$; ls /proc | grep -c '^[0-9]'"
+    pid, count = corral.run("run", "--shell", script, check=True).stdout.split()
+    assert pid == "2"                  # init is 1; the task comes next
+    assert int(count) <= 4             # init, sh, ls, grep: nothing of the host
+
+
+def test_ipc_and_uts_namespaces(corral):
+    host_ipc = os.readlink("/proc/self/ns/ipc")
+    out = corral.run("run", "--hostname", "box", "--shell", "readlink /proc/self/ns/ipc; hostname",
+                     check=True).stdout.split()
+    assert out[0] != host_ipc
+    assert out[1] == "box"
+    assert os.uname().nodename != "box"
+
+
+def test_sandbox_env_workdir_and_user(corral):
+    out = corral.run("run", "--env", "GREETING=hi there", "--name", "envy", "--shell",
+                     'echo "$GREETING"; echo "$MESOS_SANDBOX"; pwd', check=True).stdout.splitlines()
+    sandbox = os.path.join(corral.work_dir, "containers", "envy")
+    assert out == ["hi there", sandbox, sandbox]
+    assert corral.run("run", "--workdir", "/tmp", "--", "pwd", check=True).stdout == "/tmp\n"
+    assert corral.run("run", "--user", "nobody", "--", "id", "-u", check=True).stdout == "65534\n"
+
+
+def test_cgroups_hold_the_task(corral):
+    out = corral.run("run", "--name", "cg", "--cpus", "0.5", "--mem", "64M", "--",
+                     "cat", "/proc/self/cgroup", check=True).stdout
+    lines = dict(line.split(":", 2)[1:] for line in out.splitlines())
+    assert lines["memory"] == f"/{corral.cgroups_root}/cg"
+    assert lines["cpu"] == f"/{corral.cgroups_root}/cg"
+
+
+def test_limits_are_written_as_mesos_computes_them(corral):
+    from isolators.cgroups import cgroup_for
+    cid = corral.run("run", "--detach", "--cpus", "0.25", "--mem", "1G", "--cgroups-enable-cfs",
+                     "--", "sleep", "30", check=True).stdout.strip()
+    cpu = cgroup_for("cpu", f"{corral.cgroups_root}/{cid}")
+    mem = cgroup_for("memory", f"{corral.cgroups_root}/{cid}")
+    assert cpu.read("cpu.shares").strip() == "256"
+    assert cpu.read("cpu.cfs_quota_us").strip() == "25000"
+    assert cpu.read("cpu.cfs_period_us").strip() == "100000"
+    assert int(mem.read("memory.limit_in_bytes")) == 1024 ** 3
+    corral.run("destroy", cid, check=True)
+
+
+def test_oom_kill_is_a_memory_limitation(corral):
+    hog = "x=$(head -c 300000000 /dev/zero | tr '\\0' a); echo survived"
+    result = corral.run("run", "--mem", "48", "--shell", hog)
+    assert result.returncode == 128 + signal.SIGKILL
+    assert "survived" not in result.stdout
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("corral: REASON_CONTAINER_LIMITATION_MEMORY: Memory limit exceeded: Requested: 48MB")
+    assert "Maximum Used:" in last and "MEMORY STATISTICS:" in last
+
+    cid = corral.run("run", "--detach", "--mem", "48", "--shell", hog, check=True).stdout.strip()
+    termination = json.loads(corral.run("wait", cid, "--json", check=True).stdout)
+    assert termination["state"] == "TASK_FAILED"
+    assert termination["reason"] == "REASON_CONTAINER_LIMITATION_MEMORY"
+    assert termination["signal"] == signal.SIGKILL
+    corral.run("destroy", cid, check=True)
+
+
+def test_cfs_quota_throttles_a_busy_loop(corral):
+    cid = corral.run("run", "--detach", "--cpus", "0.2", "--cgroups-enable-cfs", "--shell", "while :; do :; done",
+                     check=True).stdout.strip()
+    time.sleep(1.5)
+    usage = json.loads(corral.run("usage", cid, "--json", check=True).stdout)
+    corral.run("destroy", cid, check=True)
+    assert set(STATISTICS_FIELDS) <= set(usage)
+    assert usage["cpus_limit"] == pytest.approx(0.2)
+    assert usage["cpus_nr_throttled"] > 5
+    assert usage["cpus_throttled_time_secs"] > 0.5
+    used = usage["cpus_user_time_secs"] + usage["cpus_system_time_secs"]
+    assert used < 0.2 * 1.5 + 0.15      # it would be ~1.5 s unthrottled
+    assert usage["processes"] == 2      # init and the shell
+
+
+# A tree that forks, double-forks away, ignores SIGTERM and stops itself.
+STUBBORN = """
+trap '' TERM
+sh -c 'trap "" TERM; sleep 1000' &
+( setsid sh -c 'sleep 1000' & ) &
+sh -c 'kill -STOP $$; sleep 1000' &
+echo ready
+wait
+"""
+
+
+def _wait_for(predicate, timeout=10.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.02)
+    return False
+
+
+@pytest.mark.parametrize("tracking", ["unified", "freezer"])
+def test_destroy_kills_a_stubborn_tree(corral, tracking):
+    mc = corral.sync(tracking=tracking)
+    from corral.types import ContainerConfig
+    mc.launch("stubborn", ContainerConfig(argv=["/bin/sh", "-c", STUBBORN]))
+    files = mc.files("stubborn")
+    assert _wait_for(lambda: os.path.exists(files.stdout) and open(files.stdout).read() == "ready\n")
+    assert _wait_for(lambda: len(mc.launcher.pids("stubborn")) >= 6)
+    pids = mc.launcher.pids("stubborn")
+    assert any(_state(pid) == "T" for pid in pids)        # the self-stopped one
+
+    mc.kill("stubborn", signal.SIGTERM)                    # ignored by all of them
+    time.sleep(0.3)
+    assert all(_alive(pid) for pid in pids)
+
+    termination = mc.destroy("stubborn", remove_sandbox=True)
+    assert termination.state == "TASK_KILLED"
+    assert not [pid for pid in pids if _alive(pid)]
+    assert not corral.cgroup_dirs() or not any(
+        os.path.exists(os.path.join(top, "stubborn")) for top in corral.cgroup_dirs())
+    assert mc.containers() == []
+
+
+def _state(pid: int) -> str | None:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return None
+
+
+def _alive(pid: int) -> bool:
+    return _state(pid) not in (None, "Z")
+
+
+def test_wait_kill_destroy_from_other_processes(corral):
+    cid = corral.run("run", "--detach", "--name", "shared", "--", "sleep", "1000", check=True).stdout
+    assert cid == "shared\n"                               # --detach prints only the id
+    waiter = corral.popen("wait", "shared", "--json")
+    time.sleep(0.3)
+    assert waiter.poll() is None                           # still waiting
+    ps = json.loads(corral.run("ps", "--json", check=True).stdout)
+    assert [(c["container_id"], c["state"]) for c in ps] == [("shared", "RUNNING")]
+
+    assert corral.run("kill", "shared", "--signal", "INT").returncode == 0
+    out, err = waiter.communicate(timeout=10)
+    termination = json.loads(out)
+    assert termination == {"container_id": "shared", "exit_status": signal.SIGINT, "exit_code": None,
+                           "signal": signal.SIGINT, "state": "TASK_KILLED", "reason": None,
+                           "message": termination["message"]}
+    assert "SIGINT" in termination["message"]
+    # Ended but not destroyed: still listed, still waitable.
+    assert corral.run("wait", "shared", check=True).stdout == f"{128 + signal.SIGINT}\n"
+    assert corral.run("destroy", "shared", check=True).stdout == "shared\n"
+    assert corral.run("ps", "--json", check=True).stdout.strip() == "[]"
+    assert not os.path.exists(os.path.join(corral.work_dir, "containers", "shared"))
+
+
+def test_logs_and_follow(corral):
+    cid = corral.run("run", "--detach", "--shell", "echo one; echo bad >&2; sleep 0.5; echo two",
+                     check=True).stdout.strip()
+    follow = corral.run("logs", "--follow", cid, check=True)
+    assert follow.stdout == "one\ntwo\n"
+    assert corral.run("logs", cid, "--stderr", check=True).stdout == "bad\n"
+    corral.run("destroy", cid, check=True)
+
+
+def test_global_options_before_or_after_the_subcommand(corral):
+    env_free = dict(corral.env)
+    for key in ("CORRAL_WORK_DIR", "CORRAL_RUNTIME_DIR", "CORRAL_CGROUPS_ROOT"):
+        env_free.pop(key)
+    opts = ["--work-dir", corral.work_dir, "--runtime-dir", corral.runtime_dir, "--cgroups-root", corral.cgroups_root]
+    import subprocess
+    from conftest import CORRAL
+    subprocess.run([CORRAL, *opts, "run", "--detach", "--name", "before", "--", "sleep", "100"],
+                   env=env_free, check=True, capture_output=True)
+    listed = subprocess.run([CORRAL, "ps", "--json", *opts], env=env_free, check=True, capture_output=True)
+    assert [c["container_id"] for c in json.loads(listed.stdout)] == ["before"]
+    corral.run("destroy", "before", check=True)
+
+
+def test_foreground_run_forwards_sigterm(corral):
+    proc = corral.popen("run", "--shell", "trap 'echo got TERM; exit 3' TERM; echo up; while :; do sleep 0.05; done")
+    assert proc.stdout.readline() == "up\n"
+    proc.send_signal(signal.SIGTERM)
+    out, _ = proc.communicate(timeout=10)
+    assert out == "got TERM\n"
+    assert proc.returncode == 3
+
+
+@pytest.mark.parametrize("args, message", [
+    (["run", "--cpus", "-1", "--", "true"], "must be a positive number"),
+    (["run", "--cpus", "lots", "--", "true"], "not a number"),
+    (["run", "--mem", "12X", "--", "true"], "not a size"),
+    (["run", "--isolation", "cgroups/cpu,cgroups/nope", "--", "true"], "unknown isolator 'cgroups/nope'"),
+    (["run", "--env", "NOEQUALS", "--", "true"], "--env wants K=V"),
+    (["run", "--name", "../escape", "--", "true"], "invalid container id"),
+    (["run"], "no command"),
+    (["run", "--shell", "true", "--", "true"], "either --shell"),
+    (["run", "--user", "no-such-user-here", "--", "true"], "no such user"),
+    (["run", "--workdir", "/no/such/dir", "--", "true"], "is not a directory"),
+    (["kill", "x", "--signal", "SIGNOPE"], "invalid signal"),
+    (["frobnicate"], "invalid choice"),
+    (["ps", "--", "x"], "only for corral run"),
+])
+def test_bad_input_is_one_line_and_exit_2(corral, args, message):
+    result = corral.run(*args)
+    assert result.returncode == 2, result.stderr
+    assert message in result.stderr
+    assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
+    assert corral.sync().containers() == []
+
+
+@pytest.mark.parametrize("command", ["wait", "kill", "destroy", "usage", "logs"])
+def test_unknown_container_is_exit_1(corral, command):
+    result = corral.run(command, "ghost")
+    assert (result.returncode, result.stderr) == (1, "corral: no such container: ghost\n")
+
+
+def test_duplicate_name_and_missing_command(corral):
+    corral.run("run", "--detach", "--name", "twice", "--", "sleep", "100", check=True)
+    again = corral.run("run", "--name", "twice", "--", "true")
+    assert (again.returncode, again.stderr) == (1, "corral: container already exists: twice\n")
+    corral.run("destroy", "twice", check=True)
+    missing = corral.run("run", "--", "/no/such/program")
+    assert missing.returncode == 127
+    assert missing.stderr.strip().endswith(
+        "REASON_CONTAINER_LAUNCH_FAILED: failed to execute '/no/such/program': No such file or directory")

@@ -1,0 +1,112 @@
+"""The asyncio MesosContainerizer, and what survives the process that launched a container."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+
+from containerizers.mesos.containerizer import MesosContainerizer
+from corral.types import (LAUNCHED, NOT_SUPPORTED, STATISTICS_FIELDS, ContainerConfig, Resources, TASK_FINISHED,
+                          TASK_FAILED, TASK_KILLED, TASK_LOST)
+
+
+def _mc(corral, **kwargs) -> MesosContainerizer:
+    return MesosContainerizer(corral.work_dir, corral.runtime_dir, corral.cgroups_root, **kwargs)
+
+
+def sh(script: str, **kwargs) -> ContainerConfig:
+    return ContainerConfig(argv=["/bin/sh", "-c", script], **kwargs)
+
+
+def test_launch_wait_usage_update_destroy(corral):
+    async def scenario():
+        mc = _mc(corral)
+        assert await mc.launch("c1", sh("sleep 0.3; exit 5", resources=Resources(cpus=0.5, mem_mb=64))) == LAUNCHED
+        usage = await mc.usage("c1")
+        assert set(STATISTICS_FIELDS) <= set(usage)
+        assert usage["mem_limit_bytes"] == 64 * 1024 * 1024 and usage["cpus_limit"] == 0.5
+        await mc.update("c1", Resources(cpus=2, mem_mb=128))
+        usage = await mc.usage("c1")
+        assert usage["mem_limit_bytes"] == 128 * 1024 * 1024 and usage["cpus_limit"] == 2
+        first, second = await asyncio.gather(mc.wait("c1"), mc.wait("c1"))
+        assert first == second
+        assert (first.state, first.exit_code, first.message) == (TASK_FAILED, 5, "Command exited with status 5")
+        assert (await mc.status("c1"))["state"] == "EXITED"
+        assert await mc.destroy("c1") == first
+        assert await mc.containers() == []
+    asyncio.run(scenario())
+
+
+def test_not_supported_leaves_nothing(corral):
+    async def scenario():
+        mc = _mc(corral)
+        assert await mc.launch("d", sh("true", containerizer="docker")) == NOT_SUPPORTED
+        assert await mc.launch("i", sh("true", image={"type": "DOCKER", "name": "busybox"})) == NOT_SUPPORTED
+        assert await mc.containers() == []
+    asyncio.run(scenario())
+
+
+def test_oom_event_ends_the_container_with_a_memory_limitation(corral):
+    async def scenario():
+        mc = _mc(corral)
+        # The hog's child is OOM-killed; the shell would carry on, but the limitation ends it.
+        await mc.launch("oom", sh("(x=$(head -c 300000000 /dev/zero | tr '\\0' a)); sleep 1000",
+                                  resources=Resources(mem_mb=40)))
+        termination = await asyncio.wait_for(mc.wait("oom"), 30)
+        assert termination.state == TASK_FAILED
+        assert termination.reason == "REASON_CONTAINER_LIMITATION_MEMORY"
+        assert "Requested: 40MB" in termination.message
+        await mc.destroy("oom")
+    asyncio.run(scenario())
+
+
+def test_destroy_while_running_is_killed(corral):
+    async def scenario():
+        mc = _mc(corral)
+        await mc.launch("k", sh("sleep 1000"))
+        waiter = asyncio.ensure_future(mc.wait("k"))
+        termination = await mc.destroy("k", remove_sandbox=True)
+        assert termination.state == TASK_KILLED and termination.signal == signal.SIGKILL
+        assert (await waiter).state == TASK_KILLED
+        assert not os.path.exists(os.path.join(corral.work_dir, "containers", "k"))
+    asyncio.run(scenario())
+
+
+def test_a_new_containerizer_recovers_running_and_ended_containers(corral):
+    async def scenario():
+        first = _mc(corral)
+        await first.launch("running", sh("sleep 1000"))
+        await first.launch("ended", sh("exit 0"))
+        await first.wait("ended")
+        # An orphan: a tracking cgroup with a live process that no runtime dir knows.
+        orphan = first.sync.launcher.tracking_cgroup("orphan")
+        orphan.create()
+        proc = await asyncio.create_subprocess_exec("sh", "-c", "read go; sleep 1000", stdin=asyncio.subprocess.PIPE)
+        orphan.attach(proc.pid)
+        proc.stdin.write(b"go\n")
+
+        second = _mc(corral)
+        assert sorted(await second.recover()) == ["ended", "running"]
+        assert await proc.wait() == -signal.SIGKILL
+        assert not orphan.exists()
+        assert (await second.status("running"))["state"] == "RUNNING"
+        assert (await second.wait("ended")).state == TASK_FINISHED
+        await second.kill("running", signal.SIGTERM)
+        assert (await second.wait("running")).state == TASK_KILLED
+        for cid in await second.containers():
+            await second.destroy(cid)
+    asyncio.run(scenario())
+
+
+def test_a_dead_supervisor_means_a_lost_container(corral):
+    async def scenario():
+        mc = _mc(corral)
+        await mc.launch("lost", sh("sleep 1000"))
+        supervisor = mc.sync.files("lost").pids()["supervisor"]["pid"]
+        os.kill(supervisor, signal.SIGKILL)
+        termination = await asyncio.wait_for(mc.wait("lost"), 10)
+        assert termination.state == TASK_LOST
+        assert "supervisor died" in termination.message
+        await mc.destroy("lost")
+    asyncio.run(scenario())
