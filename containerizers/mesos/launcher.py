@@ -47,6 +47,7 @@ class Launcher:
     def __init__(self, cgroups_root: str, tracking: str | None = None):
         self.cgroups_root = cgroups_root
         self.tracking = tracking or ("unified" if hierarchies().v2 else "freezer")
+        self._children: set[int] = set()   # supervisors forked here, to be reaped once they exit
 
     def tracking_cgroup(self, container_id: str):
         return cgroup_for(self.tracking, f"{self.cgroups_root}/{container_id}")
@@ -65,9 +66,9 @@ class Launcher:
             os.close(ready_r)
             os.close(go_w)
             supervisor.start(spec, ready_w, go_r)   # never returns
+        self._children.add(child)
         os.close(ready_w)
         os.close(go_r)
-        os.waitpid(child, 0)
         with os.fdopen(ready_r, "rb") as f:
             answer = f.readline().decode(errors="replace").split()
         if len(answer) != 3 or answer[0] != "ok":
@@ -80,6 +81,16 @@ class Launcher:
             forked.abort()
             raise
         return forked
+
+    def reap(self, supervisor_pid: int) -> None:
+        """Collect an exited supervisor that this process forked, so that it leaves no zombie.
+        (A double fork would avoid this, at the price of one more fork per launch.)"""
+        if supervisor_pid in self._children:
+            try:
+                if os.waitpid(supervisor_pid, os.WNOHANG)[0]:
+                    self._children.discard(supervisor_pid)
+            except ChildProcessError:
+                self._children.discard(supervisor_pid)
 
     def kill_all(self, container_id: str) -> None:
         self.tracking_cgroup(container_id).kill()

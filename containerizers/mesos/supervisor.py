@@ -1,17 +1,18 @@
 """The processes a launch forks: the supervisor, the container's init, and the task.
 
-    launcher ──fork──▶ (intermediate, exits) ──fork──▶ supervisor        host pid ns, launcher's cgroups
-                                                          │ unshare(NEWPID), fork
-                                                          ▼
-                                                         init             PID 1 of the container; in its cgroups
-                                                          │ waits for "go", fork
-                                                          ▼
-                                                         task             execs the command
+    launcher ──fork──▶ supervisor        own session, host pid ns, outside the container's cgroups
+                          │ unshare(NEWPID), fork
+                          ▼
+                         init             PID 1 of the container; placed in its cgroups while it waits
+                          │ "go": spawn
+                          ▼
+                         task             the command
 
-The supervisor outlives whoever launched it and writes the task's raw wait status to the
-runtime dir when the container ends; it sits outside the container's cgroups, so its memory
-is not charged to the task. init forwards signals to the task and reaps orphans, as
-Mesos's launch helper and tini do, so the task is not PID 1 and behaves as on the host.
+The supervisor outlives whoever launched it (its parent only reaps it, if still there) and
+writes the task's raw wait status to the runtime dir when the container ends; it sits outside
+the container's cgroups, so its memory is not charged to the task. init forwards signals to
+the task and reaps orphans, as Mesos's launch helper and tini do, so the task is not PID 1 and
+behaves as on the host.
 
 Nothing here may return into the caller's code: every path ends in os._exit or exec.
 """
@@ -33,8 +34,6 @@ from corral.files import write_atomic
 _NOT_FORWARDED = {signal.SIGCHLD, signal.SIGKILL, signal.SIGSTOP, signal.SIGSEGV, signal.SIGBUS,
                   signal.SIGFPE, signal.SIGILL, signal.SIGTRAP, signal.SIGSYS}
 FORWARDED = {s for s in signal.valid_signals() if s not in _NOT_FORWARDED and s < signal.SIGRTMIN}
-_SUPERVISOR_IGNORES = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGPIPE,
-                       signal.SIGUSR1, signal.SIGUSR2, signal.SIGTSTP, signal.SIGTTIN, signal.SIGTTOU)
 
 
 @dataclass
@@ -54,11 +53,9 @@ class LaunchSpec:
 
 
 def start(spec: LaunchSpec, ready_w: int, go_r: int) -> None:
-    """Run in the intermediate child: detach, fork the supervisor, and exit."""
+    """Run in the launcher's child: become the supervisor; never return."""
     try:
         os.setsid()
-        if os.fork() != 0:
-            os._exit(0)
         _supervise(spec, ready_w, go_r)
     except BaseException as e:  # noqa: BLE001 - nothing may escape into the launcher's code
         _report(ready_w, f"error supervisor: {e}")
@@ -88,7 +85,8 @@ def _keep_only_fds(keep: set[int]) -> None:
 
 
 def _supervise(spec: LaunchSpec, ready_w: int, go_r: int) -> None:
-    for sig in _SUPERVISOR_IGNORES:
+    # Only SIGKILL ends the supervisor; the launcher's own handlers must not run here.
+    for sig in FORWARDED:
         signal.signal(sig, signal.SIG_IGN)
     signal.signal(signal.SIGCHLD, signal.SIG_DFL)
     prctl.set_child_subreaper(True)
@@ -136,21 +134,38 @@ def _reap_until(pid: int) -> int:
 
 
 def _init(spec: LaunchSpec, go_r: int, status_w: int) -> None:
+    task = None
+    pending: list[int] = []
+
+    def forward(signum, _frame):
+        if task is None:
+            pending.append(signum)
+        else:
+            _signal(task, signum)
     try:
         prctl.set_pdeathsig(signal.SIGKILL)   # a dead supervisor can record nothing: end with it
-        signal.pthread_sigmask(signal.SIG_BLOCK, FORWARDED | {signal.SIGCHLD})
+        for sig in FORWARDED:
+            signal.signal(sig, forward)
         prctl.set_child_subreaper(True)
         _enter_namespaces(spec)
         if os.read(go_r, 1) != b"g":        # the launcher failed to isolate us: never run the task
             os._exit(1)
         os.close(go_r)
-        task = _fork_task(spec)
+        task = _spawn_task(spec)
     except BaseException as e:  # noqa: BLE001
         _report(status_w, f"error {_describe(e)}")
         # As shells do: 127 for a command not found, 126 for one that cannot run.
-        code = {errno.ENOENT: 127, errno.EACCES: 126, errno.ENOEXEC: 126}.get(getattr(e, "errno", None), 1)
-        os._exit(code)
-    _forward_and_reap(task, status_w)
+        os._exit({errno.ENOENT: 127, errno.EACCES: 126, errno.ENOEXEC: 126}.get(getattr(e, "errno", None), 1))
+    for signum in pending:
+        _signal(task, signum)
+    _reap_until_task(task, status_w)
+
+
+def _signal(pid: int, signum: int) -> None:
+    try:
+        os.kill(pid, signum)
+    except ProcessLookupError:
+        pass
 
 
 def _enter_namespaces(spec: LaunchSpec) -> None:
@@ -168,14 +183,50 @@ def _enter_namespaces(spec: LaunchSpec) -> None:
         linux.sethostname(spec.hostname)
 
 
-def _fork_task(spec: LaunchSpec) -> int:
-    """Fork and exec the task; returns its pid once exec succeeded, raises if it failed."""
+def _spawn_task(spec: LaunchSpec) -> int:
+    """Start the task; raises OSError if it could not be executed."""
+    try:
+        os.chdir(spec.cwd)
+    except OSError as e:
+        raise OSError(e.errno, f"cannot enter working directory {spec.cwd}: {e.strerror}") from None
+    program = _which(spec.argv[0], spec.env.get("PATH", ""))
+    if spec.uid is None and "pid" in spec.namespaces:
+        # The fast path: posix_spawn's vfork copies no page tables. It can neither change user
+        # nor set a parent-death signal; the pid namespace ends the task with init anyway.
+        try:
+            return os.posix_spawn(program, spec.argv, spec.env, setsigmask=(),
+                                  setsigdef=FORWARDED | {signal.SIGCHLD})
+        except OSError as e:
+            raise OSError(e.errno, f"failed to execute {spec.argv[0]!r}: {e.strerror}") from None
+    return _fork_task(spec, program)
+
+
+def _which(name: str, path: str) -> str:
+    if "/" in name:
+        return name
+    for directory in path.split(":"):
+        candidate = os.path.join(directory or ".", name)
+        if os.path.isfile(candidate) and os.access(candidate, os.X_OK):
+            return candidate
+    raise OSError(errno.ENOENT, f"failed to execute {name!r}: not found in PATH")
+
+
+def _fork_task(spec: LaunchSpec, program: str) -> int:
+    """fork, change user, exec; returns the pid once exec succeeded, raises if it failed."""
     exec_r, exec_w = os.pipe2(os.O_CLOEXEC)
     task = os.fork()
     if task == 0:
         try:
             os.close(exec_r)
-            _exec_task(spec)
+            prctl.set_pdeathsig(signal.SIGKILL)
+            for sig in FORWARDED | {signal.SIGCHLD}:
+                signal.signal(sig, signal.SIG_DFL)
+            if spec.gid is not None:
+                os.setgroups(list(spec.groups))
+                os.setgid(spec.gid)
+            if spec.uid is not None:
+                os.setuid(spec.uid)
+            os.execve(program, spec.argv, spec.env)
         except BaseException as e:  # noqa: BLE001
             os.write(exec_w, f"{getattr(e, 'errno', 0) or 0} {_describe(e)}".encode())
         os._exit(127)
@@ -184,45 +235,19 @@ def _fork_task(spec: LaunchSpec) -> int:
         failure = f.read().decode(errors="replace")
     if failure:
         os.waitpid(task, 0)
-        _errno, _, message = failure.partition(" ")
-        raise OSError(int(_errno or 0), f"failed to execute {spec.argv[0]!r}: {message}")
+        code, _, message = failure.partition(" ")
+        raise OSError(int(code or 0), f"failed to execute {spec.argv[0]!r}: {message}")
     return task
 
 
-def _exec_task(spec: LaunchSpec) -> None:
-    prctl.set_pdeathsig(signal.SIGKILL)
-    for sig in signal.valid_signals():
-        if sig not in (signal.SIGKILL, signal.SIGSTOP):
-            signal.signal(sig, signal.SIG_DFL)   # Python ignores SIGPIPE and SIGXFSZ; exec keeps ignores
-    signal.pthread_sigmask(signal.SIG_SETMASK, ())
-    os.chdir(spec.cwd)
-    if spec.gid is not None:
-        os.setgroups(list(spec.groups))
-        os.setgid(spec.gid)
-    if spec.uid is not None:
-        os.setuid(spec.uid)
-    os.execvpe(spec.argv[0], spec.argv, spec.env)
-
-
-def _forward_and_reap(task: int, status_w: int) -> None:
-    """init's loop: pass signals on to the task, reap every child, end when the task ends."""
-    watched = FORWARDED | {signal.SIGCHLD}
+def _reap_until_task(task: int, status_w: int) -> None:
+    """init's loop: reap every child (signals are forwarded by the handler meanwhile); end with the task."""
     while True:
-        info = signal.sigwaitinfo(watched)
-        if info.si_signo != signal.SIGCHLD:
-            try:
-                os.kill(task, info.si_signo)
-            except ProcessLookupError:
-                pass
-            continue
-        while True:
-            try:
-                pid, status = os.waitpid(-1, os.WNOHANG)
-            except ChildProcessError:
-                pid = 0
-            if pid == 0:
-                break
-            if pid == task:
-                # Leaving now ends the pid namespace: the kernel kills what the task left behind.
-                _report(status_w, f"exit {status}")
-                os._exit(0)
+        try:
+            pid, status = os.waitpid(-1, 0)
+        except ChildProcessError:
+            os._exit(1)
+        if pid == task:
+            # Leaving now ends the pid namespace: the kernel kills what the task left behind.
+            _report(status_w, f"exit {status}")
+            os._exit(0)

@@ -306,6 +306,7 @@ class Waiter:
 
     def _open(self) -> None:
         sup = self.files.pids().get("supervisor", {})
+        self.supervisor_pid = sup.get("pid")
         if sup:
             try:
                 self.pidfd = os.pidfd_open(sup["pid"])
@@ -336,6 +337,7 @@ class Waiter:
         if self.result is not None:
             return self.result
         if fd == self.pidfd:
+            self.containerizer.launcher.reap(self.supervisor_pid)
             self.result = self.containerizer.termination(self.files)
             return self.result
         for watch in self.watches:

@@ -1,0 +1,216 @@
+"""Launch benchmark: corral against runc and crun, side by side in one run.
+
+Each row launches /bin/true with cpu 0.5 and 64 MiB memory limits in new pid, mount, uts and
+ipc namespaces (host network) and waits for it to exit and be cleaned up:
+
+  corral run (cold)   the CLI, a fresh interpreter per launch
+  corral warm         an already-running SyncMesosContainerizer in this process: launch, wait, destroy
+  runc run            an OCI bundle of busybox with the same limits and namespaces
+  crun run            the same bundle; crun refuses this host's hybrid cgroups, so its rows run in a
+                      private mount namespace where /sys/fs/cgroup/unified is unmounted (as in
+                      shared/bench/peer-anchors.sh); nothing of the host's mounts changes
+
+Rows are interleaved round-robin so that drift in the machine's speed hits all of them alike.
+Then a burst: 50 launches at once of each. Run as root:  .venv/bin/python bench/launch.py [--runs N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from corral import linux  # noqa: E402
+from corral.types import ContainerConfig, Resources  # noqa: E402
+
+CORRAL = os.path.join(os.path.dirname(sys.executable), "corral")
+CPUS, MEM_MB = 0.5, 64
+
+
+def make_bundle(top: str) -> str:
+    """A busybox rootfs and an OCI config with corral's limits and namespaces (no network ns)."""
+    bundle = os.path.join(top, "bundle")
+    rootfs = os.path.join(bundle, "rootfs")
+    os.makedirs(os.path.join(rootfs, "bin"))
+    for d in ("proc", "sys", "dev", "tmp", "etc"):
+        os.makedirs(os.path.join(rootfs, d))
+    shutil.copy("/bin/busybox", os.path.join(rootfs, "bin", "busybox"))
+    os.symlink("busybox", os.path.join(rootfs, "bin", "true"))
+    subprocess.run(["runc", "spec"], cwd=bundle, check=True)
+    path = os.path.join(bundle, "config.json")
+    with open(path) as f:
+        config = json.load(f)
+    config["process"]["terminal"] = False
+    config["process"]["args"] = ["/bin/true"]
+    config["root"] = {"path": rootfs, "readonly": True}
+    config["hostname"] = "bench"
+    config["linux"]["namespaces"] = [n for n in config["linux"]["namespaces"] if n["type"] != "network"]
+    config["linux"]["resources"] = {**config["linux"].get("resources", {}),
+                                    "memory": {"limit": MEM_MB * 1024 * 1024},
+                                    "cpu": {"quota": int(CPUS * 100_000), "period": 100_000}}
+    with open(path, "w") as f:
+        json.dump(config, f)
+    return bundle
+
+
+def runtime_cmd(runtime: str, bundle: str) -> list[str]:
+    return [runtime, "run", "--bundle", bundle, f"bench-{runtime}-{uuid.uuid4().hex[:12]}"]
+
+
+def timed(fn) -> float:
+    start = time.perf_counter()
+    fn()
+    return (time.perf_counter() - start) * 1000
+
+
+def run_ok(cmd: list[str], env=None) -> None:
+    result = subprocess.run(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    if result.returncode != 0:
+        raise SystemExit(f"benchmark command failed: {' '.join(cmd)}: {result.stderr.decode()[-300:]}")
+
+
+def burst(cmds: list[list[str]], env=None) -> float:
+    start = time.perf_counter()
+    procs = [subprocess.Popen(c, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE) for c in cmds]
+    failed = [p for p in procs if p.wait() != 0]
+    if failed:
+        raise SystemExit(f"burst: {len(failed)} of {len(cmds)} failed: {failed[0].stderr.read().decode()[-300:]}")
+    return (time.perf_counter() - start) * 1000
+
+
+def in_crun_namespace(fn):
+    """Run fn() in a child whose private mount namespace lacks the cgroup2 mount; return its result."""
+    read_fd, write_fd = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.close(read_fd)
+            linux.unshare(linux.CLONE_NEWNS)
+            linux.mount(None, "/", None, linux.MS_REC | linux.MS_PRIVATE)
+            if os.path.ismount("/sys/fs/cgroup/unified"):
+                linux.umount2("/sys/fs/cgroup/unified", linux.MNT_DETACH)
+            os.write(write_fd, json.dumps(fn()).encode())
+            os._exit(0)
+        except BaseException as e:  # noqa: BLE001
+            os.write(write_fd, json.dumps({"error": str(e)}).encode())
+            os._exit(1)
+    os.close(write_fd)
+    with os.fdopen(read_fd) as f:
+        result = json.loads(f.read() or "{}")
+    os.waitpid(pid, 0)
+    if isinstance(result, dict) and "error" in result:
+        raise SystemExit(f"crun rows failed: {result['error']}")
+    return result
+
+
+def pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--runs", type=int, default=40)
+    parser.add_argument("--burst", type=int, default=50)
+    parser.add_argument("--burst-runs", type=int, default=3)
+    parser.add_argument("--json", help="also write the figures to this file")
+    opts = parser.parse_args()
+    if os.geteuid() != 0:
+        raise SystemExit("run the benchmark as root")
+
+    top = tempfile.mkdtemp(prefix="corral-bench-")
+    root = f"corral-bench-{uuid.uuid4().hex[:8]}"
+    work, runtime = os.path.join(top, "work"), os.path.join(top, "run")
+    env = dict(os.environ, CORRAL_WORK_DIR=work, CORRAL_RUNTIME_DIR=runtime, CORRAL_CGROUPS_ROOT=root)
+    bundle = make_bundle(top)
+    from containerizers.mesos.sync import SyncMesosContainerizer
+    warm = SyncMesosContainerizer(work, runtime, root)
+    config = dict(argv=["/bin/true"], resources=Resources(cpus=CPUS, mem_mb=MEM_MB), hostname="bench")
+    counter = iter(range(10**9))
+
+    def warm_launch():
+        cid = f"w{next(counter)}"
+        warm.launch(cid, ContainerConfig(**config))
+        warm.wait(cid)
+        warm.destroy(cid, remove_sandbox=True)
+
+    cold_cmd = [CORRAL, "run", "--cpus", str(CPUS), "--mem", str(MEM_MB), "--hostname", "bench", "--", "/bin/true"]
+    rows = {
+        "corral run (cold CLI)": lambda: run_ok(cold_cmd, env),
+        "corral warm containerizer": warm_launch,
+        "runc run": lambda: run_ok(runtime_cmd("runc", bundle)),
+    }
+    samples: dict[str, list[float]] = {name: [] for name in rows}
+    try:
+        for name, fn in rows.items():        # warm-up: page cache, pyc files, cgroup roots
+            fn(), fn()
+        for _ in range(opts.runs):
+            for name, fn in rows.items():
+                samples[name].append(timed(fn))
+
+        def crun_rows():
+            run_ok(runtime_cmd("crun", bundle))
+            single = [timed(lambda: run_ok(runtime_cmd("crun", bundle))) for _ in range(opts.runs)]
+            bursts = [burst([runtime_cmd("crun", bundle) for _ in range(opts.burst)]) for _ in range(opts.burst_runs)]
+            return {"single": single, "burst": bursts}
+        crun = in_crun_namespace(crun_rows) if shutil.which("crun") else None
+        if crun:
+            samples["crun run (private mount ns)"] = crun["single"]
+
+        def warm_burst():
+            ids = [f"b{next(counter)}" for _ in range(opts.burst)]
+            for cid in ids:
+                warm.launch(cid, ContainerConfig(**config))
+            for cid in ids:
+                warm.wait(cid)
+                warm.destroy(cid, remove_sandbox=True)
+        bursts = {
+            f"{opts.burst} x corral run (cold CLI)": [burst([cold_cmd] * opts.burst, env) for _ in range(opts.burst_runs)],
+            f"{opts.burst} x corral warm containerizer": [timed(warm_burst) for _ in range(opts.burst_runs)],
+            f"{opts.burst} x runc run": [burst([runtime_cmd("runc", bundle) for _ in range(opts.burst)])
+                                         for _ in range(opts.burst_runs)],
+        }
+        if crun:
+            bursts[f"{opts.burst} x crun run (private mount ns)"] = crun["burst"]
+    finally:
+        for cid in warm.containers():
+            warm.destroy(cid, remove_sandbox=True)
+        from isolators.cgroups import hierarchies, remove_tree
+        h = hierarchies()
+        for mount in list(h.v1.values()) + ([h.v2] if h.v2 else []):
+            if os.path.isdir(os.path.join(mount, root)):
+                remove_tree(os.path.join(mount, root))
+        shutil.rmtree(top, ignore_errors=True)
+
+    runc_p50 = statistics.median(samples["runc run"])
+    print(f"# {os.uname().release}, {os.cpu_count()} cpu; /bin/true, cpus {CPUS}, mem {MEM_MB} MiB, "
+          f"pid+mnt+uts+ipc namespaces; {opts.runs} runs per row")
+    print(f"{'launch -> exit':<44} {'p50 ms':>8} {'p95 ms':>8} {'p50/runc':>9}")
+    figures = {}
+    for name, values in samples.items():
+        p50, p95 = statistics.median(values), pct(values, 0.95)
+        figures[name] = {"p50_ms": round(p50, 2), "p95_ms": round(p95, 2), "ratio_to_runc": round(p50 / runc_p50, 2)}
+        print(f"{name:<44} {p50:8.2f} {p95:8.2f} {p50 / runc_p50:8.2f}x")
+    runc_burst = statistics.median(bursts[f"{opts.burst} x runc run"])
+    print(f"\n{'burst (all at once, wall time)':<44} {'p50 ms':>8} {'min ms':>8} {'p50/runc':>9}")
+    for name, values in bursts.items():
+        p50 = statistics.median(values)
+        figures[name] = {"p50_ms": round(p50, 1), "min_ms": round(min(values), 1),
+                         "ratio_to_runc": round(p50 / runc_burst, 2)}
+        print(f"{name:<44} {p50:8.1f} {min(values):8.1f} {p50 / runc_burst:8.2f}x")
+    if opts.json:
+        with open(opts.json, "w") as f:
+            json.dump(figures, f, indent=2)
+
+
+if __name__ == "__main__":
+    main()
