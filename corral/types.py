@@ -90,6 +90,9 @@ class ContainerConfig:
     cgroups_enable_cfs: bool = False
     containerizer: str | None = None    # which containerizer the caller asked for, if any
     image: dict | None = None           # {"type": "DOCKER"|"APPC", "name": ...} when the task has one
+    volumes: list[str] = field(default_factory=list)  # HOST:CONTAINER[:ro|rw]; a relative HOST is in the sandbox
+    network: str | None = None          # docker: host (the default), bridge, none or a network's name
+    ports: list[str] = field(default_factory=list)    # docker, not host network: HOST_PORT:CONTAINER_PORT[/udp]
 
     def __post_init__(self):
         if not self.argv or not all(isinstance(a, str) for a in self.argv) or not self.argv[0]:

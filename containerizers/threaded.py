@@ -1,0 +1,79 @@
+"""ThreadedContainerizer: the asyncio face of a containerizer whose work is blocking calls.
+
+The docker SDK and the external containerizer's programs block. Short calls run on a small
+pool of this containerizer's own; a wait, which lasts as long as its container, gets a thread
+of its own, so a thousand waiting containers never starve a kill or a usage. The loop itself
+never blocks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import signal
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+from corral.types import ContainerConfig, Resources, Termination
+
+from . import Containerizer
+
+
+class ThreadedContainerizer(Containerizer):
+
+    def __init__(self, sync, max_workers: int = 16):
+        self.sync = sync
+        self.name = sync.name
+        self._pool = ThreadPoolExecutor(max_workers, thread_name_prefix=f"corral-{sync.name}")
+
+    async def call(self, fn, *args, **kwargs):
+        """fn(*args) on the pool: for calls that return in about the time dockerd takes to answer."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._pool, functools.partial(fn, *args, **kwargs))
+
+    @staticmethod
+    async def call_long(fn, *args, **kwargs):
+        """fn(*args) on a thread of its own: for calls that block until a container ends."""
+        loop = asyncio.get_running_loop()
+        future = loop.create_future()
+
+        def settle(result, error):
+            if not future.done():
+                future.set_exception(error) if error is not None else future.set_result(result)
+
+        def target():
+            try:
+                result = fn(*args, **kwargs)
+            except BaseException as e:  # noqa: BLE001 - handed to the awaiting coroutine
+                loop.call_soon_threadsafe(settle, None, e)
+            else:
+                loop.call_soon_threadsafe(settle, result, None)
+        threading.Thread(target=target, name=f"corral-{getattr(fn, '__name__', 'call')}", daemon=True).start()
+        return await future
+
+    async def recover(self) -> list[str]:
+        return await self.call(self.sync.recover)
+
+    async def launch(self, container_id: str, config: ContainerConfig) -> str:
+        return await self.call(self.sync.launch, container_id, config)
+
+    async def wait(self, container_id: str) -> Termination:
+        return await self.call_long(self.sync.wait, container_id)
+
+    async def kill(self, container_id: str, sig: int = signal.SIGKILL) -> None:
+        await self.call(self.sync.kill, container_id, sig)
+
+    async def destroy(self, container_id: str, remove_sandbox: bool = False) -> Termination:
+        return await self.call_long(self.sync.destroy, container_id, remove_sandbox)
+
+    async def update(self, container_id: str, resources: Resources) -> None:
+        await self.call(self.sync.update, container_id, resources)
+
+    async def usage(self, container_id: str) -> dict:
+        return await self.call(self.sync.usage, container_id)
+
+    async def status(self, container_id: str) -> dict:
+        return await self.call(self.sync.status, container_id)
+
+    async def containers(self) -> list[str]:
+        return await self.call(self.sync.containers)
