@@ -147,7 +147,9 @@ class SyncDockerContainerizer:
             with self.errors():
                 self.api.start(record["docker_id"])
         except BaseException:
-            self._remove_container(files)
+            # If dockerd cannot remove what it made now, the next recovery removes it as an orphan.
+            with contextlib.suppress(CorralError):
+                self._remove_container(files)
             files.remove(sandbox=False)
             raise
         return LAUNCHED
@@ -160,7 +162,7 @@ class SyncDockerContainerizer:
             environment={**config.env, "MESOS_SANDBOX": SANDBOX, "MESOS_CONTAINER_NAME": NAME_PREFIX + container_id},
             working_dir=os.path.join(SANDBOX, config.workdir or ""), user=config.user, hostname=config.hostname,
             labels={LABEL_ID: container_id, LABEL_OWNER: self.owner}, host_config=host_config,
-            ports=[_port(spec)[1] for spec in config.ports] or None)
+            ports=[_port(spec)[1:] for spec in config.ports] or None)
         with self.errors():
             try:
                 return self.api.create_container(**kwargs)["Id"]
@@ -181,8 +183,8 @@ class SyncDockerContainerizer:
         binds = [f"{files.sandbox}:{SANDBOX}:rw"] + [_volume(spec, files.sandbox) for spec in config.volumes]
         ports = {}
         for spec in config.ports:
-            host_port, container_port = _port(spec)
-            ports[container_port] = host_port
+            host_port, container_port, proto = _port(spec)
+            ports[f"{container_port}/{proto}"] = host_port
         limits = _limits(config.resources, config.cgroups_enable_cfs or self.cgroups_enable_cfs)
         # init: docker-init is pid 1 and forwards signals, so a task dies of SIGTERM as it would on
         # a host (as pid 1 it would ignore every signal it has no handler for), as in corral's own init.
@@ -493,15 +495,15 @@ def _volume(spec: str, sandbox: str) -> str:
     return f"{host}:{container}:{mode}"
 
 
-def _port(spec: str) -> tuple[int, str]:
-    """'31000:80' or '31000:53/udp' -> (31000, '80/tcp')."""
+def _port(spec: str) -> tuple[int, int, str]:
+    """'31000:80' or '31000:53/udp' -> (31000, 80, 'tcp')."""
     mapping, _, proto = spec.partition("/")
     host, _, container = mapping.partition(":")
     proto = proto or "tcp"
     if not (host.isdigit() and container.isdigit() and proto in ("tcp", "udp")
             and 0 < int(host) < 65536 and 0 < int(container) < 65536):
         raise InvalidInput(f"invalid port mapping {spec!r}: use HOST_PORT:CONTAINER_PORT[/tcp|udp]")
-    return int(host), f"{int(container)}/{proto}"
+    return int(host), int(container), proto
 
 
 def _causes(error: BaseException):

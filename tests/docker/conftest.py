@@ -1,0 +1,106 @@
+"""Fixtures for the Docker, external and composing containerizers: one private dockerd for the
+session (its own socket, data-root, exec-root, pidfile and cgroup parent; no iptables, no
+bridge), the busybox image loaded into it, and checks that nothing outlives a test or the session.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import tempfile
+import uuid
+from pathlib import Path
+
+import pytest
+
+from private_dockerd import BUSYBOX_IMAGE, PrivateDockerd
+
+from containerizers.docker import LABEL_ID
+from corral import linux
+
+
+def _links() -> set[str]:
+    out = subprocess.run(["ip", "-o", "link", "show"], capture_output=True, text=True, check=True).stdout
+    return {line.split(":")[1].strip().split("@")[0] for line in out.splitlines()}
+
+
+def _mounts_under(top: str) -> list[str]:
+    with open("/proc/self/mountinfo") as f:
+        return [line.split()[4] for line in f if line.split()[4].startswith(top)]
+
+
+def _cgroup_dirs(name: str) -> list[str]:
+    from isolators.cgroups import hierarchies
+    h = hierarchies()
+    mounts = list(h.v1.values()) + ([h.v2] if h.v2 else []) + ["/sys/fs/cgroup/systemd"]
+    return sorted({os.path.join(m, name) for m in mounts if os.path.isdir(os.path.join(m, name))})
+
+
+def _remove_cgroup_tree(path: str) -> None:
+    for dirpath, dirs, _ in sorted(os.walk(path), key=lambda entry: -entry[0].count("/")):
+        os.rmdir(dirpath)
+
+
+@pytest.fixture(scope="session")
+def dockerd():
+    """A private dockerd with the busybox image; stopped by its pid and wiped after the session."""
+    links_before = _links()
+    # A short path: the daemon's socket path must fit in sun_path (108 bytes).
+    top = tempfile.mkdtemp(prefix="corral-dockerd-", dir="/tmp")
+    daemon = PrivateDockerd(top, cgroup_parent=f"corral-test-docker-{uuid.uuid4().hex[:8]}")
+    daemon.start()
+    try:
+        daemon.load_busybox()
+        yield daemon
+    finally:
+        daemon.stop()
+        leftovers = []
+        for mount in reversed(_mounts_under(top)):
+            try:
+                linux.umount2(mount, linux.MNT_DETACH)     # dockerd leaves exec-root/netns/default mounted
+            except OSError as e:
+                leftovers.append(f"mount {mount}: {e}")
+        for cgroup in _cgroup_dirs(daemon.cgroup_parent):
+            try:
+                _remove_cgroup_tree(cgroup)     # dockerd leaves its (empty) cgroup parent behind
+            except OSError as e:
+                leftovers.append(f"cgroup {cgroup}: {e}")
+        leftovers += [f"network interface {link}" for link in _links() - links_before]
+        if not leftovers:
+            daemon.remove()
+        assert not leftovers, f"the private dockerd left these behind: {leftovers}"
+
+
+@pytest.fixture
+def docker_env(dockerd, tmp_path):
+    """A work dir and runtime dir of the test's own; fails the test if it leaves a container behind."""
+    env = DockerEnv(dockerd, tmp_path)
+    yield env
+    left = dockerd.docker("ps", "-aq", "--filter", f"label={LABEL_ID}").stdout.split()
+    if left:
+        dockerd.docker("rm", "-f", *left)
+    assert not left, f"the test left docker containers behind: {left}"
+
+
+class DockerEnv:
+    image = {"type": "DOCKER", "name": BUSYBOX_IMAGE}
+
+    def __init__(self, dockerd: PrivateDockerd, tmp: Path):
+        self.dockerd = dockerd
+        self.work_dir = str(tmp / "work")
+        self.runtime_dir = str(tmp / "run")
+
+    def sync(self, **kwargs):
+        from containerizers.docker import SyncDockerContainerizer
+        kwargs.setdefault("only", True)
+        return SyncDockerContainerizer(self.work_dir, self.runtime_dir, socket=self.dockerd.url, **kwargs)
+
+    def async_(self, **kwargs):
+        from containerizers.docker import DockerContainerizer
+        kwargs.setdefault("only", True)
+        return DockerContainerizer(self.work_dir, self.runtime_dir, socket=self.dockerd.url, **kwargs)
+
+    def config(self, *argv: str, **kwargs):
+        from corral.types import ContainerConfig
+        kwargs.setdefault("image", self.image)
+        return ContainerConfig(argv=list(argv), **kwargs)

@@ -1,0 +1,283 @@
+"""The Docker containerizer against a real (private) dockerd."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+
+import pytest
+
+from containerizers.docker import LABEL_ID, LABEL_OWNER, SANDBOX, DockerUnavailable, SyncDockerContainerizer
+from corral.types import (LAUNCHED, NOT_SUPPORTED, REASON_CONTAINER_LIMITATION_MEMORY, STATISTICS_FIELDS,
+                          TASK_FAILED, TASK_FINISHED, TASK_KILLED, TASK_LOST, ContainerExists, NoSuchContainer,
+                          Resources)
+
+
+def test_launch_exit_code_and_output_in_the_sandbox(docker_env):
+    async def main():
+        dc = docker_env.async_()
+        config = docker_env.config("sh", "-c", 'echo "out $MESOS_SANDBOX $(pwd) $GREETING"; echo err >&2; exit 3',
+                                   env={"GREETING": "hi"})
+        assert await dc.launch("c1", config) == LAUNCHED
+        termination = await dc.wait("c1")
+        assert (termination.state, termination.exit_code) == (TASK_FAILED, 3)
+        status = await dc.status("c1")
+        assert status["state"] == "EXITED" and status["termination"]["exit_code"] == 3
+        await asyncio.sleep(0.2)            # the output copy ends with the container
+        sandbox = status["sandbox"]
+        with open(os.path.join(sandbox, "stdout")) as out, open(os.path.join(sandbox, "stderr")) as err:
+            assert out.read() == f"out {SANDBOX} {SANDBOX} hi\n" and err.read() == "err\n"
+        assert (await dc.destroy("c1")).exit_code == 3
+        assert await dc.containers() == []
+    asyncio.run(main())
+
+
+def test_finished_and_the_container_as_dockerd_sees_it(docker_env):
+    dc = docker_env.sync(cgroups_enable_cfs=True)
+    dc.launch("c2", docker_env.config("true", resources=Resources(cpus=0.5, mem_mb=64)))
+    assert dc.wait("c2").state == TASK_FINISHED
+    info = docker_env.dockerd.docker("inspect", "corral-c2")
+    container = json.loads(info.stdout)[0]
+    host = container["HostConfig"]
+    assert (host["CpuShares"], host["CpuQuota"], host["CpuPeriod"]) == (512, 50_000, 100_000)
+    assert host["Memory"] == host["MemorySwap"] == 64 * 1024 * 1024
+    assert host["NetworkMode"] == "host"
+    assert f"{dc.files('c2').sandbox}:{SANDBOX}:rw" in host["Binds"]
+    assert container["Config"]["Labels"][LABEL_ID] == "c2"
+    assert container["Config"]["Env"].count(f"MESOS_SANDBOX={SANDBOX}") == 1
+    dc.destroy("c2", remove_sandbox=True)
+    assert docker_env.dockerd.docker("inspect", "corral-c2").returncode != 0
+    assert not os.path.exists(os.path.join(dc.state_dir, "containers", "c2"))
+
+
+def test_cpu_shares_have_a_floor_and_no_quota_without_cfs(docker_env):
+    dc = docker_env.sync()
+    dc.launch("c3", docker_env.config("true", resources=Resources(cpus=0.001)))
+    dc.wait("c3")
+    host = json.loads(docker_env.dockerd.docker("inspect", "corral-c3").stdout)[0]["HostConfig"]
+    assert (host["CpuShares"], host["CpuQuota"]) == (2, 0)
+    dc.destroy("c3")
+
+
+def test_only_docker_images_that_asked_for_docker(docker_env):
+    shared = docker_env.sync(only=False)
+    assert shared.launch("n1", docker_env.config("true")) == NOT_SUPPORTED                 # did not ask
+    assert shared.launch("n2", docker_env.config("true", image=None, containerizer="docker")) == NOT_SUPPORTED
+    assert shared.launch("n3", docker_env.config("true", containerizer="mesos")) == NOT_SUPPORTED
+    appc = {"type": "APPC", "name": "x"}
+    assert shared.launch("n4", docker_env.config("true", image=appc, containerizer="docker")) == NOT_SUPPORTED
+    assert shared.containers() == []
+    assert shared.launch("n5", docker_env.config("true", containerizer="docker")) == LAUNCHED
+    alone = docker_env.sync(only=True)
+    assert alone.launch("n6", docker_env.config("true")) == LAUNCHED
+    with pytest.raises(ContainerExists):
+        alone.launch("n6", docker_env.config("true"))
+    for cid in ("n5", "n6"):
+        alone.destroy(cid)
+    with pytest.raises(NoSuchContainer):
+        alone.wait("n6")
+
+
+def test_oom_is_a_memory_limitation(docker_env):
+    dc = docker_env.sync()
+    dc.launch("oom", docker_env.config("sh", "-c", "x=a; while true; do x=$x$x; done",
+                                       resources=Resources(mem_mb=32)))
+    termination = dc.wait("oom")
+    assert termination.state == TASK_FAILED
+    assert termination.reason == REASON_CONTAINER_LIMITATION_MEMORY
+    dc.destroy("oom")
+
+
+def test_kill_then_destroy(docker_env):
+    dc = docker_env.sync()
+    dc.launch("k1", docker_env.config("sleep", "600"))
+    assert dc.wait("k1", timeout=0.5) is None
+    dc.kill("k1", signal.SIGTERM)           # docker-init passes it on: the task is not pid 1
+    termination = dc.wait("k1")
+    assert (termination.state, termination.shell_exit_code()) == (TASK_KILLED, 128 + signal.SIGTERM)
+    dc.kill("k1", signal.SIGTERM)           # already ended: nothing to do, no error
+    dc.launch("k2", docker_env.config("sh", "-c", "trap '' TERM; sleep 600"))
+    started = time.monotonic()
+    termination = dc.destroy("k2")
+    assert termination.state == TASK_KILLED and time.monotonic() - started < 10
+    assert dc.containers() == ["k1"]
+    dc.destroy("k1")
+
+
+def test_usage_and_update(docker_env):
+    dc = docker_env.sync()
+    dc.launch("u1", docker_env.config("sh", "-c", "sleep 600 & sleep 600", resources=Resources(cpus=0.5, mem_mb=64)))
+    stats = dc.usage("u1")
+    assert set(stats) == set(STATISTICS_FIELDS)
+    assert stats["processes"] == 3          # docker-init and the two sleeps (sh execs the last)
+    assert stats["cpus_limit"] == 0.5 and stats["mem_limit_bytes"] == 64 * 1024 * 1024
+    assert 0 < stats["mem_total_bytes"] < 64 * 1024 * 1024
+    dc.update("u1", Resources(cpus=2, mem_mb=128))
+    stats = dc.usage("u1")
+    assert stats["cpus_limit"] == 2 and stats["mem_limit_bytes"] == 128 * 1024 * 1024
+    dc.destroy("u1")
+
+
+def test_volumes(docker_env, tmp_path):
+    host = tmp_path / "data"
+    host.mkdir()
+    (host / "in").write_text("from the host\n")
+    dc = docker_env.sync()
+    config = docker_env.config("sh", "-c", "cat /data/in > /mnt/mesos/sandbox/copy; echo scratch > /scratch/f; "
+                                           "echo no > /data/in || exit 7",
+                               volumes=[f"{host}:/data:ro", "scratch:/scratch"])
+    dc.launch("v1", config)
+    assert dc.wait("v1").exit_code == 7            # read-only
+    sandbox = dc.files("v1").sandbox
+    assert open(os.path.join(sandbox, "copy")).read() == "from the host\n"
+    assert open(os.path.join(sandbox, "scratch", "f")).read() == "scratch\n"
+    dc.destroy("v1")
+    with pytest.raises(Exception, match="invalid volume"):
+        dc.launch("v2", docker_env.config("true", volumes=["relative-only"]))
+    assert dc.containers() == []
+
+
+def test_bridge_network_publishes_ports(docker_env):
+    net = f"corral-test-{os.urandom(3).hex()}"
+    bridge = f"crl{os.urandom(3).hex()}"          # an interface name of our own, removed with the network
+    created = docker_env.dockerd.docker("network", "create", "--driver", "bridge",
+                                        "-o", f"com.docker.network.bridge.name={bridge}", net)
+    assert created.returncode == 0, created.stderr
+    try:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        dc = docker_env.sync()
+        with pytest.raises(Exception, match="off the host network"):
+            dc.launch("p0", docker_env.config("true", ports=[f"{port}:80"]))
+        dc.launch("p1", docker_env.config("sh", "-c", "echo hello > index.html; exec httpd -f -p 80",
+                                          network=net, ports=[f"{port}:80"]))
+        try:
+            deadline = time.monotonic() + 10
+            while True:
+                try:
+                    body = urllib.request.urlopen(f"http://127.0.0.1:{port}/index.html", timeout=2).read()
+                    break
+                except OSError:
+                    if time.monotonic() > deadline:
+                        raise
+                    time.sleep(0.1)
+            assert body == b"hello\n"
+        finally:
+            dc.destroy("p1")
+    finally:
+        docker_env.dockerd.docker("network", "rm", net)
+
+
+RECOVER_CHILD = """
+import sys
+from containerizers.docker import SyncDockerContainerizer
+from corral.types import ContainerConfig
+work, run, url, image = sys.argv[1:5]
+dc = SyncDockerContainerizer(work, run, socket=url, only=True)
+for cid, argv in (("running", ["sleep", "600"]), ("exited", ["sh", "-c", "exit 5"]), ("forgotten", ["sleep", "600"])):
+    dc.launch(cid, ContainerConfig(argv=argv, image={"type": "DOCKER", "name": image}))
+"""
+
+
+def test_recovery_after_corral_is_gone_and_orphans(docker_env):
+    d = docker_env.dockerd
+    subprocess.run([sys.executable, "-c", RECOVER_CHILD, docker_env.work_dir, docker_env.runtime_dir, d.url,
+                    docker_env.image["name"]], check=True, timeout=60)
+    # Not corral's: a look-alike name without our labels, and a container of another corral.
+    foreign = d.docker("run", "-d", "--name", "corral-foreign", docker_env.image["name"], "sleep", "600")
+    other = d.docker("run", "-d", "--name", "corral-other", "--label", f"{LABEL_ID}=other",
+                     "--label", f"{LABEL_OWNER}=/elsewhere", docker_env.image["name"], "sleep", "600")
+    assert foreign.returncode == other.returncode == 0
+    try:
+        dc = docker_env.sync()
+        subprocess.run(["rm", "-rf", os.path.join(dc.state_dir, "containers", "forgotten")], check=True)
+        # A launch that died between dockerd's create and start.
+        assert d.docker("create", "--name", "corral-halfway", "--label", f"{LABEL_ID}=halfway",
+                        "--label", f"{LABEL_OWNER}={dc.owner}", docker_env.image["name"], "true").returncode == 0
+        os.makedirs(os.path.join(dc.state_dir, "containers", "halfway"))
+        with open(os.path.join(dc.state_dir, "containers", "halfway", "config.json"), "w") as f:
+            json.dump({"config": docker_env.config("true").to_dict(), "docker_id": None}, f)
+
+        async def main():
+            adc = docker_env.async_()
+            assert sorted(await adc.recover()) == ["exited", "running"]
+            assert (await adc.wait("exited")).exit_code == 5
+            assert (await adc.status("running"))["state"] == "RUNNING"
+            await adc.kill("running", signal.SIGKILL)
+            assert (await adc.wait("running")).state == TASK_KILLED
+            for cid in ("exited", "running"):
+                await adc.destroy(cid)
+        asyncio.run(main())
+        names = d.docker("ps", "-a", "--format", "{{.Names}}").stdout.split()
+        assert sorted(names) == ["corral-foreign", "corral-other"]
+    finally:
+        d.docker("rm", "-f", "corral-foreign", "corral-other", "corral-halfway", "corral-forgotten")
+
+
+def test_kill_orphans_off_leaves_them(docker_env):
+    dc = docker_env.sync(kill_orphans=False)
+    dc.launch("o1", docker_env.config("sleep", "600"))
+    subprocess.run(["rm", "-rf", os.path.join(dc.state_dir, "containers", "o1")], check=True)
+    assert dc.recover() == []
+    assert [o["Names"] for o in dc.orphans([])] == [["/corral-o1"]]
+    assert docker_env.sync().recover() == []        # the default removes it
+    assert docker_env.sync().orphans([]) == []
+
+
+def test_container_removed_behind_our_back_is_lost(docker_env):
+    dc = docker_env.sync()
+    dc.launch("gone", docker_env.config("sleep", "600"))
+    docker_env.dockerd.docker("rm", "-f", "corral-gone")
+    assert dc.wait("gone").state == TASK_LOST
+    dc.destroy("gone")
+
+
+def test_dockerd_down_or_silent_is_a_clear_error(docker_env, tmp_path):
+    down = SyncDockerContainerizer(docker_env.work_dir, docker_env.runtime_dir,
+                                   socket=f"unix://{tmp_path}/nobody.sock", only=True)
+    with pytest.raises(DockerUnavailable, match=r"dockerd at unix://.*nobody.sock is not reachable \(No such file"):
+        down.launch("d1", docker_env.config("true"))
+    assert down.containers() == []                  # nothing half-made is left
+    # A socket that accepts and never answers: a hung dockerd.
+    path = str(tmp_path / "silent.sock")
+    server = socket.socket(socket.AF_UNIX)
+    server.bind(path)
+    server.listen(8)
+    silent = SyncDockerContainerizer(docker_env.work_dir, docker_env.runtime_dir, socket=f"unix://{path}",
+                                     only=True, timeout=0.5)
+    try:
+        with pytest.raises(DockerUnavailable, match=r"did not answer within 0.5s"):
+            silent.launch("d2", docker_env.config("true"))
+    finally:
+        server.close()
+    assert silent.containers() == []
+
+
+def test_wait_outlives_a_dockerd_restart(docker_env):
+    """dockerd stops (taking its containers with it) and comes back: the waiter re-reads the state."""
+    d = docker_env.dockerd
+
+    async def main():
+        dc = docker_env.async_()
+        dc.RETRY_INTERVAL = 0.2
+        await dc.launch("r1", docker_env.config("sleep", "600"))
+        waiter = asyncio.ensure_future(dc.wait("r1"))
+        await asyncio.sleep(0.3)
+        await asyncio.to_thread(d.stop)
+        with pytest.raises(DockerUnavailable):
+            await dc.usage("r1")
+        assert not waiter.done()
+        await asyncio.to_thread(d.start)
+        termination = await asyncio.wait_for(waiter, 30)
+        assert termination.state == TASK_FAILED and termination.exit_code in (128 + 15, 128 + 9)
+        await dc.destroy("r1")
+    asyncio.run(main())
