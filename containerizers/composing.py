@@ -29,6 +29,12 @@ class ComposingContainerizer(Containerizer):
         self._owners: dict[str, Containerizer] = {}
         self._launching: dict[str, _Launch] = {}
 
+    def close(self) -> None:
+        for containerizer in self.containerizers:
+            close = getattr(containerizer, "close", None)
+            if close is not None:
+                close()
+
     def owner(self, container_id: str) -> Containerizer:
         owner = self._owners.get(container_id)
         if owner is None:

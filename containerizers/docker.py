@@ -427,6 +427,11 @@ class DockerContainerizer(ThreadedContainerizer):
             copy.cancel()
         return termination
 
+    def close(self) -> None:
+        for copy in self._copies.values():
+            copy.cancel()
+        super().close()
+
     def _copy(self, container_id: str) -> None:
         """Keep the sandbox's stdout and stderr current, as long as the container runs."""
         async def copy():

@@ -51,6 +51,10 @@ class ThreadedContainerizer(Containerizer):
         threading.Thread(target=target, name=f"corral-{getattr(fn, '__name__', 'call')}", daemon=True).start()
         return await future
 
+    def close(self) -> None:
+        """Let the pool's threads go (the calls under way finish first)."""
+        self._pool.shutdown(wait=True, cancel_futures=True)
+
     async def recover(self) -> list[str]:
         return await self.call(self.sync.recover)
 

@@ -201,7 +201,9 @@ def test_global_options_before_or_after_the_subcommand(corral):
         env_free.pop(key)
     opts = ["--work-dir", corral.work_dir, "--runtime-dir", corral.runtime_dir, "--cgroups-root", corral.cgroups_root]
     import subprocess
-    from conftest import CORRAL
+    import sys
+    # Not `from conftest import CORRAL`: "conftest" names whichever conftest.py pytest loaded last.
+    CORRAL = os.path.join(os.path.dirname(sys.executable), "corral")
     subprocess.run([CORRAL, *opts, "run", "--detach", "--name", "before", "--", "sleep", "100"],
                    env=env_free, check=True, capture_output=True)
     listed = subprocess.run([CORRAL, "ps", "--json", *opts], env=env_free, check=True, capture_output=True)

@@ -5,9 +5,12 @@ bridge), the busybox image loaded into it, and checks that nothing outlives a te
 
 from __future__ import annotations
 
+import gc
 import os
 import subprocess
 import tempfile
+import threading
+import time
 import uuid
 from pathlib import Path
 
@@ -69,6 +72,18 @@ def dockerd():
         if not leftovers:
             daemon.remove()
         assert not leftovers, f"the private dockerd left these behind: {leftovers}"
+
+
+@pytest.fixture(autouse=True)
+def no_threads_left():
+    """The Mesos containerizer's launcher refuses to fork from a process with threads, and the
+    tests after these run in this process: every thread a test started must be gone after it."""
+    yield
+    gc.collect()                # an executor that nothing refers to lets its idle workers go
+    deadline = time.monotonic() + 10
+    while threading.active_count() > 1 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert threading.active_count() == 1, f"threads left: {threading.enumerate()}"
 
 
 @pytest.fixture

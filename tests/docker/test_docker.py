@@ -280,4 +280,5 @@ def test_wait_outlives_a_dockerd_restart(docker_env):
         termination = await asyncio.wait_for(waiter, 30)
         assert termination.state == TASK_FAILED and termination.exit_code in (128 + 15, 128 + 9)
         await dc.destroy("r1")
+        dc.close()
     asyncio.run(main())
