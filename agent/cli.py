@@ -38,7 +38,23 @@ def _global_options(defaults: bool) -> argparse.ArgumentParser:
                         help="per-container runtime state (env CORRAL_RUNTIME_DIR)")
     parent.add_argument("--cgroups-root", default=default(env("CORRAL_CGROUPS_ROOT", "corral")),
                         help="the cgroup under which every container's cgroups live (env CORRAL_CGROUPS_ROOT)")
+    # Other containerizers (agent/containerizers.py).
+    parent.add_argument("--containerizers", default=default(env("CORRAL_CONTAINERIZERS", "mesos")),
+                        help="containerizers to try, in this order: mesos,docker,external (env CORRAL_CONTAINERIZERS)")
+    parent.add_argument("--docker-socket", default=default(None),
+                        help="dockerd's address (default: DOCKER_HOST, else unix:///var/run/docker.sock)")
+    parent.add_argument("--docker-kill-orphans", default=default(True), type=_boolean,
+                        help="remove corral's docker containers that no checkpoint knows (default true)")
+    parent.add_argument("--external-containerizer-path", default=default(None), metavar="PROGRAM")
+    parent.add_argument("--external-containerizer-timeout", default=default(30.0), type=_positive_float,
+                        metavar="SECONDS", help="time limit of each call of the program but wait (30)")
     return parent
+
+
+def _boolean(text: str) -> bool:
+    if text.lower() not in ("true", "false", "1", "0", "yes", "no"):
+        raise argparse.ArgumentTypeError(f"not a boolean: {text!r}")
+    return text.lower() in ("true", "1", "yes")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -60,6 +76,14 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--name", metavar="ID", help="container id (generated when absent)")
     run.add_argument("--detach", action="store_true", help="print the container id and return at once")
     run.add_argument("--cgroups-enable-cfs", action="store_true", help="enforce cpus as a hard CFS quota")
+    run.add_argument("--containerizer", choices=("mesos", "docker", "external"),
+                     help="this containerizer alone (default: --containerizers, in order)")
+    run.add_argument("--image", metavar="NAME", help="a docker image to run the command in")
+    run.add_argument("--volume", "-v", action="append", default=[], metavar="HOST:CONTAINER[:ro]",
+                     help="docker: bind a host path (relative: in the sandbox); repeatable")
+    run.add_argument("--network", metavar="NAME", help="docker: host (default), bridge, none or a network")
+    run.add_argument("--port", "-p", action="append", default=[], metavar="HOST:CONTAINER",
+                     help="docker, off the host network: publish a port; repeatable")
 
     ps = sub.add_parser("ps", parents=common, help="list containers")
     ps.add_argument("--json", action="store_true")
@@ -129,7 +153,15 @@ def _parse_env(items: list[str]) -> dict[str, str]:
     return env
 
 
+def _others(args) -> bool:
+    """Whether a containerizer other than the Mesos one is configured (then agent/containerizers.py)."""
+    return (getattr(args, "containerizer", None) or args.containerizers) != "mesos"
+
+
 def _containerizer(args):
+    if _others(args) and getattr(args, "container_id", None):
+        from agent import containerizers
+        return containerizers.owner(args, args.container_id)
     from containerizers.mesos.sync import SyncMesosContainerizer
     return SyncMesosContainerizer(args.work_dir, args.runtime_dir, args.cgroups_root)
 
@@ -144,13 +176,21 @@ def cmd_run(args, command: list[str]) -> int:
     config = ContainerConfig(
         argv=argv, env=_parse_env(args.env), resources=Resources(cpus=args.cpus, mem_mb=args.mem),
         isolation=parse_isolation(args.isolation), workdir=args.workdir, user=args.user,
-        hostname=args.hostname, cgroups_enable_cfs=args.cgroups_enable_cfs)
+        hostname=args.hostname, cgroups_enable_cfs=args.cgroups_enable_cfs, containerizer=args.containerizer,
+        image={"type": "DOCKER", "name": args.image} if args.image else None,
+        volumes=args.volume, network=args.network, ports=args.port)
     container_id = args.name or _new_container_id()
-    mc = _containerizer(args)
-    mc.launch(container_id, config)
+    if _others(args):
+        from agent import containerizers
+        mc = containerizers.launch(args, container_id, config)
+    else:
+        mc = _containerizer(args)
+        mc.launch(container_id, config)
     if args.detach:
         print(container_id)
         return 0
+    if mc.name != "mesos":
+        return containerizers.foreground(mc, container_id)
     return _foreground(mc, container_id)
 
 

@@ -282,3 +282,24 @@ def test_wait_outlives_a_dockerd_restart(docker_env):
         await dc.destroy("r1")
         dc.close()
     asyncio.run(main())
+
+
+def test_cli_run_with_the_docker_containerizer(docker_env):
+    corral = os.path.join(os.path.dirname(sys.executable), "corral")
+    env = dict(os.environ, CORRAL_WORK_DIR=docker_env.work_dir, CORRAL_RUNTIME_DIR=docker_env.runtime_dir,
+               CORRAL_CONTAINERIZERS="docker", DOCKER_HOST=docker_env.dockerd.url)
+
+    def cli(*args):
+        return subprocess.run([corral, *args], env=env, capture_output=True, text=True, timeout=60)
+    image = docker_env.image["name"]
+    ran = cli("run", "--containerizer", "docker", "--image", image, "--mem", "64M", "--",
+              "sh", "-c", "echo out; echo err >&2; exit 3")
+    assert (ran.returncode, ran.stdout, ran.stderr) == (3, "out\n", "err\n")
+    cid = cli("run", "--image", image, "--detach", "--", "sleep", "600").stdout.strip()
+    assert cli("usage", "--json", cid).returncode == 0
+    assert cli("kill", cid).returncode == 0
+    assert cli("wait", cid).stdout == f"{128 + signal.SIGTERM}\n"
+    assert cli("destroy", cid).returncode == 0
+    refused = cli("run", "--", "true")                  # no image: docker does not take it
+    assert refused.returncode == 1 and "no containerizer of docker takes" in refused.stderr
+    assert docker_env.sync().containers() == []
