@@ -1,0 +1,108 @@
+"""Docker launch benchmark: `corral run --containerizer docker` against plain `docker run --rm`.
+
+A private dockerd (tests/docker/private_dockerd.py: own socket, data-root, exec-root, no
+iptables, no bridge) with a busybox image built from /bin/busybox; every row runs `true` in that
+image on the host network (corral's default) and waits for it to end and be removed:
+
+  corral run (cold)        the CLI: a fresh interpreter, the docker SDK imported, create/start/
+                           logs/wait/inspect/remove
+  corral warm              SyncDockerContainerizer in this process: launch, wait, destroy
+  docker run --rm          the docker CLI (Go), --network host
+  docker run --rm --init   the same with docker-init as pid 1, as corral runs containers
+  python -c 'import docker'  what the SDK's import alone costs a cold CLI
+
+Rows are interleaved round-robin so that drift in the machine's speed hits all alike.
+Run as root:  .venv/bin/python bench/docker_launch.py [--runs N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path[:0] = [ROOT, os.path.join(ROOT, "tests", "docker")]
+
+from private_dockerd import BUSYBOX_IMAGE, PrivateDockerd  # noqa: E402
+
+from containerizers.docker import SyncDockerContainerizer  # noqa: E402
+from corral.types import ContainerConfig  # noqa: E402
+
+CORRAL = os.path.join(os.path.dirname(sys.executable), "corral")
+
+
+def timed(fn) -> float:
+    start = time.perf_counter()
+    fn()
+    return (time.perf_counter() - start) * 1000
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=30)
+    args = parser.parse_args()
+    top = tempfile.mkdtemp(prefix="corral-bench-dockerd-", dir="/tmp")
+    daemon = PrivateDockerd(top, cgroup_parent=f"corral-bench-{uuid.uuid4().hex[:8]}")
+    daemon.start()
+    try:
+        daemon.load_busybox()
+        work, run = os.path.join(top, "work"), os.path.join(top, "run")
+        env = dict(os.environ, DOCKER_HOST=daemon.url, DOCKER_CONFIG=os.path.join(top, "cli-config"),
+                   CORRAL_WORK_DIR=work, CORRAL_RUNTIME_DIR=run)
+        warm = SyncDockerContainerizer(work, run, socket=daemon.url, only=True)
+        config = ContainerConfig(argv=["true"], image={"type": "DOCKER", "name": BUSYBOX_IMAGE})
+        counter = iter(range(10**9))
+
+        def sh(*argv):
+            return lambda: subprocess.run(argv, env=env, check=True, stdout=subprocess.DEVNULL)
+
+        def corral_warm():
+            cid = f"warm-{next(counter)}"
+            warm.launch(cid, config)
+            warm.wait(cid)
+            warm.destroy(cid, remove_sandbox=True)
+
+        rows = {
+            "corral run --containerizer docker (cold CLI)":
+                sh(CORRAL, "run", "--containerizer", "docker", "--image", BUSYBOX_IMAGE, "--", "true"),
+            "docker run --rm --network host": sh("docker", "run", "--rm", "--network", "host", BUSYBOX_IMAGE, "true"),
+            "docker run --rm --init --network host":
+                sh("docker", "run", "--rm", "--init", "--network", "host", BUSYBOX_IMAGE, "true"),
+            "corral warm (SyncDockerContainerizer in-process)": corral_warm,
+            "python -c 'import docker'": sh(sys.executable, "-c", "import docker"),
+        }
+        times = {name: [] for name in rows}
+        for fn in rows.values():            # warm-up: page cache, the daemon's image store
+            fn()
+        for _ in range(args.runs):
+            for name, fn in rows.items():
+                times[name].append(timed(fn))
+        base = statistics.median(times["docker run --rm --network host"])
+        print(f"# {args.runs} runs each, interleaved; dockerd {daemon.docker('version', '-f', '{{.Server.Version}}').stdout.strip()}, "
+              f"{os.cpu_count()} cpus")
+        print(f"{'row':<52} {'p50 ms':>8} {'min':>8} {'max':>8} {'x docker':>9}")
+        for name, samples in times.items():
+            p50 = statistics.median(samples)
+            print(f"{name:<52} {p50:8.1f} {min(samples):8.1f} {max(samples):8.1f} {p50 / base:9.2f}")
+        assert warm.containers() == []
+    finally:
+        daemon.stop()
+        for line in open("/proc/self/mountinfo").read().splitlines():
+            if line.split()[4].startswith(top):
+                subprocess.run(["umount", "-l", line.split()[4]], check=False)
+        for controller in os.listdir("/sys/fs/cgroup"):
+            path = os.path.join("/sys/fs/cgroup", controller, daemon.cgroup_parent)
+            if os.path.isdir(path):
+                os.rmdir(path)
+        shutil.rmtree(top, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
