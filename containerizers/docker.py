@@ -21,7 +21,6 @@ sandbox's stdout and stderr, as Mesos's docker executor does.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 import os
@@ -397,7 +396,7 @@ class DockerContainerizer(ThreadedContainerizer):
 
     def __init__(self, *args, **kwargs):
         super().__init__(SyncDockerContainerizer(*args, **kwargs))
-        self._copies: dict[str, asyncio.Task] = {}
+        self._copies: dict = {}            # container id -> the asyncio.Task copying its output
 
     async def launch(self, container_id: str, config: ContainerConfig) -> str:
         result = await super().launch(container_id, config)
@@ -413,6 +412,7 @@ class DockerContainerizer(ThreadedContainerizer):
 
     async def wait(self, container_id: str) -> Termination:
         """As the SDK's wait, but a dockerd that is down or restarting is waited for, then re-read."""
+        import asyncio
         while True:
             try:
                 return await self.call_long(self.sync.wait, container_id)
@@ -434,6 +434,8 @@ class DockerContainerizer(ThreadedContainerizer):
 
     def _copy(self, container_id: str) -> None:
         """Keep the sandbox's stdout and stderr current, as long as the container runs."""
+        import asyncio
+
         async def copy():
             while True:
                 try:
