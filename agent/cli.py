@@ -233,13 +233,18 @@ def _copy(streams) -> None:
 
 
 def cmd_ps(args) -> int:
-    mc = _containerizer(args)
+    if _others(args):
+        from agent import containerizers
+        listed = containerizers.all_of(args)
+    else:
+        listed = [_containerizer(args)]
     rows = []
-    for container_id in mc.containers():
-        try:
-            rows.append(mc.status(container_id))
-        except NoSuchContainer:
-            continue        # destroyed while we looked
+    for mc in listed:
+        for container_id in mc.containers():
+            try:
+                rows.append(mc.status(container_id))
+            except NoSuchContainer:
+                continue        # destroyed while we looked
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
@@ -285,6 +290,9 @@ def cmd_usage(args) -> int:
 
 def cmd_logs(args) -> int:
     mc = _containerizer(args)
+    if mc.name == "docker":
+        from agent import containerizers
+        return containerizers.docker_logs(mc, args.container_id, args.stderr, args.follow)
     files = mc.files(args.container_id)
     stream = [(open(files.stderr if args.stderr else files.stdout, "rb"), sys.stdout.buffer)]
     try:

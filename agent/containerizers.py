@@ -63,6 +63,15 @@ def launch(args, container_id: str, config):
     raise CorralError(f"no containerizer of {', '.join(names(args))} takes this container")
 
 
+def docker_logs(containerizer, container_id: str, stderr: bool, follow: bool) -> int:
+    """dockerd keeps a docker container's output (the CLI copies none into the sandbox)."""
+    for stream, chunk in containerizer.output(container_id, follow=follow):
+        if (stream == 2) == stderr:
+            sys.stdout.buffer.write(chunk)
+            sys.stdout.buffer.flush()
+    return 0
+
+
 def foreground(containerizer, container_id: str) -> int:
     """Docker: stream the output as it comes; external: print it at the end. Signals are passed
     on to the task; the container is removed after."""

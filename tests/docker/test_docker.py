@@ -295,8 +295,11 @@ def test_cli_run_with_the_docker_containerizer(docker_env):
     ran = cli("run", "--containerizer", "docker", "--image", image, "--mem", "64M", "--",
               "sh", "-c", "echo out; echo err >&2; exit 3")
     assert (ran.returncode, ran.stdout, ran.stderr) == (3, "out\n", "err\n")
-    cid = cli("run", "--image", image, "--detach", "--", "sleep", "600").stdout.strip()
+    cid = cli("run", "--image", image, "--detach", "--", "sh", "-c", "echo up; exec sleep 600").stdout.strip()
     assert cli("usage", "--json", cid).returncode == 0
+    listed = json.loads(cli("ps", "--json").stdout)
+    assert [(row["container_id"], row["containerizer"], row["state"]) for row in listed] == [(cid, "docker", "RUNNING")]
+    assert cli("logs", cid).stdout == "up\n"
     assert cli("kill", cid).returncode == 0
     assert cli("wait", cid).stdout == f"{128 + signal.SIGTERM}\n"
     assert cli("destroy", cid).returncode == 0
