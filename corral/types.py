@@ -8,7 +8,8 @@ from __future__ import annotations
 import os
 import re
 import signal
-from dataclasses import asdict, dataclass, field
+
+from .record import Record
 
 # TaskState names (mesos.proto).
 TASK_STARTING = "TASK_STARTING"
@@ -64,8 +65,7 @@ def check_container_id(value: str) -> str:
     return value
 
 
-@dataclass
-class Resources:
+class Resources(Record):
     """The scalar resources the Mesos containerizer isolates. None means unlimited."""
     cpus: float | None = None
     mem_mb: float | None = None
@@ -77,13 +77,12 @@ class Resources:
             raise InvalidInput(f"mem must be a positive number of MB, not {self.mem_mb}")
 
 
-@dataclass
-class ContainerConfig:
+class ContainerConfig(Record):
     """What to run and how: the parts of Mesos's ContainerConfig that corral honours."""
     argv: list[str]
-    env: dict[str, str] = field(default_factory=dict)
-    resources: Resources = field(default_factory=Resources)
-    isolation: list[str] = field(default_factory=list)
+    env: dict[str, str] = dict
+    resources: Resources = Resources
+    isolation: list[str] = list
     workdir: str | None = None          # relative paths are relative to the sandbox
     user: str | None = None
     hostname: str | None = None
@@ -98,9 +97,6 @@ class ContainerConfig:
             if not key or "=" in key or "\0" in key:
                 raise InvalidInput(f"invalid environment variable name {key!r}")
 
-    def to_dict(self) -> dict:
-        return asdict(self)
-
     @classmethod
     def from_dict(cls, data: dict) -> "ContainerConfig":
         data = dict(data)
@@ -108,15 +104,13 @@ class ContainerConfig:
         return cls(**data)
 
 
-@dataclass
-class Limitation:
+class Limitation(Record):
     """An isolator's verdict that a container broke a limit (Mesos: ContainerLimitation)."""
     reason: str
     message: str
 
 
-@dataclass
-class Termination:
+class Termination(Record):
     """How a container ended (Mesos: ContainerTermination), plus corral's decoded wait status."""
     container_id: str
     exit_status: int | None        # the raw wait status, as waitpid(2) returns it; None when unknown
@@ -145,7 +139,7 @@ class Termination:
         return 1
 
     def to_dict(self) -> dict:
-        data = asdict(self)
+        data = super().to_dict()
         data["exit_code"] = self.exit_code
         data["signal"] = self.signal
         return data

@@ -8,17 +8,14 @@ asyncio loop can wait on.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Callable
-
+from corral.record import Record
 from corral.types import ContainerConfig, Limitation, Resources
 
 
-@dataclass
-class LaunchInfo:
+class LaunchInfo(Record):
     """What isolators ask of the launch (Mesos: ContainerLaunchInfo)."""
-    env: dict[str, str] = field(default_factory=dict)
-    namespaces: set[str] = field(default_factory=set)     # "pid", "ipc", "uts", ...
+    env: dict[str, str] = dict
+    namespaces: set[str] = set     # "pid", "ipc", "uts", ...
     hostname: str | None = None
 
     def merge(self, other: "LaunchInfo | None") -> None:
@@ -29,22 +26,20 @@ class LaunchInfo:
         self.hostname = other.hostname or self.hostname
 
 
-@dataclass
-class Watch:
+class Watch(Record):
     """A limitation to wait for: readable `fd`, or every `interval` seconds, run `check`.
 
     check() returns the Limitation once the container broke its limit, else None. It must also
     answer correctly when called after the fact by another process (from counters, not events),
     so that whoever finds a container ended can say why.
     """
-    check: Callable[[], Limitation | None]
+    check: "Callable[[], Limitation | None]"
     fd: int | None = None
     interval: float | None = None
     close: Callable[[], None] = lambda: None
 
 
-@dataclass
-class ContainerState:
+class ContainerState(Record):
     """What recover() learns about a container that survived its containerizer (Mesos: ContainerState)."""
     container_id: str
     config: ContainerConfig
@@ -88,8 +83,7 @@ class Isolator:
         """Undo prepare/isolate; called after every process of the container is gone."""
 
 
-@dataclass
-class IsolatorFlags:
+class IsolatorFlags(Record):
     """The agent/CLI settings isolators read."""
     cgroups_root: str = "corral"
     cgroups_enable_cfs: bool = False

@@ -13,7 +13,6 @@ Every file is written atomically, so any process can read any container's state 
 from __future__ import annotations
 
 import os
-import shutil
 
 from corral.files import read_json, write_json
 from corral.types import ContainerConfig, Termination, check_container_id
@@ -68,6 +67,7 @@ class ContainerFiles:
         write_json(self.path(name), value)
 
     def remove(self, sandbox: bool = True) -> None:
+        import shutil
         shutil.rmtree(self.runtime, ignore_errors=True)
         if sandbox:
             shutil.rmtree(self.sandbox, ignore_errors=True)

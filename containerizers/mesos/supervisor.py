@@ -23,12 +23,12 @@ import errno
 import json
 import os
 import signal
-from dataclasses import dataclass
 
 import prctl
 
 from corral import linux
 from corral.files import write_atomic
+from corral.record import Record
 
 # Signals init passes on to the task; synchronous faults and SIGCHLD are init's own.
 _NOT_FORWARDED = {signal.SIGCHLD, signal.SIGKILL, signal.SIGSTOP, signal.SIGSEGV, signal.SIGBUS,
@@ -36,8 +36,7 @@ _NOT_FORWARDED = {signal.SIGCHLD, signal.SIGKILL, signal.SIGSTOP, signal.SIGSEGV
 FORWARDED = {s for s in signal.valid_signals() if s not in _NOT_FORWARDED and s < signal.SIGRTMIN}
 
 
-@dataclass
-class LaunchSpec:
+class LaunchSpec(Record):
     """Everything the forked processes need, resolved by the launcher beforehand."""
     argv: list[str]
     env: dict[str, str]
