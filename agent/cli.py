@@ -300,7 +300,14 @@ def main(argv: list[str] | None = None) -> int:
         code = 130
     except BrokenPipeError:
         code = 141
-    sys.exit(code)
+    # Skip the interpreter's teardown (module and object clean-up): it costs a cold run ~10 ms
+    # and there is nothing left to release that the kernel does not release for us.
+    try:
+        sys.stdout.flush()
+        sys.stderr.flush()
+    except BrokenPipeError:
+        code = code or 141
+    os._exit(code)
 
 
 if __name__ == "__main__":
