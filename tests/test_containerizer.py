@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import time
 
 from containerizers.mesos.containerizer import MesosContainerizer
 from corral.types import (LAUNCHED, NOT_SUPPORTED, STATISTICS_FIELDS, ContainerConfig, Resources, TASK_FINISHED,
@@ -110,3 +111,34 @@ def test_a_dead_supervisor_means_a_lost_container(corral):
         assert "supervisor died" in termination.message
         await mc.destroy("lost")
     asyncio.run(scenario())
+
+
+def _half_launched(corral, container_id: str):
+    """What a launch interrupted before its pids were written leaves: files and a cgroup."""
+    from containerizers.mesos import state
+    mc = corral.sync()
+    files = state.ContainerFiles(corral.runtime_dir, corral.work_dir, container_id)
+    files.create()
+    files.write("config.json", {"config": sh("true", isolation=list(mc.isolation)).to_dict()})
+    mc.launcher.tracking_cgroup(container_id).create()
+    return mc, files
+
+
+def test_wait_on_a_container_still_launching_waits(corral):
+    _mc_, files = _half_launched(corral, "half")
+    waiter = corral.popen("wait", "half")
+    try:
+        time.sleep(0.3)
+        assert waiter.poll() is None          # no verdict while the launch is under way
+    finally:
+        files.remove()                         # the launch failed and cleaned up
+    out, err = waiter.communicate(timeout=5)
+    assert (waiter.returncode, err) == (1, "corral: no such container: half\n")
+    corral.sync().recover()
+
+
+def test_recover_removes_a_launch_cut_short(corral):
+    mc, files = _half_launched(corral, "cut")
+    assert mc.recover() == []
+    assert not files.exists() and not os.path.exists(files.sandbox)
+    assert not mc.launcher.tracking_cgroup("cut").exists()

@@ -62,23 +62,41 @@ async def _until_ended(waiter: Waiter) -> Termination:
     loop = asyncio.get_running_loop()
     ended: asyncio.Future[Termination] = loop.create_future()
 
-    def on_ready(fd):
-        termination = waiter.ready(fd)
-        if termination is not None and not ended.done():
-            ended.set_result(termination)
+    readers: set[int] = set()
+    timer: list[asyncio.TimerHandle | None] = [None]
 
-    def on_interval():
-        on_ready(None)
-        if not ended.done():
+    def follow() -> None:
+        # The fds change once a container that was still launching has its pids.
+        for fd in readers - set(waiter.fds):
+            loop.remove_reader(fd)
+            readers.discard(fd)
+        for fd in set(waiter.fds) - readers:
+            loop.add_reader(fd, on_ready, fd)
+            readers.add(fd)
+        if timer[0] is None and waiter.interval:
             timer[0] = loop.call_later(waiter.interval, on_interval)
 
-    for fd in waiter.fds:
-        loop.add_reader(fd, on_ready, fd)
-    timer = [loop.call_later(waiter.interval, on_interval) if waiter.interval else None]
+    def on_ready(fd):
+        try:
+            termination = waiter.ready(fd)
+        except Exception as e:  # noqa: BLE001 - e.g. the container vanished: the waiter learns it
+            if not ended.done():
+                ended.set_exception(e)
+            return
+        if termination is not None and not ended.done():
+            ended.set_result(termination)
+        elif not ended.done():
+            follow()
+
+    def on_interval():
+        timer[0] = None
+        on_ready(None)
+
+    follow()
     try:
         return await ended
     finally:
-        for fd in waiter.fds:
+        for fd in readers:
             loop.remove_reader(fd)
         if timer[0] is not None:
             timer[0].cancel()

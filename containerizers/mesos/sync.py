@@ -27,6 +27,7 @@ from .launcher import Launcher
 from .supervisor import LaunchSpec
 
 SUPERVISOR_EXIT_TIMEOUT = 10.0
+STARTING_POLL_INTERVAL = 0.01    # how often a waiter looks for the pids of a container still launching
 
 
 class SyncMesosContainerizer:
@@ -280,7 +281,7 @@ class SyncMesosContainerizer:
         for container_id in self.containers():
             files = state.ContainerFiles(self.runtime_dir, self.work_dir, container_id)
             if not files.pids() and files.termination() is None:
-                self.finish_destroy(files, remove_sandbox=False)   # died mid-launch
+                self.finish_destroy(files, remove_sandbox=True)    # cut short mid-launch: nothing ran
                 continue
             known.append(container_id)
         for orphan in self.launcher.container_ids() - set(known):
@@ -301,12 +302,21 @@ class Waiter:
         self.result: Termination | None = files.termination()
         self.pidfd: int | None = None
         self.watches: list[Watch] = []
+        self.starting = False
         if self.result is None:
             self._open()
 
     def _open(self) -> None:
         sup = self.files.pids().get("supervisor", {})
         self.supervisor_pid = sup.get("pid")
+        if not sup:
+            # Another process is launching it: look again shortly (its launch either writes the
+            # pids within milliseconds or removes the container).
+            if not self.files.exists():
+                raise NoSuchContainer(self.files.container_id)
+            self.starting = True
+            return
+        self.starting = False
         if sup:
             try:
                 self.pidfd = os.pidfd_open(sup["pid"])
@@ -323,6 +333,8 @@ class Waiter:
             watch = isolator.watch(self.files.container_id)
             if watch is not None:
                 self.watches.append(watch)
+        # A limit broken before the watches existed sent its event to no one: ask now.
+        self.ready(None)
 
     @property
     def fds(self) -> list[int]:
@@ -330,11 +342,16 @@ class Waiter:
 
     @property
     def interval(self) -> float | None:
+        if self.starting:
+            return STARTING_POLL_INTERVAL
         return min((w.interval for w in self.watches if w.interval), default=None)
 
     def ready(self, fd: int | None) -> Termination | None:
         """`fd` turned readable (None: the interval passed). Returns the termination once ended."""
         if self.result is not None:
+            return self.result
+        if self.starting:
+            self._open()
             return self.result
         if fd == self.pidfd:
             self.containerizer.launcher.reap(self.supervisor_pid)
@@ -348,11 +365,11 @@ class Waiter:
         return None
 
     def block(self, timeout: float | None = None) -> Termination | None:
-        poller = select.poll()
-        for fd in self.fds:
-            poller.register(fd, select.POLLIN)
         deadline = None if timeout is None else time.monotonic() + timeout
         while self.result is None:
+            poller = select.poll()     # anew each round: the fds change once a starting container has pids
+            for fd in self.fds:
+                poller.register(fd, select.POLLIN)
             step = self.interval
             if deadline is not None:
                 left = max(0.0, deadline - time.monotonic())
