@@ -175,7 +175,8 @@ def _new_container_id() -> str:
 
 
 def _foreground(mc, container_id: str) -> int:
-    """Stream the task's output while it runs, pass our signals on to it, then remove it."""
+    """Stream the task's output while it runs, pass our signals on to it; remove it at the end,
+    however the end comes (a closed pipe on our stdout, say), as `docker run --rm` does."""
     files = mc.files(container_id)
 
     def forward(signum, _frame):
@@ -193,16 +194,17 @@ def _foreground(mc, container_id: str) -> int:
     finally:
         for source, _ in streams:
             source.close()
-    mc.destroy(container_id, remove_sandbox=True)
+        mc.destroy(container_id, remove_sandbox=True)
     if termination.reason:
         print(f"corral: {termination.reason}: {termination.message}", file=sys.stderr)
     return termination.shell_exit_code()
 
 
 def _copy(streams) -> None:
+    """Pass on what the task has written since the last call, a bounded chunk at a time
+    (a task can write faster than we read: never hold more than a chunk)."""
     for source, sink in streams:
-        chunk = source.read()
-        if chunk:
+        while chunk := source.read(1 << 20):
             sink.write(chunk)
             sink.flush()
 
@@ -290,6 +292,8 @@ def main(argv: list[str] | None = None) -> int:
         if command and args.subcommand != "run":
             raise InvalidInput(f"'--' is only for corral run, not {args.subcommand}")
         code = cmd_run(args, command) if args.subcommand == "run" else COMMANDS[args.subcommand](args)
+    except BrokenPipeError:
+        code = 128 + signal.SIGPIPE    # as a shell reports a writer killed by SIGPIPE
     except InvalidInput as e:
         print(f"corral: {e}", file=sys.stderr)
         code = 2
@@ -298,15 +302,13 @@ def main(argv: list[str] | None = None) -> int:
         code = 1
     except KeyboardInterrupt:
         code = 130
-    except BrokenPipeError:
-        code = 141
     # Skip the interpreter's teardown (module and object clean-up): it costs a cold run ~10 ms
     # and there is nothing left to release that the kernel does not release for us.
     try:
         sys.stdout.flush()
         sys.stderr.flush()
     except BrokenPipeError:
-        code = code or 141
+        code = code or 128 + signal.SIGPIPE
     os._exit(code)
 
 

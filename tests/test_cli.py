@@ -256,3 +256,13 @@ def test_duplicate_name_and_missing_command(corral):
     assert missing.returncode == 127
     assert missing.stderr.strip().endswith(
         "REASON_CONTAINER_LAUNCH_FAILED: failed to execute '/no/such/program': No such file or directory")
+
+
+def test_foreground_run_into_a_closed_pipe_removes_the_container(corral):
+    import subprocess
+    from conftest import CORRAL
+    # `yes` would run for ever; once `head` has its line, corral's stdout is a broken pipe.
+    pipeline = subprocess.run(f"{CORRAL} run --name endless -- yes | head -1", shell=True, env=corral.env,
+                              capture_output=True, text=True, timeout=30)
+    assert pipeline.stdout == "y\n"
+    assert corral.sync().containers() == []
