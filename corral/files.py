@@ -73,6 +73,8 @@ def read_text(path: str, default: str | None = None) -> str | None:
 def remove_tree(top: str) -> None:
     """rm -rf without following symlinks, by directory fds as shutil.rmtree does; without
     shutil, whose import (it pulls in bz2, lzma and zlib) costs a cold launch 5 ms."""
+    if not os.path.lexists(top):
+        return
     # Each root_fd is open only while its step of the walk is being handled.
     for _root, dirs, files, root_fd in os.fwalk(top, topdown=False):
         for name in files:

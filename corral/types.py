@@ -89,6 +89,8 @@ class ContainerConfig(Record):
     cgroups_enable_cfs: bool = False
     containerizer: str | None = None    # which containerizer the caller asked for, if any
     image: dict | None = None           # {"type": "DOCKER"|"APPC", "name": ...} when the task has one
+    rootfs: str | None = None           # a root filesystem ready on the host (the provisioner's, or a caller's)
+    volumes: list[str] = list           # HOST:CONTAINER[:ro] bind mounts, with a root filesystem
 
     def __post_init__(self):
         if not self.argv or not all(isinstance(a, str) for a in self.argv) or not self.argv[0]:

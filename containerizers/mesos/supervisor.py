@@ -46,6 +46,10 @@ class LaunchSpec(Record):
     status_path: str
     namespaces: frozenset[str]
     hostname: str | None = None
+    rootfs: str | None = None
+    rootfs_mount: object = None       # isolators.Mount
+    mounts: list = list
+    symlinks: dict = dict
     uid: int | None = None
     gid: int | None = None
     groups: tuple[int, ...] = ()
@@ -176,7 +180,10 @@ def _enter_namespaces(spec: LaunchSpec) -> None:
     linux.unshare(flags)
     # Nothing mounted here may propagate back to the host.
     linux.mount(None, "/", None, linux.MS_REC | linux.MS_PRIVATE)
-    if "pid" in spec.namespaces:
+    if spec.rootfs:
+        from .mounts import enter_rootfs
+        enter_rootfs(spec.rootfs, spec.rootfs_mount, spec.mounts, spec.symlinks)
+    elif "pid" in spec.namespaces:
         linux.mount("proc", "/proc", "proc", linux.MS_NOSUID | linux.MS_NODEV | linux.MS_NOEXEC)
     if spec.hostname:
         linux.sethostname(spec.hostname)

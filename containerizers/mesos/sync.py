@@ -38,7 +38,8 @@ class SyncMesosContainerizer:
                  cgroups_enable_cfs: bool = False, tracking: str | None = None):
         self.work_dir = work_dir
         self.runtime_dir = runtime_dir
-        self.flags = IsolatorFlags(cgroups_root=cgroups_root, cgroups_enable_cfs=cgroups_enable_cfs)
+        self.flags = IsolatorFlags(cgroups_root=cgroups_root, cgroups_enable_cfs=cgroups_enable_cfs,
+                                   work_dir=work_dir, runtime_dir=runtime_dir)
         self.isolation = list(isolation)
         self.launcher = Launcher(cgroups_root, tracking)
         self._isolators: dict[tuple[str, ...], list] = {}
@@ -65,13 +66,18 @@ class SyncMesosContainerizer:
     def launch(self, container_id: str, config: ContainerConfig) -> str:
         if config.containerizer not in (None, self.name) or config.image:
             return NOT_SUPPORTED
+        if config.rootfs and "filesystem/linux" not in (config.isolation or self.isolation):
+            config.isolation = list(config.isolation or self.isolation) + ["filesystem/linux"]
         files = state.ContainerFiles(self.runtime_dir, self.work_dir, container_id)
         config.isolation = list(config.isolation or self.isolation)
         if config.hostname and "namespaces/uts" not in config.isolation:
             config.isolation.append("namespaces/uts")
         isolators = self.isolators(config.isolation)       # unknown names fail before anything exists
         user = _resolve_user(config.user)
-        if config.workdir and os.path.isabs(config.workdir) and not os.path.isdir(config.workdir):
+        if config.rootfs and not os.path.isdir(config.rootfs):
+            raise InvalidInput(f"root filesystem {config.rootfs} is not a directory")
+        if (not config.rootfs and config.workdir and os.path.isabs(config.workdir)
+                and not os.path.isdir(config.workdir)):
             raise InvalidInput(f"workdir {config.workdir} is not a directory")
         try:
             files.create()
@@ -111,9 +117,12 @@ class SyncMesosContainerizer:
             env["USER"] = env["LOGNAME"] = user.pw_name
         env.update(config.env)
         env.update(launch_info.env)
+        sandbox = launch_info.working_dir or files.sandbox     # as the task sees it
         return LaunchSpec(
             argv=config.argv, env=env,
-            cwd=os.path.join(files.sandbox, config.workdir or ""),
+            cwd=os.path.join(sandbox, config.workdir or ""),
+            rootfs=launch_info.rootfs, rootfs_mount=launch_info.rootfs_mount,
+            mounts=launch_info.mounts, symlinks=launch_info.symlinks,
             stdout_path=files.stdout, stderr_path=files.stderr,
             status_path=files.path("status.json"),
             namespaces=frozenset(launch_info.namespaces), hostname=launch_info.hostname,
