@@ -266,3 +266,27 @@ def test_foreground_run_into_a_closed_pipe_removes_the_container(corral):
                               capture_output=True, text=True, timeout=30)
     assert pipeline.stdout == "y\n"
     assert corral.sync().containers() == []
+
+
+def test_without_a_pid_namespace_orphans_are_still_destroyed(corral):
+    cid = corral.run("run", "--detach", "--isolation", "cgroups/mem", "--shell",
+                     "(setsid sleep 1000 &); echo $$; sleep 1000", check=True).stdout.strip()
+    mc = corral.sync()
+    assert _wait_for(lambda: len(mc.launcher.pids(cid)) >= 3)
+    pids = mc.launcher.pids(cid)
+    out = open(mc.files(cid).stdout).read().strip()
+    assert int(out) > 2 and int(out) in pids          # the host's pid: no namespace of its own
+    corral.run("destroy", cid, check=True)
+    assert not [pid for pid in pids if _alive(pid)]
+
+
+def test_stop_and_continue_the_whole_container(corral):
+    cid = corral.run("run", "--detach", "--shell", "sleep 1000 & sleep 1000", check=True).stdout.strip()
+    mc = corral.sync()
+    assert _wait_for(lambda: len(mc.launcher.pids(cid)) == 4)
+    corral.run("kill", cid, "--signal", "STOP", check=True)
+    assert _wait_for(lambda: all(_state(p) == "T" for p in mc.launcher.pids(cid)))
+    corral.run("kill", cid, "--signal", "CONT", check=True)
+    assert _wait_for(lambda: all(_state(p) == "S" for p in mc.launcher.pids(cid)))
+    assert json.loads(corral.run("ps", "--json", check=True).stdout)[0]["state"] == "RUNNING"
+    corral.run("destroy", cid, check=True)

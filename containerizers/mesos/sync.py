@@ -179,17 +179,20 @@ class SyncMesosContainerizer:
     # -- kill, destroy -----------------------------------------------------------------------
 
     def kill(self, container_id: str, sig: int = signal.SIGTERM) -> None:
-        """Signal the task. init forwards catchable signals to it; SIGKILL and SIGSTOP, which
-        init cannot pass on, go to every process of the container."""
+        """Signal the task. init forwards catchable signals to it. SIGKILL and SIGSTOP, which init
+        cannot pass on, go to every process of the container, and SIGCONT too, to undo a STOP."""
         files = self.files(container_id)
         if files.termination() is not None or not self.supervisor_alive(files):
             return
-        if sig != signal.SIGCONT and sig != signal.SIGSTOP and files.kill_record() is None:
-            files.write("kill.json", {"signal": sig})
-        if sig == signal.SIGKILL:
-            self.launcher.kill_all(container_id)
-            return
-        pids = self.launcher.pids(container_id) if sig == signal.SIGSTOP else [files.pids()["init"]["pid"]]
+        if sig in (signal.SIGSTOP, signal.SIGCONT):
+            pids = self.launcher.pids(container_id)
+        else:
+            if files.kill_record() is None:
+                files.write("kill.json", {"signal": sig})
+            if sig == signal.SIGKILL:
+                self.launcher.kill_all(container_id)
+                return
+            pids = [files.pids()["init"]["pid"]]
         for pid in pids:
             try:
                 os.kill(pid, sig)
