@@ -291,6 +291,8 @@ def main(argv: list[str] | None = None) -> int:
         args = build_parser().parse_args(argv)
         if command and args.subcommand != "run":
             raise InvalidInput(f"'--' is only for corral run, not {args.subcommand}")
+        if os.geteuid() != 0 and args.subcommand in ("run", "kill", "destroy"):
+            raise CorralError(f"corral {args.subcommand} needs root: it uses cgroups and namespaces")
         code = cmd_run(args, command) if args.subcommand == "run" else COMMANDS[args.subcommand](args)
     except BrokenPipeError:
         code = 128 + signal.SIGPIPE    # as a shell reports a writer killed by SIGPIPE

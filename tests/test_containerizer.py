@@ -142,3 +142,17 @@ def test_recover_removes_a_launch_cut_short(corral):
     assert mc.recover() == []
     assert not files.exists() and not os.path.exists(files.sandbox)
     assert not mc.launcher.tracking_cgroup("cut").exists()
+
+
+def test_supervisor_is_outside_the_containers_cgroups_and_init_inside(corral):
+    mc = corral.sync()
+    mc.launch("where", sh("sleep 1000"))
+    pids = mc.files("where").pids()
+    with open(f"/proc/{pids['supervisor']['pid']}/cgroup") as f:
+        assert "/where" not in f.read()
+    with open(f"/proc/{pids['init']['pid']}/cgroup") as f:
+        init_cgroups = f.read()
+    for controller in ("memory", "cpu"):
+        assert f":{controller}:/{corral.cgroups_root}/where\n" in init_cgroups
+    assert os.getsid(pids["supervisor"]["pid"]) == pids["supervisor"]["pid"]   # a session of its own
+    mc.destroy("where")
