@@ -66,12 +66,8 @@ class SyncMesosContainerizer:
     def launch(self, container_id: str, config: ContainerConfig) -> str:
         if config.containerizer not in (None, self.name) or config.image:
             return NOT_SUPPORTED
-        if config.rootfs and "filesystem/linux" not in (config.isolation or self.isolation):
-            config.isolation = list(config.isolation or self.isolation) + ["filesystem/linux"]
         files = state.ContainerFiles(self.runtime_dir, self.work_dir, container_id)
-        config.isolation = list(config.isolation or self.isolation)
-        if config.hostname and "namespaces/uts" not in config.isolation:
-            config.isolation.append("namespaces/uts")
+        config.isolation = self._isolation_for(config)
         isolators = self.isolators(config.isolation)       # unknown names fail before anything exists
         user = _resolve_user(config.user)
         if config.rootfs and not os.path.isdir(config.rootfs):
@@ -109,6 +105,13 @@ class SyncMesosContainerizer:
             files.remove()
             raise
         return LAUNCHED
+
+    def _isolation_for(self, config: ContainerConfig) -> list[str]:
+        """The isolators a container gets: those asked for (or the default), plus what its
+        options imply: a hostname needs a UTS namespace, a root filesystem filesystem/linux."""
+        names = list(config.isolation or self.isolation)
+        implied = (("namespaces/uts", config.hostname), ("filesystem/linux", config.rootfs or config.volumes))
+        return names + [name for name, wanted in implied if wanted and name not in names]
 
     def _launch_spec(self, files, config: ContainerConfig, launch_info: LaunchInfo, user) -> LaunchSpec:
         env = {"PATH": DEFAULT_PATH, "HOME": user.pw_dir if user else "/root",
