@@ -272,9 +272,10 @@ def test_without_a_pid_namespace_orphans_are_still_destroyed(corral):
     cid = corral.run("run", "--detach", "--isolation", "cgroups/mem", "--shell",
                      "(setsid sleep 1000 &); echo $$; sleep 1000", check=True).stdout.strip()
     mc = corral.sync()
-    assert _wait_for(lambda: len(mc.launcher.pids(cid)) >= 3)
+    stdout = mc.files(cid).stdout
+    assert _wait_for(lambda: len(mc.launcher.pids(cid)) >= 3 and open(stdout).read().endswith("\n"))
     pids = mc.launcher.pids(cid)
-    out = open(mc.files(cid).stdout).read().strip()
+    out = open(stdout).read().strip()
     assert int(out) > 2 and int(out) in pids          # the host's pid: no namespace of its own
     corral.run("destroy", cid, check=True)
     assert not [pid for pid in pids if _alive(pid)]
