@@ -19,8 +19,23 @@ from corral.types import (ContainerConfig, CorralError, InvalidInput, NoSuchCont
 DEFAULT_ISOLATION = "cgroups/cpu,cgroups/mem,namespaces/pid,namespaces/ipc"
 
 
+class _Formatter(argparse.HelpFormatter):
+    """argparse's formatter, sizing the terminal with os rather than shutil (5 ms to import)."""
+
+    def __init__(self, prog, indent_increment=2, max_help_position=24, width=None):
+        if width is None:
+            try:
+                width = int(os.environ.get("COLUMNS") or os.get_terminal_size().columns) - 2
+            except (OSError, ValueError):
+                width = 78
+        super().__init__(prog, indent_increment, max_help_position, width)
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse, but bad input is one line and exit status 2, as the CLI contract says."""
+
+    def __init__(self, *args, formatter_class=_Formatter, **kwargs):
+        super().__init__(*args, formatter_class=formatter_class, **kwargs)
 
     def error(self, message):
         raise InvalidInput(message)
@@ -57,14 +72,8 @@ def _boolean(text: str) -> bool:
     return text.lower() in ("true", "1", "yes")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="corral", parents=[_global_options(True)],
-                     description="Launch and inspect isolated containers (Mesos containerizer semantics).")
-    sub = parser.add_subparsers(dest="subcommand", metavar="COMMAND", required=True, parser_class=_Parser)
-    common = [_global_options(False)]
-
-    run = sub.add_parser("run", parents=common, help="run a command in a new container",
-                         usage="corral run [OPTIONS] -- CMD [ARG...]  |  corral run [OPTIONS] --shell 'CMD'")
+def _run_arguments(run: argparse.ArgumentParser) -> None:
+    run.usage = "corral run [OPTIONS] -- CMD [ARG...]  |  corral run [OPTIONS] --shell 'CMD'"
     run.add_argument("--shell", metavar="CMD", help="run CMD with /bin/sh -c")
     run.add_argument("--cpus", type=_positive_float, help="CPUs (cpu shares; a CFS quota with --cgroups-enable-cfs)")
     run.add_argument("--mem", type=parse_mem_mb, metavar="MB", help="memory limit: MB, or a size such as 64M or 1G")
@@ -80,33 +89,80 @@ def build_parser() -> argparse.ArgumentParser:
                      help="this containerizer alone (default: --containerizers, in order)")
     run.add_argument("--image", metavar="NAME", help="a docker image to run the command in")
     run.add_argument("--volume", "-v", action="append", default=[], metavar="HOST:CONTAINER[:ro]",
-                     help="docker: bind a host path (relative: in the sandbox); repeatable")
+                     help="bind a host path (relative: in the sandbox); repeatable")
     run.add_argument("--network", metavar="NAME", help="docker: host (default), bridge, none or a network")
     run.add_argument("--port", "-p", action="append", default=[], metavar="HOST:CONTAINER",
                      help="docker, off the host network: publish a port; repeatable")
 
-    ps = sub.add_parser("ps", parents=common, help="list containers")
+
+def _ps_arguments(ps: argparse.ArgumentParser) -> None:
     ps.add_argument("--json", action="store_true")
 
-    wait = sub.add_parser("wait", parents=common, help="wait for a container to end; print its exit code")
-    wait.add_argument("container_id", metavar="ID")
+
+def _id_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("container_id", metavar="ID")
+
+
+def _wait_arguments(wait: argparse.ArgumentParser) -> None:
+    _id_argument(wait)
     wait.add_argument("--json", action="store_true", help="print the whole termination as JSON")
 
-    kill = sub.add_parser("kill", parents=common, help="signal a container's task")
-    kill.add_argument("container_id", metavar="ID")
+
+def _kill_arguments(kill: argparse.ArgumentParser) -> None:
+    _id_argument(kill)
     kill.add_argument("--signal", "-s", default="SIGTERM", help="signal name or number (default SIGTERM)")
 
-    destroy = sub.add_parser("destroy", parents=common, help="kill every process of a container and remove it")
-    destroy.add_argument("container_id", metavar="ID")
 
-    usage = sub.add_parser("usage", parents=common, help="resource usage (Mesos ResourceStatistics)")
-    usage.add_argument("container_id", metavar="ID")
+def _usage_arguments(usage: argparse.ArgumentParser) -> None:
+    _id_argument(usage)
     usage.add_argument("--json", action="store_true")
 
-    logs = sub.add_parser("logs", parents=common, help="print a container's stdout (or stderr)")
-    logs.add_argument("container_id", metavar="ID")
+
+def _logs_arguments(logs: argparse.ArgumentParser) -> None:
+    _id_argument(logs)
     logs.add_argument("--follow", "-f", action="store_true", help="keep printing until the container ends")
     logs.add_argument("--stderr", action="store_true", help="stderr instead of stdout")
+
+
+# name -> (one-line help, what adds its arguments)
+SUBCOMMANDS = {
+    "run": ("run a command in a new container", _run_arguments),
+    "ps": ("list containers", _ps_arguments),
+    "wait": ("wait for a container to end; print its exit code", _wait_arguments),
+    "kill": ("signal a container's task", _kill_arguments),
+    "destroy": ("kill every process of a container and remove it", _id_argument),
+    "usage": ("resource usage (Mesos ResourceStatistics)", _usage_arguments),
+    "logs": ("print a container's stdout (or stderr)", _logs_arguments),
+}
+_GLOBAL_WITH_VALUE = ("--work-dir", "--runtime-dir", "--cgroups-root", "--containerizers", "--docker-socket",
+                      "--docker-kill-orphans", "--external-containerizer-path", "--external-containerizer-timeout")
+
+
+def _invoked(argv: list[str]) -> str | None:
+    """The subcommand argv names, found before parsing: only its options need building."""
+    skip = False
+    for token in argv:
+        if skip:
+            skip = False
+        elif token in _GLOBAL_WITH_VALUE:
+            skip = True
+        elif not token.startswith("-"):
+            return token if token in SUBCOMMANDS else None
+    return None
+
+
+def build_parser(invoked: str | None = None) -> argparse.ArgumentParser:
+    """The whole parser, or, when `invoked` names the subcommand, one whose other subcommands
+    are bare names: building every option of every subcommand costs a cold run milliseconds."""
+    parser = _Parser(prog="corral", parents=[_global_options(True)],
+                     description="Launch and inspect isolated containers (Mesos containerizer semantics).")
+    sub = parser.add_subparsers(dest="subcommand", metavar="COMMAND", required=True, parser_class=_Parser)
+    common = [_global_options(False)]
+    for name, (help_text, add_arguments) in SUBCOMMANDS.items():
+        if invoked in (None, name):
+            add_arguments(sub.add_parser(name, parents=common, help=help_text))
+        else:
+            sub.add_parser(name, help=help_text)
     return parser
 
 
@@ -200,7 +256,8 @@ def _new_container_id() -> str:
 
 
 def _foreground(mc, container_id: str) -> int:
-    """Stream the task's output while it runs, pass our signals on to it, then remove it."""
+    """Stream the task's output while it runs, pass our signals on to it; remove it at the end,
+    however the end comes (a closed pipe on our stdout, say), as `docker run --rm` does."""
     files = mc.files(container_id)
 
     def forward(signum, _frame):
@@ -218,16 +275,17 @@ def _foreground(mc, container_id: str) -> int:
     finally:
         for source, _ in streams:
             source.close()
-    mc.destroy(container_id, remove_sandbox=True)
+        mc.destroy(container_id, remove_sandbox=True)
     if termination.reason:
         print(f"corral: {termination.reason}: {termination.message}", file=sys.stderr)
     return termination.shell_exit_code()
 
 
 def _copy(streams) -> None:
+    """Pass on what the task has written since the last call, a bounded chunk at a time
+    (a task can write faster than we read: never hold more than a chunk)."""
     for source, sink in streams:
-        chunk = source.read()
-        if chunk:
+        while chunk := source.read(1 << 20):
             sink.write(chunk)
             sink.flush()
 
@@ -319,10 +377,14 @@ def main(argv: list[str] | None = None) -> int:
         split = argv.index("--")
         argv, command = argv[:split], argv[split + 1:]
     try:
-        args = build_parser().parse_args(argv)
+        args = build_parser(_invoked(argv)).parse_args(argv)
         if command and args.subcommand != "run":
             raise InvalidInput(f"'--' is only for corral run, not {args.subcommand}")
+        if os.geteuid() != 0 and args.subcommand in ("run", "kill", "destroy"):
+            raise CorralError(f"corral {args.subcommand} needs root: it uses cgroups and namespaces")
         code = cmd_run(args, command) if args.subcommand == "run" else COMMANDS[args.subcommand](args)
+    except BrokenPipeError:
+        code = 128 + signal.SIGPIPE    # as a shell reports a writer killed by SIGPIPE
     except InvalidInput as e:
         print(f"corral: {e}", file=sys.stderr)
         code = 2
@@ -331,9 +393,14 @@ def main(argv: list[str] | None = None) -> int:
         code = 1
     except KeyboardInterrupt:
         code = 130
+    # Skip the interpreter's teardown (module and object clean-up): it costs a cold run ~10 ms
+    # and there is nothing left to release that the kernel does not release for us.
+    try:
+        sys.stdout.flush()
+        sys.stderr.flush()
     except BrokenPipeError:
-        code = 141
-    sys.exit(code)
+        code = code or 128 + signal.SIGPIPE
+    os._exit(code)
 
 
 if __name__ == "__main__":

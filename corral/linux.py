@@ -116,10 +116,12 @@ def inotify_file(path: str, mask: int = IN_MODIFY) -> int:
     return fd
 
 
-def drain(fd: int) -> None:
-    """Read a non-blocking fd (eventfd, inotify) until it would block."""
+def drain(fd: int) -> bool:
+    """Read a non-blocking fd (eventfd, inotify) until it would block; whether anything was there."""
+    got = False
     try:
         while os.read(fd, 4096):
-            pass
+            got = True
     except BlockingIOError:
         pass
+    return got

@@ -8,7 +8,8 @@ from __future__ import annotations
 import os
 import re
 import signal
-from dataclasses import asdict, dataclass, field
+
+from .record import Record
 
 # TaskState names (mesos.proto).
 TASK_STARTING = "TASK_STARTING"
@@ -64,8 +65,7 @@ def check_container_id(value: str) -> str:
     return value
 
 
-@dataclass
-class Resources:
+class Resources(Record):
     """The scalar resources the Mesos containerizer isolates. None means unlimited."""
     cpus: float | None = None
     mem_mb: float | None = None
@@ -77,22 +77,22 @@ class Resources:
             raise InvalidInput(f"mem must be a positive number of MB, not {self.mem_mb}")
 
 
-@dataclass
-class ContainerConfig:
+class ContainerConfig(Record):
     """What to run and how: the parts of Mesos's ContainerConfig that corral honours."""
     argv: list[str]
-    env: dict[str, str] = field(default_factory=dict)
-    resources: Resources = field(default_factory=Resources)
-    isolation: list[str] = field(default_factory=list)
+    env: dict[str, str] = dict
+    resources: Resources = Resources
+    isolation: list[str] = list
     workdir: str | None = None          # relative paths are relative to the sandbox
     user: str | None = None
     hostname: str | None = None
     cgroups_enable_cfs: bool = False
     containerizer: str | None = None    # which containerizer the caller asked for, if any
     image: dict | None = None           # {"type": "DOCKER"|"APPC", "name": ...} when the task has one
-    volumes: list[str] = field(default_factory=list)  # HOST:CONTAINER[:ro|rw]; a relative HOST is in the sandbox
+    rootfs: str | None = None           # a root filesystem ready on the host (the provisioner's, or a caller's)
+    volumes: list[str] = list           # HOST:CONTAINER[:ro] bind mounts, with a root filesystem or docker
     network: str | None = None          # docker: host (the default), bridge, none or a network's name
-    ports: list[str] = field(default_factory=list)    # docker, not host network: HOST_PORT:CONTAINER_PORT[/udp]
+    ports: list[str] = list             # docker, off the host network: HOST_PORT:CONTAINER_PORT[/udp]
 
     def __post_init__(self):
         if not self.argv or not all(isinstance(a, str) for a in self.argv) or not self.argv[0]:
@@ -101,9 +101,6 @@ class ContainerConfig:
             if not key or "=" in key or "\0" in key:
                 raise InvalidInput(f"invalid environment variable name {key!r}")
 
-    def to_dict(self) -> dict:
-        return asdict(self)
-
     @classmethod
     def from_dict(cls, data: dict) -> "ContainerConfig":
         data = dict(data)
@@ -111,15 +108,13 @@ class ContainerConfig:
         return cls(**data)
 
 
-@dataclass
-class Limitation:
+class Limitation(Record):
     """An isolator's verdict that a container broke a limit (Mesos: ContainerLimitation)."""
     reason: str
     message: str
 
 
-@dataclass
-class Termination:
+class Termination(Record):
     """How a container ended (Mesos: ContainerTermination), plus corral's decoded wait status."""
     container_id: str
     exit_status: int | None        # the raw wait status, as waitpid(2) returns it; None when unknown
@@ -148,7 +143,7 @@ class Termination:
         return 1
 
     def to_dict(self) -> dict:
-        data = asdict(self)
+        data = super().to_dict()
         data["exit_code"] = self.exit_code
         data["signal"] = self.signal
         return data

@@ -8,43 +8,60 @@ asyncio loop can wait on.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Callable
-
+from corral.record import Record
 from corral.types import ContainerConfig, Limitation, Resources
 
 
-@dataclass
-class LaunchInfo:
+class Mount(Record):
+    """A mount that init makes in the container's mount namespace, before pivot_root.
+
+    `target` is a path inside the container's root filesystem; it is created if missing (a
+    directory, or an empty file when `source` is a file to bind).
+    """
+    source: str | None
+    target: str
+    fstype: str | None = None
+    flags: int = 0
+    data: str | None = None
+    readonly: bool = False          # for bind mounts: remount read-only once bound
+
+
+class LaunchInfo(Record):
     """What isolators ask of the launch (Mesos: ContainerLaunchInfo)."""
-    env: dict[str, str] = field(default_factory=dict)
-    namespaces: set[str] = field(default_factory=set)     # "pid", "ipc", "uts", ...
+    env: dict[str, str] = dict
+    namespaces: set[str] = set     # "pid", "ipc", "uts", ...
     hostname: str | None = None
+    rootfs: str | None = None              # the container's root filesystem, a host directory
+    rootfs_mount: Mount | None = None      # what to mount at `rootfs` first (an overlay, say)
+    mounts: list[Mount] = list             # in order, inside the rootfs
+    symlinks: dict[str, str] = dict        # path in the rootfs -> what the link points to
+    working_dir: str | None = None         # the task's default working directory in the rootfs
 
     def merge(self, other: "LaunchInfo | None") -> None:
         if other is None:
             return
         self.env.update(other.env)
         self.namespaces |= other.namespaces
-        self.hostname = other.hostname or self.hostname
+        self.mounts += other.mounts
+        self.symlinks.update(other.symlinks)
+        for name in ("hostname", "rootfs", "rootfs_mount", "working_dir"):
+            setattr(self, name, getattr(other, name) or getattr(self, name))
 
 
-@dataclass
-class Watch:
+class Watch(Record):
     """A limitation to wait for: readable `fd`, or every `interval` seconds, run `check`.
 
     check() returns the Limitation once the container broke its limit, else None. It must also
     answer correctly when called after the fact by another process (from counters, not events),
     so that whoever finds a container ended can say why.
     """
-    check: Callable[[], Limitation | None]
+    check: "Callable[[], Limitation | None]"
     fd: int | None = None
     interval: float | None = None
     close: Callable[[], None] = lambda: None
 
 
-@dataclass
-class ContainerState:
+class ContainerState(Record):
     """What recover() learns about a container that survived its containerizer (Mesos: ContainerState)."""
     container_id: str
     config: ContainerConfig
@@ -88,8 +105,9 @@ class Isolator:
         """Undo prepare/isolate; called after every process of the container is gone."""
 
 
-@dataclass
-class IsolatorFlags:
+class IsolatorFlags(Record):
     """The agent/CLI settings isolators read."""
     cgroups_root: str = "corral"
     cgroups_enable_cfs: bool = False
+    work_dir: str = "/var/lib/corral"
+    runtime_dir: str = "/run/corral"

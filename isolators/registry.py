@@ -17,6 +17,7 @@ BUILTIN = {
     "namespaces/pid": "isolators.namespaces:PidNamespaceIsolator",
     "namespaces/ipc": "isolators.namespaces:IpcNamespaceIsolator",
     "namespaces/uts": "isolators.namespaces:UtsNamespaceIsolator",
+    "filesystem/linux": "isolators.filesystem:LinuxFilesystemIsolator",
 }
 
 DEFAULT_ISOLATION = ("cgroups/cpu", "cgroups/mem", "namespaces/pid", "namespaces/ipc")

@@ -258,3 +258,40 @@ def test_duplicate_name_and_missing_command(corral):
     assert missing.returncode == 127
     assert missing.stderr.strip().endswith(
         "REASON_CONTAINER_LAUNCH_FAILED: failed to execute '/no/such/program': No such file or directory")
+
+
+def test_foreground_run_into_a_closed_pipe_removes_the_container(corral):
+    import subprocess
+    import sys
+    # Not `from conftest import CORRAL`: "conftest" names whichever conftest.py pytest loaded last.
+    CORRAL = os.path.join(os.path.dirname(sys.executable), "corral")
+    # `yes` would run for ever; once `head` has its line, corral's stdout is a broken pipe.
+    pipeline = subprocess.run(f"{CORRAL} run --name endless -- yes | head -1", shell=True, env=corral.env,
+                              capture_output=True, text=True, timeout=30)
+    assert pipeline.stdout == "y\n"
+    assert corral.sync().containers() == []
+
+
+def test_without_a_pid_namespace_orphans_are_still_destroyed(corral):
+    cid = corral.run("run", "--detach", "--isolation", "cgroups/mem", "--shell",
+                     "(setsid sleep 1000 &); echo $$; sleep 1000", check=True).stdout.strip()
+    mc = corral.sync()
+    stdout = mc.files(cid).stdout
+    assert _wait_for(lambda: len(mc.launcher.pids(cid)) >= 3 and open(stdout).read().endswith("\n"))
+    pids = mc.launcher.pids(cid)
+    out = open(stdout).read().strip()
+    assert int(out) > 2 and int(out) in pids          # the host's pid: no namespace of its own
+    corral.run("destroy", cid, check=True)
+    assert not [pid for pid in pids if _alive(pid)]
+
+
+def test_stop_and_continue_the_whole_container(corral):
+    cid = corral.run("run", "--detach", "--shell", "sleep 1000 & sleep 1000", check=True).stdout.strip()
+    mc = corral.sync()
+    assert _wait_for(lambda: len(mc.launcher.pids(cid)) == 4)
+    corral.run("kill", cid, "--signal", "STOP", check=True)
+    assert _wait_for(lambda: all(_state(p) == "T" for p in mc.launcher.pids(cid)))
+    corral.run("kill", cid, "--signal", "CONT", check=True)
+    assert _wait_for(lambda: all(_state(p) == "S" for p in mc.launcher.pids(cid)))
+    assert json.loads(corral.run("ps", "--json", check=True).stdout)[0]["state"] == "RUNNING"
+    corral.run("destroy", cid, check=True)

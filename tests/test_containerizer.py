@@ -5,10 +5,13 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import time
+
+import pytest
 
 from containerizers.mesos.containerizer import MesosContainerizer
-from corral.types import (LAUNCHED, NOT_SUPPORTED, STATISTICS_FIELDS, ContainerConfig, Resources, TASK_FINISHED,
-                          TASK_FAILED, TASK_KILLED, TASK_LOST)
+from corral.types import (LAUNCHED, NOT_SUPPORTED, STATISTICS_FIELDS, ContainerConfig, ContainerExists, InvalidInput,
+                          Resources, TASK_FAILED, TASK_FINISHED, TASK_KILLED, TASK_LOST)
 
 
 def _mc(corral, **kwargs) -> MesosContainerizer:
@@ -110,3 +113,79 @@ def test_a_dead_supervisor_means_a_lost_container(corral):
         assert "supervisor died" in termination.message
         await mc.destroy("lost")
     asyncio.run(scenario())
+
+
+def _half_launched(corral, container_id: str):
+    """What a launch interrupted before its pids were written leaves: files and a cgroup."""
+    from containerizers.mesos import state
+    mc = corral.sync()
+    files = state.ContainerFiles(corral.runtime_dir, corral.work_dir, container_id)
+    files.create()
+    files.write("config.json", {"config": sh("true", isolation=list(mc.isolation)).to_dict()})
+    mc.launcher.tracking_cgroup(container_id).create()
+    return mc, files
+
+
+def test_wait_on_a_container_still_launching_waits(corral):
+    _mc_, files = _half_launched(corral, "half")
+    waiter = corral.popen("wait", "half")
+    try:
+        time.sleep(0.3)
+        assert waiter.poll() is None          # no verdict while the launch is under way
+    finally:
+        files.remove()                         # the launch failed and cleaned up
+    out, err = waiter.communicate(timeout=5)
+    assert (waiter.returncode, err) == (1, "corral: no such container: half\n")
+    corral.sync().recover()
+
+
+def test_recover_removes_a_launch_cut_short(corral):
+    mc, files = _half_launched(corral, "cut")
+    assert mc.recover() == []
+    assert not files.exists() and not os.path.exists(files.sandbox)
+    assert not mc.launcher.tracking_cgroup("cut").exists()
+
+
+def test_supervisor_is_outside_the_containers_cgroups_and_init_inside(corral):
+    mc = corral.sync()
+    mc.launch("where", sh("sleep 1000"))
+    pids = mc.files("where").pids()
+    with open(f"/proc/{pids['supervisor']['pid']}/cgroup") as f:
+        assert "/where" not in f.read()
+    with open(f"/proc/{pids['init']['pid']}/cgroup") as f:
+        init_cgroups = f.read()
+    for controller in ("memory", "cpu"):
+        assert f":{controller}:/{corral.cgroups_root}/where\n" in init_cgroups
+    assert os.getsid(pids["supervisor"]["pid"]) == pids["supervisor"]["pid"]   # a session of its own
+    mc.destroy("where")
+
+
+def test_a_threaded_process_launches_through_the_launch_server(corral):
+    import threading
+    mc = _mc(corral, launch_server=True)
+    stop = threading.Event()
+    worker = threading.Thread(target=stop.wait)
+    worker.start()                                  # from here on this process has two threads
+
+    async def scenario():
+        with_threads = _mc(corral)
+        with pytest.raises(Exception, match="single-threaded"):
+            await with_threads.launch("direct", sh("true"))
+        assert await mc.launch("served", sh("exit 3", resources=Resources(mem_mb=64))) == LAUNCHED
+        assert (await mc.wait("served")).exit_code == 3
+        with pytest.raises(ContainerExists):
+            await mc.launch("served", sh("true"))
+        with pytest.raises(InvalidInput, match="unknown isolator"):
+            await mc.launch("bad", sh("true", isolation=["nope/nope"]))
+        launched = await asyncio.gather(*(mc.launch(f"many{i}", sh("true")) for i in range(5)))
+        assert launched == [LAUNCHED] * 5
+        for cid in await mc.containers():
+            await mc.destroy(cid)
+    try:
+        asyncio.run(scenario())
+    finally:
+        stop.set()
+        worker.join()
+        server = mc.launch_server.pid
+        mc.close()
+        assert not os.path.exists(f"/proc/{server}")

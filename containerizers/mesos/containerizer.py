@@ -13,20 +13,33 @@ import signal
 from corral.types import ContainerConfig, Resources, Termination
 
 from .. import Containerizer
+from .forkserver import LaunchServer
 from .sync import SUPERVISOR_EXIT_TIMEOUT, SyncMesosContainerizer, Waiter
 
 
 class MesosContainerizer(Containerizer):
+    """With launch_server=True, launches go through a LaunchServer forked at construction
+    (construct it before any thread starts): the way for a process that has threads."""
     name = "mesos"
 
-    def __init__(self, *args, **kwargs):
+    def __init__(self, *args, launch_server: bool = False, **kwargs):
         self.sync = SyncMesosContainerizer(*args, **kwargs)
+        self.launch_server = None
+        if launch_server:
+            self.launch_server = LaunchServer(args, kwargs)
+            self.launch_server.start()
 
     async def recover(self) -> list[str]:
         return self.sync.recover()
 
     async def launch(self, container_id: str, config: ContainerConfig) -> str:
+        if self.launch_server is not None:
+            return await self.launch_server.launch(container_id, config)
         return self.sync.launch(container_id, config)
+
+    def close(self) -> None:
+        if self.launch_server is not None:
+            self.launch_server.stop()
 
     async def wait(self, container_id: str) -> Termination:
         with self.sync.waiter(container_id) as waiter:
@@ -62,23 +75,41 @@ async def _until_ended(waiter: Waiter) -> Termination:
     loop = asyncio.get_running_loop()
     ended: asyncio.Future[Termination] = loop.create_future()
 
-    def on_ready(fd):
-        termination = waiter.ready(fd)
-        if termination is not None and not ended.done():
-            ended.set_result(termination)
+    readers: set[int] = set()
+    timer: list[asyncio.TimerHandle | None] = [None]
 
-    def on_interval():
-        on_ready(None)
-        if not ended.done():
+    def follow() -> None:
+        # The fds change once a container that was still launching has its pids.
+        for fd in readers - set(waiter.fds):
+            loop.remove_reader(fd)
+            readers.discard(fd)
+        for fd in set(waiter.fds) - readers:
+            loop.add_reader(fd, on_ready, fd)
+            readers.add(fd)
+        if timer[0] is None and waiter.interval:
             timer[0] = loop.call_later(waiter.interval, on_interval)
 
-    for fd in waiter.fds:
-        loop.add_reader(fd, on_ready, fd)
-    timer = [loop.call_later(waiter.interval, on_interval) if waiter.interval else None]
+    def on_ready(fd):
+        try:
+            termination = waiter.ready(fd)
+        except Exception as e:  # noqa: BLE001 - e.g. the container vanished: the waiter learns it
+            if not ended.done():
+                ended.set_exception(e)
+            return
+        if termination is not None and not ended.done():
+            ended.set_result(termination)
+        elif not ended.done():
+            follow()
+
+    def on_interval():
+        timer[0] = None
+        on_ready(None)
+
+    follow()
     try:
         return await ended
     finally:
-        for fd in waiter.fds:
+        for fd in readers:
             loop.remove_reader(fd)
         if timer[0] is not None:
             timer[0].cancel()

@@ -9,9 +9,8 @@ from __future__ import annotations
 
 import os
 import signal
-from dataclasses import dataclass
-
 from corral import linux
+from corral.record import Record
 from corral.types import CorralError
 from isolators.cgroups import cgroup_for, hierarchies
 
@@ -22,21 +21,20 @@ class LaunchFailed(CorralError):
     pass
 
 
-@dataclass
-class Forked:
+class Forked(Record):
     """A container whose init exists and waits for release()."""
     supervisor_pid: int
     init_pid: int
-    _go_w: int
+    go_fd: int
 
     def release(self) -> None:
         """Let init exec the task."""
-        os.write(self._go_w, b"g")
-        os.close(self._go_w)
+        os.write(self.go_fd, b"g")
+        os.close(self.go_fd)
 
     def abort(self) -> None:
         """Never run the task: init exits on the closed pipe; make sure of it."""
-        os.close(self._go_w)
+        os.close(self.go_fd)
         try:
             os.kill(self.init_pid, signal.SIGKILL)
         except ProcessLookupError:

@@ -13,9 +13,8 @@ Every file is written atomically, so any process can read any container's state 
 from __future__ import annotations
 
 import os
-import shutil
 
-from corral.files import read_json, write_json
+from corral.files import read_json, remove_tree, write_json
 from corral.types import ContainerConfig, Termination, check_container_id
 
 
@@ -68,9 +67,9 @@ class ContainerFiles:
         write_json(self.path(name), value)
 
     def remove(self, sandbox: bool = True) -> None:
-        shutil.rmtree(self.runtime, ignore_errors=True)
+        remove_tree(self.runtime)
         if sandbox:
-            shutil.rmtree(self.sandbox, ignore_errors=True)
+            remove_tree(self.sandbox)
 
 
 def container_ids(runtime_dir: str) -> list[str]:

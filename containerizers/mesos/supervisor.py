@@ -23,12 +23,12 @@ import errno
 import json
 import os
 import signal
-from dataclasses import dataclass
 
 import prctl
 
 from corral import linux
 from corral.files import write_atomic
+from corral.record import Record
 
 # Signals init passes on to the task; synchronous faults and SIGCHLD are init's own.
 _NOT_FORWARDED = {signal.SIGCHLD, signal.SIGKILL, signal.SIGSTOP, signal.SIGSEGV, signal.SIGBUS,
@@ -36,8 +36,7 @@ _NOT_FORWARDED = {signal.SIGCHLD, signal.SIGKILL, signal.SIGSTOP, signal.SIGSEGV
 FORWARDED = {s for s in signal.valid_signals() if s not in _NOT_FORWARDED and s < signal.SIGRTMIN}
 
 
-@dataclass
-class LaunchSpec:
+class LaunchSpec(Record):
     """Everything the forked processes need, resolved by the launcher beforehand."""
     argv: list[str]
     env: dict[str, str]
@@ -47,6 +46,10 @@ class LaunchSpec:
     status_path: str
     namespaces: frozenset[str]
     hostname: str | None = None
+    rootfs: str | None = None
+    rootfs_mount: object = None       # isolators.Mount
+    mounts: list = list
+    symlinks: dict = dict
     uid: int | None = None
     gid: int | None = None
     groups: tuple[int, ...] = ()
@@ -177,7 +180,10 @@ def _enter_namespaces(spec: LaunchSpec) -> None:
     linux.unshare(flags)
     # Nothing mounted here may propagate back to the host.
     linux.mount(None, "/", None, linux.MS_REC | linux.MS_PRIVATE)
-    if "pid" in spec.namespaces:
+    if spec.rootfs:
+        from .mounts import enter_rootfs
+        enter_rootfs(spec.rootfs, spec.rootfs_mount, spec.mounts, spec.symlinks)
+    elif "pid" in spec.namespaces:
         linux.mount("proc", "/proc", "proc", linux.MS_NOSUID | linux.MS_NODEV | linux.MS_NOEXEC)
     if spec.hostname:
         linux.sethostname(spec.hostname)

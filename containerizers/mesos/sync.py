@@ -27,6 +27,7 @@ from .launcher import Launcher
 from .supervisor import LaunchSpec
 
 SUPERVISOR_EXIT_TIMEOUT = 10.0
+STARTING_POLL_INTERVAL = 0.01    # how often a waiter looks for the pids of a container still launching
 
 
 class SyncMesosContainerizer:
@@ -37,7 +38,8 @@ class SyncMesosContainerizer:
                  cgroups_enable_cfs: bool = False, tracking: str | None = None):
         self.work_dir = work_dir
         self.runtime_dir = runtime_dir
-        self.flags = IsolatorFlags(cgroups_root=cgroups_root, cgroups_enable_cfs=cgroups_enable_cfs)
+        self.flags = IsolatorFlags(cgroups_root=cgroups_root, cgroups_enable_cfs=cgroups_enable_cfs,
+                                   work_dir=work_dir, runtime_dir=runtime_dir)
         self.isolation = list(isolation)
         self.launcher = Launcher(cgroups_root, tracking)
         self._isolators: dict[tuple[str, ...], list] = {}
@@ -65,12 +67,13 @@ class SyncMesosContainerizer:
         if config.containerizer not in (None, self.name) or config.image:
             return NOT_SUPPORTED
         files = state.ContainerFiles(self.runtime_dir, self.work_dir, container_id)
-        config.isolation = list(config.isolation or self.isolation)
-        if config.hostname and "namespaces/uts" not in config.isolation:
-            config.isolation.append("namespaces/uts")
+        config.isolation = self._isolation_for(config)
         isolators = self.isolators(config.isolation)       # unknown names fail before anything exists
         user = _resolve_user(config.user)
-        if config.workdir and os.path.isabs(config.workdir) and not os.path.isdir(config.workdir):
+        if config.rootfs and not os.path.isdir(config.rootfs):
+            raise InvalidInput(f"root filesystem {config.rootfs} is not a directory")
+        if (not config.rootfs and config.workdir and os.path.isabs(config.workdir)
+                and not os.path.isdir(config.workdir)):
             raise InvalidInput(f"workdir {config.workdir} is not a directory")
         try:
             files.create()
@@ -103,6 +106,13 @@ class SyncMesosContainerizer:
             raise
         return LAUNCHED
 
+    def _isolation_for(self, config: ContainerConfig) -> list[str]:
+        """The isolators a container gets: those asked for (or the default), plus what its
+        options imply: a hostname needs a UTS namespace, a root filesystem filesystem/linux."""
+        names = list(config.isolation or self.isolation)
+        implied = (("namespaces/uts", config.hostname), ("filesystem/linux", config.rootfs or config.volumes))
+        return names + [name for name, wanted in implied if wanted and name not in names]
+
     def _launch_spec(self, files, config: ContainerConfig, launch_info: LaunchInfo, user) -> LaunchSpec:
         env = {"PATH": DEFAULT_PATH, "HOME": user.pw_dir if user else "/root",
                "MESOS_SANDBOX": files.sandbox}
@@ -110,9 +120,12 @@ class SyncMesosContainerizer:
             env["USER"] = env["LOGNAME"] = user.pw_name
         env.update(config.env)
         env.update(launch_info.env)
+        sandbox = launch_info.working_dir or files.sandbox     # as the task sees it
         return LaunchSpec(
             argv=config.argv, env=env,
-            cwd=os.path.join(files.sandbox, config.workdir or ""),
+            cwd=os.path.join(sandbox, config.workdir or ""),
+            rootfs=launch_info.rootfs, rootfs_mount=launch_info.rootfs_mount,
+            mounts=launch_info.mounts, symlinks=launch_info.symlinks,
             stdout_path=files.stdout, stderr_path=files.stderr,
             status_path=files.path("status.json"),
             namespaces=frozenset(launch_info.namespaces), hostname=launch_info.hostname,
@@ -169,17 +182,20 @@ class SyncMesosContainerizer:
     # -- kill, destroy -----------------------------------------------------------------------
 
     def kill(self, container_id: str, sig: int = signal.SIGTERM) -> None:
-        """Signal the task. init forwards catchable signals to it; SIGKILL and SIGSTOP, which
-        init cannot pass on, go to every process of the container."""
+        """Signal the task. init forwards catchable signals to it. SIGKILL and SIGSTOP, which init
+        cannot pass on, go to every process of the container, and SIGCONT too, to undo a STOP."""
         files = self.files(container_id)
         if files.termination() is not None or not self.supervisor_alive(files):
             return
-        if sig != signal.SIGCONT and sig != signal.SIGSTOP and files.kill_record() is None:
-            files.write("kill.json", {"signal": sig})
-        if sig == signal.SIGKILL:
-            self.launcher.kill_all(container_id)
-            return
-        pids = self.launcher.pids(container_id) if sig == signal.SIGSTOP else [files.pids()["init"]["pid"]]
+        if sig in (signal.SIGSTOP, signal.SIGCONT):
+            pids = self.launcher.pids(container_id)
+        else:
+            if files.kill_record() is None:
+                files.write("kill.json", {"signal": sig})
+            if sig == signal.SIGKILL:
+                self.launcher.kill_all(container_id)
+                return
+            pids = [files.pids()["init"]["pid"]]
         for pid in pids:
             try:
                 os.kill(pid, sig)
@@ -280,7 +296,7 @@ class SyncMesosContainerizer:
         for container_id in self.containers():
             files = state.ContainerFiles(self.runtime_dir, self.work_dir, container_id)
             if not files.pids() and files.termination() is None:
-                self.finish_destroy(files, remove_sandbox=False)   # died mid-launch
+                self.finish_destroy(files, remove_sandbox=True)    # cut short mid-launch: nothing ran
                 continue
             known.append(container_id)
         for orphan in self.launcher.container_ids() - set(known):
@@ -301,12 +317,21 @@ class Waiter:
         self.result: Termination | None = files.termination()
         self.pidfd: int | None = None
         self.watches: list[Watch] = []
+        self.starting = False
         if self.result is None:
             self._open()
 
     def _open(self) -> None:
         sup = self.files.pids().get("supervisor", {})
         self.supervisor_pid = sup.get("pid")
+        if not sup:
+            # Another process is launching it: look again shortly (its launch either writes the
+            # pids within milliseconds or removes the container).
+            if not self.files.exists():
+                raise NoSuchContainer(self.files.container_id)
+            self.starting = True
+            return
+        self.starting = False
         if sup:
             try:
                 self.pidfd = os.pidfd_open(sup["pid"])
@@ -323,6 +348,8 @@ class Waiter:
             watch = isolator.watch(self.files.container_id)
             if watch is not None:
                 self.watches.append(watch)
+        # A limit broken before the watches existed sent its event to no one: ask now.
+        self.ready(None)
 
     @property
     def fds(self) -> list[int]:
@@ -330,11 +357,16 @@ class Waiter:
 
     @property
     def interval(self) -> float | None:
+        if self.starting:
+            return STARTING_POLL_INTERVAL
         return min((w.interval for w in self.watches if w.interval), default=None)
 
     def ready(self, fd: int | None) -> Termination | None:
         """`fd` turned readable (None: the interval passed). Returns the termination once ended."""
         if self.result is not None:
+            return self.result
+        if self.starting:
+            self._open()
             return self.result
         if fd == self.pidfd:
             self.containerizer.launcher.reap(self.supervisor_pid)
@@ -348,11 +380,11 @@ class Waiter:
         return None
 
     def block(self, timeout: float | None = None) -> Termination | None:
-        poller = select.poll()
-        for fd in self.fds:
-            poller.register(fd, select.POLLIN)
         deadline = None if timeout is None else time.monotonic() + timeout
         while self.result is None:
+            poller = select.poll()     # anew each round: the fds change once a starting container has pids
+            for fd in self.fds:
+                poller.register(fd, select.POLLIN)
             step = self.interval
             if deadline is not None:
                 left = max(0.0, deadline - time.monotonic())

@@ -9,8 +9,7 @@ corral creates lives under the cgroups root it is given; nothing outside it is t
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
-
+from corral.record import Record
 from corral.types import CorralError
 
 
@@ -18,10 +17,9 @@ class CgroupsUnavailable(CorralError):
     pass
 
 
-@dataclass
-class Hierarchies:
+class Hierarchies(Record):
     """Where the host mounts its cgroups: mode is 'v1', 'v2' or 'hybrid'."""
-    v1: dict[str, str] = field(default_factory=dict)     # controller -> mount point
+    v1: dict[str, str] = dict     # controller -> mount point
     v2: str | None = None                                # the cgroup2 mount point
     v2_controllers: frozenset[str] = frozenset()         # controllers the cgroup2 root offers
 

@@ -69,11 +69,13 @@ class MemIsolator(Isolator):
             fd = linux.inotify_file(os.path.join(cgroup.path, "memory.events"))
 
         def check():
-            linux.drain(fd)
-            return self.limitation(container_id)
+            # v1's event is the OOM itself, and may come before the kill is counted; v2's inotify
+            # only says memory.events changed, and the oom_kill count is what tells.
+            fired = linux.drain(fd)
+            return self.limitation(container_id, oom_event=fired and cgroup.version == 1)
         return Watch(check=check, fd=fd, close=lambda: os.close(fd))
 
-    def limitation(self, container_id):
+    def limitation(self, container_id, oom_event: bool = False):
         cgroup = self._cgroup(container_id)
         try:
             if cgroup.version == 1:
@@ -81,8 +83,8 @@ class MemIsolator(Isolator):
             else:
                 oom_kills = cgroup.read_keyed("memory.events").get("oom_kill", 0)
         except FileNotFoundError:
-            return None
-        if not oom_kills:
+            return None        # the cgroup is gone (an rmdir also signals the v1 eventfd)
+        if not (oom_kills or oom_event):
             return None
         return Limitation(REASON_CONTAINER_LIMITATION_MEMORY, self._oom_message(cgroup))
 

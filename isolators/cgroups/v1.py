@@ -18,8 +18,8 @@ class V1Cgroup(Cgroup):
     def controller(self):
         """cgroupspy's controller object for this cgroup (cpu.shares, memory.limit_in_bytes, ...)."""
         from cgroupspy import controllers
-        from cgroupspy.nodes import Node
-        return getattr(controllers, _CGROUPSPY_CONTROLLERS[self.controller_name])(Node(self.path.encode()))
+        return getattr(controllers, _CGROUPSPY_CONTROLLERS[self.controller_name])(_Node(self.path.encode()))
+
 
     def kill(self) -> None:
         """SIGKILL every process. In the freezer hierarchy they are frozen first, so none can fork
@@ -49,3 +49,12 @@ class V1Cgroup(Cgroup):
         except FileNotFoundError:
             pass
         return False
+
+
+class _Node:
+    """All that cgroupspy's controllers read of a tree node: its path. cgroupspy.nodes itself
+    would import logging (9 ms of a cold launch) and walk trees corral has no use for."""
+    __slots__ = ("full_path",)
+
+    def __init__(self, full_path: bytes):
+        self.full_path = full_path

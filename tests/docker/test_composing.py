@@ -1,9 +1,8 @@
-"""The composing containerizer over the real Docker and external containerizers.
+"""The composing containerizer over the real Mesos, Docker and external containerizers.
 
-The Mesos containerizer forks its supervisors and refuses to from a process with threads (the
-docker SDK and the external programs run on threads): until the agent's single-threaded
-launcher process exists, it composes with them only across processes. test_mesos_beside_threads
-marks the spot. The routing itself is the same for every containerizer.
+The docker SDK and the external programs run on threads, and the Mesos containerizer must not
+fork from a process with threads: beside them it launches through its LaunchServer, made
+before any thread starts (Stack.make builds the Mesos containerizer first).
 """
 
 from __future__ import annotations
@@ -28,39 +27,50 @@ DECLINE_SLOWLY = 'sleep 1; echo \'{"result": "NOT_SUPPORTED"}\'\n'
 class Stack:
     def __init__(self, corral, docker_env, external_path=RUNC_EXAMPLE):
         self.corral, self.docker_env, self.external_path = corral, docker_env, external_path
+        self.made: list[ComposingContainerizer] = []
 
     def make(self, *names: str, program: str | None = None):
         """names: mesos, docker, runc (the runc example), program (an external `program`)."""
         c = self.corral
         made = {
-            "mesos": lambda: MesosContainerizer(c.work_dir, c.runtime_dir, c.cgroups_root),
+            "mesos": lambda: MesosContainerizer(c.work_dir, c.runtime_dir, c.cgroups_root, launch_server=True),
             "docker": lambda: DockerContainerizer(c.work_dir, c.runtime_dir, socket=self.docker_env.dockerd.url,
                                                   only=len(names) == 1),
             # Two external containerizers side by side need runtime dirs of their own.
             "runc": lambda: ExternalContainerizer(c.work_dir, f"{c.runtime_dir}/runc", self.external_path),
             "program": lambda: ExternalContainerizer(c.work_dir, f"{c.runtime_dir}/program", program),
         }
-        return ComposingContainerizer([made[name]() for name in names])
+        built = {name: made[name]() for name in sorted(names, key=lambda n: n != "mesos")}
+        self.made.append(ComposingContainerizer([built[name] for name in names]))
+        return self.made[-1]
 
 
 @pytest.fixture
 def stack(corral, docker_env):
-    return Stack(corral, docker_env)
+    stack = Stack(corral, docker_env)
+    yield stack
+    for composing in stack.made:
+        composing.close()
 
 
 def test_first_that_takes_it_owns_it(stack, docker_env, rootfs, tmp_path):  # noqa: F811
     async def main():
-        cc = stack.make("docker", "runc", "program", program=program(tmp_path, "accept", ACCEPT_ALL))
+        cc = stack.make("mesos", "docker", "runc", "program", program=program(tmp_path, "accept", ACCEPT_ALL))
         assert await cc.recover() == []
+        assert await cc.launch("plain", ContainerConfig(argv=["sh", "-c", "exit 2"])) == LAUNCHED
         assert await cc.launch("dock", docker_env.config("sh", "-c", "exit 3", containerizer="docker")) == LAUNCHED
         assert await cc.launch("root", ContainerConfig(argv=["sh", "-c", "exit 4"], image=rootfs)) == LAUNCHED
-        assert await cc.launch("plain", ContainerConfig(argv=["true"])) == LAUNCHED
-        # A docker image that asked for docker by name, past docker: nobody else takes it.
-        assert await cc.launch("nobody", docker_env.config("true", containerizer="mesos")) == NOT_SUPPORTED
-        assert await cc.containers() == ["dock", "plain", "root"]
+        assert await cc.launch("any", ContainerConfig(argv=["true"], containerizer="external")) == LAUNCHED
+        # A docker image that asked for nobody: docker takes it only when it is alone; the
+        # runc example takes ROOTFS images only; the last program takes anything.
+        assert await cc.launch("nobody", docker_env.config("true")) == LAUNCHED
+        assert await cc.launch("refused", docker_env.config("true", containerizer="appc")) == NOT_SUPPORTED
+        assert await cc.containers() == ["any", "dock", "nobody", "plain", "root"]
         owners = {cid: cc.containerizers.index(cc.owner(cid)) for cid in await cc.containers()}
-        assert owners == {"dock": 0, "root": 1, "plain": 2}
-        assert {cid: (await cc.wait(cid)).exit_code for cid in owners} == {"plain": 0, "dock": 3, "root": 4}
+        assert owners == {"plain": 0, "dock": 1, "root": 2, "any": 3, "nobody": 3}
+        assert (await cc.status("plain"))["containerizer"] == "mesos"
+        assert {cid: (await cc.wait(cid)).exit_code for cid in owners} == {
+            "plain": 2, "dock": 3, "root": 4, "any": 0, "nobody": 0}
         with pytest.raises(ContainerExists):
             await cc.launch("dock", ContainerConfig(argv=["true"]))
         for cid in owners:
@@ -82,17 +92,17 @@ def test_the_users_order_decides(stack, rootfs, tmp_path):  # noqa: F811
     asyncio.run(main())
 
 
-@pytest.mark.xfail(reason="the Mesos containerizer needs the agent's single-threaded launcher process "
-                          "to fork beside threaded containerizers", strict=True)
-def test_mesos_beside_threads(stack, docker_env):
+def test_mesos_or_an_external_program_first(stack, tmp_path):
+    accept = program(tmp_path, "accept", ACCEPT_ALL)
+
     async def main():
-        cc = stack.make("mesos", "docker")
-        await cc.recover()                      # docker's recover runs on a thread
-        try:
-            assert await cc.launch("m", ContainerConfig(argv=["true"])) == LAUNCHED
-            await cc.destroy("m")
-        finally:
-            cc.close()
+        for names, owner in ((("mesos", "program"), "mesos"), (("program", "mesos"), "external")):
+            cc = stack.make(*names, program=accept)
+            await cc.launch("c", ContainerConfig(argv=["true"]))
+            assert (await cc.status("c"))["containerizer"] == owner
+            await cc.wait("c")
+            await cc.destroy("c")
+            cc.close()          # its threads go, so that the next LaunchServer can fork
     asyncio.run(main())
 
 
@@ -150,13 +160,14 @@ def test_destroy_during_a_launch_that_succeeds_destroys_it(stack, tmp_path, monk
 
 def test_recover_merges(stack, docker_env, rootfs):  # noqa: F811
     async def main():
-        first = stack.make("runc", "docker")
-        await first.launch("m", ContainerConfig(argv=["sh", "-c", "exit 6"], image=rootfs))
+        first = stack.make("mesos", "runc", "docker")
+        await first.launch("m", ContainerConfig(argv=["sh", "-c", "exit 6"]))
+        await first.launch("r", ContainerConfig(argv=["sh", "-c", "exit 5"], image=rootfs))
         await first.launch("d", docker_env.config("sh", "-c", "exit 7", containerizer="docker"))
-        again = stack.make("runc", "docker")        # a new corral: nothing in memory
-        assert await again.recover() == ["d", "m"]
-        assert (await again.wait("m")).exit_code == 6
-        assert (await again.wait("d")).exit_code == 7
-        for cid in ("m", "d"):
+        first.close()
+        again = stack.make("mesos", "runc", "docker")        # a new corral: nothing in memory
+        assert await again.recover() == ["d", "m", "r"]
+        assert {cid: (await again.wait(cid)).exit_code for cid in ("m", "r", "d")} == {"m": 6, "r": 5, "d": 7}
+        for cid in ("m", "r", "d"):
             await again.destroy(cid)
     asyncio.run(main())

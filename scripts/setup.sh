@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Set up corral on a fresh Debian/Ubuntu host, as root: system packages, the virtual
+# environment in .venv, corral installed into it, bytecode compiled. Safe to run again.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+[ "$(id -u)" = 0 ] || { echo "setup.sh: run as root (corral uses cgroups and namespaces)" >&2; exit 1; }
+
+# libcap-dev: python-prctl builds against it. busybox-static, runc, crun: the benchmarks' peers
+# and their rootfs.
+PACKAGES=(libcap-dev busybox-static runc crun python3-venv)
+missing=()
+for p in "${PACKAGES[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
+if [ ${#missing[@]} -gt 0 ]; then
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+PYTHON=${PYTHON:-python3}
+# A pyenv shim would put its own start-up in front of every corral command: use the real interpreter.
+PYTHON=$("$PYTHON" -c 'import sys; print(sys.executable)')
+"$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 11))' || { echo "setup.sh: corral needs Python 3.11+" >&2; exit 1; }
+[ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
+.venv/bin/python -m pip install -q --disable-pip-version-check --upgrade pip
+# compat mode: a plain path in a .pth file, no import hook on every start of `corral`.
+.venv/bin/python -m pip install -q --disable-pip-version-check -e '.[test]' --config-settings editable_mode=compat
+# Compiled once here, so that no `corral` run compiles (or, with PYTHONDONTWRITEBYTECODE, recompiles) sources.
+.venv/bin/python -m compileall -q corral containerizers isolators provisioner agent
+echo "corral is set up: $(.venv/bin/corral --help >/dev/null && echo .venv/bin/corral)"
