@@ -32,6 +32,7 @@ from corral.types import (LAUNCHED, NOT_SUPPORTED, REASON_CONTAINER_LAUNCH_FAILE
                           ContainerConfig, ContainerExists, CorralError, InvalidInput, NoSuchContainer, Resources,
                           Termination, signal_name)
 from isolators.cgroups.cpu import CFS_PERIOD_US, CPU_SHARES_PER_CPU, quota_for, shares_for
+from isolators.filesystem import parse_volume
 
 from .mesos.state import ContainerFiles, container_ids
 from .threaded import ThreadedContainerizer
@@ -133,11 +134,15 @@ class SyncDockerContainerizer:
         if not self.supports(config):
             return NOT_SUPPORTED
         files = ContainerFiles(self.state_dir, self.work_dir, container_id)
-        host_config = self._host_config(files, config)      # bad volumes or ports fail before anything exists
         try:
             files.create()
         except FileExistsError:
             raise ContainerExists(container_id) from None
+        try:
+            host_config = self._host_config(files, config)
+        except BaseException:
+            files.remove(sandbox=False)
+            raise
         record = {"config": config.to_dict(), "created": time.time(), "sandbox": files.sandbox, "docker_id": None}
         try:
             files.write("config.json", record)
@@ -489,17 +494,9 @@ def resource_statistics(stats: dict, host_config: dict, processes: int) -> dict:
 
 
 def _volume(spec: str, sandbox: str) -> str:
-    """HOST:CONTAINER[:ro|rw] as a docker bind; a relative HOST path lies in the sandbox (as Mesos)."""
-    parts = spec.split(":")
-    if len(parts) not in (2, 3) or not all(parts[:2]) or (len(parts) == 3 and parts[2] not in ("ro", "rw")):
-        raise InvalidInput(f"invalid volume {spec!r}: use HOST_PATH:CONTAINER_PATH[:ro|rw]")
-    host, container, mode = parts[0], parts[1], parts[2] if len(parts) == 3 else "rw"
-    if not os.path.isabs(container):
-        raise InvalidInput(f"invalid volume {spec!r}: the container path must be absolute")
-    if not os.path.isabs(host):
-        host = os.path.join(sandbox, host)
-        os.makedirs(host, exist_ok=True)
-    return f"{host}:{container}:{mode}"
+    """HOST:CONTAINER[:ro|rw] as a docker bind, read as the Mesos containerizer reads it."""
+    mount = parse_volume(spec, sandbox)
+    return f"{mount.source}:{mount.target}:{'ro' if mount.readonly else 'rw'}"
 
 
 def _port(spec: str) -> tuple[int, int, str]:

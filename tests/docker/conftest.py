@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import gc
 import os
+import shutil
 import subprocess
 import tempfile
 import threading
@@ -84,6 +85,18 @@ def no_threads_left():
     while threading.active_count() > 1 and time.monotonic() < deadline:
         time.sleep(0.05)
     assert threading.active_count() == 1, f"threads left: {threading.enumerate()}"
+
+
+@pytest.fixture
+def rootfs(tmp_path):
+    """A busybox root filesystem, as the runc example takes it: {"type": "ROOTFS", "name": path}."""
+    root = tmp_path / "rootfs"
+    for d in ("bin", "proc", "dev", "sys", "tmp", "mnt/mesos/sandbox"):
+        (root / d).mkdir(parents=True)
+    shutil.copy("/bin/busybox", root / "bin" / "busybox")
+    for applet in ("sh", "sleep", "echo", "cat", "true"):
+        (root / "bin" / applet).symlink_to("busybox")
+    return {"type": "ROOTFS", "name": str(root)}
 
 
 @pytest.fixture

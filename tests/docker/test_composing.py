@@ -16,7 +16,7 @@ from containerizers.docker import DockerContainerizer
 from containerizers.external import ExternalContainerizer
 from containerizers.mesos.containerizer import MesosContainerizer
 from corral.types import LAUNCHED, NOT_SUPPORTED, TASK_KILLED, ContainerConfig, ContainerExists, NoSuchContainer
-from test_external import RUNC_EXAMPLE, program, rootfs  # noqa: F401 - rootfs is a fixture
+from test_external import RUNC_EXAMPLE, program
 
 ACCEPT_ALL = ('case "$1" in launch) sleep "${DELAY:-0}"; echo \'{"result": "LAUNCHED"}\';;\n'
               '  wait|destroy) echo \'{"termination": {"exit_code": 0}, "exit_code": 0}\';;\n'
@@ -53,7 +53,7 @@ def stack(corral, docker_env):
         composing.close()
 
 
-def test_first_that_takes_it_owns_it(stack, docker_env, rootfs, tmp_path):  # noqa: F811
+def test_first_that_takes_it_owns_it(stack, docker_env, rootfs, tmp_path):
     async def main():
         cc = stack.make("mesos", "docker", "runc", "program", program=program(tmp_path, "accept", ACCEPT_ALL))
         assert await cc.recover() == []
@@ -79,7 +79,7 @@ def test_first_that_takes_it_owns_it(stack, docker_env, rootfs, tmp_path):  # no
     asyncio.run(main())
 
 
-def test_the_users_order_decides(stack, rootfs, tmp_path):  # noqa: F811
+def test_the_users_order_decides(stack, rootfs, tmp_path):
     accept = program(tmp_path, "accept", ACCEPT_ALL)
     config = ContainerConfig(argv=["true"], image=rootfs)      # both would take it
 
@@ -115,7 +115,7 @@ def test_unknown_ids_are_unknown(stack):
     asyncio.run(main())
 
 
-def test_kill_and_usage_go_to_the_owner(stack, docker_env, rootfs):  # noqa: F811
+def test_kill_and_usage_go_to_the_owner(stack, docker_env, rootfs):
     async def main():
         cc = stack.make("runc", "docker")
         await cc.launch("m", ContainerConfig(argv=["sleep", "600"], image=rootfs))
@@ -130,7 +130,7 @@ def test_kill_and_usage_go_to_the_owner(stack, docker_env, rootfs):  # noqa: F81
     asyncio.run(main())
 
 
-def test_destroy_during_launch_does_not_try_the_next(stack, rootfs, tmp_path):  # noqa: F811
+def test_destroy_during_launch_does_not_try_the_next(stack, rootfs, tmp_path):
     slow_no = program(tmp_path, "slow-no", DECLINE_SLOWLY)
 
     async def main():
@@ -158,7 +158,7 @@ def test_destroy_during_a_launch_that_succeeds_destroys_it(stack, tmp_path, monk
     asyncio.run(main())
 
 
-def test_recover_merges(stack, docker_env, rootfs):  # noqa: F811
+def test_recover_merges(stack, docker_env, rootfs):
     async def main():
         first = stack.make("mesos", "runc", "docker")
         await first.launch("m", ContainerConfig(argv=["sh", "-c", "exit 6"]))

@@ -21,17 +21,6 @@ RUNC_EXAMPLE = str(Path(__file__).parents[2] / "examples" / "runc-containerizer"
 
 
 @pytest.fixture
-def rootfs(tmp_path):
-    root = tmp_path / "rootfs"
-    for d in ("bin", "proc", "dev", "sys", "tmp", "mnt/mesos/sandbox"):
-        (root / d).mkdir(parents=True)
-    shutil.copy("/bin/busybox", root / "bin" / "busybox")
-    for applet in ("sh", "sleep", "echo", "cat", "true"):
-        (root / "bin" / applet).symlink_to("busybox")
-    return {"type": "ROOTFS", "name": str(root)}
-
-
-@pytest.fixture
 def ext(tmp_path):
     """Factory for external containerizers in this test's dirs; checks that runc was left empty."""
     made = []
