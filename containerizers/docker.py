@@ -126,7 +126,7 @@ class SyncDockerContainerizer:
     # -- launch -----------------------------------------------------------------------------
 
     def supports(self, config: ContainerConfig) -> bool:
-        docker_image = bool(config.image) and config.image.get("type", "DOCKER") == "DOCKER"
+        docker_image = bool(config.image) and config.image.get("type", "DOCKER") == "DOCKER" and not config.rootfs
         asked = config.containerizer == self.name or (config.containerizer is None and self.only)
         return docker_image and asked
 

@@ -89,14 +89,14 @@ def no_threads_left():
 
 @pytest.fixture
 def rootfs(tmp_path):
-    """A busybox root filesystem, as the runc example takes it: {"type": "ROOTFS", "name": path}."""
+    """A busybox root filesystem (ContainerConfig.rootfs), as the runc example takes it."""
     root = tmp_path / "rootfs"
     for d in ("bin", "proc", "dev", "sys", "tmp", "mnt/mesos/sandbox"):
         (root / d).mkdir(parents=True)
     shutil.copy("/bin/busybox", root / "bin" / "busybox")
     for applet in ("sh", "sleep", "echo", "cat", "true"):
         (root / "bin" / applet).symlink_to("busybox")
-    return {"type": "ROOTFS", "name": str(root)}
+    return str(root)
 
 
 @pytest.fixture

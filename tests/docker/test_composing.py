@@ -59,10 +59,11 @@ def test_first_that_takes_it_owns_it(stack, docker_env, rootfs, tmp_path):
         assert await cc.recover() == []
         assert await cc.launch("plain", ContainerConfig(argv=["sh", "-c", "exit 2"])) == LAUNCHED
         assert await cc.launch("dock", docker_env.config("sh", "-c", "exit 3", containerizer="docker")) == LAUNCHED
-        assert await cc.launch("root", ContainerConfig(argv=["sh", "-c", "exit 4"], image=rootfs)) == LAUNCHED
+        assert await cc.launch("root", ContainerConfig(argv=["sh", "-c", "exit 4"], rootfs=rootfs,
+                                                       containerizer="external")) == LAUNCHED
         assert await cc.launch("any", ContainerConfig(argv=["true"], containerizer="external")) == LAUNCHED
         # A docker image that asked for nobody: docker takes it only when it is alone; the
-        # runc example takes ROOTFS images only; the last program takes anything.
+        # runc example takes root filesystems only; the last program takes anything.
         assert await cc.launch("nobody", docker_env.config("true")) == LAUNCHED
         assert await cc.launch("refused", docker_env.config("true", containerizer="appc")) == NOT_SUPPORTED
         assert await cc.containers() == ["any", "dock", "nobody", "plain", "root"]
@@ -81,7 +82,7 @@ def test_first_that_takes_it_owns_it(stack, docker_env, rootfs, tmp_path):
 
 def test_the_users_order_decides(stack, rootfs, tmp_path):
     accept = program(tmp_path, "accept", ACCEPT_ALL)
-    config = ContainerConfig(argv=["true"], image=rootfs)      # both would take it
+    config = ContainerConfig(argv=["true"], rootfs=rootfs)      # both would take it
 
     async def main():
         for names in (("runc", "program"), ("program", "runc")):
@@ -118,7 +119,7 @@ def test_unknown_ids_are_unknown(stack):
 def test_kill_and_usage_go_to_the_owner(stack, docker_env, rootfs):
     async def main():
         cc = stack.make("runc", "docker")
-        await cc.launch("m", ContainerConfig(argv=["sleep", "600"], image=rootfs))
+        await cc.launch("m", ContainerConfig(argv=["sleep", "600"], rootfs=rootfs))
         await cc.launch("d", docker_env.config("sleep", "600", containerizer="docker"))
         assert (await cc.usage("m"))["processes"] >= 1
         assert (await cc.usage("d"))["processes"] >= 1
@@ -135,7 +136,7 @@ def test_destroy_during_launch_does_not_try_the_next(stack, rootfs, tmp_path):
 
     async def main():
         cc = stack.make("program", "runc", program=slow_no)
-        launch = asyncio.ensure_future(cc.launch("c", ContainerConfig(argv=["sleep", "600"], image=rootfs)))
+        launch = asyncio.ensure_future(cc.launch("c", ContainerConfig(argv=["sleep", "600"], rootfs=rootfs)))
         await asyncio.sleep(0.3)
         termination = await cc.destroy("c")
         assert termination.state == TASK_KILLED
@@ -162,7 +163,7 @@ def test_recover_merges(stack, docker_env, rootfs):
     async def main():
         first = stack.make("mesos", "runc", "docker")
         await first.launch("m", ContainerConfig(argv=["sh", "-c", "exit 6"]))
-        await first.launch("r", ContainerConfig(argv=["sh", "-c", "exit 5"], image=rootfs))
+        await first.launch("r", ContainerConfig(argv=["sh", "-c", "exit 5"], rootfs=rootfs, containerizer="external"))
         await first.launch("d", docker_env.config("sh", "-c", "exit 7", containerizer="docker"))
         first.close()
         again = stack.make("mesos", "runc", "docker")        # a new corral: nothing in memory

@@ -42,17 +42,18 @@ def test_runc_example_end_to_end(ext, rootfs):
         sync = ext()
         ec = ExternalContainerizer(sync.work_dir, os.path.dirname(sync.state_dir), RUNC_EXAMPLE)
         assert await ec.recover() == []
-        config = ContainerConfig(argv=["sh", "-c", "echo out $MESOS_SANDBOX $K; echo err >&2; exit 3"],
-                                 env={"K": "v"}, image=rootfs)
+        config = ContainerConfig(argv=["sh", "-c", "echo out $MESOS_SANDBOX $K; echo err >&2; echo v > /data/f; exit 3"],
+                                 env={"K": "v"}, rootfs=rootfs, volumes=["data:/data"])
         assert await ec.launch("e1", config) == LAUNCHED
         termination = await ec.wait("e1")
         assert (termination.state, termination.exit_code) == (TASK_FAILED, 3)
         sandbox = (await ec.status("e1"))["sandbox"]
         assert open(os.path.join(sandbox, "stdout")).read() == "out /mnt/mesos/sandbox v\n"
         assert open(os.path.join(sandbox, "stderr")).read() == "err\n"
+        assert open(os.path.join(sandbox, "data", "f")).read() == "v\n"
         assert (await ec.destroy("e1")).exit_code == 3
 
-        await ec.launch("e2", ContainerConfig(argv=["sleep", "600"], image=rootfs,
+        await ec.launch("e2", ContainerConfig(argv=["sleep", "600"], rootfs=rootfs,
                                               resources=Resources(cpus=0.5, mem_mb=64)))
         stats = await ec.usage("e2")
         assert stats["processes"] == 1 and stats["mem_limit_bytes"] == 64 * 1024 * 1024
@@ -63,7 +64,7 @@ def test_runc_example_end_to_end(ext, rootfs):
         assert termination.state == TASK_KILLED and termination.signal == signal.SIGKILL
         await ec.destroy("e2")
 
-        await ec.launch("e3", ContainerConfig(argv=["sleep", "600"], image=rootfs))
+        await ec.launch("e3", ContainerConfig(argv=["sleep", "600"], rootfs=rootfs))
         assert (await ec.destroy("e3")).state == TASK_KILLED
         assert await ec.containers() == []
     asyncio.run(main())
@@ -71,7 +72,7 @@ def test_runc_example_end_to_end(ext, rootfs):
 
 def test_runc_example_oom(ext, rootfs):
     ec = ext()
-    ec.launch("oom", ContainerConfig(argv=["sh", "-c", "x=a; while true; do x=$x$x; done"], image=rootfs,
+    ec.launch("oom", ContainerConfig(argv=["sh", "-c", "x=a; while true; do x=$x$x; done"], rootfs=rootfs,
                                      resources=Resources(mem_mb=32)))
     termination = ec.wait("oom")
     assert (termination.state, termination.reason) == (TASK_FAILED, REASON_CONTAINER_LIMITATION_MEMORY)
@@ -81,7 +82,7 @@ def test_runc_example_oom(ext, rootfs):
 def test_runc_example_declines_what_it_cannot_run(ext, rootfs):
     ec = ext()
     assert ec.launch("n1", ContainerConfig(argv=["true"])) == NOT_SUPPORTED               # no rootfs
-    assert ec.launch("n2", ContainerConfig(argv=["true"], image=rootfs, containerizer="docker")) == NOT_SUPPORTED
+    assert ec.launch("n2", ContainerConfig(argv=["true"], rootfs=rootfs, containerizer="docker")) == NOT_SUPPORTED
     assert ec.containers() == []
     assert not os.path.exists(os.path.join(ec.work_dir, "containers", "n1"))
 
@@ -93,14 +94,14 @@ from corral.types import ContainerConfig
 work, run, path, rootfs = sys.argv[1:5]
 ec = SyncExternalContainerizer(work, run, path)
 for cid, argv in (("running", ["sleep", "600"]), ("exited", ["sh", "-c", "exit 5"]), ("forgotten", ["sleep", "600"])):
-    ec.launch(cid, ContainerConfig(argv=argv, image={"type": "ROOTFS", "name": rootfs}))
+    ec.launch(cid, ContainerConfig(argv=argv, rootfs=rootfs))
 """
 
 
 def test_runc_example_recovery_after_corral_is_gone(ext, rootfs):
     ec = ext()
     subprocess.run([sys.executable, "-c", RECOVER_CHILD, ec.work_dir, os.path.dirname(ec.state_dir), RUNC_EXAMPLE,
-                    rootfs["name"]], check=True, timeout=60)
+                    rootfs], check=True, timeout=60)
     shutil.rmtree(os.path.join(ec.state_dir, "containers", "forgotten"))     # corral forgot it: an orphan
     assert sorted(ec.recover()) == ["exited", "running"]
     assert sorted(os.listdir(os.path.join(ec.program_dir, "containers"))) == ["exited", "running"]
