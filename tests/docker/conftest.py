@@ -48,6 +48,9 @@ def _remove_cgroup_tree(path: str) -> None:
 @pytest.fixture(scope="session")
 def dockerd():
     """A private dockerd with the busybox image; stopped by its pid and wiped after the session."""
+    for tool, package in (("dockerd", "docker.io"), ("docker", "docker.io"), ("busybox", "busybox-static")):
+        if shutil.which(tool) is None:
+            pytest.skip(f"{tool} is not installed (Debian: {package})")
     links_before = _links()
     # A short path: the daemon's socket path must fit in sun_path (108 bytes).
     top = tempfile.mkdtemp(prefix="corral-dockerd-", dir="/tmp")
@@ -90,6 +93,9 @@ def no_threads_left():
 @pytest.fixture
 def rootfs(tmp_path):
     """A busybox root filesystem (ContainerConfig.rootfs), as the runc example takes it."""
+    for tool, package in (("runc", "runc"), ("busybox", "busybox-static")):
+        if shutil.which(tool) is None:
+            pytest.skip(f"{tool} is not installed (Debian: {package})")
     root = tmp_path / "rootfs"
     for d in ("bin", "proc", "dev", "sys", "tmp", "mnt/mesos/sandbox"):
         (root / d).mkdir(parents=True)
