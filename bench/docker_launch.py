@@ -10,6 +10,7 @@ image on the host network (corral's default) and waits for it to end and be remo
   docker run --rm          the docker CLI (Go), --network host
   docker run --rm --init   the same with docker-init as pid 1, as corral runs containers
   python -c 'import docker'  what the SDK's import alone costs a cold CLI
+  python -c 'import agent.cli, containerizers.docker'   corral's own imports, without the SDK
 
 Rows are interleaved round-robin so that drift in the machine's speed hits all alike.
 Run as root:  .venv/bin/python bench/docker_launch.py [--runs N]
@@ -77,6 +78,8 @@ def main() -> None:
                 sh("docker", "run", "--rm", "--init", "--network", "host", BUSYBOX_IMAGE, "true"),
             "corral warm (SyncDockerContainerizer in-process)": corral_warm,
             "python -c 'import docker'": sh(sys.executable, "-c", "import docker"),
+            "python -c 'import agent.cli, containerizers.docker'":
+                sh(sys.executable, "-c", "import agent.cli, agent.containerizers, containerizers.docker"),
         }
         times = {name: [] for name in rows}
         for fn in rows.values():            # warm-up: page cache, the daemon's image store
