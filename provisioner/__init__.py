@@ -5,10 +5,10 @@ Importing it costs no more than the standard library: registry code (requests) l
 """
 
 from .backends import Mount, ProvisionInfo
-from .command import Command, merge_command, read_image_file, resolve_user
+from .command import Command, image_user, merge_command, read_image_file, resolve_user
 from .core import Provisioner, ProvisionerFlags
 from .errors import DigestMismatch, ImageNotFound, InvalidImage, RegistryError
 
-__all__ = ["Command", "DigestMismatch", "ImageNotFound", "InvalidImage", "Mount", "ProvisionInfo",
+__all__ = ["Command", "DigestMismatch", "ImageNotFound", "InvalidImage", "Mount", "ProvisionInfo", "image_user",
            "Provisioner", "ProvisionerFlags", "RegistryError", "merge_command", "read_image_file",
            "resolve_user"]

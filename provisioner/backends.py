@@ -21,16 +21,19 @@ from corral.types import InvalidInput
 from .extract import OPAQUE_XATTR, is_whiteout
 
 BACKENDS = ("overlay", "copy", "bind")
+_MAX_LOWER = 3000          # bytes of lowerdir=, leaving room in the page for upperdir and workdir
 
 
 @dataclass
 class Mount:
-    """One mount(2) call: linux.mount(source, target, fstype, flags, data)."""
+    """One mount(2) call: linux.mount(source, target, fstype, flags, data), made with the
+    working directory `cwd` when it is set (relative overlay lowerdirs)."""
     source: str | None
     target: str
     fstype: str | None = None
     flags: int = 0
     data: str | None = None
+    cwd: str | None = None
 
 
 @dataclass
@@ -91,9 +94,19 @@ def build(backend: str, info: ProvisionInfo, container_dir: str) -> None:
         os.mkdir(info.upperdir, 0o755)
         os.mkdir(info.workdir, 0o700)
         info.lowerdirs = list(info.layers)
-        lower = ":".join(reversed(info.lowerdirs))       # overlayfs lists the top layer first
+        lowers = list(reversed(info.lowerdirs))          # overlayfs lists the top layer first
+        cwd = None
+        if sum(len(d) + 1 for d in lowers) > _MAX_LOWER:
+            # mount(2) takes one page of options: name the layers by short symlinks, relative
+            # to the directory the mount is made from (overlayfs resolves them from the cwd).
+            cwd = os.path.join(container_dir, "l")
+            os.mkdir(cwd)
+            for i, layer in enumerate(lowers):
+                os.symlink(layer, os.path.join(cwd, str(i)))
+            lowers = [str(i) for i in range(len(lowers))]
+        lower = ":".join(lowers)
         info.mounts = [Mount("overlay", info.rootfs, "overlay", 0,
-                             f"lowerdir={lower},upperdir={info.upperdir},workdir={info.workdir}")]
+                             f"lowerdir={lower},upperdir={info.upperdir},workdir={info.workdir}", cwd)]
     elif backend == "bind":
         if len(info.layers) != 1:
             raise InvalidInput(f"the bind backend takes single-layer images; {info.image} has {len(info.layers)}")

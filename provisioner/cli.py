@@ -21,7 +21,7 @@ import time
 from corral.types import CorralError, InvalidInput
 
 from .core import Provisioner, ProvisionerFlags
-from .docker import NoProgress
+from .progress import NoProgress
 
 
 def add_options(parser: argparse.ArgumentParser, defaults: bool = True) -> None:

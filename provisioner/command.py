@@ -121,3 +121,8 @@ def _opaque(path: str) -> bool:
         return os.getxattr(path, OPAQUE_XATTR, follow_symlinks=False) == b"y"
     except OSError:
         return False
+
+
+def image_user(layers: list[str], spec: str) -> tuple[int, int]:
+    """resolve_user against the image's own /etc/passwd and /etc/group (ProvisionInfo.layers)."""
+    return resolve_user(spec, read_image_file(layers, "/etc/passwd"), read_image_file(layers, "/etc/group"))

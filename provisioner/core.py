@@ -22,7 +22,7 @@ from corral.types import ContainerExists, CorralError, InvalidInput, check_conta
 
 from . import backends
 from .backends import ProvisionInfo
-from .docker import NoProgress
+from .progress import NoProgress
 from .errors import ImageNotFound
 from .reference import DOCKER_HUB, host_platform, parse_appc, parse_docker
 from .store import Store
@@ -188,6 +188,7 @@ class Provisioner:
     def recover(self, known_ids) -> list[str]:
         """Remove the rootfs of every container not in `known_ids`; the ids removed. A rootfs
         still mounted somewhere is left for a later recovery."""
+        self.store.clean_tmp_if_idle()
         known, removed = set(known_ids), []
         for cid in self.containers():
             if cid not in known:

@@ -14,23 +14,11 @@ from concurrent.futures import ThreadPoolExecutor
 
 from .errors import ImageNotFound, InvalidImage
 from .extract import extract
+from .progress import NoProgress
 from .manifests import INDEXES, image_parts, parse, runtime_config, select_platform
 from .reference import DockerRef
 from .store import Store, layer_id
 from .streams import Hashing, decompressed, digest_of
-
-
-class NoProgress:
-    """What pull reports to; the CLI's progress bar implements the same three methods."""
-
-    def start(self, name: str, total: int | None):
-        return None                      # or a callable taking each chunk's byte count
-
-    def finish(self, name: str, cached: bool) -> None:
-        pass
-
-    def message(self, text: str) -> None:
-        pass
 
 
 def unpack_layer(store: Store, diff_id: str, opener, digest: str | None = None, force: bool = False,

@@ -16,7 +16,6 @@ import os
 import posixpath
 import shutil
 import stat
-import tarfile
 
 from .errors import InvalidImage
 
@@ -88,7 +87,7 @@ class _Layer:
         else:
             os.unlink(path)
 
-    def entry(self, tar: tarfile.TarFile, member: tarfile.TarInfo, rel: str) -> None:
+    def entry(self, tar, member, rel: str) -> None:
         base = posixpath.basename(rel)
         if base == OPAQUE:
             self.opaque.append(posixpath.dirname(rel))
@@ -136,7 +135,7 @@ class _Layer:
         if not member.isdir():
             os.utime(path, ns=(_ns(member.mtime),) * 2, follow_symlinks=False)
 
-    def attrs(self, member: tarfile.TarInfo, path: str) -> None:
+    def attrs(self, member, path: str) -> None:
         os.chown(path, member.uid, member.gid, follow_symlinks=False)
         for key, value in member.pax_headers.items():
             # overlayfs's own xattrs steer lookups (opaque, redirect): only whiteouts may set them.
@@ -168,6 +167,7 @@ def extract(source, dest: str, strip: str = "", keep=None) -> None:
     `strip` drops a leading directory (appc's `rootfs/`); entries outside it are skipped, and
     handed to `keep(member, fileobj)` if given (appc's `manifest`).
     """
+    import tarfile                      # here, not above: provisioning imports this module's marks only
     layer = _Layer(dest)
     try:
         with tarfile.open(fileobj=source, mode="r|") as tar:

@@ -18,7 +18,16 @@ from .backends import ProvisionInfo
 def mount_all(info: ProvisionInfo) -> None:
     """Make the mounts. Call it only in a mount namespace of the container's own, made private."""
     for m in info.mounts:
-        linux.mount(m.source, m.target, m.fstype, m.flags, m.data)
+        if m.cwd is None:
+            linux.mount(m.source, m.target, m.fstype, m.flags, m.data)
+            continue
+        back = os.open(".", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            os.chdir(m.cwd)
+            linux.mount(m.source, m.target, m.fstype, m.flags, m.data)
+        finally:
+            os.fchdir(back)
+            os.close(back)
 
 
 def private_namespace() -> None:

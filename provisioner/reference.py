@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import platform
 import re
 from dataclasses import dataclass, field
 
@@ -67,7 +66,8 @@ def parse_docker(text: str, default_registry: str = DOCKER_HUB) -> DockerRef:
 
 def host_platform() -> dict:
     """The host as OCI names it: os, architecture and, on ARM, variant."""
-    machine = platform.machine().lower()
+    import os
+    machine = os.uname().machine.lower()
     arch = {"x86_64": "amd64", "amd64": "amd64", "aarch64": "arm64", "arm64": "arm64", "i686": "386",
             "i386": "386", "armv7l": "arm", "armv6l": "arm", "ppc64le": "ppc64le", "s390x": "s390x",
             "riscv64": "riscv64"}.get(machine, machine)

@@ -141,6 +141,18 @@ class Store:
         self.clean_tmp()
         return removed
 
+    def clean_tmp_if_idle(self) -> None:
+        """clean_tmp, unless a pull or provision is under way (the store lock is busy)."""
+        fd = os.open(self.path("locks", "store"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return
+        else:
+            self.clean_tmp()
+        finally:
+            os.close(fd)
+
     def clean_tmp(self) -> None:
         """Remove what crashed extractions left in tmp/ (only under the exclusive store lock)."""
         for name in os.listdir(self.path("tmp")):

@@ -14,7 +14,7 @@ import pytest
 
 from corral import linux
 from corral.types import ContainerExists, CorralError, InvalidInput
-from provisioner import ImageNotFound, InvalidImage, mountns, read_image_file, resolve_user
+from provisioner import ImageNotFound, image_user, mountns, read_image_file, resolve_user
 
 from prov_images import aci, busybox_layer, docker_save, tar
 
@@ -183,3 +183,18 @@ def test_cli(registry, tmp):
     assert run("images", "prune").stdout == "removed 2 unused layers\n"
     gone = run("images", "rm", f"{name}:v1")
     assert gone.returncode == 1 and "no such image" in gone.stderr
+
+
+def test_many_layers_fit_one_overlay_mount(make_provisioner, tmp):
+    store = os.path.join(tmp, "tars")
+    os.makedirs(store)
+    layers = [busybox_layer()] + [tar((f"f{i}", b"x"), ("top", str(i).encode())) for i in range(60)]
+    docker_save(os.path.join(store, "tall:latest.tar"), "tall:latest", layers)
+    p = make_provisioner(store, image_provisioner_backend="overlay")
+    info = p.provision("tall", "tall")
+    assert len(info.mounts[0].data) < 4096 and len(":".join(info.lowerdirs)) > 4096
+    out = mountns.run(info, ["/bin/sh", "-c", "busybox cat /top; echo; ls / | busybox wc -l"], chroot=True,
+                      capture_output=True, text=True)
+    assert out.stdout.split() == ["59", str(60 + 4)], out.stderr
+    assert image_user(info.layers, "alice") == (1000, 1000)
+    p.destroy("tall")

@@ -11,7 +11,7 @@ import uuid
 import pytest
 
 from provisioner import ImageNotFound, InvalidImage, RegistryError, mountns
-from provisioner.docker import NoProgress
+from provisioner.progress import NoProgress
 
 from prov_images import (DOCKER_LIST, OCI_INDEX, OCI_MANIFEST, busybox_layer, tar)
 
