@@ -108,6 +108,18 @@ def decompressed(source):
     if head.startswith(b"\x1f\x8b"):
         return _Gzip(source, head)
     if head.startswith(b"\x28\xb5\x2f\xfd"):
-        import zstandard
-        return zstandard.ZstdDecompressor().stream_reader(_Plain(source, head), read_across_frames=True)
+        return _Zstd(_Plain(source, head))
     return _Plain(source, head)
+
+
+class _Zstd:
+    def __init__(self, source):
+        import zstandard
+        self.error = zstandard.ZstdError
+        self.reader = zstandard.ZstdDecompressor().stream_reader(source, read_across_frames=True)
+
+    def read(self, n: int = -1) -> bytes:
+        try:
+            return self.reader.read(n if n and n > 0 else CHUNK)
+        except self.error as e:
+            raise InvalidImage(f"corrupt zstd layer: {e}") from None

@@ -69,7 +69,7 @@ def compress(data: bytes, how: str) -> bytes:
     if how == "gzip":
         return gzip.compress(data, compresslevel=1, mtime=0)
     if how == "zstd":
-        return zstandard.ZstdCompressor().compress(data)
+        return zstandard.ZstdCompressor(write_checksum=True).compress(data)
     return data
 
 

@@ -85,3 +85,11 @@ def test_absolute_symlinks_are_kept(tmp):
                       ("lib", ("sym", "/usr/lib"))), os.path.join(tmp, "layer"))
     assert os.readlink(f"{root}/etc/localtime") == "/usr/share/zoneinfo/UTC"
     assert os.readlink(f"{root}/lib") == "/usr/lib"
+
+
+@pytest.mark.parametrize("how", ["gzip", "zstd"])
+def test_corrupt_compression_is_one_clear_error(tmp, how):
+    data = bytearray(compress(tar(("f", os.urandom(50_000) + b"x" * 50_000)), how))
+    data[len(data) // 2] ^= 0xFF
+    with pytest.raises(InvalidImage, match=f"corrupt {how} layer|unreadable layer tar"):
+        unpack(bytes(data), os.path.join(tmp, "layer"))
