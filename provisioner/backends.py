@@ -26,13 +26,15 @@ _MAX_LOWER = 3000          # bytes of lowerdir=, leaving room in the page for up
 
 @dataclass
 class Mount:
-    """One mount(2) call: linux.mount(source, target, fstype, flags, data), made with the
-    working directory `cwd` when it is set (relative overlay lowerdirs)."""
+    """A mount onto the rootfs: linux.mount(source, target, fstype, flags, data), then for
+    `readonly` a read-only bind remount; made with the working directory `cwd` when that is set
+    (an overlay whose lowerdirs are relative). The same fields as isolators.Mount, plus cwd."""
     source: str | None
     target: str
     fstype: str | None = None
     flags: int = 0
     data: str | None = None
+    readonly: bool = False
     cwd: str | None = None
 
 
@@ -43,11 +45,16 @@ class ProvisionInfo:
     backend: str
     image: str                        # the image reference
     image_config: dict                # Entrypoint, Cmd, Env, WorkingDir, User
-    mounts: list[Mount] = field(default_factory=list)
+    mounts: list[Mount] = field(default_factory=list)          # none (copy) or one: onto rootfs
     lowerdirs: list[str] = field(default_factory=list)   # overlay: bottom layer first
     upperdir: str | None = None
     workdir: str | None = None
     layers: list[str] = field(default_factory=list)      # the layer directories, bottom first
+
+    @property
+    def rootfs_mount(self) -> Mount | None:
+        """The mount that makes `rootfs` (None for copy, where it is a plain directory)."""
+        return self.mounts[0] if self.mounts else None
 
     def to_dict(self) -> dict:
         from dataclasses import asdict
@@ -106,12 +113,11 @@ def build(backend: str, info: ProvisionInfo, container_dir: str) -> None:
             lowers = [str(i) for i in range(len(lowers))]
         lower = ":".join(lowers)
         info.mounts = [Mount("overlay", info.rootfs, "overlay", 0,
-                             f"lowerdir={lower},upperdir={info.upperdir},workdir={info.workdir}", cwd)]
+                             f"lowerdir={lower},upperdir={info.upperdir},workdir={info.workdir}", cwd=cwd)]
     elif backend == "bind":
         if len(info.layers) != 1:
             raise InvalidInput(f"the bind backend takes single-layer images; {info.image} has {len(info.layers)}")
-        info.mounts = [Mount(info.layers[0], info.rootfs, None, linux.MS_BIND | linux.MS_REC),
-                       Mount(None, info.rootfs, None, linux.MS_BIND | linux.MS_REMOUNT | linux.MS_RDONLY)]
+        info.mounts = [Mount(info.layers[0], info.rootfs, None, linux.MS_BIND | linux.MS_REC, readonly=True)]
     elif backend == "copy":
         for layer in info.layers:
             _Copier().merge(layer, info.rootfs)
