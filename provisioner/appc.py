@@ -39,12 +39,12 @@ class AppcPuller:
         self.prefix = discovery_prefix
         self.timeout = timeout
 
-    def pull(self, ref: AppcRef, force: bool = False, progress=None, _seen: tuple = ()) -> dict:
+    def pull(self, ref: AppcRef, _seen: tuple = ()) -> dict:
         if str(ref) in _seen:
             raise InvalidImage(f"appc image {ref}: its dependencies form a cycle")
         with self._fetch(ref) as path:
             image_id = self._id(path)
-            manifest = self._unpack(path, image_id, force)
+            manifest = self._unpack(path, image_id)
             size = os.path.getsize(path)
         if not labels_match(manifest, ref):
             raise InvalidImage(f"appc image {ref}: the archive's manifest names {manifest.get('name')!r} "
@@ -52,7 +52,7 @@ class AppcPuller:
         layers: list[str] = []
         for dep in manifest.get("dependencies") or []:
             labels = {item["name"]: item["value"] for item in dep.get("labels") or []}
-            record = self.pull(parse_appc(dep.get("imageName", ""), labels), force, progress, _seen + (str(ref),))
+            record = self.pull(parse_appc(dep.get("imageName", ""), labels), _seen + (str(ref),))
             if dep.get("imageID") and dep["imageID"] not in (record["digest"], record["digest"][:len(dep["imageID"])]):
                 raise InvalidImage(f"appc image {ref}: dependency {dep['imageName']} is {record['digest']}, "
                                    f"not {dep['imageID']}")
@@ -105,7 +105,7 @@ class AppcPuller:
         with open(path, "rb") as f:
             return Hashing(decompressed(f), "sha512").verify().replace(":", "-")
 
-    def _unpack(self, path: str, image_id: str, force: bool) -> dict:
+    def _unpack(self, path: str, image_id: str) -> dict:
         manifest_path = self.store.meta_path(image_id)
         found = {}
 
@@ -121,7 +121,7 @@ class AppcPuller:
             _manifest(found["manifest"], path)
             write_atomic(manifest_path, found["manifest"])
 
-        self.store.add_layer(image_id, fill, force)
+        self.store.add_layer(image_id, fill)
         with open(manifest_path, "rb") as f:
             return _manifest(f.read(), path)
 

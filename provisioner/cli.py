@@ -49,7 +49,7 @@ def add_subcommands(sub, parents: list) -> None:
     add_options(pull)
     pull.add_argument("ref", metavar="REF", help="docker: [registry/]name[:tag|@digest]; appc: name[:version][,k=v]")
     pull.add_argument("--image-type", choices=("docker", "appc"), default="docker")
-    pull.add_argument("--force-pull", action="store_true", help="fetch again even if the store has it")
+    pull.add_argument("--force-pull", action="store_true", help="ask the registry again even if the store has the image (a tag may have moved)")
 
     images = sub.add_parser("images", parents=parents, help="list stored images (rm, prune)")
     add_options(images)

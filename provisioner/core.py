@@ -76,7 +76,8 @@ class Provisioner:
     # -- pull -----------------------------------------------------------------------------
 
     def pull(self, ref: str, image_type: str = "docker", force: bool = False, progress=None) -> dict:
-        """The image's record, pulled into the store unless it is there (or `force`). Concurrent
+        """The image's record, pulled into the store unless it is there. `force` resolves the
+        reference again (a tag may have moved) and fetches the layers the store lacks. Concurrent
         pulls of one image, by threads or processes, fetch it once; the others wait and reuse it."""
         kind = _image_type(image_type)
         key = self.resolve(ref, kind)
@@ -88,15 +89,15 @@ class Provisioner:
                 from .appc import AppcPuller
                 puller = AppcPuller(self.store, self.flags.appc_store_dir,
                                     self.flags.appc_simple_discovery_uri_prefix, self.flags.registry_timeout)
-                record = puller.pull(parse_appc(ref), force, progress)
+                record = puller.pull(parse_appc(ref))
             elif self.tar_store:
                 from .docker import pull_tarball
-                record = pull_tarball(self.store, self.tar_store, parse_docker(ref, ""), force, progress)
+                record = pull_tarball(self.store, self.tar_store, parse_docker(ref, ""), progress)
             else:
                 from .docker import pull_registry
                 parsed = parse_docker(ref, self.default_registry)
                 record = pull_registry(self.store, self._registry(parsed.registry), parsed, self.flags.platform,
-                                       force, progress, self.flags.max_parallel_downloads)
+                                       progress, self.flags.max_parallel_downloads)
             return self.store.save_image(record)
 
     def _registry(self, host: str):

@@ -18,11 +18,10 @@ from .progress import NoProgress
 from .manifests import INDEXES, image_parts, parse, runtime_config, select_platform
 from .reference import DockerRef
 from .store import Store, layer_id
-from .streams import Hashing, decompressed, digest_of
+from .streams import Hashing, check_digest, decompressed, digest_of
 
 
-def unpack_layer(store: Store, diff_id: str, opener, digest: str | None = None, force: bool = False,
-                 progress=None) -> bool:
+def unpack_layer(store: Store, diff_id: str, opener, digest: str | None = None, progress=None) -> bool:
     """Stream the layer `opener()` yields into the store unless it is there; True if it was fetched."""
     what = f"layer {digest or diff_id}"
 
@@ -34,11 +33,14 @@ def unpack_layer(store: Store, diff_id: str, opener, digest: str | None = None, 
             tar.verify()
             blob.verify()
 
-    return store.add_layer(layer_id(diff_id), fill, force)
+    return store.add_layer(layer_id(diff_id), fill)
 
 
-def pull_registry(store: Store, registry, ref: DockerRef, platform: dict, force: bool = False,
-                  progress=NoProgress(), parallel: int = 4) -> dict:
+def pull_registry(store: Store, registry, ref: DockerRef, platform: dict, progress=NoProgress(),
+                  parallel: int = 4) -> dict:
+    """Resolve the reference at the registry and fetch the layers the store lacks. Layers are
+    named by content, so one in the store is never fetched again (nor replaced: running
+    containers may have it mounted)."""
     what = str(ref)
     try:
         media_type, body, _ = registry.manifest(ref.repository, ref.reference)
@@ -50,6 +52,7 @@ def pull_registry(store: Store, registry, ref: DockerRef, platform: dict, force:
     kind, doc = parse(body, media_type, what)
     if kind in INDEXES:
         entry = select_platform(doc, platform, what)
+        check_digest(entry.get("digest"))
         media_type, body, _ = registry.manifest(ref.repository, entry["digest"])
         if digest_of(body, entry["digest"].split(":")[0]) != entry["digest"]:
             raise InvalidImage(f"{what}: the platform manifest does not match its digest in the index")
@@ -68,12 +71,12 @@ def pull_registry(store: Store, registry, ref: DockerRef, platform: dict, force:
 
     def fetch(layer) -> None:
         lid = layer_id(layer.diff_id)
-        if store.has_layer(lid) and not force:
+        if store.has_layer(lid):
             progress.finish(lid, cached=True)
             return
         advance = progress.start(lid, layer.size)
         fetched = unpack_layer(store, layer.diff_id, lambda: registry.blob(ref.repository, layer.digest),
-                               layer.digest, force, advance)
+                               layer.digest, advance)
         progress.finish(lid, cached=not fetched)
 
     _run_all(fetch, layers, parallel)
@@ -123,8 +126,7 @@ def tarball_path(directory: str, ref: DockerRef) -> str:
     return os.path.join(directory, f"{ref.repository}:{ref.tag or 'latest'}.tar")
 
 
-def pull_tarball(store: Store, directory: str, ref: DockerRef, force: bool = False,
-                 progress=NoProgress()) -> dict:
+def pull_tarball(store: Store, directory: str, ref: DockerRef, progress=NoProgress()) -> dict:
     what = str(ref)
     if ref.digest:
         raise ImageNotFound(f"{what}: a tar store is looked up by tag, not digest")
@@ -148,11 +150,11 @@ def pull_tarball(store: Store, directory: str, ref: DockerRef, force: bool = Fal
             raise InvalidImage(f"{path}: {len(entry.get('Layers') or [])} layers but {len(diff_ids)} diff_ids")
         for name, diff_id in zip(entry["Layers"], diff_ids):
             lid = layer_id(diff_id)
-            if store.has_layer(lid) and not force:
+            if store.has_layer(lid):
                 progress.finish(lid, cached=True)
                 continue
             member = _find(archive, name, path)
-            fetched = unpack_layer(store, diff_id, lambda: archive.extractfile(member), None, force,
+            fetched = unpack_layer(store, diff_id, lambda: archive.extractfile(member), None,
                                    progress.start(lid, member.size))
             progress.finish(lid, cached=not fetched)
     return {"reference": what, "type": "docker", "digest": digest_of(raw_config),

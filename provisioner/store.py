@@ -69,20 +69,19 @@ class Store:
     def has_layer(self, lid: str) -> bool:
         return os.path.isdir(self.layer_path(lid))
 
-    def add_layer(self, lid: str, fill, force: bool = False) -> bool:
+    def add_layer(self, lid: str, fill) -> bool:
         """Make layers/<lid> with fill(tmpdir) unless it exists; False if it already did.
 
         One process fills a layer at a time; a second waits on the lock, then finds it made.
+        A layer is never replaced: containers may have it mounted.
         """
         with self.lock(f"layer-{lid}"):
             final = self.layer_path(lid)
-            if os.path.isdir(final) and not force:
+            if os.path.isdir(final):
                 return False
             tmp = tempfile.mkdtemp(prefix=f"{lid[:20]}.", dir=self.path("tmp"))
             try:
                 fill(tmp)
-                if os.path.isdir(final):
-                    _retire(final, self.path("tmp"))
                 os.rename(tmp, final)
             except BaseException:
                 shutil.rmtree(tmp, ignore_errors=True)

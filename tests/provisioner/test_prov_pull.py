@@ -111,7 +111,7 @@ class Counting(NoProgress):
             self.started.append(name)
 
 
-def test_concurrent_pulls_fetch_once_and_force_refetches(make_provisioner, registry):
+def test_concurrent_pulls_fetch_once_and_force_follows_the_tag(make_provisioner, registry):
     name = repo("race")
     registry.push.image(name, "v1", [busybox_layer(), tar(("a", b"a")), tar(("b", b"b"))])
     ref = f"{registry.host}/{name}:v1"
@@ -130,12 +130,17 @@ def test_concurrent_pulls_fetch_once_and_force_refetches(make_provisioner, regis
     for t in threads:
         t.join()
     assert not errors and len(progress.started) == 3
-    p.pull(ref, progress=progress, force=True)
-    assert len(progress.started) == 6
     # Layers are shared by digest: an image with the same base fetches only its new layer.
     registry.push.image(name, "v2", [busybox_layer(), tar(("c", b"c"))])
     p.pull(f"{registry.host}/{name}:v2", progress=progress)
-    assert len(progress.started) == 7
+    assert len(progress.started) == 4
+    # The tag moves: only a force pull sees it, and fetches only what is new.
+    registry.push.image(name, "v1", [busybox_layer(), tar(("a", b"a")), tar(("d", b"d"))])
+    before = p.pull(ref)["layers"]                  # from the store: the registry is not asked
+    moved = p.pull(ref, progress=progress, force=True)
+    assert len(progress.started) == 5
+    assert moved["layers"][:2] == before[:2] and moved["layers"][2] != before[2]
+    assert p.pull(ref)["layers"] == moved["layers"]
 
 
 def test_errors_are_one_line_and_leave_nothing(make_provisioner, registry, tmp):
