@@ -10,9 +10,12 @@ from __future__ import annotations
 import json
 import os
 import tarfile
+import threading
 from concurrent.futures import ThreadPoolExecutor
 
-from .errors import ImageNotFound, InvalidImage
+from corral.types import CorralError
+
+from .errors import DigestMismatch, ImageNotFound, InvalidImage
 from .extract import extract
 from .progress import NoProgress
 from .manifests import INDEXES, image_parts, parse, runtime_config, select_platform
@@ -29,8 +32,12 @@ def unpack_layer(store: Store, diff_id: str, opener, digest: str | None = None, 
         with opener() as raw:
             blob = Hashing(raw, digest or "sha256", what, progress)
             tar = Hashing(decompressed(blob), diff_id, f"{what} (uncompressed, diff_id)")
-            extract(tar, tmp)
-            tar.verify()
+            try:
+                extract(tar, tmp)
+                tar.verify()
+            except (InvalidImage, DigestMismatch):
+                blob.verify()               # a blob that is not what its digest says explains it better
+                raise
             blob.verify()
 
     return store.add_layer(layer_id(diff_id), fill)
@@ -69,17 +76,26 @@ def pull_registry(store: Store, registry, ref: DockerRef, platform: dict, progre
     config = _json(raw, f"{what}: the image config")
     layers, runtime = image_parts(doc, config, what)
 
+    stop = threading.Event()
+
     def fetch(layer) -> None:
         lid = layer_id(layer.diff_id)
         if store.has_layer(lid):
             progress.finish(lid, cached=True)
             return
-        advance = progress.start(lid, layer.size)
+        report = progress.start(lid, layer.size)
+
+        def advance(n: int) -> None:
+            if stop.is_set():               # another layer failed, or the user interrupted
+                raise PullStopped(f"{what}: pull stopped")
+            if report:
+                report(n)
+
         fetched = unpack_layer(store, layer.diff_id, lambda: registry.blob(ref.repository, layer.digest),
                                layer.digest, advance)
         progress.finish(lid, cached=not fetched)
 
-    _run_all(fetch, layers, parallel)
+    _run_all(fetch, layers, parallel, stop)
     return {"reference": what, "type": "docker", "digest": top_digest,
             "layers": [layer_id(layer.diff_id) for layer in layers], "config": runtime,
             "size": sum(layer.size or 0 for layer in layers)}
@@ -105,19 +121,25 @@ def _json(raw: bytes, what: str) -> dict:
     return value
 
 
-def _run_all(fn, items, parallel: int) -> None:
-    """fn over items on up to `parallel` threads; the first error is raised once all have stopped."""
-    if len(items) <= 1 or parallel <= 1:
-        for item in items:
-            fn(item)
-        return
-    with ThreadPoolExecutor(max_workers=min(parallel, len(items)), thread_name_prefix="pull") as pool:
+class PullStopped(CorralError):
+    pass
+
+
+def _run_all(fn, items, parallel: int, stop: threading.Event) -> None:
+    """fn over items on up to `parallel` threads. On the first error (or ^C) `stop` is set, which
+    ends the other downloads at their next chunk; the first real error is raised once all have ended."""
+    with ThreadPoolExecutor(max_workers=max(1, min(parallel, len(items))), thread_name_prefix="pull") as pool:
         futures = [pool.submit(fn, item) for item in items]
         try:
             for future in futures:
                 future.result()
         except BaseException:
+            stop.set()
             pool.shutdown(cancel_futures=True)
+            errors = [f.exception() for f in futures if not f.cancelled() and f.exception() is not None]
+            real = next((e for e in errors if not isinstance(e, PullStopped)), None)
+            if real is not None:
+                raise real from None
             raise
 
 

@@ -211,3 +211,21 @@ def test_basic_auth_and_redirected_blobs(make_provisioner, registry, front, tmp)
     front.corrupt.clear()
     assert len(p.pull(ref)["layers"]) == 2
     assert front.blob_headers and not any("Authorization" in h for h in front.blob_headers)
+
+
+def test_a_bad_layer_fails_the_pull_cleanly(make_provisioner, registry, front, tmp):
+    name = repo("stop")
+    big = [tar((f"big{i}", os.urandom(3_000_000))) for i in range(3)]
+    _, desc = registry.push.image(name, "v1", big + [tar(("bad", b"bad"))])
+    config = os.path.join(tmp, "config.json")
+    with open(config, "w") as f:
+        f.write('{"auths": {"%s": {"username": "bob", "password": "hunter2"}}}' % front.host)
+    p = make_provisioner(front.host, docker_config=config, max_parallel_downloads=4)
+    import gzip
+    from prov_images import sha256
+    front.corrupt.add(sha256(gzip.compress(big[0], compresslevel=1, mtime=0)))
+    with pytest.raises(Exception, match="content is sha256:.*expected"):
+        p.pull(f"{front.host}/{name}:v1")
+    # Layers that completed and verified may stay (they are content-addressed); nothing else does.
+    assert os.listdir(p.store.path("images")) == [] and os.listdir(p.store.path("tmp")) == []
+    assert "sha256-" + sha256(big[0])[7:] not in os.listdir(p.store.path("layers"))
