@@ -198,3 +198,15 @@ def test_many_layers_fit_one_overlay_mount(make_provisioner, tmp):
     assert out.stdout.split() == ["59", str(60 + 4)], out.stderr
     assert image_user(info.layers, "alice") == (1000, 1000)
     p.destroy("tall")
+
+
+def test_local_busybox_image_runs(make_provisioner, tmp):
+    from provisioner.localimage import write_busybox_tarball
+    store = os.path.join(tmp, "images")
+    assert write_busybox_tarball(store).endswith("/busybox:latest.tar")
+    p = make_provisioner(store)
+    info = p.provision("bb", "busybox")
+    out = mountns.run(info, info.image_config["Cmd"] + ["-c", "echo $0 ok; id -u"], chroot=True,
+                      capture_output=True, text=True, env={"PATH": "/bin"})
+    assert out.stdout.split() == ["/bin/sh", "ok", "0"], out.stderr
+    p.destroy("bb")
