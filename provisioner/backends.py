@@ -4,7 +4,8 @@ overlay  the layers as lowerdirs under a per-container upperdir: nothing is copi
 copy     the layers copied in order into a per-container directory, whiteouts applied.
 bind     a single-layer image's layer, bind-mounted read-only.
 
-No backend mounts anything on the host. overlay and bind return the mounts to make, and the
+No backend mounts anything on the host. The mounts are nodev: an image brings no device nodes
+(extraction skips them) and the container's /dev is a mount of its own. overlay and bind return the mounts to make, and the
 caller makes them inside the container's private mount namespace (mountns.py does it for tests).
 """
 
@@ -112,12 +113,13 @@ def build(backend: str, info: ProvisionInfo, container_dir: str) -> None:
                 os.symlink(layer, os.path.join(cwd, str(i)))
             lowers = [str(i) for i in range(len(lowers))]
         lower = ":".join(lowers)
-        info.mounts = [Mount("overlay", info.rootfs, "overlay", 0,
+        info.mounts = [Mount("overlay", info.rootfs, "overlay", linux.MS_NODEV,
                              f"lowerdir={lower},upperdir={info.upperdir},workdir={info.workdir}", cwd=cwd)]
     elif backend == "bind":
         if len(info.layers) != 1:
             raise InvalidInput(f"the bind backend takes single-layer images; {info.image} has {len(info.layers)}")
-        info.mounts = [Mount(info.layers[0], info.rootfs, None, linux.MS_BIND | linux.MS_REC, readonly=True)]
+        info.mounts = [Mount(info.layers[0], info.rootfs, None, linux.MS_BIND | linux.MS_REC | linux.MS_NODEV,
+                             readonly=True)]
     elif backend == "copy":
         for layer in info.layers:
             _Copier().merge(layer, info.rootfs)

@@ -2,7 +2,7 @@
 
 Safety: names are cleaned and may not climb out with `..`; no entry is written through a
 symlink (every parent must be a directory this extraction made or checked); hardlinks point at
-entries of the same layer. Absolute symlinks are kept as they are: they are resolved inside the
+entries of the same layer; device nodes are skipped. Absolute symlinks are kept as they are: they are resolved inside the
 container, never here.
 
 Whiteouts become what overlayfs reads in a lower layer: `.wh.NAME` a 0:0 character device at
@@ -101,6 +101,10 @@ class _Layer:
                 self.attrs(member, self.root)
                 self.dir_times.append((self.root, member.mtime))
             return
+        if member.ischr() or member.isblk():
+            # A device node in an image would open the host's device from inside the container
+            # (a block device 8:0 is the host's disk); the container's /dev is made for it instead.
+            return
         self.parent(rel)
         self.clear(rel, keep_dir=member.isdir())
         path = self.path(rel)
@@ -123,9 +127,6 @@ class _Layer:
             os.link(self.path(target), path, follow_symlinks=False)
             self.made.add(rel)
             return                          # a hardlink shares its target's metadata
-        elif member.ischr() or member.isblk():
-            kind = stat.S_IFCHR if member.ischr() else stat.S_IFBLK
-            os.mknod(path, kind | 0o600, os.makedev(member.devmajor, member.devminor))
         elif member.isfifo():
             os.mkfifo(path, 0o600)
         else:

@@ -26,7 +26,8 @@ def mount_all(info: ProvisionInfo) -> None:
             os.fchdir(back)
             os.close(back)
         if m.readonly:
-            linux.mount(None, m.target, None, linux.MS_REMOUNT | linux.MS_BIND | linux.MS_RDONLY | (m.flags & linux.MS_REC))
+            linux.mount(None, m.target, None, linux.MS_REMOUNT | linux.MS_BIND | linux.MS_RDONLY
+                        | (m.flags & (linux.MS_REC | linux.MS_NODEV | linux.MS_NOSUID)))
 
 
 def private_namespace() -> None:

@@ -45,8 +45,9 @@ def tar(*entries) -> bytes:
                 info.type, info.linkname, info.mode = tarfile.SYMTYPE, what[1], 0o777
             elif what[0] == "link":
                 info.type, info.linkname = tarfile.LNKTYPE, what[1]
-            elif what[0] == "chr":
-                info.type, info.devmajor, info.devminor, info.mode = tarfile.CHRTYPE, what[1], what[2], 0o666
+            elif what[0] in ("chr", "blk"):
+                info.type = tarfile.CHRTYPE if what[0] == "chr" else tarfile.BLKTYPE
+                info.devmajor, info.devminor, info.mode = what[1], what[2], 0o666
             elif what[0] == "fifo":
                 info.type, info.mode = tarfile.FIFOTYPE, 0o644
             if opts.get("xattrs"):
