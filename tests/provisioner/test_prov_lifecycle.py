@@ -210,3 +210,31 @@ def test_local_busybox_image_runs(make_provisioner, tmp):
                       capture_output=True, text=True, env={"PATH": "/bin"})
     assert out.stdout.split() == ["/bin/sh", "ok", "0"], out.stderr
     p.destroy("bb")
+
+
+def test_two_processes_pull_once(registry, tmp):
+    name = f"procs/{uuid.uuid4().hex[:8]}"
+    registry.push.image(name, "v1", [busybox_layer(), tar(("big", os.urandom(2_000_000)))])
+    env = dict(os.environ, CORRAL_WORK_DIR=os.path.join(tmp, "work"), CORRAL_DOCKER_REGISTRY=registry.host)
+    procs = [subprocess.Popen(CLI + ["pull", f"{name}:v1"], env=env, stdout=subprocess.PIPE, text=True)
+             for _ in range(3)]
+    outputs = [proc.communicate(timeout=60)[0] for proc in procs]
+    assert all(proc.returncode == 0 for proc in procs)
+    fetched = sum(line.startswith("layer ") and "fetched" in line for out in outputs for line in out.splitlines())
+    assert fetched == 2
+
+
+def test_registry_schemes_and_credentials(make_provisioner, tmp):
+    from provisioner.registry import credentials_for
+    p = make_provisioner("registry.example.com:5000", docker_insecure_registry=("insecure.example.com:80",))
+    assert p._registry("registry.example.com:5000").base == "https://registry.example.com:5000"
+    assert p._registry("localhost:5000").base == "http://localhost:5000"
+    assert p._registry("insecure.example.com:80").base == "http://insecure.example.com:80"
+    assert p.resolve("team/app") == "registry.example.com:5000/team/app:latest"
+    explicit = make_provisioner("http://10.0.0.1:5000")
+    assert explicit._registry("10.0.0.1:5000").base == "http://10.0.0.1:5000"
+    hub = make_provisioner("https://registry-1.docker.io")
+    assert hub.resolve("busybox") == "registry-1.docker.io/library/busybox:latest"
+    auths = {"https://index.docker.io/v1/": {"auth": "dXNlcjpwYXNz"}}      # user:pass
+    assert credentials_for(auths, "registry-1.docker.io") == ("user", "pass")
+    assert credentials_for(auths, "other.example.com") is None
