@@ -4,9 +4,10 @@ overlay  the layers as lowerdirs under a per-container upperdir: nothing is copi
 copy     the layers copied in order into a per-container directory, whiteouts applied.
 bind     a single-layer image's layer, bind-mounted read-only.
 
-No backend mounts anything on the host. The mounts are nodev: an image brings no device nodes
-(extraction skips them) and the container's /dev is a mount of its own. overlay and bind return the mounts to make, and the
-caller makes them inside the container's private mount namespace (mountns.py does it for tests).
+No backend mounts anything on the host: overlay and bind return the mount to make, and the
+caller makes it inside the container's private mount namespace (mountns.py does it for tests).
+The mounts are nodev: an image brings no device nodes (extraction skips them), and the
+container's /dev is a mount of its own.
 """
 
 from __future__ import annotations
@@ -46,11 +47,11 @@ class ProvisionInfo:
     backend: str
     image: str                        # the image reference
     image_config: dict                # Entrypoint, Cmd, Env, WorkingDir, User
-    mounts: list[Mount] = field(default_factory=list)          # none (copy) or one: onto rootfs
-    lowerdirs: list[str] = field(default_factory=list)   # overlay: bottom layer first
+    mounts: list[Mount] = field(default_factory=list)     # none (copy) or one, onto rootfs
+    lowerdirs: list[str] = field(default_factory=list)  # overlay: bottom layer first
     upperdir: str | None = None
     workdir: str | None = None
-    layers: list[str] = field(default_factory=list)      # the layer directories, bottom first
+    layers: list[str] = field(default_factory=list)     # the layer directories, bottom first
 
     @property
     def rootfs_mount(self) -> Mount | None:

@@ -28,7 +28,8 @@ def add_options(parser: argparse.ArgumentParser, defaults: bool = True) -> None:
     """The provisioner's flags, by their Mesos names; each has a CORRAL_* environment default."""
     env = os.environ.get
     value = (lambda v: v) if defaults else (lambda v: argparse.SUPPRESS)
-    parser.add_argument("--docker-registry", default=value(env("CORRAL_DOCKER_REGISTRY", ProvisionerFlags.docker_registry)),
+    registry = env("CORRAL_DOCKER_REGISTRY", ProvisionerFlags.docker_registry)
+    parser.add_argument("--docker-registry", default=value(registry),
                         help="registry URL or host[:port], or a directory of docker-save tarballs "
                              "(<dir>/<name>:<tag>.tar) (env CORRAL_DOCKER_REGISTRY)")
     parser.add_argument("--docker-insecure-registry", action="append", default=value([]), metavar="HOST:PORT",
@@ -47,9 +48,11 @@ def add_options(parser: argparse.ArgumentParser, defaults: bool = True) -> None:
 def add_subcommands(sub, parents: list) -> None:
     pull = sub.add_parser("pull", parents=parents, help="pull an image into the store")
     add_options(pull)
-    pull.add_argument("ref", metavar="REF", help="docker: [registry/]name[:tag|@digest]; appc: name[:version][,k=v]")
+    pull.add_argument("ref", metavar="REF",
+                      help="docker: [registry/]name[:tag|@digest]; appc: name[:version][,k=v]")
     pull.add_argument("--image-type", choices=("docker", "appc"), default="docker")
-    pull.add_argument("--force-pull", action="store_true", help="ask the registry again even if the store has the image (a tag may have moved)")
+    pull.add_argument("--force-pull", action="store_true",
+                      help="ask the registry again even if the store has the image (a tag may have moved)")
 
     images = sub.add_parser("images", parents=parents, help="list stored images (rm, prune)")
     add_options(images)

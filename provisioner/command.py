@@ -1,8 +1,9 @@
 """An image's runtime config merged with a Mesos command, and the image's User resolved. Pure functions.
 
 Mesos's rules (docker/runtime isolator): a shell command or a command value replaces the
-image's Entrypoint and Cmd; otherwise Entrypoint runs with the command's arguments, or with
-Cmd when there are none. Image Env is the base the task's env overrides; WorkingDir applies
+image's Entrypoint and Cmd (a value is exec'd with the arguments as its whole argv, as Mesos
+does with shell=false); otherwise Entrypoint runs with the command's arguments, or with Cmd
+when there are none. Image Env is the base the task's env overrides; WorkingDir applies
 when the task names none. Beyond Mesos, which ignores it, the image's User applies when the
 task names no user.
 """
@@ -24,6 +25,7 @@ class Command:
     env: dict[str, str] = field(default_factory=dict)
     workdir: str | None = None
     user: str | None = None
+    executable: str | None = None       # what to exec when it is not argv[0] (a Mesos command value)
 
 
 def merge_command(image_config: dict, value: str | None = None, arguments: list[str] | None = None,
@@ -35,17 +37,24 @@ def merge_command(image_config: dict, value: str | None = None, arguments: list[
             raise InvalidInput("a shell command needs a value")
         argv = ["/bin/sh", "-c", value]
     elif value:
-        argv = [value] + list(arguments or [])
+        # CommandInfo with shell=false: exec `value` with `arguments` as the whole argv, argv[0] included.
+        return Command(list(arguments or [value]), _env(config, env), workdir or config.get("WorkingDir") or None,
+                       user or config.get("User") or None, executable=value)
     else:
         argv = list(config.get("Entrypoint") or []) + list(arguments or config.get("Cmd") or [])
     if not argv:
         raise InvalidInput("nothing to run: the image has no Entrypoint or Cmd and the task gives no command")
+    return Command(argv, _env(config, env), workdir or config.get("WorkingDir") or None,
+                   user or config.get("User") or None)
+
+
+def _env(config: dict, env: dict | None) -> dict[str, str]:
     merged = {}
     for item in config.get("Env") or []:
         key, _, val = item.partition("=")
         merged[key] = val
     merged.update(env or {})
-    return Command(argv, merged, workdir or config.get("WorkingDir") or None, user or config.get("User") or None)
+    return merged
 
 
 def resolve_user(spec: str, passwd: str | None, group: str | None = None) -> tuple[int, int]:

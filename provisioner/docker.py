@@ -43,12 +43,12 @@ def unpack_layer(store: Store, diff_id: str, opener, digest: str | None = None, 
     return store.add_layer(layer_id(diff_id), fill)
 
 
-def pull_registry(store: Store, registry, ref: DockerRef, platform: dict, progress=NoProgress(),
+def pull_registry(store: Store, registry, ref: DockerRef, platform: dict, progress=None,
                   parallel: int = 4) -> dict:
     """Resolve the reference at the registry and fetch the layers the store lacks. Layers are
     named by content, so one in the store is never fetched again (nor replaced: running
     containers may have it mounted)."""
-    what = str(ref)
+    what, progress = str(ref), progress or NoProgress()
     try:
         media_type, body, _ = registry.manifest(ref.repository, ref.reference)
     except ImageNotFound:
@@ -148,8 +148,8 @@ def tarball_path(directory: str, ref: DockerRef) -> str:
     return os.path.join(directory, f"{ref.repository}:{ref.tag or 'latest'}.tar")
 
 
-def pull_tarball(store: Store, directory: str, ref: DockerRef, progress=NoProgress()) -> dict:
-    what = str(ref)
+def pull_tarball(store: Store, directory: str, ref: DockerRef, progress=None) -> dict:
+    what, progress = str(ref), progress or NoProgress()
     if ref.digest:
         raise ImageNotFound(f"{what}: a tar store is looked up by tag, not digest")
     path = tarball_path(directory, ref)
@@ -161,12 +161,17 @@ def pull_tarball(store: Store, directory: str, ref: DockerRef, progress=NoProgre
         raise InvalidImage(f"{path}: not a docker save tarball ({e})") from None
     with archive:
         entries = _json(_member(archive, "manifest.json", path), f"{path}: manifest.json")
+        if not isinstance(entries, list) or not all(isinstance(e, dict) and e.get("Config") for e in entries):
+            raise InvalidImage(f"{path}: manifest.json is not a docker save manifest")
         tag = f"{ref.repository}:{ref.tag or 'latest'}"
-        entry = next((e for e in entries if tag in (e.get("RepoTags") or [])), entries[0] if len(entries) == 1 else None)
+        tagged = [e for e in entries if tag in (e.get("RepoTags") or [])]
+        entry = (tagged or (entries if len(entries) == 1 else [None]))[0]
         if entry is None:
             raise ImageNotFound(f"{path} holds no image tagged {tag}")
         raw_config = _member(archive, entry["Config"], path)
         config = _json(raw_config, f"{path}: the image config")
+        if not isinstance(config, dict):
+            raise InvalidImage(f"{path}: the image config is not a JSON object")
         diff_ids = (config.get("rootfs") or {}).get("diff_ids") or []
         if len(diff_ids) != len(entry.get("Layers") or []):
             raise InvalidImage(f"{path}: {len(entry.get('Layers') or [])} layers but {len(diff_ids)} diff_ids")

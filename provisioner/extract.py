@@ -2,8 +2,8 @@
 
 Safety: names are cleaned and may not climb out with `..`; no entry is written through a
 symlink (every parent must be a directory this extraction made or checked); hardlinks point at
-entries of the same layer; device nodes are skipped. Absolute symlinks are kept as they are: they are resolved inside the
-container, never here.
+entries of the same layer; device nodes are skipped. Absolute symlinks are kept as they are:
+they are resolved inside the container, never here.
 
 Whiteouts become what overlayfs reads in a lower layer: `.wh.NAME` a 0:0 character device at
 NAME (unless this layer itself has NAME: a whiteout hides lower layers only), `.wh..wh..opq`

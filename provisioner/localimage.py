@@ -43,7 +43,8 @@ def busybox_layer(busybox: str) -> bytes:
     entries = [_entry(d, 0o755, tarfile.DIRTYPE) for d in ("bin", "etc", "root", "mnt", "proc", "sys", "dev")]
     entries += [_entry("tmp", 0o1777, tarfile.DIRTYPE), _entry("bin/busybox", 0o755, data=binary)]
     entries += [_entry(f"bin/{a}", 0o777, tarfile.SYMTYPE, link="busybox") for a in APPLETS]
-    entries += [_entry("etc/passwd", 0o644, data=b"root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534::/:/bin/false\n"),
+    passwd = b"root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534::/:/bin/false\n"
+    entries += [_entry("etc/passwd", 0o644, data=passwd),
                 _entry("etc/group", 0o644, data=b"root:x:0:\nnogroup:x:65534:\n")]
     return _tar(entries)
 

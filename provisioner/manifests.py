@@ -58,10 +58,13 @@ def select_platform(index: dict, want: dict, what: str) -> dict:
                 return entry
     if matching and not want.get("variant"):
         return matching[0]
-    offered = sorted({"/".join(filter(None, ((e.get("platform") or {}).get(k) for k in ("os", "architecture", "variant"))))
-                      for e in entries}) or ["nothing"]
-    wanted = "/".join(filter(None, (want["os"], want["architecture"], want.get("variant"))))
+    offered = sorted({_platform_name(e.get("platform") or {}) for e in entries}) or ["nothing"]
+    wanted = _platform_name(want)
     raise ImageNotFound(f"{what} has no image for {wanted} (it offers {', '.join(offered)})")
+
+
+def _platform_name(platform: dict) -> str:
+    return "/".join(filter(None, (platform.get(k) for k in ("os", "architecture", "variant"))))
 
 
 @dataclass

@@ -38,7 +38,9 @@ CONFIG = {"Entrypoint": ["/entry", "-x"], "Cmd": ["default"], "Env": ["A=1", "B=
 def test_merge_command_follows_mesos():
     assert merge_command(CONFIG).argv == ["/entry", "-x", "default"]
     assert merge_command(CONFIG, arguments=["a", "b"]).argv == ["/entry", "-x", "a", "b"]     # arguments replace Cmd
-    assert merge_command(CONFIG, value="/bin/true", arguments=["/bin/true", "1"]).argv == ["/bin/true", "/bin/true", "1"]
+    direct = merge_command(CONFIG, value="/bin/true", arguments=["true", "1"])   # shell=false: argv[0] included
+    assert (direct.executable, direct.argv) == ("/bin/true", ["true", "1"])
+    assert merge_command(CONFIG, value="/bin/true").argv == ["/bin/true"]
     assert merge_command(CONFIG, value="echo hi", shell=True).argv == ["/bin/sh", "-c", "echo hi"]
     assert merge_command({"Cmd": ["/bin/ls", "-l"]}).argv == ["/bin/ls", "-l"]
     merged = merge_command(CONFIG, env={"B": "task"}, workdir=None)

@@ -12,7 +12,6 @@ import uuid
 
 import pytest
 
-from corral import linux
 from corral.types import ContainerExists, CorralError, InvalidInput
 from provisioner import ImageNotFound, image_user, mountns, read_image_file, resolve_user
 
