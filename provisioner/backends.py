@@ -169,7 +169,7 @@ class _Copier:
             with open(s, "rb") as fin:
                 fd = os.open(d, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
                 with os.fdopen(fd, "wb") as fout:
-                    shutil.copyfileobj(fin, fout, 1 << 20)
+                    _copy_data(fin, fout, st.st_size)
         elif stat.S_ISLNK(st.st_mode):
             os.symlink(os.readlink(s), d)
         elif stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode):
@@ -180,6 +180,21 @@ class _Copier:
             return
         if st.st_nlink > 1:
             self.links[key] = d
+
+
+def _copy_data(fin, fout, size: int) -> None:
+    """In the kernel where it can (copy_file_range shares extents on filesystems that reflink)."""
+    try:
+        while size > 0:
+            n = os.copy_file_range(fin.fileno(), fout.fileno(), min(size, 1 << 30))
+            if n == 0:
+                break
+            size -= n
+    except OSError:                     # across filesystems on older kernels, or unsupported
+        fin.seek(0)
+        fout.seek(0)
+        fout.truncate()
+        shutil.copyfileobj(fin, fout, 1 << 20)
 
 
 def _copy_metadata(s: str, d: str, st: os.stat_result) -> None:
