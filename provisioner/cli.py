@@ -84,7 +84,8 @@ def cmd_pull(args) -> int:
     started = time.monotonic()
     with progress:
         record = p.pull(args.ref, args.image_type, force=args.force_pull, progress=progress)
-    print(f"pulled {key} ({record['digest'][:19]}, {len(record['layers'])} layers) "
+    layers = len(record["layers"])
+    print(f"pulled {key} ({record['digest'][:19]}, {layers} layer{'s' * (layers != 1)}) "
           f"in {time.monotonic() - started:.1f}s")
     return 0
 

@@ -188,10 +188,18 @@ class _Blob:
             raise RegistryError(f"{self.what}: the download failed: {_reason(e)}") from None
 
 
-def _reason(error: Exception) -> str:
-    """The innermost cause of a requests error, which says what actually went wrong."""
-    cause = error
-    while cause.__context__ is not None and not isinstance(cause, OSError):
-        cause = cause.__context__
-    text = str(cause) or type(cause).__name__
-    return text.split("] ", 1)[-1] if text.startswith("[Errno") else text
+def _reason(error: BaseException) -> str:
+    """What actually went wrong under a requests or urllib3 error: 'Connection refused', 'timed out'..."""
+    found, stack = [], [error]
+    while stack:
+        e = stack.pop(0)
+        if e is not None and all(e is not f for f in found):
+            found.append(e)
+            stack += [getattr(e, "reason", None), e.__cause__, e.__context__]
+            stack += [a for a in e.args if isinstance(a, BaseException)]
+    for e in reversed(found):                   # the innermost system error says it best
+        if isinstance(e, OSError) and e.strerror and not isinstance(e, requests.RequestException):
+            return e.strerror
+    if any(isinstance(e, (requests.Timeout, urllib3.exceptions.ReadTimeoutError, TimeoutError)) for e in found):
+        return "timed out"
+    return str(error) or type(error).__name__

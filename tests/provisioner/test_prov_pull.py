@@ -150,6 +150,13 @@ def test_errors_are_one_line_and_leave_nothing(make_provisioner, registry, tmp):
     dead = make_provisioner(f"127.0.0.1:{_closed_port()}")
     with pytest.raises(RegistryError, match="cannot reach registry 127.0.0.1:.*: .*[Cc]onnection refused"):
         dead.pull("busybox")
+    import socket
+    with socket.socket() as silent:                 # accepts connections, never answers
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)
+        mute = make_provisioner(f"127.0.0.1:{silent.getsockname()[1]}", registry_timeout=0.3)
+        with pytest.raises(RegistryError, match=r"^cannot reach registry 127.0.0.1:\d+: timed out$"):
+            mute.pull("busybox")
     name = repo("bad")
     good = busybox_layer()
     registry.push.image(name, "v1", [good, tar(("x", b"x"))],
