@@ -83,3 +83,25 @@ def test_read_image_file_through_layers(tmp):
     assert read_image_file([low, mid, top], "/etc/passwd") is None
     os.symlink("/etc/shadow", os.path.join(top, "etc", "passwd"))
     assert read_image_file([low, mid, top], "/etc/passwd") is None     # never followed
+
+
+def test_manifest_kinds_and_platforms():
+    import json
+
+    from provisioner.errors import ImageNotFound, InvalidImage
+    from provisioner.manifests import DOCKER_MANIFEST, OCI_INDEX, OCI_MANIFEST, parse, select_platform
+    index = {"schemaVersion": 2, "manifests": [
+        {"digest": "sha256:" + "1" * 64, "platform": {"os": "linux", "architecture": "arm", "variant": "v6"}},
+        {"digest": "sha256:" + "2" * 64, "platform": {"os": "linux", "architecture": "arm", "variant": "v7"}},
+        {"digest": "sha256:" + "3" * 64, "platform": {"os": "linux", "architecture": "arm64"}},
+        {"digest": "sha256:" + "4" * 64, "platform": {"os": "unknown", "architecture": "unknown"}}]}
+    assert parse(json.dumps(index).encode(), None, "x")[0] == OCI_INDEX                 # by shape alone
+    assert parse(b'{"schemaVersion": 2, "layers": []}', None, "x")[0] == OCI_MANIFEST
+    assert parse(b'{"layers": []}', DOCKER_MANIFEST, "x")[0] == DOCKER_MANIFEST          # by header
+    with pytest.raises(InvalidImage, match="schema 1"):
+        parse(b'{"schemaVersion": 1}', None, "x")
+    pick = lambda **want: select_platform(index, {"os": "linux", **want}, "x")["digest"][7]  # noqa: E731
+    assert pick(architecture="arm", variant="v7") == "2"
+    assert pick(architecture="arm64", variant="v8") == "3"       # an entry naming no variant serves any
+    with pytest.raises(ImageNotFound, match="offers linux/arm/v6, linux/arm/v7, linux/arm64"):
+        pick(architecture="arm", variant="v5")
