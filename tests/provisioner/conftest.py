@@ -5,7 +5,7 @@ redirects, and per-test work dirs. Nothing outlives the tests: processes, mounts
 from __future__ import annotations
 
 import base64
-import datetime
+import hashlib
 import http.server
 import json
 import os
@@ -122,26 +122,19 @@ def _b64(data: bytes) -> str:
 
 
 class TokenServer:
-    """The docker token protocol: GET /token?service=&scope= with basic auth -> {"token": JWT}."""
+    """The docker token protocol: GET /token?service=&scope= with basic auth -> {"token": JWT}.
+    Keys, certificate and signatures come from the openssl command."""
 
     def __init__(self, directory: str, users: dict):
-        from cryptography import x509
-        from cryptography.hazmat.primitives import hashes, serialization
-        from cryptography.hazmat.primitives.asymmetric import rsa
-        from cryptography.x509.oid import NameOID
-
-        self.key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "corral-test-token")])
-        now = datetime.datetime.now(datetime.timezone.utc)
-        cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(self.key.public_key())
-                .serial_number(1).not_valid_before(now - datetime.timedelta(days=1))
-                .not_valid_after(now + datetime.timedelta(days=1)).sign(self.key, hashes.SHA256()))
+        self.key_path = os.path.join(directory, "token.key")
         self.cert_path = os.path.join(directory, "token.pem")
-        with open(self.cert_path, "wb") as f:
-            f.write(cert.public_bytes(serialization.Encoding.PEM))
-        der = self.key.public_key().public_bytes(serialization.Encoding.DER,
-                                                 serialization.PublicFormat.SubjectPublicKeyInfo)
-        import hashlib
+        subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+                        "-subj", "/CN=corral-test-token", "-keyout", self.key_path, "-out", self.cert_path],
+                       check=True, capture_output=True)
+        pubkey = subprocess.run(["openssl", "x509", "-in", self.cert_path, "-noout", "-pubkey"],
+                                check=True, capture_output=True).stdout
+        der = subprocess.run(["openssl", "pkey", "-pubin", "-outform", "DER"], input=pubkey,
+                             check=True, capture_output=True).stdout
         kid = base64.b32encode(hashlib.sha256(der).digest()[:30]).decode().rstrip("=")
         self.kid = ":".join(kid[i:i + 4] for i in range(0, len(kid), 4))   # libtrust's key id
         self.users, self.requests = users, []
@@ -178,8 +171,6 @@ class TokenServer:
         self.thread.start()
 
     def token(self, service: str, scope: str, subject: str) -> str:
-        from cryptography.hazmat.primitives import hashes
-        from cryptography.hazmat.primitives.asymmetric import padding
         access = []
         for item in scope.split(" ") if scope else []:
             kind, name, actions = item.split(":")
@@ -189,7 +180,8 @@ class TokenServer:
                   "iat": now, "jti": uuid.uuid4().hex, "access": access}
         head = {"typ": "JWT", "alg": "RS256", "kid": self.kid}
         signing = f"{_b64(json.dumps(head).encode())}.{_b64(json.dumps(claims).encode())}"
-        signature = self.key.sign(signing.encode(), padding.PKCS1v15(), hashes.SHA256())
+        signature = subprocess.run(["openssl", "dgst", "-sha256", "-sign", self.key_path], input=signing.encode(),
+                                   check=True, capture_output=True).stdout          # RS256: PKCS#1 v1.5
         return f"{signing}.{_b64(signature)}"
 
     def stop(self):
