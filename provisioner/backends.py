@@ -15,9 +15,10 @@ from __future__ import annotations
 import os
 import shutil
 import stat
-from dataclasses import dataclass, field
 
 from corral import linux
+from corral.mounts import Mount
+from corral.record import Record
 from corral.types import InvalidInput
 
 from .extract import OPAQUE_XATTR, is_whiteout
@@ -26,41 +27,22 @@ BACKENDS = ("overlay", "copy", "bind")
 _MAX_LOWER = 3000          # bytes of lowerdir=, leaving room in the page for upperdir and workdir
 
 
-@dataclass
-class Mount:
-    """A mount onto the rootfs: linux.mount(source, target, fstype, flags, data), then for
-    `readonly` a read-only bind remount; made with the working directory `cwd` when that is set
-    (an overlay whose lowerdirs are relative). The same fields as isolators.Mount, plus cwd."""
-    source: str | None
-    target: str
-    fstype: str | None = None
-    flags: int = 0
-    data: str | None = None
-    readonly: bool = False
-    cwd: str | None = None
-
-
-@dataclass
-class ProvisionInfo:
+class ProvisionInfo(Record):
     container_id: str
     rootfs: str                       # where the root filesystem is (once `mounts` are made)
     backend: str
     image: str                        # the image reference
     image_config: dict                # Entrypoint, Cmd, Env, WorkingDir, User
-    mounts: list[Mount] = field(default_factory=list)     # none (copy) or one, onto rootfs
-    lowerdirs: list[str] = field(default_factory=list)  # overlay: bottom layer first
+    mounts: list[Mount] = list     # none (copy) or one, onto rootfs
+    lowerdirs: list[str] = list  # overlay: bottom layer first
     upperdir: str | None = None
     workdir: str | None = None
-    layers: list[str] = field(default_factory=list)     # the layer directories, bottom first
+    layers: list[str] = list     # the layer directories, bottom first
 
     @property
     def rootfs_mount(self) -> Mount | None:
         """The mount that makes `rootfs` (None for copy, where it is a plain directory)."""
         return self.mounts[0] if self.mounts else None
-
-    def to_dict(self) -> dict:
-        from dataclasses import asdict
-        return asdict(self)
 
     @classmethod
     def from_dict(cls, data: dict) -> "ProvisionInfo":

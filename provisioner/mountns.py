@@ -11,6 +11,7 @@ import os
 import subprocess
 
 from corral import linux
+from corral.mounts import make_mount
 
 from .backends import ProvisionInfo
 
@@ -18,16 +19,7 @@ from .backends import ProvisionInfo
 def mount_all(info: ProvisionInfo) -> None:
     """Make the mounts. Call it only in a mount namespace of the container's own, made private."""
     for m in info.mounts:
-        back = os.open(".", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-        try:
-            os.chdir(m.cwd or "/")
-            linux.mount(m.source, m.target, m.fstype, m.flags, m.data)
-        finally:
-            os.fchdir(back)
-            os.close(back)
-        if m.readonly:
-            linux.mount(None, m.target, None, linux.MS_REMOUNT | linux.MS_BIND | linux.MS_RDONLY
-                        | (m.flags & (linux.MS_REC | linux.MS_NODEV | linux.MS_NOSUID)))
+        make_mount(m)
 
 
 def private_namespace() -> None:

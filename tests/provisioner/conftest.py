@@ -190,7 +190,9 @@ class TokenServer:
         self.thread.join()
 
 
-@pytest.fixture(scope="session")
+# Module scope: its token server is a thread, and other tests fork from this process, which
+# corral refuses to do while another thread runs.
+@pytest.fixture(scope="module")
 def token_registry(session_tmp):
     directory = os.path.join(session_tmp, "token")
     os.makedirs(directory)
