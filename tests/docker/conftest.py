@@ -5,19 +5,18 @@ bridge), the busybox image loaded into it, and checks that nothing outlives a te
 
 from __future__ import annotations
 
-import gc
 import os
 import shutil
 import subprocess
 import tempfile
 import threading
-import time
 import uuid
 from pathlib import Path
 
 import pytest
 
 from private_dockerd import BUSYBOX_IMAGE, PrivateDockerd
+from threads import only_thread
 
 from containerizers.docker import LABEL_ID
 from corral import linux
@@ -83,11 +82,7 @@ def no_threads_left():
     """The Mesos containerizer's launcher refuses to fork from a process with threads, and the
     tests after these run in this process: every thread a test started must be gone after it."""
     yield
-    gc.collect()                # an executor that nothing refers to lets its idle workers go
-    deadline = time.monotonic() + 10
-    while threading.active_count() > 1 and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert threading.active_count() == 1, f"threads left: {threading.enumerate()}"
+    assert only_thread(), f"threads left: {threading.enumerate()}"
 
 
 @pytest.fixture

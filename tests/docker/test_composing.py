@@ -17,6 +17,7 @@ from containerizers.external import ExternalContainerizer
 from containerizers.mesos.containerizer import MesosContainerizer
 from corral.types import LAUNCHED, NOT_SUPPORTED, TASK_KILLED, ContainerConfig, ContainerExists, NoSuchContainer
 from test_external import RUNC_EXAMPLE, program
+from threads import only_thread
 
 ACCEPT_ALL = ('case "$1" in launch) sleep "${DELAY:-0}"; echo \'{"result": "LAUNCHED"}\';;\n'
               '  wait|destroy) echo \'{"termination": {"exit_code": 0}, "exit_code": 0}\';;\n'
@@ -103,7 +104,8 @@ def test_mesos_or_an_external_program_first(stack, tmp_path):
             assert (await cc.status("c"))["containerizer"] == owner
             await cc.wait("c")
             await cc.destroy("c")
-            cc.close()          # its threads go, so that the next LaunchServer can fork
+            cc.close()
+            assert only_thread()            # so that the next LaunchServer can fork
     asyncio.run(main())
 
 
@@ -166,6 +168,7 @@ def test_recover_merges(stack, docker_env, rootfs):
         await first.launch("r", ContainerConfig(argv=["sh", "-c", "exit 5"], rootfs=rootfs, containerizer="external"))
         await first.launch("d", docker_env.config("sh", "-c", "exit 7", containerizer="docker"))
         first.close()
+        assert only_thread()                # the output copies of "d" end with it, on threads
         again = stack.make("mesos", "runc", "docker")        # a new corral: nothing in memory
         assert await again.recover() == ["d", "m", "r"]
         assert {cid: (await again.wait(cid)).exit_code for cid in ("m", "r", "d")} == {"m": 6, "r": 5, "d": 7}
