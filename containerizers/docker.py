@@ -277,7 +277,10 @@ class SyncDockerContainerizer:
         files = self.files(container_id)
         if files.termination() is None and self.running(files):
             self.kill(container_id, signal.SIGKILL)
-            self.wait(container_id, timeout=STOP_TIMEOUT)
+            if self.wait(container_id, timeout=STOP_TIMEOUT) is None:
+                files.write("termination.json", Termination(
+                    container_id, None, TASK_KILLED, None,
+                    f"still running {STOP_TIMEOUT:g}s after SIGKILL; removed by force").to_dict())
         termination = self.termination(files)
         self._remove_container(files)
         files.remove(sandbox=remove_sandbox)
