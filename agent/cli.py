@@ -88,6 +88,7 @@ def _run_arguments(run: argparse.ArgumentParser) -> None:
     run.add_argument("--containerizer", choices=("mesos", "docker", "external"),
                      help="this containerizer alone (default: --containerizers, in order)")
     run.add_argument("--image", metavar="NAME", help="a docker image to run the command in")
+    run.add_argument("--rootfs", metavar="DIR", help="a root filesystem ready on the host to run the command in")
     run.add_argument("--volume", "-v", action="append", default=[], metavar="HOST:CONTAINER[:ro]",
                      help="bind a host path (relative: in the sandbox); repeatable")
     run.add_argument("--network", metavar="NAME", help="docker: host (default), bridge, none or a network")
@@ -234,7 +235,7 @@ def cmd_run(args, command: list[str]) -> int:
         isolation=parse_isolation(args.isolation), workdir=args.workdir, user=args.user,
         hostname=args.hostname, cgroups_enable_cfs=args.cgroups_enable_cfs, containerizer=args.containerizer,
         image={"type": "DOCKER", "name": args.image} if args.image else None,
-        volumes=args.volume, network=args.network, ports=args.port)
+        rootfs=args.rootfs, volumes=args.volume, network=args.network, ports=args.port)
     container_id = args.name or _new_container_id()
     if _others(args):
         from agent import containerizers

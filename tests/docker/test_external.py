@@ -203,3 +203,13 @@ def test_recover_marks_what_the_program_forgot_as_lost(ext, tmp_path):
     assert ec.recover() == ["c1"]
     assert ec.wait("c1").state == TASK_LOST
     ec.destroy("c1")
+
+
+def test_cli_run_with_the_runc_example(rootfs, tmp_path):
+    corral = os.path.join(os.path.dirname(sys.executable), "corral")
+    env = dict(os.environ, CORRAL_WORK_DIR=str(tmp_path / "work"), CORRAL_RUNTIME_DIR=str(tmp_path / "run"))
+    ran = subprocess.run([corral, "run", "--containerizer", "external", "--external-containerizer-path", RUNC_EXAMPLE,
+                          "--rootfs", rootfs, "--", "sh", "-c", "echo out; echo err >&2; exit 3"],
+                         env=env, capture_output=True, text=True, timeout=60)
+    assert (ran.returncode, ran.stdout, ran.stderr) == (3, "out\n", "err\n")
+    assert os.listdir(tmp_path / "run" / "external" / "program" / "containers") == []
