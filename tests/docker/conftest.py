@@ -23,8 +23,11 @@ from corral import linux
 
 
 def _links() -> set[str]:
+    """The interfaces dockerd makes (veth pairs, bridges) and ours (crl*): another session's
+    interfaces on the host must not fail these tests."""
     out = subprocess.run(["ip", "-o", "link", "show"], capture_output=True, text=True, check=True).stdout
-    return {line.split(":")[1].strip().split("@")[0] for line in out.splitlines()}
+    names = {line.split(":")[1].strip().split("@")[0] for line in out.splitlines()}
+    return {name for name in names if name.startswith(("veth", "br-", "docker", "crl"))}
 
 
 def _mounts_under(top: str) -> list[str]:
