@@ -73,7 +73,9 @@ def _boolean(text: str) -> bool:
 
 
 def _run_arguments(run: argparse.ArgumentParser) -> None:
-    run.usage = "corral run [OPTIONS] -- CMD [ARG...]  |  corral run [OPTIONS] --shell 'CMD'"
+    from provisioner.options import add_options as add_image_options
+    run.usage = ("corral run [OPTIONS] -- CMD [ARG...]  |  corral run [OPTIONS] --shell 'CMD'  |  "
+                 "corral run --image REF [OPTIONS] [-- CMD [ARG...]]")
     run.add_argument("--shell", metavar="CMD", help="run CMD with /bin/sh -c")
     run.add_argument("--cpus", type=_positive_float, help="CPUs (cpu shares; a CFS quota with --cgroups-enable-cfs)")
     run.add_argument("--mem", type=parse_mem_mb, metavar="MB", help="memory limit: MB, or a size such as 64M or 1G")
@@ -85,12 +87,15 @@ def _run_arguments(run: argparse.ArgumentParser) -> None:
     run.add_argument("--name", metavar="ID", help="container id (generated when absent)")
     run.add_argument("--detach", action="store_true", help="print the container id and return at once")
     run.add_argument("--cgroups-enable-cfs", action="store_true", help="enforce cpus as a hard CFS quota")
+    run.add_argument("--image", metavar="REF", help="run in this image's root filesystem (pulled if missing); "
+                     "without a command, the image's Entrypoint and Cmd")
+    run.add_argument("--image-type", choices=("docker", "appc"), default="docker")
+    run.add_argument("--volume", action="append", default=[], metavar="HOST:CONTAINER[:ro]",
+                     help="bind mount into the image's rootfs (repeatable; a relative HOST is in the sandbox)")
+    add_image_options(run)
     run.add_argument("--containerizer", choices=("mesos", "docker", "external"),
                      help="this containerizer alone (default: --containerizers, in order)")
-    run.add_argument("--image", metavar="NAME", help="a docker image to run the command in")
     run.add_argument("--rootfs", metavar="DIR", help="a root filesystem ready on the host to run the command in")
-    run.add_argument("--volume", "-v", action="append", default=[], metavar="HOST:CONTAINER[:ro]",
-                     help="bind a host path (relative: in the sandbox); repeatable")
     run.add_argument("--network", metavar="NAME", help="docker: host (default), bridge, none or a network")
     run.add_argument("--port", "-p", action="append", default=[], metavar="HOST:CONTAINER",
                      help="docker, off the host network: publish a port; repeatable")
@@ -119,6 +124,16 @@ def _usage_arguments(usage: argparse.ArgumentParser) -> None:
     usage.add_argument("--json", action="store_true")
 
 
+def _pull_arguments(pull: argparse.ArgumentParser) -> None:
+    from provisioner import cli as images
+    images.pull_arguments(pull)
+
+
+def _images_arguments(images_parser: argparse.ArgumentParser) -> None:
+    from provisioner import cli as images
+    images.images_arguments(images_parser)
+
+
 def _logs_arguments(logs: argparse.ArgumentParser) -> None:
     _id_argument(logs)
     logs.add_argument("--follow", "-f", action="store_true", help="keep printing until the container ends")
@@ -134,6 +149,8 @@ SUBCOMMANDS = {
     "destroy": ("kill every process of a container and remove it", _id_argument),
     "usage": ("resource usage (Mesos ResourceStatistics)", _usage_arguments),
     "logs": ("print a container's stdout (or stderr)", _logs_arguments),
+    "pull": ("pull an image into the store", _pull_arguments),
+    "images": ("list stored images (images rm REF, images prune)", _images_arguments),
 }
 _GLOBAL_WITH_VALUE = ("--work-dir", "--runtime-dir", "--cgroups-root", "--containerizers", "--docker-socket",
                       "--docker-kill-orphans", "--external-containerizer-path", "--external-containerizer-timeout")
@@ -215,12 +232,12 @@ def _others(args) -> bool:
     return (getattr(args, "containerizer", None) or args.containerizers) != "mesos"
 
 
-def _containerizer(args):
+def _containerizer(args, provisioner=None):
     if _others(args) and getattr(args, "container_id", None):
         from agent import containerizers
         return containerizers.owner(args, args.container_id)
     from containerizers.mesos.sync import SyncMesosContainerizer
-    return SyncMesosContainerizer(args.work_dir, args.runtime_dir, args.cgroups_root)
+    return SyncMesosContainerizer(args.work_dir, args.runtime_dir, args.cgroups_root, provisioner=provisioner)
 
 
 def cmd_run(args, command: list[str]) -> int:
@@ -228,20 +245,24 @@ def cmd_run(args, command: list[str]) -> int:
     if args.shell is not None and command:
         raise InvalidInput("give either --shell 'CMD' or -- CMD [ARG...], not both")
     argv = ["/bin/sh", "-c", args.shell] if args.shell is not None else command
-    if not argv:
+    if not argv and not args.image:
         raise InvalidInput("no command: corral run [OPTIONS] -- CMD [ARG...]")
     config = ContainerConfig(
         argv=argv, env=_parse_env(args.env), resources=Resources(cpus=args.cpus, mem_mb=args.mem),
         isolation=parse_isolation(args.isolation), workdir=args.workdir, user=args.user,
-        hostname=args.hostname, cgroups_enable_cfs=args.cgroups_enable_cfs, containerizer=args.containerizer,
-        image={"type": "DOCKER", "name": args.image} if args.image else None,
-        rootfs=args.rootfs, volumes=args.volume, network=args.network, ports=args.port)
+        hostname=args.hostname, cgroups_enable_cfs=args.cgroups_enable_cfs, volumes=args.volume,
+        image={"type": args.image_type.upper(), "name": args.image} if args.image else None,
+        containerizer=args.containerizer, rootfs=args.rootfs, network=args.network, ports=args.port)
     container_id = args.name or _new_container_id()
     if _others(args):
         from agent import containerizers
         mc = containerizers.launch(args, container_id, config)
     else:
-        mc = _containerizer(args)
+        provisioner = None
+        if args.image:
+            from provisioner.cli import provisioner as make_provisioner
+            provisioner = make_provisioner(args)
+        mc = _containerizer(args, provisioner)
         mc.launch(container_id, config)
     if args.detach:
         print(container_id)
@@ -366,8 +387,18 @@ def cmd_logs(args) -> int:
     return 0
 
 
+def cmd_pull(args) -> int:
+    from provisioner import cli as images
+    return images.cmd_pull(args)
+
+
+def cmd_images(args) -> int:
+    from provisioner import cli as images
+    return images.cmd_images(args)
+
+
 COMMANDS = {"ps": cmd_ps, "wait": cmd_wait, "kill": cmd_kill, "destroy": cmd_destroy,
-            "usage": cmd_usage, "logs": cmd_logs}
+            "usage": cmd_usage, "logs": cmd_logs, "pull": cmd_pull, "images": cmd_images}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -29,7 +29,11 @@ def names(args) -> list[str]:
 def make(args, name: str, only: bool):
     if name == "mesos":
         from containerizers.mesos.sync import SyncMesosContainerizer
-        return SyncMesosContainerizer(args.work_dir, args.runtime_dir, args.cgroups_root)
+        provisioner = None
+        if getattr(args, "image", None):
+            from provisioner.cli import provisioner as make_provisioner
+            provisioner = make_provisioner(args)
+        return SyncMesosContainerizer(args.work_dir, args.runtime_dir, args.cgroups_root, provisioner=provisioner)
     if name == "docker":
         from containerizers.docker import SyncDockerContainerizer
         return SyncDockerContainerizer(args.work_dir, args.runtime_dir, socket=args.docker_socket,

@@ -162,7 +162,9 @@ class SyncDockerContainerizer:
         import docker.errors
         image = config.image["name"]
         kwargs = dict(
-            image=image, entrypoint=config.argv[:1], command=config.argv[1:], name=NAME_PREFIX + container_id,
+            # The command replaces the image's Entrypoint and Cmd (as Mesos does); none: the image's own.
+            image=image, entrypoint=config.argv[:1] or None, command=config.argv[1:] if config.argv else None,
+            name=NAME_PREFIX + container_id,
             environment={**config.env, "MESOS_SANDBOX": SANDBOX, "MESOS_CONTAINER_NAME": NAME_PREFIX + container_id},
             working_dir=os.path.join(SANDBOX, config.workdir or ""), user=config.user, hostname=config.hostname,
             labels={LABEL_ID: container_id, LABEL_OWNER: self.owner}, host_config=host_config,

@@ -42,10 +42,10 @@ class Watch(Record):
     answer correctly when called after the fact by another process (from counters, not events),
     so that whoever finds a container ended can say why.
     """
-    check: "Callable[[], Limitation | None]"
+    check: "Callable[[], Limitation | None]"   # noqa: F821 - never evaluated (no typing import on the launch path)
     fd: int | None = None
     interval: float | None = None
-    close: Callable[[], None] = lambda: None
+    close: "Callable[[], None]" = lambda: None   # noqa: F821
 
 
 class ContainerState(Record):

@@ -1,10 +1,7 @@
 """`corral pull`, `corral images`, `corral images rm`, `corral images prune`: ready for agent/cli.py.
 
-Wiring (agent/cli.py):
-    from provisioner import cli as images_cli
-    images_cli.add_subcommands(sub, common)     # in build_parser, beside run/ps/...
-    # dispatch: {"pull": images_cli.cmd_pull, "images": images_cli.cmd_images}[args.subcommand](args)
-cmd_images dispatches `images rm` and `images prune` itself. Every command returns an exit code
+agent/cli.py builds the `pull` and `images` parsers with pull_arguments and images_arguments and
+dispatches to cmd_pull and cmd_images; cmd_images dispatches `images rm` and `images prune` itself. Every command returns an exit code
 and raises CorralError (InvalidInput for bad input) for main() to print as one line.
 Run standalone as `python -m provisioner.cli pull REF`.
 """
@@ -13,40 +10,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import threading
 import time
 
-from corral.types import CorralError, InvalidInput
-
 from .core import Provisioner, ProvisionerFlags
+from .options import add_options
 from .progress import NoProgress
 
 
-def add_options(parser: argparse.ArgumentParser, defaults: bool = True) -> None:
-    """The provisioner's flags, by their Mesos names; each has a CORRAL_* environment default."""
-    env = os.environ.get
-    value = (lambda v: v) if defaults else (lambda v: argparse.SUPPRESS)
-    registry = env("CORRAL_DOCKER_REGISTRY", ProvisionerFlags.docker_registry)
-    parser.add_argument("--docker-registry", default=value(registry),
-                        help="registry URL or host[:port], or a directory of docker-save tarballs "
-                             "(<dir>/<name>:<tag>.tar) (env CORRAL_DOCKER_REGISTRY)")
-    parser.add_argument("--docker-insecure-registry", action="append", default=value([]), metavar="HOST:PORT",
-                        help="reach this registry over plain http (repeatable; localhost always is)")
-    parser.add_argument("--docker-config", default=value(env("CORRAL_DOCKER_CONFIG")), metavar="PATH",
-                        help="a docker config.json with registry credentials (env CORRAL_DOCKER_CONFIG)")
-    parser.add_argument("--appc-store-dir", default=value(env("CORRAL_APPC_STORE_DIR")), metavar="DIR",
-                        help="a directory of .aci images")
-    parser.add_argument("--appc-simple-discovery-uri-prefix", default=value(env("CORRAL_APPC_DISCOVERY")),
-                        metavar="PREFIX", help="fetch {name}-{version}-{os}-{arch}.aci under this URL or directory")
-    parser.add_argument("--image-provisioner-backend", choices=("overlay", "copy", "bind"),
-                        default=value(env("CORRAL_IMAGE_PROVISIONER_BACKEND")),
-                        help="how rootfses are made (default: overlay where it works, else copy)")
-
-
-def add_subcommands(sub, parents: list) -> None:
-    pull = sub.add_parser("pull", parents=parents, help="pull an image into the store")
+def pull_arguments(pull: argparse.ArgumentParser) -> None:
     add_options(pull)
     pull.add_argument("ref", metavar="REF",
                       help="docker: [registry/]name[:tag|@digest]; appc: name[:version][,k=v]")
@@ -54,7 +27,8 @@ def add_subcommands(sub, parents: list) -> None:
     pull.add_argument("--force-pull", action="store_true",
                       help="ask the registry again even if the store has the image (a tag may have moved)")
 
-    images = sub.add_parser("images", parents=parents, help="list stored images (rm, prune)")
+
+def images_arguments(images: argparse.ArgumentParser) -> None:
     add_options(images)
     images.add_argument("--json", action="store_true")
     verbs = images.add_subparsers(dest="images_command", metavar="[rm|prune]", parser_class=type(images))
@@ -189,34 +163,3 @@ class _RichProgress(NoProgress):
             return
         task, done = self.tasks[name]
         self.progress.update(task, total=done, completed=done)
-
-
-# -- standalone -----------------------------------------------------------------------------
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message):
-        raise InvalidInput(message)
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = _Parser(prog="corral")
-    common = _Parser(add_help=False)
-    common.add_argument("--work-dir", default=os.environ.get("CORRAL_WORK_DIR", "/var/lib/corral"))
-    sub = parser.add_subparsers(dest="subcommand", required=True, parser_class=_Parser)
-    add_subcommands(sub, [common])
-    try:
-        args = parser.parse_args(argv)
-        return {"pull": cmd_pull, "images": cmd_images}[args.subcommand](args)
-    except InvalidInput as e:
-        print(f"corral: {e}", file=sys.stderr)
-        return 2
-    except (CorralError, OSError) as e:
-        print(f"corral: {e}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        return 130
-
-
-if __name__ == "__main__":
-    sys.exit(main())

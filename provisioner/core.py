@@ -22,6 +22,7 @@ from corral.types import ContainerExists, CorralError, InvalidInput, check_conta
 
 from . import backends
 from .backends import ProvisionInfo
+from .options import DEFAULT_DOCKER_REGISTRY
 from .progress import NoProgress
 from .errors import ImageNotFound
 from .reference import DOCKER_HUB, host_platform, parse_appc, parse_docker
@@ -34,7 +35,7 @@ _LOCAL_HOSTS = ("localhost", "127.0.0.1", "::1", "[::1]")
 @dataclass
 class ProvisionerFlags:
     """The agent flags the provisioner reads, by their Mesos names."""
-    docker_registry: str = f"https://{DOCKER_HUB}"      # a URL, host[:port], or a directory of tarballs
+    docker_registry: str = DEFAULT_DOCKER_REGISTRY      # a URL, host[:port], or a directory of tarballs
     docker_insecure_registry: tuple[str, ...] = ()     # host:port names reached over plain http
     docker_config: str | None = None                   # a docker config.json path, or its JSON
     appc_store_dir: str | None = None

@@ -63,16 +63,12 @@ def test_first_that_takes_it_owns_it(stack, docker_env, rootfs, tmp_path):
         assert await cc.launch("root", ContainerConfig(argv=["sh", "-c", "exit 4"], rootfs=rootfs,
                                                        containerizer="external")) == LAUNCHED
         assert await cc.launch("any", ContainerConfig(argv=["true"], containerizer="external")) == LAUNCHED
-        # A docker image that asked for nobody: docker takes it only when it is alone; the
-        # runc example takes root filesystems only; the last program takes anything.
-        assert await cc.launch("nobody", docker_env.config("true")) == LAUNCHED
         assert await cc.launch("refused", docker_env.config("true", containerizer="appc")) == NOT_SUPPORTED
-        assert await cc.containers() == ["any", "dock", "nobody", "plain", "root"]
+        assert await cc.containers() == ["any", "dock", "plain", "root"]
         owners = {cid: cc.containerizers.index(cc.owner(cid)) for cid in await cc.containers()}
-        assert owners == {"plain": 0, "dock": 1, "root": 2, "any": 3, "nobody": 3}
+        assert owners == {"plain": 0, "dock": 1, "root": 2, "any": 3}
         assert (await cc.status("plain"))["containerizer"] == "mesos"
-        assert {cid: (await cc.wait(cid)).exit_code for cid in owners} == {
-            "plain": 2, "dock": 3, "root": 4, "any": 0, "nobody": 0}
+        assert {cid: (await cc.wait(cid)).exit_code for cid in owners} == {"plain": 2, "dock": 3, "root": 4, "any": 0}
         with pytest.raises(ContainerExists):
             await cc.launch("dock", ContainerConfig(argv=["true"]))
         for cid in owners:

@@ -305,3 +305,12 @@ def test_cli_run_with_the_docker_containerizer(docker_env):
     refused = cli("run", "--", "true")                  # no image: docker does not take it
     assert refused.returncode == 1 and "no containerizer of docker takes" in refused.stderr
     assert docker_env.sync().containers() == []
+
+
+def test_no_command_runs_the_images_own(docker_env):
+    dc = docker_env.sync()
+    dc.launch("own", docker_env.config())            # the busybox image's Cmd is ["sh"]; stdin is empty
+    assert dc.wait("own").exit_code == 0
+    config = json.loads(docker_env.dockerd.docker("inspect", "corral-own").stdout)[0]["Config"]
+    assert (config["Entrypoint"], config["Cmd"]) == (None, ["sh"])
+    dc.destroy("own")

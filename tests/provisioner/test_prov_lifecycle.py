@@ -158,7 +158,7 @@ def test_appc_store_dependencies_and_discovery(make_provisioner, tmp):
         thread.join()
 
 
-CLI = [sys.executable, "-m", "provisioner.cli"]
+CLI = [os.path.join(os.path.dirname(sys.executable), "corral")]
 
 
 def test_cli(registry, tmp):
