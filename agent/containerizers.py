@@ -78,27 +78,30 @@ def docker_logs(containerizer, container_id: str, stderr: bool, follow: bool) ->
 
 def foreground(containerizer, container_id: str) -> int:
     """Docker: stream the output as it comes; external: print it at the end. Signals are passed
-    on to the task; the container is removed after."""
+    on to the task; the container is removed at the end however the end comes (a closed pipe on
+    our stdout, say), as the Mesos containerizer's foreground run does."""
     def forward(signum, _frame):
         containerizer.kill(container_id, signum)
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, forward)
     sinks = {1: sys.stdout.buffer, 2: sys.stderr.buffer}
-    if containerizer.name == "docker":
-        for stream, chunk in containerizer.output(container_id, follow=True):
-            sinks.get(stream, sinks[1]).write(chunk)
-            sinks.get(stream, sinks[1]).flush()
-    termination = containerizer.wait(container_id)
-    if containerizer.name != "docker":
-        files = containerizer.files(container_id)
-        for path, sink in ((files.stdout, sinks[1]), (files.stderr, sinks[2])):
-            try:
-                with open(path, "rb") as f:
-                    sink.write(f.read())
-                    sink.flush()
-            except FileNotFoundError:
-                pass
-    containerizer.destroy(container_id, remove_sandbox=True)
+    try:
+        if containerizer.name == "docker":
+            for stream, chunk in containerizer.output(container_id, follow=True):
+                sinks.get(stream, sinks[1]).write(chunk)
+                sinks.get(stream, sinks[1]).flush()
+        termination = containerizer.wait(container_id)
+        if containerizer.name != "docker":
+            files = containerizer.files(container_id)
+            for path, sink in ((files.stdout, sinks[1]), (files.stderr, sinks[2])):
+                try:
+                    with open(path, "rb") as f:
+                        sink.write(f.read())
+                        sink.flush()
+                except FileNotFoundError:
+                    pass
+    finally:
+        containerizer.destroy(container_id, remove_sandbox=True)
     if termination.reason:
         print(f"corral: {termination.reason}: {termination.message}", file=sys.stderr)
     return termination.shell_exit_code()

@@ -302,6 +302,9 @@ def test_cli_run_with_the_docker_containerizer(docker_env):
     assert cli("kill", cid).returncode == 0
     assert cli("wait", cid).stdout == f"{128 + signal.SIGTERM}\n"
     assert cli("destroy", cid).returncode == 0
+    piped = subprocess.run(f"{corral} run --image {image} -- yes | head -1", shell=True, env=env,
+                           capture_output=True, text=True, timeout=60)
+    assert piped.stdout == "y\n"                        # a closed stdout still removes the container
     refused = cli("run", "--", "true")                  # no image: docker does not take it
     assert refused.returncode == 1 and "no containerizer of docker takes" in refused.stderr
     assert docker_env.sync().containers() == []
