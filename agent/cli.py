@@ -13,7 +13,7 @@ import re
 import signal
 import sys
 
-from corral.types import (ContainerConfig, CorralError, InvalidInput, NoSuchContainer, Resources,
+from corral.types import (NOT_SUPPORTED, ContainerConfig, CorralError, InvalidInput, NoSuchContainer, Resources,
                           parse_signal)
 
 DEFAULT_ISOLATION = "cgroups/cpu,cgroups/mem,namespaces/pid,namespaces/ipc"
@@ -263,7 +263,9 @@ def cmd_run(args, command: list[str]) -> int:
             from provisioner.cli import provisioner as make_provisioner
             provisioner = make_provisioner(args)
         mc = _containerizer(args, provisioner)
-        mc.launch(container_id, config)
+        if mc.launch(container_id, config) == NOT_SUPPORTED:
+            raise InvalidInput("the mesos containerizer shares the host's network: --network and --port "
+                               "need --containerizer docker")
     if args.detach:
         print(container_id)
         return 0

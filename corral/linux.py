@@ -92,6 +92,18 @@ def is_same_process(pid: int | None, start_time: int | None) -> bool:
     return bool(pid) and start_time is not None and process_start_time(pid) == start_time
 
 
+def close_fds_except(keep: set[int]) -> None:
+    """Close every fd above 2 not in `keep`: a forked child that lives on must not hold its
+    parent's sockets, pipes and pidfds open."""
+    for name in os.listdir("/proc/self/fd"):
+        fd = int(name)
+        if fd > 2 and fd not in keep:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+
+
 def boot_id() -> str:
     with open("/proc/sys/kernel/random/boot_id") as f:
         return f.read().strip()

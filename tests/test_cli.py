@@ -289,3 +289,9 @@ def test_stop_and_continue_the_whole_container(corral):
     assert _wait_for(lambda: all(_state(p) == "S" for p in mc.launcher.pids(cid)))
     assert json.loads(corral.run("ps", "--json", check=True).stdout)[0]["state"] == "RUNNING"
     corral.run("destroy", cid, check=True)
+
+
+def test_docker_networking_asked_of_the_mesos_containerizer_is_bad_input(corral):
+    result = corral.run("run", "--network", "bridge", "--", "true")
+    assert result.returncode == 2 and "need --containerizer docker" in result.stderr
+    assert corral.sync().containers() == []

@@ -79,7 +79,11 @@ class LaunchServer:
 
 
 def _serve(sock: socket.socket, args: tuple, kwargs: dict) -> None:
+    from corral.linux import close_fds_except
+
     from .sync import SyncMesosContainerizer
+    # Another LaunchServer's socket, inherited, would keep that server from ever reading its end.
+    close_fds_except({sock.fileno()})
     signal.signal(signal.SIGCHLD, signal.SIG_IGN)     # the kernel reaps the supervisors
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, signal.SIG_DFL)            # the parent's handlers are not ours

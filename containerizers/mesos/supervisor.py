@@ -76,17 +76,6 @@ def _describe(e: BaseException) -> str:
     return e.strerror if isinstance(e, OSError) and e.strerror else str(e)
 
 
-def _keep_only_fds(keep: set[int]) -> None:
-    """Close what the launcher had open (its sockets, pidfds, pipes): the supervisor lives long."""
-    for name in os.listdir("/proc/self/fd"):
-        fd = int(name)
-        if fd > 2 and fd not in keep:
-            try:
-                os.close(fd)
-            except OSError:
-                pass
-
-
 def _supervise(spec: LaunchSpec, ready_w: int, go_r: int) -> None:
     # Only SIGKILL ends the supervisor; the launcher's own handlers must not run here.
     for sig in FORWARDED:
@@ -100,7 +89,8 @@ def _supervise(spec: LaunchSpec, ready_w: int, go_r: int) -> None:
         os.dup2(fd, target)
         os.close(fd)
     status_r, status_w = os.pipe()
-    _keep_only_fds({ready_w, go_r, status_r, status_w})
+    # Close what the launcher had open (its sockets, pidfds, pipes): the supervisor lives long.
+    linux.close_fds_except({ready_w, go_r, status_r, status_w})
     if "pid" in spec.namespaces:
         linux.unshare(linux.CLONE_NEWPID)   # the next child is PID 1 of a new namespace
     init = os.fork()

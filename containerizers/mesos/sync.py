@@ -74,7 +74,9 @@ class SyncMesosContainerizer:
     # -- launch ----------------------------------------------------------------------------
 
     def launch(self, container_id: str, config: ContainerConfig) -> str:
-        if config.containerizer not in (None, self.name):
+        # Bridge networks and port mappings are docker's; the Mesos containerizer shares the
+        # host's network (for now), so it leaves such a container to the next containerizer.
+        if config.containerizer not in (None, self.name) or config.network not in (None, "host") or config.ports:
             return NOT_SUPPORTED
         files = state.ContainerFiles(self.runtime_dir, self.work_dir, container_id)
         config.isolation = self._isolation_for(config)
