@@ -201,7 +201,7 @@ def test_global_options_before_or_after_the_subcommand(corral):
         env_free.pop(key)
     opts = ["--work-dir", corral.work_dir, "--runtime-dir", corral.runtime_dir, "--cgroups-root", corral.cgroups_root]
     import subprocess
-    from conftest import CORRAL
+    CORRAL = corral.binary
     subprocess.run([CORRAL, *opts, "run", "--detach", "--name", "before", "--", "sleep", "100"],
                    env=env_free, check=True, capture_output=True)
     listed = subprocess.run([CORRAL, "ps", "--json", *opts], env=env_free, check=True, capture_output=True)
@@ -260,7 +260,7 @@ def test_duplicate_name_and_missing_command(corral):
 
 def test_foreground_run_into_a_closed_pipe_removes_the_container(corral):
     import subprocess
-    from conftest import CORRAL
+    CORRAL = corral.binary
     # `yes` would run for ever; once `head` has its line, corral's stdout is a broken pipe.
     pipeline = subprocess.run(f"{CORRAL} run --name endless -- yes | head -1", shell=True, env=corral.env,
                               capture_output=True, text=True, timeout=30)
