@@ -96,6 +96,11 @@ class Allocator:
             self._save()
         return gone
 
+    def restore(self, held: dict[str, Resources]) -> None:
+        """Replace what is held (rebuilt from the containers' own checkpoints) and checkpoint it."""
+        self.held = dict(held)
+        self._save()
+
     def _load(self) -> dict[str, Resources]:
         data = read_json(self.path, default={})
         if not isinstance(data, dict):
