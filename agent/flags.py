@@ -16,6 +16,7 @@ import os
 import re
 
 from corral.types import InvalidInput
+from isolators.registry import DEFAULT_ISOLATION
 
 
 class FlagError(InvalidInput):
@@ -147,7 +148,7 @@ FLAGS = {flag.name: flag for flag in [
     Flag("resources", _resources, None,
          "the agent's resources: cpus:2;mem:1024;ports:[31000-32000], JSON, or file://PATH; "
          "cpus, mem, disk and ports not named are detected"),
-    Flag("isolation", _isolation, "cgroups/cpu,cgroups/mem,namespaces/pid,namespaces/ipc", "isolators, comma separated"),
+    Flag("isolation", _isolation, ",".join(DEFAULT_ISOLATION), "isolators, comma separated"),
     Flag("containerizers", _names(("mesos", "docker")), "mesos", "containerizers to use, in order"),
     Flag("image_providers", _names(("docker", "appc")), "", "image types the mesos containerizer provisions"),
     Flag("docker_registry", str, "https://registry-1.docker.io", "where docker images are pulled from"),
