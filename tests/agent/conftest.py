@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
+import base64
 import random
 import socket
 
 import pytest
 
+from agent.launchserver import LaunchServer
 from agent.ports import HostPorts
 
 
@@ -41,3 +44,67 @@ def listen():
     yield open_listener
     for s in opened:
         s.close()
+
+
+class InProcessAgent:
+    """An agent in the test's own process, its API on a free loopback port, with a client."""
+
+    def __init__(self, flags):
+        self.flags = flags
+
+    async def __aenter__(self):
+        from aiohttp import ClientSession, web
+
+        from agent.api import make_app
+        from agent.core import Agent, containerizer_args
+        from agent.resources import Resources, detect
+        total = detect(self.flags.resources or Resources(), self.flags.work_dir)
+        # Forked before the client below makes its resolver threads: launches go through it.
+        self.server = LaunchServer.start(**containerizer_args(self.flags, total))
+        self.agent = Agent(self.flags, self.server, total)
+        await self.agent.recover()
+        self.runner = web.AppRunner(make_app(self.agent))
+        await self.runner.setup()
+        site = web.TCPSite(self.runner, "127.0.0.1", 0)
+        await site.start()
+        self.url = "http://127.0.0.1:%d" % site._server.sockets[0].getsockname()[1]
+        self.http = ClientSession()
+        # As a real agent's process may: resolve a name, which asyncio does in a thread of its
+        # executor. From here on this process cannot fork safely; the launch server can.
+        await asyncio.get_running_loop().getaddrinfo("localhost", 5051)
+        return self
+
+    async def call(self, body, auth: tuple[str, str] | None = None, **kwargs):
+        """POST /api/v1: (status, JSON answer or text)."""
+        import json as _json
+        data = body if isinstance(body, (str, bytes)) else _json.dumps(body)
+        headers = kwargs.pop("headers", {"Content-Type": "application/json"})
+        if auth:
+            headers["Authorization"] = "Basic " + base64.b64encode(":".join(auth).encode()).decode()
+        async with self.http.post(self.url + "/api/v1", data=data, headers=headers, **kwargs) as r:
+            text = await r.text()
+            try:
+                return r.status, _json.loads(text)
+            except ValueError:
+                return r.status, text
+
+    async def __aexit__(self, *exc):
+        await self.http.close()
+        await self.runner.cleanup()
+        for watcher in list(self.agent.watchers.values()):
+            watcher.cancel()
+        self.server.close()
+
+
+@pytest.fixture
+def agent_flags(corral, port_block):
+    """agent_flags(*extra): the agent's flags, on this test's dirs and cgroups root, with 10 ports of its own."""
+    from agent.flags import parse
+    base = port_block(10)
+
+    def make(*extra: str):
+        return parse([f"--work_dir={corral.work_dir}", f"--runtime_dir={corral.runtime_dir}",
+                      f"--cgroups_root={corral.cgroups_root}",
+                      f"--resources=cpus:2;mem:1024;disk:1024;ports:[{base}-{base + 9}]", *extra], {})
+    make.ports = (base, base + 9)
+    return make

@@ -1,0 +1,67 @@
+"""`corral agent`: parse the flags, start the launch server, recover, serve the HTTP API.
+
+The order matters: the launch server is forked first, while this process has one thread; only
+then do asyncio and aiohttp start. SIGTERM or SIGINT stops the agent and leaves its containers
+running, as mesos-agent does: the next agent re-attaches them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import sys
+
+from corral.types import CorralError, InvalidInput
+
+from . import flags as agent_flags
+from .core import Agent, containerizer_args
+from .launchserver import LaunchServer
+from .resources import Resources, detect
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if "--help" in argv or "-h" in argv:
+        print(agent_flags.usage())
+        return 0
+    try:
+        flags = agent_flags.parse(argv)
+        total = detect(flags.resources or Resources(), flags.work_dir)
+        server = LaunchServer.start(**containerizer_args(flags, total))
+    except InvalidInput as e:
+        print(f"corral agent: {e}", file=sys.stderr)
+        return 2
+    try:
+        return asyncio.run(_run(flags, total, server))
+    except CorralError as e:        # a damaged checkpoint with --strict, among others
+        print(f"corral agent: {e}", file=sys.stderr)
+        return 1
+    finally:
+        server.close()
+
+
+async def _run(flags, total: Resources, server: LaunchServer) -> int:
+    from aiohttp import web
+
+    from .api import make_app
+    agent = Agent(flags, server, total)
+    await agent.recover()
+    if flags.recover == "cleanup":
+        await agent.cleanup()
+        return 0
+    runner = web.AppRunner(make_app(agent), handle_signals=False)
+    await runner.setup()
+    site = web.TCPSite(runner, flags.ip, flags.port)
+    await site.start()
+    print(f"corral agent {agent.agent_id} listening on {flags.ip}:{flags.port}", file=sys.stderr, flush=True)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    await runner.cleanup()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

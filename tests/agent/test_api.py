@@ -1,0 +1,178 @@
+"""The HTTP API over a real agent, real containers and real sockets on loopback. The agent runs
+in the test's process, whose HTTP client makes threads: launches go through the launch server."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+
+import aiohttp
+import pytest
+
+from conftest import InProcessAgent  # noqa: E402 - tests/agent's own conftest
+
+from corral.types import (REASON_CONTAINER_LIMITATION, TASK_FAILED, TASK_FINISHED, TASK_KILLED, TASK_RUNNING,
+                          TASK_STARTING)
+
+
+def launch(container_id, command, resources=None, **extra):
+    call = {"container_id": {"value": container_id}, "command": {"shell": True, "value": command}, **extra}
+    if resources is not None:
+        call["resources"] = resources
+    return {"type": "LAUNCH_CONTAINER", "launch_container": call}
+
+
+def by_id(call, container_id, **extra):
+    return {"type": call, call.lower(): {"container_id": {"value": container_id}, **extra}}
+
+
+def scalar(name, value):
+    return {"name": name, "type": "SCALAR", "scalar": {"value": value}}
+
+
+def test_health_version_flags(agent_flags):
+    async def scenario():
+        async with InProcessAgent(agent_flags()) as a:
+            health = await a.call({"type": "GET_HEALTH"})
+            assert health == (200, {"type": "GET_HEALTH", "get_health": {"healthy": True}})
+            status, version = await a.call({"type": "GET_VERSION"})
+            assert status == 200 and version["get_version"]["version_info"]["version"]
+            status, flags = await a.call({"type": "GET_FLAGS"})
+            assert {"name": "strict", "value": "true"} in flags["get_flags"]["flags"]
+            async with a.http.get(a.url + "/health") as r:
+                assert r.status == 200
+            assert len(os.listdir("/proc/self/task")) > 1, "the agent's process was meant to have threads"
+    asyncio.run(scenario())
+
+
+def test_launch_wait_containers_remove(agent_flags, corral):
+    async def scenario():
+        async with InProcessAgent(agent_flags()) as a:
+            body = launch("c1", 'echo "$PORT0 $PORT1 $PORTS"', [scalar("cpus", 0.5), scalar("mem", 64),
+                                                                  scalar("ports", 2)])
+            assert (await a.call(body))[0] == 200
+            assert (await a.call(body))[0] == 202                 # already exists
+            status, waited = await a.call(by_id("WAIT_CONTAINER", "c1"))
+            assert status == 200
+            assert waited == {"type": "WAIT_CONTAINER", "wait_container": {
+                "exit_status": 0, "state": TASK_FINISHED, "reason": None, "message": "Command exited with status 0"}}
+            assert await a.call(by_id("WAIT_CONTAINER", "c1")) == (200, waited)     # and again, until removed
+            low = agent_flags.ports[0]
+            with open(os.path.join(corral.work_dir, "containers", "c1", "stdout")) as f:
+                assert f.read() == f"{low} {low + 1} {low},{low + 1}\n"
+            _, listed = await a.call({"type": "GET_CONTAINERS"})
+            [c1] = listed["get_containers"]["containers"]
+            assert [s["state"] for s in c1["statuses"]] == [TASK_STARTING, TASK_RUNNING, TASK_FINISHED]
+            assert c1["container_status"]["state"] == TASK_FINISHED
+            assert a.agent.allocator.held["c1"].get("ports") is not None
+            assert (await a.call(by_id("REMOVE_CONTAINER", "c1")))[0] == 200
+            assert not os.path.exists(os.path.join(corral.work_dir, "containers", "c1"))
+            assert not os.path.exists(os.path.join(corral.runtime_dir, "containers", "c1"))
+            assert a.agent.allocator.held == {}
+            assert (await a.call(by_id("WAIT_CONTAINER", "c1")))[0] == 404
+            assert (await a.call(by_id("REMOVE_CONTAINER", "c1")))[0] == 404
+    asyncio.run(scenario())
+
+
+def test_kill_is_sigkill_by_default_and_remove_wants_an_ended_container(agent_flags):
+    async def scenario():
+        async with InProcessAgent(agent_flags()) as a:
+            assert (await a.call(launch("long", "trap '' TERM; sleep 100")))[0] == 200
+            status, text = await a.call(by_id("REMOVE_CONTAINER", "long"))
+            assert status == 400 and "still running" in text
+            assert (await a.call(by_id("KILL_CONTAINER", "long")))[0] == 200
+            _, waited = await a.call(by_id("WAIT_CONTAINER", "long"))
+            end = waited["wait_container"]
+            assert end["state"] == TASK_KILLED and os.WTERMSIG(end["exit_status"]) == signal.SIGKILL
+            assert (await a.call(by_id("KILL_CONTAINER", "nobody")))[0] == 404
+            assert (await a.call(by_id("REMOVE_CONTAINER", "long")))[0] == 200
+    asyncio.run(scenario())
+
+
+def test_a_waiter_that_goes_away_does_not_stop_the_watch(agent_flags):
+    async def scenario():
+        async with InProcessAgent(agent_flags()) as a:
+            await a.call(launch("w", "sleep 0.5; exit 3"))
+            with pytest.raises(asyncio.TimeoutError):
+                await a.call(by_id("WAIT_CONTAINER", "w"), timeout=aiohttp.ClientTimeout(total=0.1))
+            _, waited = await a.call(by_id("WAIT_CONTAINER", "w"))
+            assert (waited["wait_container"]["state"], os.WEXITSTATUS(waited["wait_container"]["exit_status"])) == \
+                (TASK_FAILED, 3)
+            await a.call(by_id("REMOVE_CONTAINER", "w"))
+    asyncio.run(scenario())
+
+
+def test_a_launch_beyond_the_free_resources_is_refused_naming_what_is_short(agent_flags):
+    async def scenario():
+        async with InProcessAgent(agent_flags()) as a:
+            assert (await a.call(launch("big", "sleep 100", [scalar("cpus", 1.5)])))[0] == 200
+            status, text = await a.call(launch("more", "true", [scalar("cpus", 1), scalar("ports", 11),
+                                                                scalar("gpus", 1)]))
+            assert status == 409
+            assert text.strip() == ("not enough free resources for more: cpus: asked 1, 0.5 free; "
+                                    "gpus: asked 1, none free; ports: asked 11, 10 free")
+            _, listed = await a.call({"type": "GET_CONTAINERS"})
+            assert [c["container_id"]["value"] for c in listed["get_containers"]["containers"]] == ["big"]
+            await a.call(by_id("KILL_CONTAINER", "big"))
+            await a.call(by_id("WAIT_CONTAINER", "big"))
+            await a.call(by_id("REMOVE_CONTAINER", "big"))
+    asyncio.run(scenario())
+
+
+@pytest.mark.parametrize("body, headers, status, message", [
+    ("{not json", None, 400, "the body is not valid JSON"),
+    ("[1]", None, 400, 'must be a JSON object with a "type"'),
+    ({"type": "SUBSCRIBE"}, None, 400, "unknown or unsupported call 'SUBSCRIBE'"),
+    ({"type": "GET_HEALTH"}, {"Content-Type": "text/plain"}, 415, "send application/json"),
+    ("x" * (2 << 20), None, 413, ""),
+    ({"type": "WAIT_CONTAINER", "wait_container": {}}, None, 400, '"container_id": {"value": "..."}'),
+    (launch("../x", "true"), None, 400, "invalid container id '../x'"),
+    (launch("c", "true", [{"name": "cpus", "type": "SCALAR"}]), None, 400, "resource 0 (cpus)"),
+    ({"type": "LAUNCH_CONTAINER", "launch_container": {"container_id": {"value": "c"}}}, None, 400,
+     'needs "command"'),
+    (launch("c", "true", container={"type": "MESOS", "mesos": {"image": {"type": "DOCKER",
+                                                                         "docker": {"name": "busybox"}}}}),
+     None, 400, "unsupported container"),
+    (by_id("KILL_CONTAINER", "c", signal="SIGNOPE"), None, 400, "invalid signal 'SIGNOPE'"),
+    (by_id("KILL_CONTAINER", "c"), None, 404, "no such container: c"),
+])
+def test_bad_input_is_a_4xx_with_a_message(agent_flags, corral, body, headers, status, message):
+    async def scenario():
+        async with InProcessAgent(agent_flags()) as a:
+            got, text = await a.call(body, **({"headers": headers} if headers else {}))
+            assert (got, message in str(text)) == (status, True), text
+            assert a.agent.records == {} and a.agent.allocator.held == {}
+            assert not os.listdir(os.path.join(corral.runtime_dir, "containers")) if os.path.exists(
+                os.path.join(corral.runtime_dir, "containers")) else True
+    asyncio.run(scenario())
+
+
+def test_credentials(agent_flags, tmp_path):
+    (tmp_path / "creds").write_text("ops s3cret\n")
+
+    async def scenario():
+        async with InProcessAgent(agent_flags(f"--credentials={tmp_path}/creds")) as a:
+            status, text = await a.call({"type": "GET_HEALTH"})
+            assert status == 401
+            assert (await a.call({"type": "GET_HEALTH"}, auth=("ops", "wrong")))[0] == 401
+            assert (await a.call({"type": "GET_HEALTH"}, auth=("ops", "s3cret")))[0] == 200
+    asyncio.run(scenario())
+
+
+def test_a_container_listening_on_an_agent_port_it_was_not_given_fails(agent_flags):
+    low, high = agent_flags.ports
+    listen = (f"python3 -c \"import socket, time; s = socket.socket(); s.bind(('127.0.0.1', {high})); "
+              f"s.listen(); time.sleep(30)\"")
+
+    async def scenario():
+        flags = agent_flags("--isolation=cgroups/cpu,namespaces/pid,network/ports", "--enforce_container_ports",
+                            "--container_ports_watch_interval=50ms")
+        async with InProcessAgent(flags) as a:
+            assert (await a.call(launch("rogue", listen, [scalar("ports", 1)])))[0] == 200
+            _, waited = await asyncio.wait_for(a.call(by_id("WAIT_CONTAINER", "rogue")), 10)
+            end = waited["wait_container"]
+            assert (end["state"], end["reason"]) == (TASK_FAILED, REASON_CONTAINER_LIMITATION)
+            assert f"listening on port {high}, not among the ports it was given ([{low}-{low}])" in end["message"]
+            await a.call(by_id("REMOVE_CONTAINER", "rogue"))
+    asyncio.run(scenario())
