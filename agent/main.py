@@ -49,15 +49,15 @@ async def _run(flags, total: Resources, server: LaunchServer) -> int:
     if flags.recover == "cleanup":
         await agent.cleanup()
         return 0
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
     runner = web.AppRunner(make_app(agent), handle_signals=False)
     await runner.setup()
     site = web.TCPSite(runner, flags.ip, flags.port)
     await site.start()
     print(f"corral agent {agent.agent_id} listening on {flags.ip}:{flags.port}", file=sys.stderr, flush=True)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
     await stop.wait()
     await runner.cleanup()
     return 0

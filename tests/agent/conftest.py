@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import os
 import random
 import socket
 
@@ -108,3 +109,83 @@ def agent_flags(corral, port_block):
                       f"--resources=cpus:2;mem:1024;disk:1024;ports:[{base}-{base + 9}]", *extra], {})
     make.ports = (base, base + 9)
     return make
+
+
+class AgentProcess:
+    """`python -m agent.main` as a real process, and a blocking client for its API."""
+
+    def __init__(self, flags: list[str]):
+        import subprocess
+        import sys
+        self.port = free_port_block(1)
+        self.proc = subprocess.Popen([sys.executable, "-m", "agent.main", *flags, f"--port={self.port}"],
+                                     stderr=subprocess.PIPE, text=True)
+        line = self.proc.stderr.readline()
+        if "listening on" not in line:
+            self.proc.wait(10)
+            raise AssertionError(f"the agent did not start: {line}{self.proc.stderr.read()}")
+        self.launch_server = int(open(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children").read().split()[0])
+
+    def call(self, body: dict, timeout: float = 30) -> tuple[int, object]:
+        import json
+        import urllib.error
+        import urllib.request
+        request = urllib.request.Request(f"http://127.0.0.1:{self.port}/api/v1", data=json.dumps(body).encode(),
+                                         headers={"Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(request, timeout=timeout) as r:
+                raw, status = r.read(), r.status
+        except urllib.error.HTTPError as e:
+            raw, status = e.read(), e.code
+        try:
+            return status, json.loads(raw)
+        except ValueError:
+            return status, raw.decode()
+
+    def sigkill(self) -> None:
+        self.proc.kill()
+        self.proc.wait()
+        self.proc.stderr.close()
+        _wait_gone(self.launch_server)     # it sees the agent's end of its socket close
+
+    def stop(self) -> int:
+        self.proc.terminate()
+        code = self.proc.wait(10)
+        self.proc.stderr.close()
+        _wait_gone(self.launch_server)
+        return code
+
+
+def _wait_gone(pid: int, timeout: float = 5) -> None:
+    import time
+    deadline = time.monotonic() + timeout
+    while os.path.exists(f"/proc/{pid}") and "Z" not in _state(pid):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"the launch server {pid} outlived its agent")
+        time.sleep(0.01)
+
+
+def _state(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rpartition(")")[2].split()[0]
+    except FileNotFoundError:
+        return "Z"
+
+
+@pytest.fixture
+def agent_process(corral, port_block):
+    """agent_process(*extra): start `corral agent` on this test's dirs; stopped after the test."""
+    base = port_block(10)
+    started = []
+
+    def start(*extra: str) -> AgentProcess:
+        process = AgentProcess([f"--work_dir={corral.work_dir}", f"--runtime_dir={corral.runtime_dir}",
+                                f"--cgroups_root={corral.cgroups_root}",
+                                f"--resources=cpus:4;mem:2048;disk:1024;ports:[{base}-{base + 9}]", *extra])
+        started.append(process)
+        return process
+    yield start
+    for process in started:
+        if process.proc.poll() is None:
+            process.stop()
