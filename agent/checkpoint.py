@@ -15,6 +15,7 @@ destroy.
 
 from __future__ import annotations
 
+import fcntl
 import os
 import time
 import uuid
@@ -22,7 +23,7 @@ import uuid
 from corral import linux
 from corral.files import DamagedFile, read_json, read_text, remove_tree, write_atomic, write_json
 from corral.record import Record
-from corral.types import TASK_FAILED, TASK_FINISHED, TASK_KILLED, TASK_LOST, TASK_RUNNING, TASK_STARTING
+from corral.types import TASK_FAILED, TASK_FINISHED, TASK_KILLED, TASK_LOST, TASK_RUNNING, TASK_STARTING, CorralError
 
 TERMINAL_STATES = frozenset({TASK_FINISHED, TASK_FAILED, TASK_KILLED, TASK_LOST})
 STATES = TERMINAL_STATES | {TASK_STARTING, TASK_RUNNING}
@@ -48,6 +49,23 @@ class Checkpoint:
         return self.path("containers", container_id)
 
     # -- the agent ----------------------------------------------------------------------------
+
+    def lock(self, timeout: float = 10.0) -> int:
+        """Hold the work dir: one agent at a time. The lock lives as long as any copy of the fd:
+        the launch server forked from the agent shares it, so a restarted agent waits until the
+        previous one's server has finished the launch it was in (supervisors close it at once)."""
+        _makedirs_durable(self.meta)
+        fd = os.open(self.path("lock"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return fd
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    os.close(fd)
+                    raise CorralError(f"another agent is running on {self.meta} (it holds {self.path('lock')})")
+                time.sleep(0.01)
 
     def agent_id(self) -> str:
         """The agent's id, made on first start and kept. A damaged one stops a strict agent;

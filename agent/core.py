@@ -19,9 +19,17 @@ import time
 
 from containerizers.mesos.containerizer import MesosContainerizer
 from corral import types
-from corral.files import DamagedFile
-from corral.types import (LAUNCHED, TASK_LOST, TASK_RUNNING, ContainerConfig,
-                          ContainerExists, InvalidInput, NoSuchContainer, check_container_id)
+from corral.files import DamagedFile, remove_tree
+from corral.types import (
+    LAUNCHED,
+    TASK_LOST,
+    TASK_RUNNING,
+    ContainerConfig,
+    ContainerExists,
+    InvalidInput,
+    NoSuchContainer,
+    check_container_id,
+)
 
 from .allocator import Allocator
 from .checkpoint import TERMINAL_STATES, Checkpoint
@@ -50,71 +58,67 @@ class Agent:
         self.launch_server = launch_server
         self.allocator: Allocator | None = None        # made by recover(), from the checkpoint
         self.records: dict[str, dict] = {}             # container id -> its container.json
-        self.watchers: dict[str, asyncio.Task] = {}
+        self.ends: dict[str, asyncio.Future] = {}      # container id -> its terminal status, once ended
+        self.watchers: dict[str, asyncio.Task] = {}    # container id -> the task that waits for its end
         self.agent_id: str | None = None
 
     # -- recovery ------------------------------------------------------------------------------
 
     async def recover(self) -> None:
-        """Re-learn everything from the checkpoint; with --strict a damaged file raises DamagedFile."""
+        """Re-learn everything from the checkpoint; with --strict a damaged file raises DamagedFile.
+
+        Containers that ended while the agent was away report their real end; those the
+        containerizer no longer knows, or all of them after a reboot, are lost; containers
+        nobody checkpointed are destroyed."""
         self.agent_id = self.checkpoint.agent_id()
         found = self.checkpoint.load()
-        try:
-            self.allocator = Allocator(self.total, self.checkpoint.allocations, HostPorts())
-        except DamagedFile:
-            if self.flags.strict:
-                raise
-            os.unlink(self.checkpoint.allocations)       # rebuilt from the containers' own checkpoints
-            self.allocator = Allocator(self.total, self.checkpoint.allocations, HostPorts())
-            self.allocator.restore({cid: Resources.from_json(c["container"].get("resources") or [])
-                                    for cid, c in found.containers.items()})
+        self.allocator = self._recover_allocations(found)
         alive = set(await self.containerizer.recover())
         for container_id, message in found.damaged.items():
-            await self._destroy_remains(container_id, alive)
             self.checkpoint.remove_container(container_id)
             self.checkpoint.add_container(container_id, {"config": None, "resources": [], "damaged": message})
-            self.checkpoint.append_status(container_id, TASK_LOST, None, f"its checkpoint is damaged: {message}")
-            self.records[container_id] = {"config": None, "resources": []}
+            found.containers[container_id] = {"container": {"config": None, "resources": []}, "statuses": [
+                self.checkpoint.append_status(container_id, TASK_LOST, None, f"its checkpoint is damaged: {message}")]}
         for container_id, checkpointed in found.containers.items():
             self.records[container_id] = checkpointed["container"]
             stream = checkpointed["statuses"]
-            if stream and stream[-1]["state"] in TERMINAL_STATES:
-                continue
-            if found.rebooted or container_id not in alive:
-                await self._destroy_remains(container_id, alive)
-                self.checkpoint.append_status(container_id, TASK_LOST, None, (
+            if not _ended(stream) and (found.rebooted or container_id not in alive):
+                stream.append(self.checkpoint.append_status(container_id, TASK_LOST, None, (
                     "the host rebooted" if found.rebooted else
                     "the agent stopped before the launch was done" if len(stream) <= 1 else
-                    "its runtime state is gone"))
+                    "its runtime state is gone")))
+            if _ended(stream):
+                await self._release(container_id, alive)     # again: a release may have been cut short
                 continue
             if (await self.containerizer.status(container_id))["state"] == "RUNNING":
                 self.checkpoint.append_status(container_id, TASK_RUNNING)
             self._watch(container_id)
         for stranger in alive - set(self.records):
             await self.containerizer.destroy(stranger, remove_sandbox=True)    # nobody knows it
-        self.allocator.retain(self._holding())
+        self.allocator.retain(self.ends)                                       # those still running
         self.checkpoint.record_boot()
+
+    def _recover_allocations(self, found) -> Allocator:
+        try:
+            return Allocator(self.total, self.checkpoint.allocations, HostPorts())
+        except DamagedFile:
+            if self.flags.strict:
+                raise
+        os.unlink(self.checkpoint.allocations)       # rebuilt from the containers' own checkpoints
+        allocator = Allocator(self.total, self.checkpoint.allocations, HostPorts())
+        allocator.restore({cid: Resources.from_json(c["container"].get("resources") or [])
+                           for cid, c in found.containers.items() if not _ended(c["statuses"])})
+        return allocator
 
     async def cleanup(self) -> None:
         """--recover=cleanup: destroy every container and forget it."""
         for container_id in list(self.records):
-            watcher = self.watchers.pop(container_id, None)
+            watcher = self.watchers.get(container_id)
             if watcher is not None:
                 watcher.cancel()
-            try:
-                await self.containerizer.destroy(container_id, remove_sandbox=True)
-            except NoSuchContainer:
-                pass
+                await asyncio.wait([watcher])
+            await self._release(container_id)
             self._forget(container_id)
-
-    def _holding(self) -> list[str]:
-        """Containers that still hold their resources: all the agent knows until they are removed."""
-        return list(self.records)
-
-    async def _destroy_remains(self, container_id: str, alive: set[str]) -> None:
-        if container_id in alive:
-            await self.containerizer.destroy(container_id)
-            alive.discard(container_id)
 
     # -- the calls -----------------------------------------------------------------------------
 
@@ -128,22 +132,21 @@ class Agent:
         ports = given.get("ports")
         config.resources = types.Resources(cpus=given.get("cpus"), mem_mb=given.get("mem"),
                                            ports=ports.to_list() if ports else None)
-        config.env = {**port_env(ports), **config.env}
+        config.env = {**config.env, **port_env(ports)}
         record = {"config": config.to_dict(), "resources": given.to_json(), "created": time.time()}
         self.records[container_id] = record
+        self.ends[container_id] = asyncio.get_running_loop().create_future()   # a WAIT now waits for the launch
         try:
             self.checkpoint.add_container(container_id, record)
             result = await self.launch_server.launch(container_id, config)
-        except ContainerExists:
+            if result != LAUNCHED:
+                raise InvalidInput("unsupported container: the mesos containerizer takes no images, "
+                                   "and no other containerizer is enabled")
+        except BaseException as e:
             self._forget(container_id)
-            raise InvalidInput(f"container {container_id} exists outside this agent's knowledge") from None
-        except BaseException:
-            self._forget(container_id)
+            if isinstance(e, ContainerExists):
+                raise InvalidInput(f"container {container_id} exists, outside this agent's knowledge") from None
             raise
-        if result != LAUNCHED:
-            self._forget(container_id)
-            raise InvalidInput("unsupported container: the mesos containerizer takes no images and no other "
-                               "containerizer is enabled")
         self.checkpoint.append_status(container_id, TASK_RUNNING)
         self._watch(container_id)
         return True
@@ -151,25 +154,20 @@ class Agent:
     async def wait(self, container_id: str) -> dict:
         """The container's end: its terminal status (state, reason, message, exit_status)."""
         stream = self.statuses(container_id)
-        if stream and stream[-1]["state"] in TERMINAL_STATES:
+        if _ended(stream):
             return stream[-1]
-        watcher = self.watchers.get(container_id) or self._watch(container_id)
-        return await asyncio.shield(watcher)        # a caller that goes away must not end the watcher
+        return await asyncio.shield(self.ends[container_id])    # a caller that goes away must not end the watch
 
     async def kill(self, container_id: str, sig: int = signal.SIGKILL) -> None:
-        stream = self.statuses(container_id)
-        if stream and stream[-1]["state"] not in TERMINAL_STATES:
+        if not _ended(self.statuses(container_id)):
             await self.containerizer.kill(container_id, sig)
 
     async def remove(self, container_id: str) -> None:
-        """Delete an ended container: sandbox, runtime dir, allocation, checkpoint."""
-        stream = self.statuses(container_id)
-        if not stream or stream[-1]["state"] not in TERMINAL_STATES:
+        """Delete an ended container: sandbox, runtime dir, checkpoint."""
+        if not _ended(self.statuses(container_id)):
             raise InvalidInput(f"container {container_id} is still running: kill it, wait for it, then remove it")
-        try:
-            await self.containerizer.destroy(container_id, remove_sandbox=True)
-        except NoSuchContainer:
-            pass
+        await self._release(container_id)
+        remove_tree(os.path.join(self.flags.work_dir, "containers", container_id))     # the sandbox
         self._forget(container_id)
 
     def statuses(self, container_id: str) -> list[dict]:
@@ -183,23 +181,53 @@ class Agent:
 
     # -- helpers -------------------------------------------------------------------------------
 
-    def _watch(self, container_id: str) -> asyncio.Task:
-        task = asyncio.get_running_loop().create_task(self._until_ended(container_id))
-        self.watchers[container_id] = task
-        task.add_done_callback(lambda _: self.watchers.pop(container_id, None))
-        return task
+    def _watch(self, container_id: str) -> None:
+        end = self.ends.get(container_id)
+        if end is None:
+            end = self.ends[container_id] = asyncio.get_running_loop().create_future()
+        self.watchers[container_id] = asyncio.get_running_loop().create_task(self._until_ended(container_id, end))
 
-    async def _until_ended(self, container_id: str) -> dict:
+    async def _until_ended(self, container_id: str, end: asyncio.Future) -> None:
+        """Record the end first (that is what must not be lost), then release what the container held."""
         try:
             termination = await self.containerizer.wait(container_id)
-            end = (termination.state, termination.reason, termination.message, termination.exit_status)
+            status = self.checkpoint.append_status(
+                container_id, termination.state, termination.reason, termination.message,
+                exit_status=termination.exit_status)
+            await self._release(container_id)
         except NoSuchContainer:
-            end = (TASK_LOST, None, "its runtime state is gone", None)
-        self.checkpoint.append_status(container_id, end[0], end[1], end[2], exit_status=end[3])
-        return self.checkpoint.statuses(container_id)[-1]
+            status = self.checkpoint.append_status(container_id, TASK_LOST, None, "its runtime state is gone")
+        except asyncio.CancelledError:
+            end.cancel()            # the agent is stopping: the next one watches on
+            raise
+        except Exception as e:
+            if not end.done():
+                end.set_exception(e)
+            raise
+        finally:
+            self.ends.pop(container_id, None)
+            self.watchers.pop(container_id, None)
+        if not end.done():
+            end.set_result(status or self.checkpoint.statuses(container_id)[-1])
+
+    async def _release(self, container_id: str, alive: set[str] | None = None) -> None:
+        """Destroy what is left of an ended container (its sandbox stays) and free its resources."""
+        if alive is None or container_id in alive:
+            try:
+                await self.containerizer.destroy(container_id)
+            except NoSuchContainer:
+                pass
+        self.allocator.release(container_id)
 
     def _forget(self, container_id: str) -> None:
         self.records.pop(container_id, None)
         self.checkpoint.remove_container(container_id)
         self.allocator.release(container_id)
+        end = self.ends.pop(container_id, None)
+        if end is not None and not end.done():
+            end.set_exception(NoSuchContainer(container_id))
+            end.exception()         # retrieved: nobody need be waiting
 
+
+def _ended(stream: list[dict]) -> bool:
+    return bool(stream) and stream[-1]["state"] in TERMINAL_STATES

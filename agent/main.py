@@ -14,6 +14,7 @@ import sys
 from corral.types import CorralError, InvalidInput
 
 from . import flags as agent_flags
+from .checkpoint import Checkpoint
 from .core import Agent, containerizer_args
 from .launchserver import LaunchServer
 from .resources import Resources, detect
@@ -27,10 +28,15 @@ def main(argv: list[str] | None = None) -> int:
     try:
         flags = agent_flags.parse(argv)
         total = detect(flags.resources or Resources(), flags.work_dir)
-        server = LaunchServer.start(**containerizer_args(flags, total))
     except InvalidInput as e:
         print(f"corral agent: {e}", file=sys.stderr)
         return 2
+    try:
+        Checkpoint(flags.work_dir).lock()       # held until this process and its launch server are gone
+        server = LaunchServer.start(**containerizer_args(flags, total))
+    except CorralError as e:
+        print(f"corral agent: {e}", file=sys.stderr)
+        return 1
     try:
         return asyncio.run(_run(flags, total, server))
     except CorralError as e:        # a damaged checkpoint with --strict, among others

@@ -92,8 +92,6 @@ class InProcessAgent:
     async def __aexit__(self, *exc):
         await self.http.close()
         await self.runner.cleanup()
-        for watcher in list(self.agent.watchers.values()):
-            watcher.cancel()
         self.server.close()
 
 

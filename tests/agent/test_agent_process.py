@@ -10,7 +10,7 @@ import subprocess
 import sys
 import time
 
-from corral.types import TASK_FAILED, TASK_FINISHED, TASK_LOST, TASK_RUNNING, TASK_STARTING
+from corral.types import TASK_FAILED, TASK_FINISHED, TASK_KILLED, TASK_LOST, TASK_RUNNING, TASK_STARTING
 
 
 def launch(container_id, command, **extra):
@@ -128,3 +128,84 @@ def test_sigterm_stops_the_agent_and_its_launch_server(agent_process):
     agent = agent_process()
     os.kill(agent.proc.pid, signal.SIGTERM)
     assert agent.proc.wait(10) == 0
+
+
+def _invariants(agent, corral) -> dict[str, list[str]]:
+    """What must hold after any crash: every container the agent reports has one start and at most
+    one end; only running ones hold resources; no runtime state or cgroup outside its knowledge."""
+    _, listed = agent.call({"type": "GET_CONTAINERS"})
+    streams = {c["container_id"]["value"]: [s["state"] for s in c["statuses"]]
+               for c in listed["get_containers"]["containers"]}
+    running = set()
+    for container_id, stream in streams.items():
+        assert stream[0] == TASK_STARTING and stream.count(TASK_STARTING) == 1, (container_id, stream)
+        ends = [s for s in stream if s in (TASK_FINISHED, TASK_FAILED, TASK_KILLED, TASK_LOST)]
+        assert len(ends) <= 1 and (not ends or stream[-1] == ends[0]), (container_id, stream)
+        if not ends:
+            running.add(container_id)
+    allocations = json.load(open(os.path.join(corral.work_dir, "meta", "allocations.json")))
+    assert set(allocations) == running
+    runtime = os.path.join(corral.runtime_dir, "containers")
+    assert set(os.listdir(runtime) if os.path.exists(runtime) else ()) <= set(streams)
+    return streams
+
+
+def _concurrently(calls) -> None:
+    import threading
+    threads = [threading.Thread(target=call, daemon=True) for call in calls]
+    for thread in threads:
+        thread.start()
+
+
+def _quietly(agent, body):
+    def call():
+        try:
+            agent.call(body, timeout=5)
+        except OSError:
+            pass        # the agent was killed under it
+    return call
+
+
+def test_sigkill_in_the_middle_of_launches(agent_process, corral):
+    launched = set()
+    for round_, delay in enumerate((0.005, 0.02, 0.05)):
+        agent = agent_process()
+        ids = [f"r{round_}-{i}" for i in range(8)]
+        launched |= set(ids)
+        _concurrently(_quietly(agent, launch(cid, "sleep 100")) for cid in ids)
+        time.sleep(delay)
+        agent.sigkill()
+    agent = agent_process()
+    streams = _invariants(agent, corral)
+    assert set(streams) <= launched
+    for container_id, stream in streams.items():
+        assert stream in ([TASK_STARTING, TASK_RUNNING], [TASK_STARTING, TASK_LOST]), (container_id, stream)
+    end_all(agent, [cid for cid, stream in streams.items() if stream[-1] == TASK_RUNNING])
+    for container_id in streams:
+        agent.call(by_id("REMOVE_CONTAINER", container_id))
+    assert agent.call({"type": "GET_CONTAINERS"})[1]["get_containers"]["containers"] == []
+
+
+def test_sigkill_in_the_middle_of_ends_and_removals(agent_process, corral):
+    agent = agent_process()
+    ids = [f"e{i}" for i in range(8)]
+    for cid in ids:
+        agent.call(launch(cid, f"sleep 0.3; exit {ids.index(cid)}"))
+    time.sleep(0.3)                   # they end now: the agent records each end and destroys what is left
+    agent.sigkill()
+    agent = agent_process()
+    streams = _invariants(agent, corral)
+    for cid in ids:
+        _, waited = agent.call(by_id("WAIT_CONTAINER", cid))
+        assert os.WEXITSTATUS(waited["wait_container"]["exit_status"]) == ids.index(cid)
+    streams = _invariants(agent, corral)
+    assert all(stream[-1] in (TASK_FINISHED, TASK_FAILED) for stream in streams.values())
+
+    _concurrently(_quietly(agent, by_id("REMOVE_CONTAINER", cid)) for cid in ids)
+    time.sleep(0.01)
+    agent.sigkill()                   # in the middle of the removals
+    agent = agent_process()
+    streams = _invariants(agent, corral)
+    for cid in streams:
+        assert agent.call(by_id("REMOVE_CONTAINER", cid))[0] == 200
+    assert not os.listdir(os.path.join(corral.work_dir, "containers"))

@@ -49,10 +49,11 @@ def test_health_version_flags(agent_flags):
 def test_launch_wait_containers_remove(agent_flags, corral):
     async def scenario():
         async with InProcessAgent(agent_flags()) as a:
-            body = launch("c1", 'echo "$PORT0 $PORT1 $PORTS"', [scalar("cpus", 0.5), scalar("mem", 64),
+            body = launch("c1", 'sleep 0.2; echo "$PORT0 $PORT1 $PORTS"', [scalar("cpus", 0.5), scalar("mem", 64),
                                                                   scalar("ports", 2)])
             assert (await a.call(body))[0] == 200
             assert (await a.call(body))[0] == 202                 # already exists
+            assert list(a.agent.allocator.held) == ["c1"]
             status, waited = await a.call(by_id("WAIT_CONTAINER", "c1"))
             assert status == 200
             assert waited == {"type": "WAIT_CONTAINER", "wait_container": {
@@ -65,11 +66,10 @@ def test_launch_wait_containers_remove(agent_flags, corral):
             [c1] = listed["get_containers"]["containers"]
             assert [s["state"] for s in c1["statuses"]] == [TASK_STARTING, TASK_RUNNING, TASK_FINISHED]
             assert c1["container_status"]["state"] == TASK_FINISHED
-            assert a.agent.allocator.held["c1"].get("ports") is not None
+            assert a.agent.allocator.held == {}                    # an ended container holds nothing
+            assert not os.path.exists(os.path.join(corral.runtime_dir, "containers", "c1"))
             assert (await a.call(by_id("REMOVE_CONTAINER", "c1")))[0] == 200
             assert not os.path.exists(os.path.join(corral.work_dir, "containers", "c1"))
-            assert not os.path.exists(os.path.join(corral.runtime_dir, "containers", "c1"))
-            assert a.agent.allocator.held == {}
             assert (await a.call(by_id("WAIT_CONTAINER", "c1")))[0] == 404
             assert (await a.call(by_id("REMOVE_CONTAINER", "c1")))[0] == 404
     asyncio.run(scenario())
