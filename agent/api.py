@@ -159,8 +159,8 @@ def _bad_signal(value):
 
 
 def _container_id(call) -> str:
-    value = call.get("container_id", {}).get("value") if isinstance(call, dict) and isinstance(
-        call.get("container_id"), dict) else None
+    container_id = call.get("container_id") if isinstance(call, dict) else None
+    value = container_id.get("value") if isinstance(container_id, dict) else None
     if not isinstance(value, str):
         raise InvalidInput('the call needs "container_id": {"value": "..."}')
     return value
@@ -180,8 +180,8 @@ def _config(call: dict) -> ContainerConfig:
         argv = ["/bin/sh", "-c", value]
     else:
         argv = [value or arguments[0], *arguments[1:]] if (value or arguments) else []
-    variables = command.get("environment", {}).get("variables", []) if isinstance(
-        command.get("environment", {}), dict) else None
+    environment = command.get("environment") or {}
+    variables = environment.get("variables", []) if isinstance(environment, dict) else None
     if not isinstance(variables, list) or not all(
             isinstance(v, dict) and isinstance(v.get("name"), str) and isinstance(v.get("value", ""), str)
             for v in variables):
@@ -190,7 +190,8 @@ def _config(call: dict) -> ContainerConfig:
     if not isinstance(container, dict):
         raise InvalidInput('"container" must be a ContainerInfo object')
     kind = container.get("type", "MESOS")
-    image = (container.get("mesos") or {}).get("image") if isinstance(container.get("mesos"), dict) else None
+    mesos = container.get("mesos") or {}
+    image = mesos.get("image") if isinstance(mesos, dict) else None
     if image is not None:
         if not isinstance(image, dict) or image.get("type") not in ("DOCKER", "APPC"):
             raise InvalidInput('"container.mesos.image" needs a type, DOCKER or APPC')

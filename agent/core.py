@@ -2,12 +2,13 @@
 status streams; and recovery after a restart. The HTTP API (agent/api.py) only translates.
 
     launch:  allocate (refused: nothing happens) -> checkpoint (TASK_STARTING) -> launch through
-             the launch server -> TASK_RUNNING -> a watcher that appends the end
-    remove:  ended containers only: destroy what is left, delete sandbox and runtime dir, release
-             the allocation, drop the checkpoint
+             the launch server -> TASK_RUNNING -> a watcher
+    the end: append the terminal status -> destroy what is left (the sandbox stays) -> free the
+             container's resources
+    remove:  ended containers only: delete the sandbox, drop the checkpoint
 
-The order is what recovery relies on: a container is checkpointed before anything of it exists,
-and its allocation is released only after everything of it is gone.
+Recovery relies on that order: a container is checkpointed before anything of it exists, its
+end is recorded before anything of it goes, and its resources are freed only once it is gone.
 """
 
 from __future__ import annotations
@@ -20,16 +21,8 @@ import time
 from containerizers.mesos.containerizer import MesosContainerizer
 from corral import types
 from corral.files import DamagedFile, remove_tree
-from corral.types import (
-    LAUNCHED,
-    TASK_LOST,
-    TASK_RUNNING,
-    ContainerConfig,
-    ContainerExists,
-    InvalidInput,
-    NoSuchContainer,
-    check_container_id,
-)
+from corral.types import (LAUNCHED, TASK_LOST, TASK_RUNNING, ContainerConfig, ContainerExists, InvalidInput,
+                          NoSuchContainer, check_container_id)
 
 from .allocator import Allocator
 from .checkpoint import TERMINAL_STATES, Checkpoint

@@ -136,6 +136,17 @@ def test_a_launch_beyond_the_free_resources_is_refused_naming_what_is_short(agen
      None, 400, "unsupported container"),
     (by_id("KILL_CONTAINER", "c", signal="SIGNOPE"), None, 400, "invalid signal 'SIGNOPE'"),
     (by_id("KILL_CONTAINER", "c"), None, 404, "no such container: c"),
+    ({"type": "LAUNCH_CONTAINER", "launch_container": "x"}, None, 400, '"container_id": {"value": "..."}'),
+    ({"type": "LAUNCH_CONTAINER", "launch_container": {
+        "container_id": {"value": "c"}, "command": {"value": "true", "environment": {"variables": [{"name": 1}]}}}},
+     None, 400, '"command.environment.variables" must be'),
+    ({"type": "LAUNCH_CONTAINER", "launch_container": {
+        "container_id": {"value": "c"}, "command": {"shell": False, "value": "/bin/true", "arguments": "x"}}},
+     None, 400, '"command.arguments" must be a list of strings'),
+    (launch("c", "true", "cpus:1"), None, 400, "must be a list of Resource objects"),
+    (launch("c", "true", container="x"), None, 400, '"container" must be a ContainerInfo object'),
+    (launch("c", "true", [{"name": "cpus", "type": "SCALAR", "scalar": {"value": -1}}]), None, 400,
+     "not a non-negative number"),
 ])
 def test_bad_input_is_a_4xx_with_a_message(agent_flags, corral, body, headers, status, message):
     async def scenario():
