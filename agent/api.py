@@ -1,4 +1,5 @@
-"""The agent's HTTP API: Mesos's v1 operator calls as JSON on POST /api/v1, and GET /health.
+"""The agent's HTTP API: Mesos's v1 operator calls as JSON on POST /api/v1; GET /health, /state,
+/metrics/snapshot (Mesos's metric names) and /metrics (Prometheus text).
 
 Only translation lives here: request JSON to `Agent` calls, answers and errors to HTTP. Bad
 input of any kind (JSON, call, content type, size, container id, resources) is a 4xx with a
@@ -14,12 +15,14 @@ import base64
 import binascii
 import hmac
 import json
+import socket
 
 from aiohttp import web
 
 import corral
 from corral.types import ContainerConfig, CorralError, InvalidInput, NoSuchContainer, parse_signal
 
+from . import metrics
 from .allocator import InsufficientResources
 from .resources import Resources
 
@@ -32,6 +35,9 @@ def make_app(agent) -> web.Application:
     app[AGENT] = agent
     app.router.add_post("/api/v1", _call)
     app.router.add_get("/health", _health)
+    app.router.add_get("/state", _state)
+    app.router.add_get("/metrics/snapshot", _metrics_snapshot)
+    app.router.add_get("/metrics", _metrics_prometheus)
     return app
 
 
@@ -74,6 +80,35 @@ def _authorized(header: str, credentials: dict[str, str]) -> bool:
 
 async def _health(request):
     return web.Response(text="OK\n")
+
+
+async def _state(request):
+    agent = request.app[AGENT]
+    return web.json_response({
+        "id": agent.agent_id, "version": corral.__version__, "hostname": socket.gethostname(),
+        "start_time": agent.started, "flags": {f["name"]: f["value"] for f in agent.flags.to_list()},
+        "resources": _summary(agent.total), "used_resources": _summary(agent.total - agent.allocator.free()),
+        "containers": (await get_containers(agent, None))["containers"],
+    })
+
+
+def _summary(resources: Resources) -> dict:
+    """Mesos's /state form: {"cpus": 2.0, "ports": "[31000-32000]"}, roles summed."""
+    return {name: value if isinstance(value, float) else _text(value)
+            for name in sorted(resources.names()) for value in [resources.get(name)]}
+
+
+def _text(value) -> str:
+    return "{" + ",".join(sorted(value)) + "}" if isinstance(value, frozenset) else str(value)
+
+
+async def _metrics_snapshot(request):
+    return web.json_response(metrics.snapshot(request.app[AGENT]))
+
+
+async def _metrics_prometheus(request):
+    return web.Response(body=metrics.prometheus(metrics.snapshot(request.app[AGENT])).encode(),
+                        headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"})
 
 
 async def _call(request):
@@ -120,6 +155,16 @@ async def get_containers(agent, _):
     return {"containers": containers}
 
 
+async def get_state(agent, _):
+    return {"get_agent": {"agent_info": {"id": {"value": agent.agent_id}, "hostname": socket.gethostname(),
+                                         "port": agent.flags.port, "resources": agent.total.to_json()}},
+            "get_containers": await get_containers(agent, None)}
+
+
+async def get_metrics(agent, _):
+    return {"metrics": [{"name": name, "value": value} for name, value in sorted(metrics.snapshot(agent).items())]}
+
+
 async def launch_container(agent, call):
     container_id = _container_id(call)
     config = _config(call)
@@ -146,7 +191,8 @@ async def remove_container(agent, call):
 
 
 CALLS = {
-    "GET_HEALTH": get_health, "GET_VERSION": get_version, "GET_FLAGS": get_flags,
+    "GET_HEALTH": get_health, "GET_VERSION": get_version, "GET_FLAGS": get_flags, "GET_STATE": get_state,
+    "GET_METRICS": get_metrics,
     "GET_CONTAINERS": get_containers, "LAUNCH_CONTAINER": launch_container, "WAIT_CONTAINER": wait_container,
     "KILL_CONTAINER": kill_container, "REMOVE_CONTAINER": remove_container,
 }

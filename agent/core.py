@@ -17,6 +17,7 @@ import asyncio
 import os
 import signal
 import time
+from collections import Counter
 
 from containerizers.mesos.containerizer import MesosContainerizer
 from corral import types
@@ -54,6 +55,8 @@ class Agent:
         self.ends: dict[str, asyncio.Future] = {}      # container id -> its terminal status, once ended
         self.watchers: dict[str, asyncio.Task] = {}    # container id -> the task that waits for its end
         self.agent_id: str | None = None
+        self.started = time.time()
+        self.counters: Counter[str] = Counter()        # statuses appended, launch errors, since start
 
     # -- recovery ------------------------------------------------------------------------------
 
@@ -71,12 +74,12 @@ class Agent:
             self.checkpoint.remove_container(container_id)
             self.checkpoint.add_container(container_id, {"config": None, "resources": [], "damaged": message})
             found.containers[container_id] = {"container": {"config": None, "resources": []}, "statuses": [
-                self.checkpoint.append_status(container_id, TASK_LOST, None, f"its checkpoint is damaged: {message}")]}
+                self._status(container_id, TASK_LOST, None, f"its checkpoint is damaged: {message}")]}
         for container_id, checkpointed in found.containers.items():
             self.records[container_id] = checkpointed["container"]
             stream = checkpointed["statuses"]
             if not _ended(stream) and (found.rebooted or container_id not in alive):
-                stream.append(self.checkpoint.append_status(container_id, TASK_LOST, None, (
+                stream.append(self._status(container_id, TASK_LOST, None, (
                     "the host rebooted" if found.rebooted else
                     "the agent stopped before the launch was done" if len(stream) <= 1 else
                     "its runtime state is gone")))
@@ -84,7 +87,7 @@ class Agent:
                 await self._release(container_id, alive)     # again: a release may have been cut short
                 continue
             if (await self.containerizer.status(container_id))["state"] == "RUNNING":
-                self.checkpoint.append_status(container_id, TASK_RUNNING)
+                self._status(container_id, TASK_RUNNING)
             self._watch(container_id)
         for stranger in alive - set(self.records):
             await self.containerizer.destroy(stranger, remove_sandbox=True)    # nobody knows it
@@ -136,11 +139,12 @@ class Agent:
                 raise InvalidInput("unsupported container: the mesos containerizer takes no images, "
                                    "and no other containerizer is enabled")
         except BaseException as e:
+            self.counters["launch_errors"] += 1
             self._forget(container_id)
             if isinstance(e, ContainerExists):
                 raise InvalidInput(f"container {container_id} exists, outside this agent's knowledge") from None
             raise
-        self.checkpoint.append_status(container_id, TASK_RUNNING)
+        self._status(container_id, TASK_RUNNING)
         self._watch(container_id)
         return True
 
@@ -184,12 +188,12 @@ class Agent:
         """Record the end first (that is what must not be lost), then release what the container held."""
         try:
             termination = await self.containerizer.wait(container_id)
-            status = self.checkpoint.append_status(
+            status = self._status(
                 container_id, termination.state, termination.reason, termination.message,
                 exit_status=termination.exit_status)
             await self._release(container_id)
         except NoSuchContainer:
-            status = self.checkpoint.append_status(container_id, TASK_LOST, None, "its runtime state is gone")
+            status = self._status(container_id, TASK_LOST, None, "its runtime state is gone")
         except asyncio.CancelledError:
             end.cancel()            # the agent is stopping: the next one watches on
             raise
@@ -211,6 +215,13 @@ class Agent:
             except NoSuchContainer:
                 pass
         self.allocator.release(container_id)
+
+    def _status(self, container_id: str, state: str, *args, **extra) -> dict | None:
+        """Append to the container's status stream, and count it (metrics: slave/tasks_<state>)."""
+        status = self.checkpoint.append_status(container_id, state, *args, **extra)
+        if status is not None:
+            self.counters[state] += 1
+        return status
 
     def _forget(self, container_id: str) -> None:
         self.records.pop(container_id, None)

@@ -4,6 +4,7 @@ in the test's process, whose HTTP client makes threads: launches go through the 
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 
@@ -186,4 +187,43 @@ def test_a_container_listening_on_an_agent_port_it_was_not_given_fails(agent_fla
             assert (end["state"], end["reason"]) == (TASK_FAILED, REASON_CONTAINER_LIMITATION)
             assert f"listening on port {high}, not among the ports it was given ([{low}-{low}])" in end["message"]
             await a.call(by_id("REMOVE_CONTAINER", "rogue"))
+    asyncio.run(scenario())
+
+
+def test_state_and_metrics(agent_flags):
+    low, high = agent_flags.ports
+
+    async def get(a, path):
+        async with a.http.get(a.url + path) as r:
+            return r.status, r.headers["Content-Type"], await r.text()
+
+    async def scenario():
+        async with InProcessAgent(agent_flags()) as a:
+            await a.call(launch("s", "sleep 100", [scalar("cpus", 0.5), scalar("mem", 100), scalar("ports", 2)]))
+            _, state = await a.call({"type": "GET_STATE"})
+            info = state["get_state"]["get_agent"]["agent_info"]
+            assert info["id"]["value"] == a.agent.agent_id and info["resources"] == a.agent.total.to_json()
+            assert [c["container_id"]["value"] for c in state["get_state"]["get_containers"]["containers"]] == ["s"]
+
+            status, _, text = await get(a, "/state")
+            body = json.loads(text)
+            assert status == 200 and body["id"] == a.agent.agent_id
+            assert body["resources"] == {"cpus": 2, "disk": 1024, "mem": 1024, "ports": f"[{low}-{high}]"}
+            assert body["used_resources"] == {"cpus": 0.5, "mem": 100, "ports": f"[{low}-{low + 1}]"}
+
+            _, _, text = await get(a, "/metrics/snapshot")
+            snap = json.loads(text)
+            assert (snap["slave/cpus_used"], snap["slave/cpus_percent"], snap["slave/mem_used"]) == (0.5, 0.25, 100)
+            assert (snap["slave/tasks_running"], snap["slave/tasks_killed"]) == (1, 0)
+            await a.call(by_id("KILL_CONTAINER", "s"))
+            await a.call(by_id("WAIT_CONTAINER", "s"))
+            _, metrics = await a.call({"type": "GET_METRICS"})
+            named = {m["name"]: m["value"] for m in metrics["get_metrics"]["metrics"]}
+            assert (named["slave/tasks_running"], named["slave/tasks_killed"], named["slave/cpus_used"]) == (0, 1, 0)
+
+            status, kind, text = await get(a, "/metrics")
+            assert status == 200 and kind.startswith("text/plain")
+            assert "# TYPE corral_slave_cpus_total gauge\ncorral_slave_cpus_total 2\n" in text
+            assert "corral_slave_tasks_killed 1\n" in text
+            await a.call(by_id("REMOVE_CONTAINER", "s"))
     asyncio.run(scenario())
