@@ -54,6 +54,7 @@ class Agent:
         self.records: dict[str, dict] = {}             # container id -> its container.json
         self.ends: dict[str, asyncio.Future] = {}      # container id -> its terminal status, once ended
         self.watchers: dict[str, asyncio.Task] = {}    # container id -> the task that waits for its end
+        self.launches: dict[str, asyncio.Future] = {}  # container id -> done once its launch is over
         self.agent_id: str | None = None
         self.started = time.time()
         self.counters: Counter[str] = Counter()        # statuses appended, launch errors, since start
@@ -132,6 +133,7 @@ class Agent:
         record = {"config": config.to_dict(), "resources": given.to_json(), "created": time.time()}
         self.records[container_id] = record
         self.ends[container_id] = asyncio.get_running_loop().create_future()   # a WAIT now waits for the launch
+        self.launches[container_id] = asyncio.get_running_loop().create_future()   # and so does a KILL
         try:
             self.checkpoint.add_container(container_id, record)
             result = await self.launch_server.launch(container_id, config)
@@ -144,6 +146,8 @@ class Agent:
             if isinstance(e, ContainerExists):
                 raise InvalidInput(f"container {container_id} exists, outside this agent's knowledge") from None
             raise
+        finally:
+            self.launches.pop(container_id).set_result(None)
         self._status(container_id, TASK_RUNNING)
         self._watch(container_id)
         return True
@@ -156,7 +160,11 @@ class Agent:
         return await asyncio.shield(self.ends[container_id])    # a caller that goes away must not end the watch
 
     async def kill(self, container_id: str, sig: int = signal.SIGKILL) -> None:
-        if not _ended(self.statuses(container_id)):
+        self.statuses(container_id)                     # NoSuchContainer first
+        launching = self.launches.get(container_id)
+        if launching is not None:
+            await asyncio.shield(launching)
+        if container_id in self.records and not _ended(self.statuses(container_id)):
             await self.containerizer.kill(container_id, sig)
 
     async def remove(self, container_id: str) -> None:

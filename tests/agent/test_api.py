@@ -227,3 +227,22 @@ def test_state_and_metrics(agent_flags):
             assert "corral_slave_tasks_killed 1\n" in text
             await a.call(by_id("REMOVE_CONTAINER", "s"))
     asyncio.run(scenario())
+
+
+def test_wait_and_kill_during_a_launch_wait_for_it(agent_flags):
+    async def scenario():
+        async with InProcessAgent(agent_flags()) as a:
+            launching = asyncio.ensure_future(a.call(launch("busy", "sleep 100")))
+            while "busy" not in a.agent.launches and not launching.done():
+                await asyncio.sleep(0.001)
+            killed, waited = await asyncio.gather(a.call(by_id("KILL_CONTAINER", "busy")),
+                                                  a.call(by_id("WAIT_CONTAINER", "busy")))
+            assert ((await launching)[0], killed[0], waited[0]) == (200, 200, 200)
+            assert waited[1]["wait_container"]["state"] == TASK_KILLED
+            failing = asyncio.ensure_future(a.call(launch("bad", "true", container={"type": "DOCKER"})))
+            while "bad" not in a.agent.launches and not failing.done():
+                await asyncio.sleep(0.001)
+            waited = await a.call(by_id("WAIT_CONTAINER", "bad"))
+            assert ((await failing)[0], waited[0]) == (400, 404)     # the launch failed: nothing to wait for
+            await a.call(by_id("REMOVE_CONTAINER", "busy"))
+    asyncio.run(scenario())
