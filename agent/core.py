@@ -68,6 +68,7 @@ class Agent:
         containerizer no longer knows, or all of them after a reboot, are lost; containers
         nobody checkpointed are destroyed."""
         self.agent_id = self.checkpoint.agent_id()
+        self.checkpoint.write_flags({f["name"]: f["value"] for f in self.flags.to_list()})
         found = self.checkpoint.load()
         self.allocator = self._recover_allocations(found)
         alive = set(await self.containerizer.recover())

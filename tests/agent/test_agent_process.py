@@ -60,6 +60,10 @@ def test_sigkilled_idle_agent_with_ten_containers_recovers_every_exit(agent_proc
         agent.call(by_id("REMOVE_CONTAINER", f"ends{i}"))
     allocations = json.load(open(os.path.join(corral.work_dir, "meta", "allocations.json")))
     assert allocations == {}
+    flags = json.load(open(os.path.join(corral.work_dir, "meta", "flags.json")))
+    assert flags["work_dir"] == corral.work_dir and flags["strict"] == "true"
+    assert sorted(os.listdir(os.path.join(corral.work_dir, "meta"))) == [
+        "agent_id", "allocations.json", "boot_id", "containers", "flags.json", "lock"]
 
 
 def test_a_damaged_checkpoint_stops_a_strict_agent_and_is_reported_lost_otherwise(agent_process, corral):
