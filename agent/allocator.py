@@ -24,11 +24,18 @@ class InsufficientResources(CorralError):
 class Allocator:
     """`host` (agent.ports.HostPorts) keeps the ports resource clear of ports the host uses."""
 
-    def __init__(self, total: Resources, path: str | None = None, host=None):
+    def __init__(self, total: Resources, path: str | None = None, host=None, *,
+                 held: dict[str, Resources] | None = None, durable: bool = True):
+        """`held`: what each owner holds, known from elsewhere (the containers' own checkpoints),
+        instead of reading `path`; `durable=False` when `path` only mirrors such a record."""
         self.total = total
         self.path = path
         self.host = host
-        self.held: dict[str, Resources] = self._load() if path else {}
+        self.durable = durable
+        if held is None:
+            self.held: dict[str, Resources] = self._load() if path else {}
+        else:
+            self.restore(held)
 
     def free(self) -> Resources:
         free = self.total
@@ -112,4 +119,4 @@ class Allocator:
 
     def _save(self) -> None:
         if self.path:
-            write_json(self.path, {owner: held.to_json() for owner, held in self.held.items()}, durable=True)
+            write_json(self.path, {owner: held.to_json() for owner, held in self.held.items()}, durable=self.durable)

@@ -115,16 +115,18 @@ class Checkpoint:
         return _check_statuses(path, read_json(path, default=[]))
 
     def append_status(self, container_id: str, state: str, reason: str | None = None, message: str = "",
-                      **extra) -> dict | None:
+                      durable: bool = True, **extra) -> dict | None:
         """Add a status to the stream; returns it, or None when it adds nothing: a repeat of the
-        last state, or anything after the container's end (an end is reported once)."""
+        last state, or anything after the container's end (an end is reported once). durable=False
+        for a status that recovery would find again (TASK_RUNNING): it is still written atomically."""
         if state not in STATES:
             raise ValueError(f"not a task state: {state}")
         stream = self.statuses(container_id)
         if stream and (stream[-1]["state"] == state or stream[-1]["state"] in TERMINAL_STATES):
             return None
         status = {"state": state, "timestamp": time.time(), "reason": reason, "message": message, **extra}
-        write_json(os.path.join(self._container_dir(container_id), "statuses.json"), stream + [status], durable=True)
+        write_json(os.path.join(self._container_dir(container_id), "statuses.json"), stream + [status],
+                   durable=durable)
         return status
 
     def remove_container(self, container_id: str) -> None:

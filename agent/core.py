@@ -21,7 +21,7 @@ from collections import Counter
 
 from containerizers.mesos.containerizer import MesosContainerizer
 from corral import types
-from corral.files import DamagedFile, remove_tree
+from corral.files import remove_tree
 from corral.types import (LAUNCHED, TASK_LOST, TASK_RUNNING, ContainerConfig, ContainerExists, InvalidInput,
                           NoSuchContainer, check_container_id)
 
@@ -70,7 +70,10 @@ class Agent:
         self.agent_id = self.checkpoint.agent_id()
         self.checkpoint.write_flags({f["name"]: f["value"] for f in self.flags.to_list()})
         found = self.checkpoint.load()
-        self.allocator = self._recover_allocations(found)
+        # Each container's checkpoint says what it holds: allocations.json only mirrors that.
+        self.allocator = Allocator(self.total, self.checkpoint.allocations, HostPorts(), durable=False, held={
+            cid: Resources.from_json(c["container"].get("resources") or [])
+            for cid, c in found.containers.items() if not _ended(c["statuses"])})
         alive = set(await self.containerizer.recover())
         for container_id, message in found.damaged.items():
             self.checkpoint.remove_container(container_id)
@@ -89,24 +92,12 @@ class Agent:
                 await self._release(container_id, alive)     # again: a release may have been cut short
                 continue
             if (await self.containerizer.status(container_id))["state"] == "RUNNING":
-                self._status(container_id, TASK_RUNNING)
+                self._status(container_id, TASK_RUNNING, durable=False)
             self._watch(container_id)
         for stranger in alive - set(self.records):
             await self.containerizer.destroy(stranger, remove_sandbox=True)    # nobody knows it
         self.allocator.retain(self.ends)                                       # those still running
         self.checkpoint.record_boot()
-
-    def _recover_allocations(self, found) -> Allocator:
-        try:
-            return Allocator(self.total, self.checkpoint.allocations, HostPorts())
-        except DamagedFile:
-            if self.flags.strict:
-                raise
-        os.unlink(self.checkpoint.allocations)       # rebuilt from the containers' own checkpoints
-        allocator = Allocator(self.total, self.checkpoint.allocations, HostPorts())
-        allocator.restore({cid: Resources.from_json(c["container"].get("resources") or [])
-                           for cid, c in found.containers.items() if not _ended(c["statuses"])})
-        return allocator
 
     async def cleanup(self) -> None:
         """--recover=cleanup: destroy every container and forget it."""
@@ -149,7 +140,7 @@ class Agent:
             raise
         finally:
             self.launches.pop(container_id).set_result(None)
-        self._status(container_id, TASK_RUNNING)
+        self._status(container_id, TASK_RUNNING, durable=False)     # recovery finds it running again if lost
         self._watch(container_id)
         return True
 
