@@ -2,8 +2,9 @@
 
 A container asks for amounts (cpus:0.5;mem:128), for exact ranges or set items
 (ports:[31000-31001]), or for a number of values of a ranges resource (ports:2), which the
-allocator picks. What each container holds is checkpointed (durably) before the launch goes
-on, so a restarted agent never hands the same port out twice.
+allocator picks. What each container holds is written to `path` at once (durably, unless the
+caller keeps the durable record itself, as the agent does in each container's checkpoint), so a
+restarted agent never hands the same port out twice.
 """
 
 from __future__ import annotations

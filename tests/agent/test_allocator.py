@@ -89,3 +89,12 @@ def test_a_damaged_checkpoint_names_the_file(tmp_path):
     path.write_text('{"c1": [{"name": "cpus", "type": "SCALAR"}]}')
     with pytest.raises(DamagedFile, match=f"{path}: resource 0 \\(cpus\\)"):
         Allocator(R("cpus:1"), str(path))
+
+
+def test_what_is_held_can_come_from_elsewhere_and_is_mirrored(tmp_path):
+    path = tmp_path / "allocations.json"
+    path.write_text("{torn")                                     # a mirror is never read back
+    held = {"c1": R("cpus:1;ports:[5-6]")}
+    a = Allocator(R("cpus:2;ports:[5-9]"), str(path), held=held, durable=False)
+    assert a.free() == R("cpus:1;ports:[7-9]")
+    assert Allocator(R("cpus:2;ports:[5-9]"), str(path)).held == held
