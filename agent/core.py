@@ -113,7 +113,11 @@ class Agent:
 
     async def launch(self, container_id: str, config: ContainerConfig, request: Resources) -> bool:
         """True once launched; False when the id is known already. InsufficientResources,
-        InvalidInput: nothing was launched and nothing is held."""
+        InvalidInput: nothing was launched and nothing is held. A caller that goes away (an
+        HTTP client hanging up) does not cut the launch short: it goes on to its end."""
+        return await asyncio.shield(asyncio.ensure_future(self._launch(container_id, config, request)))
+
+    async def _launch(self, container_id: str, config: ContainerConfig, request: Resources) -> bool:
         check_container_id(container_id)
         if container_id in self.records:
             return False

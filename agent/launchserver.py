@@ -54,10 +54,9 @@ class LaunchServer:
     async def launch(self, container_id: str, config: ContainerConfig) -> str:
         """LAUNCHED or NOT_SUPPORTED; raises what the launch raised (as InvalidInput,
         ContainerExists or CorralError)."""
-        loop = asyncio.get_running_loop()
-        async with self._lock:
-            await loop.sock_sendall(self.sock, json.dumps({"id": container_id, "config": config.to_dict()}).encode())
-            raw = await loop.sock_recv(self.sock, MAX_MESSAGE)
+        request = json.dumps({"id": container_id, "config": config.to_dict()}).encode()
+        # Shielded: a caller cancelled halfway must not leave its answer in the socket for the next one.
+        raw = await asyncio.shield(asyncio.ensure_future(self._exchange(request)))
         if not raw:
             raise CorralError("the launch server has gone")
         answer = json.loads(raw)
@@ -66,6 +65,12 @@ class LaunchServer:
         if answer["error"] == "ContainerExists":
             raise ContainerExists(container_id)
         raise (InvalidInput if answer["error"] == "InvalidInput" else CorralError)(answer["message"])
+
+    async def _exchange(self, request: bytes) -> bytes:
+        loop = asyncio.get_running_loop()
+        async with self._lock:
+            await loop.sock_sendall(self.sock, request)
+            return await loop.sock_recv(self.sock, MAX_MESSAGE)
 
     def close(self) -> None:
         """Close the socket; the server exits when it sees that. Reap it."""

@@ -25,6 +25,16 @@ def free_port_block(size: int) -> int:
     raise RuntimeError(f"no {size} free ports in a row below {low}")
 
 
+async def until(predicate, timeout: float = 10.0) -> None:
+    """Poll `predicate` every millisecond; fail the test (rather than hang) after `timeout` seconds."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not predicate():
+        if loop.time() > deadline:
+            raise AssertionError(f"still not true after {timeout}s: {predicate}")
+        await asyncio.sleep(0.001)
+
+
 @pytest.fixture
 def port_block():
     return free_port_block

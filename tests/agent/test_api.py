@@ -11,7 +11,7 @@ import signal
 import aiohttp
 import pytest
 
-from conftest import InProcessAgent  # noqa: E402 - tests/agent's own conftest
+from conftest import InProcessAgent, until  # noqa: E402 - tests/agent's own conftest
 
 from corral.types import (REASON_CONTAINER_LIMITATION, TASK_FAILED, TASK_FINISHED, TASK_KILLED, TASK_RUNNING,
                           TASK_STARTING)
@@ -233,16 +233,36 @@ def test_wait_and_kill_during_a_launch_wait_for_it(agent_flags):
     async def scenario():
         async with InProcessAgent(agent_flags()) as a:
             launching = asyncio.ensure_future(a.call(launch("busy", "sleep 100")))
-            while "busy" not in a.agent.launches and not launching.done():
-                await asyncio.sleep(0.001)
+            await until(lambda: "busy" in a.agent.launches or launching.done())
             killed, waited = await asyncio.gather(a.call(by_id("KILL_CONTAINER", "busy")),
                                                   a.call(by_id("WAIT_CONTAINER", "busy")))
             assert ((await launching)[0], killed[0], waited[0]) == (200, 200, 200)
             assert waited[1]["wait_container"]["state"] == TASK_KILLED
             failing = asyncio.ensure_future(a.call(launch("bad", "true", container={"type": "DOCKER"})))
-            while "bad" not in a.agent.launches and not failing.done():
-                await asyncio.sleep(0.001)
+            await until(lambda: "bad" in a.agent.launches or failing.done())
             waited = await a.call(by_id("WAIT_CONTAINER", "bad"))
             assert ((await failing)[0], waited[0]) == (400, 404)     # the launch failed: nothing to wait for
             await a.call(by_id("REMOVE_CONTAINER", "busy"))
+    asyncio.run(scenario())
+
+
+def test_a_launch_whose_caller_goes_away_completes_and_the_next_one_is_not_confused(agent_flags):
+    from agent.resources import Resources
+    from corral.types import ContainerConfig
+
+    async def scenario():
+        async with InProcessAgent(agent_flags()) as a:
+            caller = asyncio.ensure_future(a.agent.launch("orphan", ContainerConfig(argv=["sleep", "100"]),
+                                                          Resources()))
+            await until(lambda: "orphan" in a.agent.launches or caller.done())
+            caller.cancel()
+            await until(lambda: "orphan" not in a.agent.launches)
+            assert a.agent.statuses("orphan")[-1]["state"] == TASK_RUNNING
+            assert (await a.call(launch("next", "exit 4")))[0] == 200
+            _, waited = await a.call(by_id("WAIT_CONTAINER", "next"))
+            assert os.WEXITSTATUS(waited["wait_container"]["exit_status"]) == 4
+            for cid in ("orphan", "next"):
+                await a.call(by_id("KILL_CONTAINER", cid))
+                await a.call(by_id("WAIT_CONTAINER", cid))
+                assert (await a.call(by_id("REMOVE_CONTAINER", cid)))[0] == 200
     asyncio.run(scenario())
