@@ -213,3 +213,18 @@ def test_sigkill_in_the_middle_of_ends_and_removals(agent_process, corral):
     for cid in streams:
         assert agent.call(by_id("REMOVE_CONTAINER", cid))[0] == 200
     assert not os.listdir(os.path.join(corral.work_dir, "containers"))
+
+
+def test_a_container_whose_supervisor_died_while_the_agent_was_down_is_lost(agent_process, corral):
+    agent = agent_process()
+    agent.call(launch("orphaned", "sleep 100"))
+    agent.sigkill()
+    pids = json.load(open(os.path.join(corral.runtime_dir, "containers", "orphaned", "pids.json")))
+    os.kill(pids["supervisor"]["pid"], signal.SIGKILL)      # init dies with it (parent-death signal)
+    time.sleep(0.2)
+    agent = agent_process()
+    _, waited = agent.call(by_id("WAIT_CONTAINER", "orphaned"))
+    end = waited["wait_container"]
+    assert (end["state"], end["exit_status"]) == (TASK_LOST, None)
+    assert "supervisor died" in end["message"]
+    assert agent.call(by_id("REMOVE_CONTAINER", "orphaned"))[0] == 200
