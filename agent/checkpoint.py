@@ -50,7 +50,7 @@ class Checkpoint:
 
     # -- the agent ----------------------------------------------------------------------------
 
-    def lock(self, timeout: float = 10.0) -> int:
+    def lock(self, timeout: float = 3.0) -> int:
         """Hold the work dir: one agent at a time. The lock lives as long as any copy of the fd:
         the launch server forked from the agent shares it, so a restarted agent waits until the
         previous one's server has finished the launch it was in (supervisors close it at once)."""

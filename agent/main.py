@@ -8,6 +8,7 @@ running, as mesos-agent does: the next agent re-attaches them.
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
 import sys
 
@@ -62,7 +63,12 @@ async def _run(flags, total: Resources, server: LaunchServer) -> int:
     runner = web.AppRunner(make_app(agent), handle_signals=False)
     await runner.setup()
     site = web.TCPSite(runner, flags.ip, flags.port)
-    await site.start()
+    try:
+        await site.start()
+    except OSError as e:
+        await runner.cleanup()
+        reason = os.strerror(e.errno) if e.errno else str(e)
+        raise CorralError(f"cannot listen on {flags.ip}:{flags.port}: {reason}") from None
     print(f"corral agent {agent.agent_id} listening on {flags.ip}:{flags.port}", file=sys.stderr, flush=True)
     await stop.wait()
     await runner.cleanup()

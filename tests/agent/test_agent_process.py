@@ -228,3 +228,19 @@ def test_a_container_whose_supervisor_died_while_the_agent_was_down_is_lost(agen
     assert (end["state"], end["exit_status"]) == (TASK_LOST, None)
     assert "supervisor died" in end["message"]
     assert agent.call(by_id("REMOVE_CONTAINER", "orphaned"))[0] == 200
+
+
+def test_a_taken_port_and_a_second_agent_on_one_work_dir_are_one_line_each(agent_process, corral, listen):
+    from conftest import free_port_block
+    agent = agent_process()
+    base = [sys.executable, "-m", "agent.main", f"--work_dir={corral.work_dir}", f"--runtime_dir={corral.runtime_dir}",
+            f"--cgroups_root={corral.cgroups_root}"]
+    second = subprocess.run([*base, "--port=1"], capture_output=True, text=True, timeout=60)
+    assert (second.returncode, second.stderr) == (1, f"corral agent: another agent is running on "
+                                                     f"{corral.work_dir}/meta (it holds {corral.work_dir}/meta/lock)\n")
+    agent.stop()
+    taken = free_port_block(1)
+    listen(taken)
+    busy = subprocess.run([*base, f"--port={taken}"], capture_output=True, text=True, timeout=60)
+    assert (busy.returncode, busy.stderr) == (1, f"corral agent: cannot listen on 127.0.0.1:{taken}: "
+                                                 f"Address already in use\n")
