@@ -56,14 +56,10 @@ def _global_options(defaults: bool) -> argparse.ArgumentParser:
     return parent
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="corral", parents=[_global_options(True)],
-                     description="Launch and inspect isolated containers (Mesos containerizer semantics).")
-    sub = parser.add_subparsers(dest="subcommand", metavar="COMMAND", required=True, parser_class=_Parser)
-    common = [_global_options(False)]
-
-    run = sub.add_parser("run", parents=common, help="run a command in a new container",
-                         usage="corral run [OPTIONS] -- CMD [ARG...]  |  corral run [OPTIONS] --shell 'CMD'")
+def _run_arguments(run: argparse.ArgumentParser) -> None:
+    from provisioner.options import add_options as add_image_options
+    run.usage = ("corral run [OPTIONS] -- CMD [ARG...]  |  corral run [OPTIONS] --shell 'CMD'  |  "
+                 "corral run --image REF [OPTIONS] [-- CMD [ARG...]]")
     run.add_argument("--shell", metavar="CMD", help="run CMD with /bin/sh -c")
     run.add_argument("--cpus", type=_positive_float, help="CPUs (cpu shares; a CFS quota with --cgroups-enable-cfs)")
     run.add_argument("--mem", type=parse_mem_mb, metavar="MB", help="memory limit: MB, or a size such as 64M or 1G")
@@ -75,29 +71,93 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--name", metavar="ID", help="container id (generated when absent)")
     run.add_argument("--detach", action="store_true", help="print the container id and return at once")
     run.add_argument("--cgroups-enable-cfs", action="store_true", help="enforce cpus as a hard CFS quota")
+    run.add_argument("--image", metavar="REF", help="run in this image's root filesystem (pulled if missing); "
+                     "without a command, the image's Entrypoint and Cmd")
+    run.add_argument("--image-type", choices=("docker", "appc"), default="docker")
+    run.add_argument("--volume", action="append", default=[], metavar="HOST:CONTAINER[:ro]",
+                     help="bind mount into the image's rootfs (repeatable; a relative HOST is in the sandbox)")
+    add_image_options(run)
 
-    ps = sub.add_parser("ps", parents=common, help="list containers")
+
+def _ps_arguments(ps: argparse.ArgumentParser) -> None:
     ps.add_argument("--json", action="store_true")
 
-    wait = sub.add_parser("wait", parents=common, help="wait for a container to end; print its exit code")
-    wait.add_argument("container_id", metavar="ID")
+
+def _id_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("container_id", metavar="ID")
+
+
+def _wait_arguments(wait: argparse.ArgumentParser) -> None:
+    _id_argument(wait)
     wait.add_argument("--json", action="store_true", help="print the whole termination as JSON")
 
-    kill = sub.add_parser("kill", parents=common, help="signal a container's task")
-    kill.add_argument("container_id", metavar="ID")
+
+def _kill_arguments(kill: argparse.ArgumentParser) -> None:
+    _id_argument(kill)
     kill.add_argument("--signal", "-s", default="SIGTERM", help="signal name or number (default SIGTERM)")
 
-    destroy = sub.add_parser("destroy", parents=common, help="kill every process of a container and remove it")
-    destroy.add_argument("container_id", metavar="ID")
 
-    usage = sub.add_parser("usage", parents=common, help="resource usage (Mesos ResourceStatistics)")
-    usage.add_argument("container_id", metavar="ID")
+def _usage_arguments(usage: argparse.ArgumentParser) -> None:
+    _id_argument(usage)
     usage.add_argument("--json", action="store_true")
 
-    logs = sub.add_parser("logs", parents=common, help="print a container's stdout (or stderr)")
-    logs.add_argument("container_id", metavar="ID")
+
+def _pull_arguments(pull: argparse.ArgumentParser) -> None:
+    from provisioner import cli as images
+    images.pull_arguments(pull)
+
+
+def _images_arguments(images_parser: argparse.ArgumentParser) -> None:
+    from provisioner import cli as images
+    images.images_arguments(images_parser)
+
+
+def _logs_arguments(logs: argparse.ArgumentParser) -> None:
+    _id_argument(logs)
     logs.add_argument("--follow", "-f", action="store_true", help="keep printing until the container ends")
     logs.add_argument("--stderr", action="store_true", help="stderr instead of stdout")
+
+
+# name -> (one-line help, what adds its arguments)
+SUBCOMMANDS = {
+    "run": ("run a command in a new container", _run_arguments),
+    "ps": ("list containers", _ps_arguments),
+    "wait": ("wait for a container to end; print its exit code", _wait_arguments),
+    "kill": ("signal a container's task", _kill_arguments),
+    "destroy": ("kill every process of a container and remove it", _id_argument),
+    "usage": ("resource usage (Mesos ResourceStatistics)", _usage_arguments),
+    "logs": ("print a container's stdout (or stderr)", _logs_arguments),
+    "pull": ("pull an image into the store", _pull_arguments),
+    "images": ("list stored images (images rm REF, images prune)", _images_arguments),
+}
+_GLOBAL_WITH_VALUE = ("--work-dir", "--runtime-dir", "--cgroups-root")
+
+
+def _invoked(argv: list[str]) -> str | None:
+    """The subcommand argv names, found before parsing: only its options need building."""
+    skip = False
+    for token in argv:
+        if skip:
+            skip = False
+        elif token in _GLOBAL_WITH_VALUE:
+            skip = True
+        elif not token.startswith("-"):
+            return token if token in SUBCOMMANDS else None
+    return None
+
+
+def build_parser(invoked: str | None = None) -> argparse.ArgumentParser:
+    """The whole parser, or, when `invoked` names the subcommand, one whose other subcommands
+    are bare names: building every option of every subcommand costs a cold run milliseconds."""
+    parser = _Parser(prog="corral", parents=[_global_options(True)],
+                     description="Launch and inspect isolated containers (Mesos containerizer semantics).")
+    sub = parser.add_subparsers(dest="subcommand", metavar="COMMAND", required=True, parser_class=_Parser)
+    common = [_global_options(False)]
+    for name, (help_text, add_arguments) in SUBCOMMANDS.items():
+        if invoked in (None, name):
+            add_arguments(sub.add_parser(name, parents=common, help=help_text))
+        else:
+            sub.add_parser(name, help=help_text)
     return parser
 
 
@@ -144,9 +204,9 @@ def _parse_env(items: list[str]) -> dict[str, str]:
     return env
 
 
-def _containerizer(args):
+def _containerizer(args, provisioner=None):
     from containerizers.mesos.sync import SyncMesosContainerizer
-    return SyncMesosContainerizer(args.work_dir, args.runtime_dir, args.cgroups_root)
+    return SyncMesosContainerizer(args.work_dir, args.runtime_dir, args.cgroups_root, provisioner=provisioner)
 
 
 def cmd_run(args, command: list[str]) -> int:
@@ -154,14 +214,19 @@ def cmd_run(args, command: list[str]) -> int:
     if args.shell is not None and command:
         raise InvalidInput("give either --shell 'CMD' or -- CMD [ARG...], not both")
     argv = ["/bin/sh", "-c", args.shell] if args.shell is not None else command
-    if not argv:
+    if not argv and not args.image:
         raise InvalidInput("no command: corral run [OPTIONS] -- CMD [ARG...]")
     config = ContainerConfig(
         argv=argv, env=_parse_env(args.env), resources=Resources(cpus=args.cpus, mem_mb=args.mem),
         isolation=parse_isolation(args.isolation), workdir=args.workdir, user=args.user,
-        hostname=args.hostname, cgroups_enable_cfs=args.cgroups_enable_cfs)
+        hostname=args.hostname, cgroups_enable_cfs=args.cgroups_enable_cfs, volumes=args.volume,
+        image={"type": args.image_type.upper(), "name": args.image} if args.image else None)
     container_id = args.name or _new_container_id()
-    mc = _containerizer(args)
+    provisioner = None
+    if args.image:
+        from provisioner.cli import provisioner as make_provisioner
+        provisioner = make_provisioner(args)
+    mc = _containerizer(args, provisioner)
     mc.launch(container_id, config)
     if args.detach:
         print(container_id)
@@ -276,8 +341,18 @@ def cmd_logs(args) -> int:
     return 0
 
 
+def cmd_pull(args) -> int:
+    from provisioner import cli as images
+    return images.cmd_pull(args)
+
+
+def cmd_images(args) -> int:
+    from provisioner import cli as images
+    return images.cmd_images(args)
+
+
 COMMANDS = {"ps": cmd_ps, "wait": cmd_wait, "kill": cmd_kill, "destroy": cmd_destroy,
-            "usage": cmd_usage, "logs": cmd_logs}
+            "usage": cmd_usage, "logs": cmd_logs, "pull": cmd_pull, "images": cmd_images}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -288,7 +363,7 @@ def main(argv: list[str] | None = None) -> int:
         split = argv.index("--")
         argv, command = argv[:split], argv[split + 1:]
     try:
-        args = build_parser().parse_args(argv)
+        args = build_parser(_invoked(argv)).parse_args(argv)
         if command and args.subcommand != "run":
             raise InvalidInput(f"'--' is only for corral run, not {args.subcommand}")
         if os.geteuid() != 0 and args.subcommand in ("run", "kill", "destroy"):

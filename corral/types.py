@@ -98,8 +98,11 @@ class ContainerConfig(Record):
     volumes: list[str] = list           # HOST:CONTAINER[:ro] bind mounts, with a root filesystem
 
     def __post_init__(self):
-        if not self.argv or not all(isinstance(a, str) for a in self.argv) or not self.argv[0]:
+        # With an image the command may come from its Entrypoint and Cmd.
+        if not self.argv and not self.image:
             raise InvalidInput("a command is required")
+        if not all(isinstance(a, str) for a in self.argv) or (self.argv and not self.argv[0]):
+            raise InvalidInput("the command must be a list of strings, the first not empty")
         for key in self.env:
             if not key or "=" in key or "\0" in key:
                 raise InvalidInput(f"invalid environment variable name {key!r}")

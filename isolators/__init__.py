@@ -8,22 +8,9 @@ asyncio loop can wait on.
 
 from __future__ import annotations
 
+from corral.mounts import Mount  # noqa: F401 - isolators describe their mounts with it
 from corral.record import Record
 from corral.types import ContainerConfig, Limitation, Resources
-
-
-class Mount(Record):
-    """A mount that init makes in the container's mount namespace, before pivot_root.
-
-    `target` is a path inside the container's root filesystem; it is created if missing (a
-    directory, or an empty file when `source` is a file to bind).
-    """
-    source: str | None
-    target: str
-    fstype: str | None = None
-    flags: int = 0
-    data: str | None = None
-    readonly: bool = False          # for bind mounts: remount read-only once bound
 
 
 class LaunchInfo(Record):
@@ -55,10 +42,10 @@ class Watch(Record):
     answer correctly when called after the fact by another process (from counters, not events),
     so that whoever finds a container ended can say why.
     """
-    check: "Callable[[], Limitation | None]"
+    check: "Callable[[], Limitation | None]"   # noqa: F821 - never evaluated (no typing import on the launch path)
     fd: int | None = None
     interval: float | None = None
-    close: Callable[[], None] = lambda: None
+    close: "Callable[[], None]" = lambda: None   # noqa: F821
 
 
 class ContainerState(Record):

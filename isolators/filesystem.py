@@ -25,17 +25,24 @@ SYMLINKS = {"/dev/ptmx": "pts/ptmx", "/dev/fd": "/proc/self/fd", "/dev/stdin": "
 _NOSUID_NODEV_NOEXEC = linux.MS_NOSUID | linux.MS_NODEV | linux.MS_NOEXEC
 
 
-def parse_volume(spec: str) -> Mount:
-    """HOST:CONTAINER[:ro|:rw] -> a bind Mount."""
+def parse_volume(spec: str, sandbox: str) -> Mount:
+    """HOST:CONTAINER[:ro|:rw] -> a bind Mount. A relative HOST is in the sandbox, as in Mesos,
+    and made if missing; an absolute one must exist."""
     parts = spec.split(":")
     mode = parts.pop() if len(parts) == 3 else "rw"
     if len(parts) != 2 or mode not in ("ro", "rw") or not all(parts):
         raise InvalidInput(f"invalid volume {spec!r}: use HOST:CONTAINER[:ro]")
     host, container = parts
-    if not os.path.isabs(host) or not os.path.isabs(container):
-        raise InvalidInput(f"invalid volume {spec!r}: both paths must be absolute")
-    if not os.path.exists(host):
-        raise InvalidInput(f"invalid volume {spec!r}: {host} does not exist")
+    if not os.path.isabs(container):
+        raise InvalidInput(f"invalid volume {spec!r}: the container path must be absolute")
+    if os.path.isabs(host):
+        if not os.path.exists(host):
+            raise InvalidInput(f"invalid volume {spec!r}: {host} does not exist")
+    else:
+        host = os.path.normpath(os.path.join(sandbox, host))
+        if not host.startswith(sandbox + os.sep):
+            raise InvalidInput(f"invalid volume {spec!r}: a relative host path must stay in the sandbox")
+        os.makedirs(host, exist_ok=True)
     return Mount(host, container, flags=linux.MS_BIND | linux.MS_REC, readonly=mode == "ro")
 
 
@@ -45,11 +52,12 @@ class LinuxFilesystemIsolator(Isolator):
         return os.path.join(self.flags.runtime_dir, "isolators", "filesystem", container_id)
 
     def prepare(self, container_id, config):
-        volumes = [parse_volume(v) for v in config.volumes]
         if not config.rootfs:
-            if volumes:
+            if config.volumes:
                 raise InvalidInput("--volume needs a container image (a root filesystem)")
             return None
+        sandbox = os.path.join(self.flags.work_dir, "containers", container_id)
+        volumes = [parse_volume(v, sandbox) for v in config.volumes]
         etc = self._etc_dir(container_id)
         os.makedirs(etc, exist_ok=True)
         hostname = config.hostname or socket.gethostname()
@@ -57,7 +65,6 @@ class LinuxFilesystemIsolator(Isolator):
         write_atomic(os.path.join(etc, "hosts"),
                      _read("/etc/hosts") or f"127.0.0.1 localhost\n::1 localhost\n127.0.1.1 {hostname}\n")
         write_atomic(os.path.join(etc, "resolv.conf"), _read("/etc/resolv.conf") or "")
-        sandbox = os.path.join(self.flags.work_dir, "containers", container_id)
         mounts = [
             Mount("proc", "/proc", "proc", _NOSUID_NODEV_NOEXEC),
             Mount("sysfs", "/sys", "sysfs", _NOSUID_NODEV_NOEXEC | linux.MS_RDONLY),

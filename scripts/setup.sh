@@ -7,8 +7,9 @@ cd "$(dirname "$0")/.."
 [ "$(id -u)" = 0 ] || { echo "setup.sh: run as root (corral uses cgroups and namespaces)" >&2; exit 1; }
 
 # libcap-dev: python-prctl builds against it. busybox-static, runc, crun: the benchmarks' peers
-# and their rootfs.
-PACKAGES=(libcap-dev busybox-static runc crun python3-venv)
+# and their rootfs. docker-registry, skopeo, umoci, openssl: the provisioner's tests (a real
+# registry, images built without an engine, signed tokens) and its benchmark.
+PACKAGES=(libcap-dev busybox-static runc crun python3-venv docker-registry skopeo umoci openssl)
 missing=()
 for p in "${PACKAGES[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 if [ ${#missing[@]} -gt 0 ]; then
@@ -26,4 +27,6 @@ PYTHON=$("$PYTHON" -c 'import sys; print(sys.executable)')
 .venv/bin/python -m pip install -q --disable-pip-version-check -e '.[test]' --config-settings editable_mode=compat
 # Compiled once here, so that no `corral` run compiles (or, with PYTHONDONTWRITEBYTECODE, recompiles) sources.
 .venv/bin/python -m compileall -q corral containerizers isolators provisioner agent
-echo "corral is set up: $(.venv/bin/corral --help >/dev/null && echo .venv/bin/corral)"
+# A busybox image from the host's static busybox, for hosts without a registry (the tar store).
+.venv/bin/python -m provisioner.localimage /var/lib/corral/images >/dev/null
+echo "corral is set up: .venv/bin/corral; a busybox image is in /var/lib/corral/images"

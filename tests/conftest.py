@@ -34,7 +34,7 @@ def _cgroup_dirs(root: str) -> list[str]:
 class Corral:
     """One test's corral: a CLI runner and containerizers bound to private dirs and cgroups root."""
 
-    binary = CORRAL     # for tests that run it themselves: `from conftest import` is ambiguous beside tests/agent's
+    executable = CORRAL
 
     def __init__(self, tmp: Path):
         self.cgroups_root = f"corral-test-{uuid.uuid4().hex[:10]}"

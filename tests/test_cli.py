@@ -201,10 +201,9 @@ def test_global_options_before_or_after_the_subcommand(corral):
         env_free.pop(key)
     opts = ["--work-dir", corral.work_dir, "--runtime-dir", corral.runtime_dir, "--cgroups-root", corral.cgroups_root]
     import subprocess
-    CORRAL = corral.binary
-    subprocess.run([CORRAL, *opts, "run", "--detach", "--name", "before", "--", "sleep", "100"],
+    subprocess.run([corral.executable, *opts, "run", "--detach", "--name", "before", "--", "sleep", "100"],
                    env=env_free, check=True, capture_output=True)
-    listed = subprocess.run([CORRAL, "ps", "--json", *opts], env=env_free, check=True, capture_output=True)
+    listed = subprocess.run([corral.executable, "ps", "--json", *opts], env=env_free, check=True, capture_output=True)
     assert [c["container_id"] for c in json.loads(listed.stdout)] == ["before"]
     corral.run("destroy", "before", check=True)
 
@@ -260,9 +259,8 @@ def test_duplicate_name_and_missing_command(corral):
 
 def test_foreground_run_into_a_closed_pipe_removes_the_container(corral):
     import subprocess
-    CORRAL = corral.binary
     # `yes` would run for ever; once `head` has its line, corral's stdout is a broken pipe.
-    pipeline = subprocess.run(f"{CORRAL} run --name endless -- yes | head -1", shell=True, env=corral.env,
+    pipeline = subprocess.run(f"{corral.executable} run --name endless -- yes | head -1", shell=True, env=corral.env,
                               capture_output=True, text=True, timeout=30)
     assert pipeline.stdout == "y\n"
     assert corral.sync().containers() == []
@@ -272,9 +270,10 @@ def test_without_a_pid_namespace_orphans_are_still_destroyed(corral):
     cid = corral.run("run", "--detach", "--isolation", "cgroups/mem", "--shell",
                      "(setsid sleep 1000 &); echo $$; sleep 1000", check=True).stdout.strip()
     mc = corral.sync()
-    assert _wait_for(lambda: len(mc.launcher.pids(cid)) >= 3)
+    stdout = mc.files(cid).stdout
+    assert _wait_for(lambda: len(mc.launcher.pids(cid)) >= 3 and open(stdout).read().endswith("\n"))
     pids = mc.launcher.pids(cid)
-    out = open(mc.files(cid).stdout).read().strip()
+    out = open(stdout).read().strip()
     assert int(out) > 2 and int(out) in pids          # the host's pid: no namespace of its own
     corral.run("destroy", cid, check=True)
     assert not [pid for pid in pids if _alive(pid)]

@@ -7,9 +7,11 @@ import os
 import signal
 import time
 
+import pytest
+
 from containerizers.mesos.containerizer import MesosContainerizer
-from corral.types import (LAUNCHED, NOT_SUPPORTED, STATISTICS_FIELDS, ContainerConfig, Resources, TASK_FINISHED,
-                          TASK_FAILED, TASK_KILLED, TASK_LOST)
+from corral.types import (LAUNCHED, NOT_SUPPORTED, STATISTICS_FIELDS, ContainerConfig, ContainerExists, InvalidInput,
+                          Resources, TASK_FAILED, TASK_FINISHED, TASK_KILLED, TASK_LOST)
 
 
 def _mc(corral, **kwargs) -> MesosContainerizer:
@@ -43,7 +45,6 @@ def test_not_supported_leaves_nothing(corral):
     async def scenario():
         mc = _mc(corral)
         assert await mc.launch("d", sh("true", containerizer="docker")) == NOT_SUPPORTED
-        assert await mc.launch("i", sh("true", image={"type": "DOCKER", "name": "busybox"})) == NOT_SUPPORTED
         assert await mc.containers() == []
     asyncio.run(scenario())
 
@@ -156,3 +157,34 @@ def test_supervisor_is_outside_the_containers_cgroups_and_init_inside(corral):
         assert f":{controller}:/{corral.cgroups_root}/where\n" in init_cgroups
     assert os.getsid(pids["supervisor"]["pid"]) == pids["supervisor"]["pid"]   # a session of its own
     mc.destroy("where")
+
+
+def test_a_threaded_process_launches_through_the_launch_server(corral):
+    import threading
+    mc = _mc(corral, launch_server=True)
+    stop = threading.Event()
+    worker = threading.Thread(target=stop.wait)
+    worker.start()                                  # from here on this process has two threads
+
+    async def scenario():
+        with_threads = _mc(corral)
+        with pytest.raises(Exception, match="single-threaded"):
+            await with_threads.launch("direct", sh("true"))
+        assert await mc.launch("served", sh("exit 3", resources=Resources(mem_mb=64))) == LAUNCHED
+        assert (await mc.wait("served")).exit_code == 3
+        with pytest.raises(ContainerExists):
+            await mc.launch("served", sh("true"))
+        with pytest.raises(InvalidInput, match="unknown isolator"):
+            await mc.launch("bad", sh("true", isolation=["nope/nope"]))
+        launched = await asyncio.gather(*(mc.launch(f"many{i}", sh("true")) for i in range(5)))
+        assert launched == [LAUNCHED] * 5
+        for cid in await mc.containers():
+            await mc.destroy(cid)
+    try:
+        asyncio.run(scenario())
+    finally:
+        stop.set()
+        worker.join()
+        server = mc.launch_server.pid
+        mc.close()
+        assert not os.path.exists(f"/proc/{server}")

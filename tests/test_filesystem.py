@@ -101,8 +101,18 @@ def test_resolve_in_root(tmp_path):
         resolve_in_root(str(root), "/loop/x")
 
 
+def test_a_relative_volume_lives_in_the_sandbox(corral, rootfs):
+    mc = corral.sync()
+    mc.launch("rel", ContainerConfig(argv=["/bin/sh", "-c", "echo kept > /cache/f"], rootfs=str(rootfs),
+                                     volumes=["cache:/cache"]))
+    assert mc.wait("rel").state == "TASK_FINISHED"
+    assert open(os.path.join(mc.files("rel").sandbox, "cache", "f")).read() == "kept\n"
+    mc.destroy("rel", remove_sandbox=True)
+
+
 @pytest.mark.parametrize("volume, message", [
-    ("relative:/x", "both paths must be absolute"),
+    ("/tmp:relative", "container path must be absolute"),
+    ("../../escape:/x", "must stay in the sandbox"),
     ("/no/such/dir:/x", "does not exist"),
     ("/tmp:/x:rx", "use HOST:CONTAINER"),
 ])

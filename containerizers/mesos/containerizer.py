@@ -13,20 +13,33 @@ import signal
 from corral.types import ContainerConfig, Resources, Termination
 
 from .. import Containerizer
+from .forkserver import LaunchServer
 from .sync import SUPERVISOR_EXIT_TIMEOUT, SyncMesosContainerizer, Waiter
 
 
 class MesosContainerizer(Containerizer):
+    """With launch_server=True, launches go through a LaunchServer forked at construction
+    (construct it before any thread starts): the way for a process that has threads."""
     name = "mesos"
 
-    def __init__(self, *args, **kwargs):
+    def __init__(self, *args, launch_server: bool = False, **kwargs):
         self.sync = SyncMesosContainerizer(*args, **kwargs)
+        self.launch_server = None
+        if launch_server:
+            self.launch_server = LaunchServer(args, kwargs)
+            self.launch_server.start()
 
     async def recover(self) -> list[str]:
         return self.sync.recover()
 
     async def launch(self, container_id: str, config: ContainerConfig) -> str:
+        if self.launch_server is not None:
+            return await self.launch_server.launch(container_id, config)
         return self.sync.launch(container_id, config)
+
+    def close(self) -> None:
+        if self.launch_server is not None:
+            self.launch_server.stop()
 
     async def wait(self, container_id: str) -> Termination:
         with self.sync.waiter(container_id) as waiter:

@@ -12,6 +12,7 @@ import os
 import stat
 
 from corral import linux
+from corral.mounts import make_mount
 
 
 def resolve_in_root(root: str, path: str) -> str:
@@ -60,17 +61,14 @@ def _make_target(path: str, directory: bool) -> None:
 
 def enter_rootfs(rootfs: str, rootfs_mount, mounts, symlinks: dict[str, str]) -> None:
     if rootfs_mount is not None:
-        linux.mount(rootfs_mount.source, rootfs, rootfs_mount.fstype, rootfs_mount.flags, rootfs_mount.data)
+        make_mount(rootfs_mount, rootfs)
     else:
         linux.mount(rootfs, rootfs, None, linux.MS_BIND | linux.MS_REC)   # pivot_root wants a mount point
     for m in mounts:
         target = resolve_in_root(rootfs, m.target)
         try:
             _make_target(target, directory=m.fstype is not None or os.path.isdir(m.source))
-            linux.mount(m.source, target, m.fstype, m.flags, m.data)
-            if m.readonly:
-                linux.mount(None, target, None,
-                            linux.MS_REMOUNT | linux.MS_BIND | linux.MS_RDONLY | (m.flags & linux.MS_REC))
+            make_mount(m, target)
         except OSError as e:
             raise OSError(e.errno, f"cannot mount {m.source or m.fstype} at {m.target}: {e.strerror}") from None
     for link, points_to in symlinks.items():

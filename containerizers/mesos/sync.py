@@ -15,6 +15,7 @@ import signal
 import time
 
 from corral import linux
+from corral.record import Record
 from corral.types import (DEFAULT_PATH, LAUNCHED, NOT_SUPPORTED, REASON_CONTAINER_LAUNCH_FAILED, TASK_FAILED,
                           TASK_FINISHED, TASK_KILLED, TASK_LOST, ContainerConfig, ContainerExists, CorralError,
                           InvalidInput, Limitation, NoSuchContainer, Resources, Termination, describe_wait_status,
@@ -35,7 +36,8 @@ class SyncMesosContainerizer:
 
     def __init__(self, work_dir: str, runtime_dir: str, cgroups_root: str = "corral",
                  isolation: list[str] | tuple[str, ...] = DEFAULT_ISOLATION,
-                 cgroups_enable_cfs: bool = False, tracking: str | None = None, **isolator_flags):
+                 cgroups_enable_cfs: bool = False, tracking: str | None = None, provisioner=None,
+                 **isolator_flags):
         """`isolator_flags`: further IsolatorFlags fields (the network/ports isolator's, say)."""
         self.work_dir = work_dir
         self.runtime_dir = runtime_dir
@@ -44,6 +46,15 @@ class SyncMesosContainerizer:
         self.isolation = list(isolation)
         self.launcher = Launcher(cgroups_root, tracking)
         self._isolators: dict[tuple[str, ...], list] = {}
+        self._provisioner = provisioner
+
+    @property
+    def provisioner(self):
+        """The image provisioner, made on first use: containers without images never import it."""
+        if self._provisioner is None:
+            from provisioner import Provisioner
+            self._provisioner = Provisioner(self.work_dir)
+        return self._provisioner
 
     # -- helpers ---------------------------------------------------------------------------
 
@@ -65,15 +76,15 @@ class SyncMesosContainerizer:
     # -- launch ----------------------------------------------------------------------------
 
     def launch(self, container_id: str, config: ContainerConfig) -> str:
-        if config.containerizer not in (None, self.name) or config.image:
+        if config.containerizer not in (None, self.name):
             return NOT_SUPPORTED
         files = state.ContainerFiles(self.runtime_dir, self.work_dir, container_id)
         config.isolation = self._isolation_for(config)
         isolators = self.isolators(config.isolation)       # unknown names fail before anything exists
-        user = _resolve_user(config.user)
+        identity = None if config.image else _host_identity(config.user)
         if config.rootfs and not os.path.isdir(config.rootfs):
             raise InvalidInput(f"root filesystem {config.rootfs} is not a directory")
-        if (not config.rootfs and config.workdir and os.path.isabs(config.workdir)
+        if (not config.rootfs and not config.image and config.workdir and os.path.isabs(config.workdir)
                 and not os.path.isdir(config.workdir)):
             raise InvalidInput(f"workdir {config.workdir} is not a directory")
         try:
@@ -85,13 +96,16 @@ class SyncMesosContainerizer:
         try:
             files.write("config.json", {"config": config.to_dict(), "created": time.time(),
                                         "sandbox": files.sandbox})
-            if user:
-                os.chown(files.sandbox, user.pw_uid, user.pw_gid)
-            launch_info = LaunchInfo()
+            rootfs_mount = None
+            if config.image:
+                config, identity, rootfs_mount = self._from_image(container_id, config)
+            if identity:
+                os.chown(files.sandbox, identity.uid, identity.gid)
+            launch_info = LaunchInfo(rootfs_mount=rootfs_mount)
             for isolator in isolators:
                 prepared.append(isolator)
                 launch_info.merge(isolator.prepare(container_id, config))
-            forked = self.launcher.fork(container_id, self._launch_spec(files, config, launch_info, user))
+            forked = self.launcher.fork(container_id, self._launch_spec(files, config, launch_info, identity))
             files.write("pids.json", {
                 "supervisor": {"pid": forked.supervisor_pid, "start": linux.process_start_time(forked.supervisor_pid)},
                 "init": {"pid": forked.init_pid, "start": linux.process_start_time(forked.init_pid)},
@@ -102,23 +116,41 @@ class SyncMesosContainerizer:
         except BaseException:
             if forked is not None:
                 forked.abort()
-            self._teardown(container_id, prepared)
+            self._teardown(container_id, prepared, image=config.image)
             files.remove()
             raise
         return LAUNCHED
+
+    def _from_image(self, container_id: str, config: ContainerConfig):
+        """Provision the image's rootfs; the config to launch (the image's Entrypoint, Cmd, Env,
+        WorkingDir and User merged in, as Mesos does), who runs it, and the rootfs's mount."""
+        from provisioner import image_user, merge_command
+        image = config.image
+        info = self.provisioner.provision(container_id, image["name"], image.get("type", "docker").lower())
+        command = merge_command(info.image_config, value=config.argv[0] if config.argv else None,
+                                arguments=config.argv, env=config.env, workdir=config.workdir, user=config.user)
+        identity = None
+        if command.user:
+            uid, gid = image_user(info.layers, command.user)
+            identity = Identity(uid=uid, gid=gid, groups=(gid,), name=command.user, home="/")
+        launch = ContainerConfig.from_dict({**config.to_dict(), "argv": command.argv, "env": command.env,
+                                            "workdir": command.workdir, "rootfs": info.rootfs})
+        return launch, identity, info.rootfs_mount
 
     def _isolation_for(self, config: ContainerConfig) -> list[str]:
         """The isolators a container gets: those asked for (or the default), plus what its
         options imply: a hostname needs a UTS namespace, a root filesystem filesystem/linux."""
         names = list(config.isolation or self.isolation)
-        implied = (("namespaces/uts", config.hostname), ("filesystem/linux", config.rootfs or config.volumes))
+        implied = (("namespaces/uts", config.hostname),
+                   ("filesystem/linux", config.rootfs or config.image or config.volumes))
         return names + [name for name, wanted in implied if wanted and name not in names]
 
-    def _launch_spec(self, files, config: ContainerConfig, launch_info: LaunchInfo, user) -> LaunchSpec:
-        env = {"PATH": DEFAULT_PATH, "HOME": user.pw_dir if user else "/root",
+    def _launch_spec(self, files, config: ContainerConfig, launch_info: LaunchInfo,
+                     identity: "Identity | None") -> LaunchSpec:
+        env = {"PATH": DEFAULT_PATH, "HOME": identity.home if identity else "/root",
                "MESOS_SANDBOX": files.sandbox}
-        if user:
-            env["USER"] = env["LOGNAME"] = user.pw_name
+        if identity:
+            env["USER"] = env["LOGNAME"] = identity.name
         env.update(config.env)
         env.update(launch_info.env)
         sandbox = launch_info.working_dir or files.sandbox     # as the task sees it
@@ -130,8 +162,8 @@ class SyncMesosContainerizer:
             stdout_path=files.stdout, stderr_path=files.stderr,
             status_path=files.path("status.json"),
             namespaces=frozenset(launch_info.namespaces), hostname=launch_info.hostname,
-            uid=user.pw_uid if user else None, gid=user.pw_gid if user else None,
-            groups=tuple(os.getgrouplist(user.pw_name, user.pw_gid)) if user else (),
+            uid=identity.uid if identity else None, gid=identity.gid if identity else None,
+            groups=identity.groups if identity else (),
         )
 
     # -- watching the end ------------------------------------------------------------------
@@ -224,12 +256,13 @@ class SyncMesosContainerizer:
 
     def finish_destroy(self, files: state.ContainerFiles, remove_sandbox: bool) -> Termination:
         termination = self.termination(files)
-        self._teardown(files.container_id, self._isolators_of(files))
+        self._teardown(files.container_id, self._isolators_of(files), image=files.config().image)
         files.remove(sandbox=remove_sandbox)
         return termination
 
-    def _teardown(self, container_id: str, isolators: list) -> None:
-        """Kill what is left, then undo the isolators in reverse order; tolerate what never existed."""
+    def _teardown(self, container_id: str, isolators: list, image: dict | None = None) -> None:
+        """Kill what is left, undo the isolators in reverse order, then remove the image's rootfs;
+        tolerate what never existed."""
         errors = []
         try:
             self.launcher.kill_all(container_id)
@@ -242,7 +275,9 @@ class SyncMesosContainerizer:
                 errors.append(e)
         try:
             self.launcher.cleanup(container_id)
-        except OSError as e:
+            if image:
+                self.provisioner.destroy(container_id)
+        except (OSError, CorralError) as e:
             errors.append(e)
         if errors:
             raise CorralError(f"cleanup of container {container_id} incomplete: {errors[0]}")
@@ -296,12 +331,14 @@ class SyncMesosContainerizer:
         known = []
         for container_id in self.containers():
             files = state.ContainerFiles(self.runtime_dir, self.work_dir, container_id)
-            if not files.pids() and files.termination() is None:
+            if not files.pids() and files.termination() is None and files.status() is None:
                 self.finish_destroy(files, remove_sandbox=True)    # cut short mid-launch: nothing ran
                 continue
             known.append(container_id)
         for orphan in self.launcher.container_ids() - set(known):
             self._teardown(orphan, self.isolators(self.isolation))
+        if os.path.isdir(os.path.join(self.work_dir, "provisioner")):
+            self.provisioner.recover(known)           # rootfses of containers no one knows
         return known
 
 
@@ -414,10 +451,22 @@ class Waiter:
         self.close()
 
 
-def _resolve_user(name: str | None):
+class Identity(Record):
+    """Who the task runs as."""
+    uid: int
+    gid: int
+    groups: tuple[int, ...]
+    name: str
+    home: str
+
+
+def _host_identity(name: str | None) -> Identity | None:
+    """--user on the host's filesystem: a name or uid from the host's passwd."""
     if not name:
         return None
     try:
-        return pwd.getpwuid(int(name)) if name.isdigit() else pwd.getpwnam(name)
+        entry = pwd.getpwuid(int(name)) if name.isdigit() else pwd.getpwnam(name)
     except KeyError:
         raise InvalidInput(f"no such user: {name}") from None
+    return Identity(uid=entry.pw_uid, gid=entry.pw_gid, groups=tuple(os.getgrouplist(entry.pw_name, entry.pw_gid)),
+                    name=entry.pw_name, home=entry.pw_dir)

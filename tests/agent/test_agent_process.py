@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 
+from agentkit import free_port_block
 from corral.types import TASK_FAILED, TASK_FINISHED, TASK_KILLED, TASK_LOST, TASK_RUNNING, TASK_STARTING
 
 
@@ -231,7 +232,6 @@ def test_a_container_whose_supervisor_died_while_the_agent_was_down_is_lost(agen
 
 
 def test_a_taken_port_and_a_second_agent_on_one_work_dir_are_one_line_each(agent_process, corral, listen):
-    from conftest import free_port_block
     agent = agent_process()
     base = [sys.executable, "-m", "agent.main", f"--work_dir={corral.work_dir}", f"--runtime_dir={corral.runtime_dir}",
             f"--cgroups_root={corral.cgroups_root}"]

@@ -11,8 +11,7 @@ import signal
 import aiohttp
 import pytest
 
-from conftest import InProcessAgent, until  # noqa: E402 - tests/agent's own conftest
-
+from agentkit import InProcessAgent, until
 from corral.types import (REASON_CONTAINER_LIMITATION, TASK_FAILED, TASK_FINISHED, TASK_KILLED, TASK_RUNNING,
                           TASK_STARTING)
 
@@ -132,9 +131,8 @@ def test_a_launch_beyond_the_free_resources_is_refused_naming_what_is_short(agen
     (launch("c", "true", [{"name": "cpus", "type": "SCALAR"}]), None, 400, "resource 0 (cpus)"),
     ({"type": "LAUNCH_CONTAINER", "launch_container": {"container_id": {"value": "c"}}}, None, 400,
      'needs "command"'),
-    (launch("c", "true", container={"type": "MESOS", "mesos": {"image": {"type": "DOCKER",
-                                                                         "docker": {"name": "busybox"}}}}),
-     None, 400, "unsupported container"),
+    (launch("c", "true", container={"type": "DOCKER", "docker": {"image": "busybox"}}), None, 400,
+     "unsupported container"),
     (by_id("KILL_CONTAINER", "c", signal="SIGNOPE"), None, 400, "invalid signal 'SIGNOPE'"),
     (by_id("KILL_CONTAINER", "c"), None, 404, "no such container: c"),
     ({"type": "LAUNCH_CONTAINER", "launch_container": "x"}, None, 400, '"container_id": {"value": "..."}'),

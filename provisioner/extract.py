@@ -1,0 +1,186 @@
+"""Safe layer extraction: a tar stream into an empty directory, in overlayfs's own format.
+
+Safety: names are cleaned and may not climb out with `..`; no entry is written through a
+symlink (every parent must be a directory this extraction made or checked); hardlinks point at
+entries of the same layer; device nodes are skipped. Absolute symlinks are kept as they are:
+they are resolved inside the container, never here.
+
+Whiteouts become what overlayfs reads in a lower layer: `.wh.NAME` a 0:0 character device at
+NAME (unless this layer itself has NAME: a whiteout hides lower layers only), `.wh..wh..opq`
+the xattr trusted.overlay.opaque=y on its directory. The copy backend reads the same marks.
+"""
+
+from __future__ import annotations
+
+import os
+import posixpath
+import shutil
+import stat
+
+from .errors import InvalidImage
+
+WHITEOUT = ".wh."
+OPAQUE = ".wh..wh..opq"
+OPAQUE_XATTR = "trusted.overlay.opaque"
+_XATTR = "SCHILY.xattr."
+_OVERLAY_XATTRS = (_XATTR + "trusted.overlay.", _XATTR + "user.overlay.")
+
+
+def clean(name: str, what: str = "entry") -> str:
+    """A member name as a relative path inside the layer ('' for the root); InvalidImage if it climbs out."""
+    parts = []
+    for part in name.split("/"):
+        if part in ("", "."):
+            continue
+        if part == "..":
+            raise InvalidImage(f"layer {what} {name!r} points outside the layer")
+        parts.append(part)
+    return "/".join(parts)
+
+
+def is_whiteout(st: os.stat_result) -> bool:
+    return stat.S_ISCHR(st.st_mode) and st.st_rdev == 0
+
+
+class _Layer:
+    def __init__(self, root: str):
+        self.root = root
+        self.dirs = {""}                   # relative paths known to be real directories
+        self.made: set[str] = set()        # entries this layer wrote (whiteouts never hide these)
+        self.whiteouts: list[str] = []
+        self.opaque: list[str] = []
+        self.dir_times: list[tuple[str, float]] = []
+
+    def path(self, rel: str) -> str:
+        return os.path.join(self.root, rel) if rel else self.root
+
+    def parent(self, rel: str) -> None:
+        """Make sure every ancestor of `rel` is a real directory (never a symlink), making it if absent."""
+        parent = posixpath.dirname(rel)
+        if parent in self.dirs:
+            return
+        self.parent(parent)
+        path = self.path(parent)
+        try:
+            st = os.lstat(path)
+        except FileNotFoundError:
+            os.mkdir(path, 0o755)
+        else:
+            if not stat.S_ISDIR(st.st_mode):
+                raise InvalidImage(f"layer entry {rel!r} would be written through the non-directory {parent!r}")
+        self.dirs.add(parent)
+
+    def clear(self, rel: str, keep_dir: bool) -> None:
+        """Remove what is at `rel` so a new entry can take its place (a directory stays if kept)."""
+        path = self.path(rel)
+        try:
+            st = os.lstat(path)
+        except FileNotFoundError:
+            return
+        if stat.S_ISDIR(st.st_mode):
+            if keep_dir:
+                return
+            shutil.rmtree(path)
+            inside = rel + "/"
+            self.dirs = {d for d in self.dirs if d != rel and not d.startswith(inside)}
+            self.made = {m for m in self.made if not m.startswith(inside)}
+        else:
+            os.unlink(path)
+
+    def entry(self, tar, member, rel: str) -> None:
+        base = posixpath.basename(rel)
+        if base == OPAQUE:
+            self.opaque.append(posixpath.dirname(rel))
+            return
+        if base.startswith(WHITEOUT):
+            if base != WHITEOUT:
+                self.whiteouts.append(posixpath.join(posixpath.dirname(rel), base[len(WHITEOUT):]))
+            return
+        if not rel:
+            if member.isdir():
+                self.attrs(member, self.root)
+                self.dir_times.append((self.root, member.mtime))
+            return
+        if member.ischr() or member.isblk():
+            # A device node in an image would open the host's device from inside the container
+            # (a block device 8:0 is the host's disk); the container's /dev is made for it instead.
+            return
+        self.parent(rel)
+        self.clear(rel, keep_dir=member.isdir())
+        path = self.path(rel)
+        if member.isdir():
+            if not os.path.isdir(path):
+                os.mkdir(path, 0o700)
+            self.dirs.add(rel)
+            self.dir_times.append((path, member.mtime))
+        elif member.isreg():
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+            with os.fdopen(fd, "wb") as out, tar.extractfile(member) as src:
+                while chunk := src.read(1 << 20):
+                    out.write(chunk)
+        elif member.issym():
+            os.symlink(member.linkname, path)
+        elif member.islnk():
+            target = clean(member.linkname, "hardlink")
+            if target not in self.made:
+                raise InvalidImage(f"layer hardlink {member.name!r} points at {member.linkname!r}, not in this layer")
+            os.link(self.path(target), path, follow_symlinks=False)
+            self.made.add(rel)
+            return                          # a hardlink shares its target's metadata
+        elif member.isfifo():
+            os.mkfifo(path, 0o600)
+        else:
+            return                          # tarfile's other types carry no filesystem object
+        self.made.add(rel)
+        self.attrs(member, path)
+        if not member.isdir():
+            os.utime(path, ns=(_ns(member.mtime),) * 2, follow_symlinks=False)
+
+    def attrs(self, member, path: str) -> None:
+        os.chown(path, member.uid, member.gid, follow_symlinks=False)
+        for key, value in member.pax_headers.items():
+            # overlayfs's own xattrs steer lookups (opaque, redirect): only whiteouts may set them.
+            if key.startswith(_XATTR) and not key.startswith(_OVERLAY_XATTRS):
+                raw = value.encode("utf-8", "surrogateescape") if isinstance(value, str) else value
+                os.setxattr(path, key[len(_XATTR):], raw, follow_symlinks=False)
+        if not member.issym():
+            os.chmod(path, member.mode)     # after chown, which clears setuid and setgid
+
+    def finish(self) -> None:
+        for rel in self.whiteouts:
+            self.parent(rel)
+            if not os.path.lexists(self.path(rel)):     # present: this layer has it; keep it
+                os.mknod(self.path(rel), stat.S_IFCHR | 0o600, 0)
+        for rel in self.opaque:
+            self.parent(posixpath.join(rel, OPAQUE))   # the directory itself, made if absent
+            os.setxattr(self.path(rel), OPAQUE_XATTR, b"y", follow_symlinks=False)
+        for path, mtime in reversed(self.dir_times):
+            os.utime(path, ns=(_ns(mtime),) * 2, follow_symlinks=False)
+
+
+def _ns(seconds: float) -> int:
+    return int(seconds * 1_000_000_000)
+
+
+def extract(source, dest: str, strip: str = "", keep=None) -> None:
+    """Extract the uncompressed tar stream `source` (anything with read(n)) into the directory `dest`.
+
+    `strip` drops a leading directory (appc's `rootfs/`); entries outside it are skipped, and
+    handed to `keep(member, fileobj)` if given (appc's `manifest`).
+    """
+    import tarfile                      # here, not above: provisioning imports this module's marks only
+    layer = _Layer(dest)
+    try:
+        with tarfile.open(fileobj=source, mode="r|") as tar:
+            for member in tar:
+                rel = clean(member.name)
+                if strip:
+                    if rel != strip and not rel.startswith(strip + "/"):
+                        if keep is not None and member.isreg():
+                            keep(member, tar.extractfile(member))
+                        continue
+                    rel = rel[len(strip) + 1:]
+                layer.entry(tar, member, rel)
+        layer.finish()
+    except tarfile.TarError as e:
+        raise InvalidImage(f"unreadable layer tar: {e}") from None

@@ -1,0 +1,33 @@
+"""The provisioner's options, by their Mesos flag names, for the CLI's parsers.
+
+A module of its own, importing nothing of the provisioner: `corral run` builds these options on
+every launch, image or not, and the provisioner's code costs a cold run tens of milliseconds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+DEFAULT_DOCKER_REGISTRY = "https://registry-1.docker.io"
+
+
+def add_options(parser: argparse.ArgumentParser, defaults: bool = True) -> None:
+    """The provisioner's flags, by their Mesos names; each has a CORRAL_* environment default."""
+    env = os.environ.get
+    value = (lambda v: v) if defaults else (lambda v: argparse.SUPPRESS)
+    registry = env("CORRAL_DOCKER_REGISTRY", DEFAULT_DOCKER_REGISTRY)
+    parser.add_argument("--docker-registry", default=value(registry),
+                        help="registry URL or host[:port], or a directory of docker-save tarballs "
+                             "(<dir>/<name>:<tag>.tar) (env CORRAL_DOCKER_REGISTRY)")
+    parser.add_argument("--docker-insecure-registry", action="append", default=value([]), metavar="HOST:PORT",
+                        help="reach this registry over plain http (repeatable; localhost always is)")
+    parser.add_argument("--docker-config", default=value(env("CORRAL_DOCKER_CONFIG")), metavar="PATH",
+                        help="a docker config.json with registry credentials (env CORRAL_DOCKER_CONFIG)")
+    parser.add_argument("--appc-store-dir", default=value(env("CORRAL_APPC_STORE_DIR")), metavar="DIR",
+                        help="a directory of .aci images")
+    parser.add_argument("--appc-simple-discovery-uri-prefix", default=value(env("CORRAL_APPC_DISCOVERY")),
+                        metavar="PREFIX", help="fetch {name}-{version}-{os}-{arch}.aci under this URL or directory")
+    parser.add_argument("--image-provisioner-backend", choices=("overlay", "copy", "bind"),
+                        default=value(env("CORRAL_IMAGE_PROVISIONER_BACKEND")),
+                        help="how rootfses are made (default: overlay where it works, else copy)")

@@ -1,0 +1,114 @@
+"""Image references: `[registry/]name[:tag|@sha256:digest]` for docker, `name[:version][,label=value...]` for appc."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+from corral.types import InvalidInput
+
+DOCKER_HUB = "registry-1.docker.io"
+_HUB_ALIASES = {"docker.io", "index.docker.io", DOCKER_HUB}
+
+# The distribution reference grammar, reduced to what a pull needs.
+_COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
+_NAME = re.compile(rf"{_COMPONENT}(?:/{_COMPONENT})*")
+_TAG = re.compile(r"[\w][\w.-]{0,127}")
+_DIGEST = re.compile(r"sha256:[0-9a-f]{64}|sha512:[0-9a-f]{128}")
+_HOST = re.compile(r"[A-Za-z0-9.-]+(?::\d+)?|\[[0-9a-fA-F:]+\](?::\d+)?")
+
+
+@dataclass(frozen=True)
+class DockerRef:
+    registry: str          # host[:port]; "" for a reference resolved against a local tar store
+    repository: str        # library/busybox
+    tag: str | None = None
+    digest: str | None = None
+
+    @property
+    def reference(self) -> str:
+        """What the registry's manifests endpoint takes: the digest when pinned, else the tag."""
+        return self.digest or self.tag or "latest"
+
+    def __str__(self) -> str:
+        name = f"{self.registry}/{self.repository}" if self.registry else self.repository
+        return name + (f"@{self.digest}" if self.digest else f":{self.tag or 'latest'}")
+
+
+def parse_docker(text: str, default_registry: str = DOCKER_HUB) -> DockerRef:
+    """Resolve a reference against the default registry host (a host[:port], not a URL)."""
+    raw = (text or "").strip()
+    bad = InvalidInput(f"invalid image reference {text!r}: use [registry/]name[:tag|@sha256:digest]")
+    name, digest, tag = raw, None, None
+    if "@" in name:
+        name, digest = name.split("@", 1)
+        if not _DIGEST.fullmatch(digest):
+            raise bad
+    last = name.rsplit("/", 1)[-1]
+    if ":" in last:
+        name, tag = name.rsplit(":", 1)
+        if not _TAG.fullmatch(tag):
+            raise bad
+    registry = default_registry
+    first, _, rest = name.partition("/")
+    if rest and ("." in first or ":" in first or first == "localhost"):
+        if not _HOST.fullmatch(first):
+            raise bad
+        registry, name = first, rest
+    if not _NAME.fullmatch(name):
+        raise bad
+    if registry in _HUB_ALIASES:
+        registry = DOCKER_HUB
+        if "/" not in name:
+            name = f"library/{name}"
+    return DockerRef(registry, name, None if digest else (tag or "latest"), digest)
+
+
+def host_platform() -> dict:
+    """The host as OCI names it: os, architecture and, on ARM, variant."""
+    import os
+    machine = os.uname().machine.lower()
+    arch = {"x86_64": "amd64", "amd64": "amd64", "aarch64": "arm64", "arm64": "arm64", "i686": "386",
+            "i386": "386", "armv7l": "arm", "armv6l": "arm", "ppc64le": "ppc64le", "s390x": "s390x",
+            "riscv64": "riscv64"}.get(machine, machine)
+    variant = {"aarch64": "v8", "arm64": "v8", "armv7l": "v7", "armv6l": "v6"}.get(machine)
+    return {"os": "linux", "architecture": arch, "variant": variant}
+
+
+# appc names its architectures differently (appc spec, "Architectures").
+_APPC_ARCH = {"amd64": "amd64", "386": "i386", "arm64": "aarch64", "arm": "armv7l", "ppc64le": "ppc64le",
+              "s390x": "s390x"}
+_APPC_NAME = re.compile(r"[a-z0-9]+(?:[-./][a-z0-9]+)*")
+
+
+@dataclass(frozen=True)
+class AppcRef:
+    name: str
+    labels: tuple[tuple[str, str], ...] = field(default=())
+
+    def label(self, key: str) -> str | None:
+        return dict(self.labels).get(key)
+
+    def __str__(self) -> str:
+        return ",".join([self.name] + [f"{k}={v}" for k, v in self.labels])
+
+
+def parse_appc(text: str, labels: dict | None = None) -> AppcRef:
+    """`example.com/app:1.0` or `example.com/app,version=1.0,arch=amd64`; version, os and arch
+    default to latest and the host's, as appc's simple discovery needs all three."""
+    raw = (text or "").strip()
+    head, *pairs = raw.split(",")
+    found = dict(labels or {})
+    if ":" in head:
+        head, found["version"] = head.rsplit(":", 1)
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key or not value:
+            raise InvalidInput(f"invalid appc label {pair!r} in {text!r}: use name,key=value")
+        found[key] = value
+    if not _APPC_NAME.fullmatch(head):
+        raise InvalidInput(f"invalid appc image name {head!r}: lower-case letters, digits and - . /")
+    found.setdefault("version", "latest")
+    found.setdefault("os", "linux")
+    found.setdefault("arch", _APPC_ARCH.get(host_platform()["architecture"], "amd64"))
+    return AppcRef(head, tuple(sorted(found.items())))

@@ -1,0 +1,165 @@
+"""The image store under `<work-dir>/provisioner/`: layers by digest, image records, locks.
+
+    layers/<algo>-<hex>/     one extracted layer (overlay format), named by its diff_id or appc id
+    images/<key>.json        one pulled image: reference, digest, layers bottom-up, config
+    containers/<id>/         one container's rootfs (backends.py)
+    meta/<layer>.json        what a layer's format keeps beside its files (an appc manifest)
+    tmp/                     extractions in progress; renamed into layers/ only when verified
+    locks/                   flock files
+
+Everything lands by rename, so a crash or a bad blob leaves nothing half-written in layers/ or
+images/. Pulls and provisions hold the store lock shared, prune holds it exclusive, so prune
+never removes a layer a pull has just made but not yet recorded.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import os
+import shutil
+import tempfile
+import time
+
+from corral.files import read_json, write_json
+
+from .errors import InvalidImage
+
+
+def layer_id(digest: str) -> str:
+    """'sha256:ab..' -> 'sha256-ab..': overlayfs splits lowerdir on ':'."""
+    return digest.replace(":", "-", 1)
+
+
+class Store:
+    def __init__(self, root: str):
+        self.root = root
+        for sub in ("layers", "meta", "images", "containers", "tmp", "locks"):
+            os.makedirs(os.path.join(root, sub), exist_ok=True)
+
+    def path(self, *parts: str) -> str:
+        return os.path.join(self.root, *parts)
+
+    # -- locks ----------------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def lock(self, name: str, shared: bool = False):
+        """An flock on locks/<name>: it excludes other processes and, taken through its own open
+        file, other threads of this one too."""
+        fd = os.open(self.path("locks", name), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH if shared else fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)
+
+    def using(self):
+        """Held (shared) while pulling or provisioning; prune takes it exclusive."""
+        return self.lock("store", shared=True)
+
+    # -- layers ---------------------------------------------------------------------------
+
+    def layer_path(self, lid: str) -> str:
+        return self.path("layers", lid)
+
+    def meta_path(self, lid: str) -> str:
+        return self.path("meta", f"{lid}.json")
+
+    def has_layer(self, lid: str) -> bool:
+        return os.path.isdir(self.layer_path(lid))
+
+    def add_layer(self, lid: str, fill) -> bool:
+        """Make layers/<lid> with fill(tmpdir) unless it exists; False if it already did.
+
+        One process fills a layer at a time; a second waits on the lock, then finds it made.
+        A layer is never replaced: containers may have it mounted.
+        """
+        with self.lock(f"layer-{lid}"):
+            final = self.layer_path(lid)
+            if os.path.isdir(final):
+                return False
+            tmp = tempfile.mkdtemp(prefix=f"{lid[:20]}.", dir=self.path("tmp"))
+            try:
+                fill(tmp)
+                os.rename(tmp, final)
+            except BaseException:
+                shutil.rmtree(tmp, ignore_errors=True)
+                raise
+            return True
+
+    # -- images ---------------------------------------------------------------------------
+
+    def _image_file(self, reference: str) -> str:
+        return self.path("images", hashlib.sha256(reference.encode()).hexdigest()[:32] + ".json")
+
+    def image(self, reference: str) -> dict | None:
+        record = read_json(self._image_file(reference), default=None)
+        return record if record and record.get("reference") == reference else None
+
+    def save_image(self, record: dict) -> dict:
+        for lid in record["layers"]:
+            if not self.has_layer(lid):
+                raise InvalidImage(f"image {record['reference']}: layer {lid} is missing")
+        record = dict(record, pulled=time.time())
+        write_json(self._image_file(record["reference"]), record, durable=True)
+        return record
+
+    def images(self) -> list[dict]:
+        records = []
+        for name in sorted(os.listdir(self.path("images"))):
+            if name.endswith(".json"):
+                record = read_json(self.path("images", name), default=None)
+                if record:
+                    records.append(record)
+        return sorted(records, key=lambda r: r["reference"])
+
+    def remove_image(self, reference: str) -> bool:
+        try:
+            os.unlink(self._image_file(reference))
+            return True
+        except FileNotFoundError:
+            return False
+
+    # -- prune ----------------------------------------------------------------------------
+
+    def prune(self, in_use: set[str]) -> list[str]:
+        """Remove layers no image record and no id in `in_use` names. The caller holds lock('store')."""
+        keep = set(in_use)
+        for record in self.images():
+            keep.update(record["layers"])
+        removed = []
+        for lid in sorted(os.listdir(self.path("layers"))):
+            if lid not in keep:
+                with self.lock(f"layer-{lid}"):
+                    _retire(self.layer_path(lid), self.path("tmp"))
+                for leftover in (self.meta_path(lid), self.path("locks", f"layer-{lid}")):
+                    with contextlib.suppress(FileNotFoundError):
+                        os.unlink(leftover)
+                removed.append(lid)
+        self.clean_tmp()
+        return removed
+
+    def clean_tmp_if_idle(self) -> None:
+        """clean_tmp, unless a pull or provision is under way (the store lock is busy)."""
+        fd = os.open(self.path("locks", "store"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return
+        else:
+            self.clean_tmp()
+        finally:
+            os.close(fd)
+
+    def clean_tmp(self) -> None:
+        """Remove what crashed extractions left in tmp/ (only under the exclusive store lock)."""
+        for name in os.listdir(self.path("tmp")):
+            shutil.rmtree(self.path("tmp", name), ignore_errors=True)
+
+
+def _retire(path: str, tmp: str) -> None:
+    """Rename a directory out of sight first, so no reader ever sees it half removed."""
+    gone = tempfile.mkdtemp(prefix="gone.", dir=tmp)
+    os.rename(path, os.path.join(gone, "x"))
+    shutil.rmtree(gone)
