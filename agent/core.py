@@ -1,8 +1,8 @@
 """The agent's core: launch, wait, kill and remove containers, with allocation, checkpoint and
 status streams; and recovery after a restart. The HTTP API (agent/api.py) only translates.
 
-    launch:  allocate (refused: nothing happens) -> checkpoint (TASK_STARTING) -> launch through
-             the launch server -> TASK_RUNNING -> a watcher
+    launch:  allocate (refused: nothing happens) -> checkpoint (TASK_STARTING) -> launch (through
+             the containerizer's launch server) -> TASK_RUNNING -> a watcher
     the end: append the terminal status -> destroy what is left (the sandbox stays) -> free the
              container's resources
     remove:  ended containers only: delete the sandbox, drop the checkpoint
@@ -27,14 +27,18 @@ from corral.types import (LAUNCHED, TASK_LOST, TASK_RUNNING, ContainerConfig, Co
 
 from .allocator import Allocator
 from .checkpoint import TERMINAL_STATES, Checkpoint
-from .launchserver import LaunchServer
 from .ports import HostPorts, port_env
-from .resources import Resources, detect
+from .resources import Resources
+
+
+def make_containerizer(flags, total: Resources) -> MesosContainerizer:
+    """The agent's containerizer, launching through a launch server that this forks: call it
+    while the process has one thread (containers/mesos/forkserver.py)."""
+    return MesosContainerizer(**containerizer_args(flags, total), launch_server=True)
 
 
 def containerizer_args(flags, total: Resources) -> dict:
-    """SyncMesosContainerizer's arguments from the agent's flags: the agent and its launch server
-    must agree on them."""
+    """SyncMesosContainerizer's arguments from the agent's flags."""
     ports = total.get("ports")
     return dict(work_dir=flags.work_dir, runtime_dir=flags.runtime_dir, cgroups_root=flags.cgroups_root,
                 isolation=flags.isolation, cgroups_enable_cfs=flags.cgroups_enable_cfs,
@@ -44,12 +48,12 @@ def containerizer_args(flags, total: Resources) -> dict:
 
 
 class Agent:
-    def __init__(self, flags, launch_server: LaunchServer, total: Resources | None = None):
+    def __init__(self, flags, containerizer: MesosContainerizer, total: Resources):
+        """`containerizer`: from make_containerizer(flags, total), made before any thread."""
         self.flags = flags
-        self.total = total if total is not None else detect(flags.resources or Resources(), flags.work_dir)
+        self.total = total
         self.checkpoint = Checkpoint(flags.work_dir, flags.strict)
-        self.containerizer = MesosContainerizer(**containerizer_args(flags, self.total))
-        self.launch_server = launch_server
+        self.containerizer = containerizer
         self.allocator: Allocator | None = None        # made by recover(), from the checkpoint
         self.records: dict[str, dict] = {}             # container id -> its container.json
         self.ends: dict[str, asyncio.Future] = {}      # container id -> its terminal status, once ended
@@ -132,7 +136,7 @@ class Agent:
         self.launches[container_id] = asyncio.get_running_loop().create_future()   # and so does a KILL
         try:
             self.checkpoint.add_container(container_id, record)
-            result = await self.launch_server.launch(container_id, config)
+            result = await self.containerizer.launch(container_id, config)
             if result != LAUNCHED:
                 raise InvalidInput("unsupported container: the mesos containerizer takes no images, "
                                    "and no other containerizer is enabled")

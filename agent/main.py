@@ -1,7 +1,7 @@
 """`corral agent`: parse the flags, start the launch server, recover, serve the HTTP API.
 
-The order matters: the launch server is forked first, while this process has one thread; only
-then do asyncio and aiohttp start. SIGTERM or SIGINT stops the agent and leaves its containers
+The order matters: the containerizer's launch server is forked first, while this process has
+one thread; only then do asyncio and aiohttp start. SIGTERM or SIGINT stops the agent and leaves its containers
 running, as mesos-agent does: the next agent re-attaches them.
 """
 
@@ -16,8 +16,7 @@ from corral.types import CorralError, InvalidInput
 
 from . import flags as agent_flags
 from .checkpoint import Checkpoint
-from .core import Agent, containerizer_args
-from .launchserver import LaunchServer
+from .core import Agent, make_containerizer
 from .resources import Resources, detect
 
 
@@ -34,24 +33,24 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         Checkpoint(flags.work_dir).lock()       # held until this process and its launch server are gone
-        server = LaunchServer.start(**containerizer_args(flags, total))
+        containerizer = make_containerizer(flags, total)     # forks the launch server: no thread yet
     except CorralError as e:
         print(f"corral agent: {e}", file=sys.stderr)
         return 1
     try:
-        return asyncio.run(_run(flags, total, server))
+        return asyncio.run(_run(flags, total, containerizer))
     except CorralError as e:        # a damaged checkpoint with --strict, among others
         print(f"corral agent: {e}", file=sys.stderr)
         return 1
     finally:
-        server.close()
+        containerizer.close()
 
 
-async def _run(flags, total: Resources, server: LaunchServer) -> int:
+async def _run(flags, total: Resources, containerizer) -> int:
     from aiohttp import web
 
     from .api import make_app
-    agent = Agent(flags, server, total)
+    agent = Agent(flags, containerizer, total)
     await agent.recover()
     if flags.recover == "cleanup":
         await agent.cleanup()

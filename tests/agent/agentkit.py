@@ -9,7 +9,6 @@ import base64
 import os
 import random
 
-from agent.launchserver import LaunchServer
 from agent.ports import HostPorts
 
 
@@ -44,12 +43,12 @@ class InProcessAgent:
         from aiohttp import ClientSession, web
 
         from agent.api import make_app
-        from agent.core import Agent, containerizer_args
+        from agent.core import Agent, make_containerizer
         from agent.resources import Resources, detect
         total = detect(self.flags.resources or Resources(), self.flags.work_dir)
-        # Forked before the client below makes its resolver threads: launches go through it.
-        self.server = LaunchServer.start(**containerizer_args(self.flags, total))
-        self.agent = Agent(self.flags, self.server, total)
+        # Its launch server is forked before the process below gets threads: launches go through it.
+        self.containerizer = make_containerizer(self.flags, total)
+        self.agent = Agent(self.flags, self.containerizer, total)
         await self.agent.recover()
         self.runner = web.AppRunner(make_app(self.agent))
         await self.runner.setup()
@@ -79,7 +78,7 @@ class InProcessAgent:
     async def __aexit__(self, *exc):
         await self.http.close()
         await self.runner.cleanup()
-        self.server.close()
+        self.containerizer.close()
 
 
 class AgentProcess:
