@@ -66,15 +66,20 @@ def check_container_id(value: str) -> str:
 
 
 class Resources(Record):
-    """The scalar resources the Mesos containerizer isolates. None means unlimited."""
+    """The resources the Mesos containerizer isolates. None means unlimited."""
     cpus: float | None = None
     mem_mb: float | None = None
+    ports: list | None = None       # the host ports given to the container: [[begin, end], ...]
 
     def __post_init__(self):
         if self.cpus is not None and not self.cpus > 0:
             raise InvalidInput(f"cpus must be a positive number, not {self.cpus}")
         if self.mem_mb is not None and not self.mem_mb > 0:
             raise InvalidInput(f"mem must be a positive number of MB, not {self.mem_mb}")
+        if self.ports is not None and not all(
+                isinstance(r, (list, tuple)) and len(r) == 2 and all(type(p) is int and 0 <= p < 65536 for p in r)
+                and r[0] <= r[1] for r in self.ports):
+            raise InvalidInput(f"ports must be ranges [[begin, end], ...] of ports 0-65535, not {self.ports}")
 
 
 class ContainerConfig(Record):

@@ -98,3 +98,8 @@ class IsolatorFlags(Record):
     cgroups_enable_cfs: bool = False
     work_dir: str = "/var/lib/corral"
     runtime_dir: str = "/run/corral"
+    # network/ports: the agent's ports, [[begin, end], ...]; listening on one of them without
+    # having been given it ends the container when enforcement is on.
+    container_ports_isolated_range: list = list
+    enforce_container_ports: bool = False
+    container_ports_watch_interval: float = 30.0

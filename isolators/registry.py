@@ -18,6 +18,7 @@ BUILTIN = {
     "namespaces/ipc": "isolators.namespaces:IpcNamespaceIsolator",
     "namespaces/uts": "isolators.namespaces:UtsNamespaceIsolator",
     "filesystem/linux": "isolators.filesystem:LinuxFilesystemIsolator",
+    "network/ports": "isolators.network_ports:PortsIsolator",
 }
 
 DEFAULT_ISOLATION = ("cgroups/cpu", "cgroups/mem", "namespaces/pid", "namespaces/ipc")

@@ -36,11 +36,13 @@ class SyncMesosContainerizer:
 
     def __init__(self, work_dir: str, runtime_dir: str, cgroups_root: str = "corral",
                  isolation: list[str] | tuple[str, ...] = DEFAULT_ISOLATION,
-                 cgroups_enable_cfs: bool = False, tracking: str | None = None, provisioner=None):
+                 cgroups_enable_cfs: bool = False, tracking: str | None = None, provisioner=None,
+                 **isolator_flags):
+        """`isolator_flags`: further IsolatorFlags fields (the network/ports isolator's, say)."""
         self.work_dir = work_dir
         self.runtime_dir = runtime_dir
         self.flags = IsolatorFlags(cgroups_root=cgroups_root, cgroups_enable_cfs=cgroups_enable_cfs,
-                                   work_dir=work_dir, runtime_dir=runtime_dir)
+                                   work_dir=work_dir, runtime_dir=runtime_dir, **isolator_flags)
         self.isolation = list(isolation)
         self.launcher = Launcher(cgroups_root, tracking)
         self._isolators: dict[tuple[str, ...], list] = {}

@@ -1,0 +1,245 @@
+"""The agent's core: launch, wait, kill and remove containers, with allocation, checkpoint and
+status streams; and recovery after a restart. The HTTP API (agent/api.py) only translates.
+
+    launch:  allocate (refused: nothing happens) -> checkpoint (TASK_STARTING) -> launch (through
+             the containerizer's launch server) -> TASK_RUNNING -> a watcher
+    the end: append the terminal status -> destroy what is left (the sandbox stays) -> free the
+             container's resources
+    remove:  ended containers only: delete the sandbox, drop the checkpoint
+
+Recovery relies on that order: a container is checkpointed before anything of it exists, its
+end is recorded before anything of it goes, and its resources are freed only once it is gone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import time
+from collections import Counter
+
+from containerizers.mesos.containerizer import MesosContainerizer
+from corral import types
+from corral.files import remove_tree
+from corral.types import (LAUNCHED, TASK_LOST, TASK_RUNNING, ContainerConfig, ContainerExists, InvalidInput,
+                          NoSuchContainer, check_container_id)
+
+from .allocator import Allocator
+from .checkpoint import TERMINAL_STATES, Checkpoint
+from .ports import HostPorts, port_env
+from .resources import Resources
+
+
+def make_containerizer(flags, total: Resources) -> MesosContainerizer:
+    """The agent's containerizer, launching through a launch server that this forks: call it
+    while the process has one thread (containers/mesos/forkserver.py)."""
+    return MesosContainerizer(**containerizer_args(flags, total), launch_server=True)
+
+
+def containerizer_args(flags, total: Resources) -> dict:
+    """SyncMesosContainerizer's arguments from the agent's flags."""
+    ports = total.get("ports")
+    return dict(work_dir=flags.work_dir, runtime_dir=flags.runtime_dir, cgroups_root=flags.cgroups_root,
+                isolation=flags.isolation, cgroups_enable_cfs=flags.cgroups_enable_cfs,
+                container_ports_isolated_range=ports.to_list() if ports else [],
+                enforce_container_ports=flags.enforce_container_ports,
+                container_ports_watch_interval=flags.container_ports_watch_interval)
+
+
+class Agent:
+    def __init__(self, flags, containerizer: MesosContainerizer, total: Resources):
+        """`containerizer`: from make_containerizer(flags, total), made before any thread."""
+        self.flags = flags
+        self.total = total
+        self.checkpoint = Checkpoint(flags.work_dir, flags.strict)
+        self.containerizer = containerizer
+        self.allocator: Allocator | None = None        # made by recover(), from the checkpoint
+        self.records: dict[str, dict] = {}             # container id -> its container.json
+        self.ends: dict[str, asyncio.Future] = {}      # container id -> its terminal status, once ended
+        self.watchers: dict[str, asyncio.Task] = {}    # container id -> the task that waits for its end
+        self.launches: dict[str, asyncio.Future] = {}  # container id -> done once its launch is over
+        self.agent_id: str | None = None
+        self.started = time.time()
+        self.counters: Counter[str] = Counter()        # statuses appended, launch errors, since start
+
+    # -- recovery ------------------------------------------------------------------------------
+
+    async def recover(self) -> None:
+        """Re-learn everything from the checkpoint; with --strict a damaged file raises DamagedFile.
+
+        Containers that ended while the agent was away report their real end; those the
+        containerizer no longer knows, or all of them after a reboot, are lost; containers
+        nobody checkpointed are destroyed."""
+        self.agent_id = self.checkpoint.agent_id()
+        self.checkpoint.write_flags({f["name"]: f["value"] for f in self.flags.to_list()})
+        found = self.checkpoint.load()
+        # Each container's checkpoint says what it holds: allocations.json only mirrors that.
+        self.allocator = Allocator(self.total, self.checkpoint.allocations, HostPorts(), durable=False, held={
+            cid: Resources.from_json(c["container"].get("resources") or [])
+            for cid, c in found.containers.items() if not _ended(c["statuses"])})
+        alive = set(await self.containerizer.recover())
+        for container_id, message in found.damaged.items():
+            self.checkpoint.remove_container(container_id)
+            self.checkpoint.add_container(container_id, {"config": None, "resources": [], "damaged": message})
+            found.containers[container_id] = {"container": {"config": None, "resources": []}, "statuses": [
+                self._status(container_id, TASK_LOST, None, f"its checkpoint is damaged: {message}")]}
+        for container_id, checkpointed in found.containers.items():
+            self.records[container_id] = checkpointed["container"]
+            stream = checkpointed["statuses"]
+            if not _ended(stream) and (found.rebooted or container_id not in alive):
+                stream.append(self._status(container_id, TASK_LOST, None, (
+                    "the host rebooted" if found.rebooted else
+                    "the agent stopped before the launch was done" if len(stream) <= 1 else
+                    "its runtime state is gone")))
+            if _ended(stream):
+                await self._release(container_id, alive)     # again: a release may have been cut short
+                continue
+            if (await self.containerizer.status(container_id))["state"] == "RUNNING":
+                self._status(container_id, TASK_RUNNING, durable=False)
+            self._watch(container_id)
+        for stranger in alive - set(self.records):
+            await self.containerizer.destroy(stranger, remove_sandbox=True)    # nobody knows it
+        self.allocator.retain(self.ends)                                       # those still running
+        self.checkpoint.record_boot()
+
+    async def cleanup(self) -> None:
+        """--recover=cleanup: destroy every container and forget it."""
+        for container_id in list(self.records):
+            watcher = self.watchers.get(container_id)
+            if watcher is not None:
+                watcher.cancel()
+                await asyncio.wait([watcher])
+            await self._release(container_id)
+            self._forget(container_id)
+
+    # -- the calls -----------------------------------------------------------------------------
+
+    async def launch(self, container_id: str, config: ContainerConfig, request: Resources) -> bool:
+        """True once launched; False when the id is known already. InsufficientResources,
+        InvalidInput: nothing was launched and nothing is held. A caller that goes away (an
+        HTTP client hanging up) does not cut the launch short: it goes on to its end."""
+        return await asyncio.shield(asyncio.ensure_future(self._launch(container_id, config, request)))
+
+    async def _launch(self, container_id: str, config: ContainerConfig, request: Resources) -> bool:
+        check_container_id(container_id)
+        if container_id in self.records:
+            return False
+        given = self.allocator.allocate(container_id, request)
+        ports = given.get("ports")
+        config.resources = types.Resources(cpus=given.get("cpus"), mem_mb=given.get("mem"),
+                                           ports=ports.to_list() if ports else None)
+        config.env = {**config.env, **port_env(ports)}
+        record = {"config": config.to_dict(), "resources": given.to_json(), "created": time.time()}
+        self.records[container_id] = record
+        self.ends[container_id] = asyncio.get_running_loop().create_future()   # a WAIT now waits for the launch
+        self.launches[container_id] = asyncio.get_running_loop().create_future()   # and so does a KILL
+        try:
+            self.checkpoint.add_container(container_id, record)
+            result = await self.containerizer.launch(container_id, config)
+            if result != LAUNCHED:
+                raise InvalidInput("unsupported container: the mesos containerizer takes no images, "
+                                   "and no other containerizer is enabled")
+        except BaseException as e:
+            self.counters["launch_errors"] += 1
+            self._forget(container_id)
+            if isinstance(e, ContainerExists):
+                raise InvalidInput(f"container {container_id} exists, outside this agent's knowledge") from None
+            raise
+        finally:
+            self.launches.pop(container_id).set_result(None)
+        self._status(container_id, TASK_RUNNING, durable=False)     # recovery finds it running again if lost
+        self._watch(container_id)
+        return True
+
+    async def wait(self, container_id: str) -> dict:
+        """The container's end: its terminal status (state, reason, message, exit_status)."""
+        stream = self.statuses(container_id)
+        if _ended(stream):
+            return stream[-1]
+        return await asyncio.shield(self.ends[container_id])    # a caller that goes away must not end the watch
+
+    async def kill(self, container_id: str, sig: int = signal.SIGKILL) -> None:
+        self.statuses(container_id)                     # NoSuchContainer first
+        launching = self.launches.get(container_id)
+        if launching is not None:
+            await asyncio.shield(launching)
+        if container_id in self.records and not _ended(self.statuses(container_id)):
+            await self.containerizer.kill(container_id, sig)
+
+    async def remove(self, container_id: str) -> None:
+        """Delete an ended container: sandbox, runtime dir, checkpoint."""
+        if not _ended(self.statuses(container_id)):
+            raise InvalidInput(f"container {container_id} is still running: kill it, wait for it, then remove it")
+        await self._release(container_id)
+        remove_tree(os.path.join(self.flags.work_dir, "containers", container_id))     # the sandbox
+        self._forget(container_id)
+
+    def statuses(self, container_id: str) -> list[dict]:
+        if container_id not in self.records:
+            raise NoSuchContainer(container_id)
+        return self.checkpoint.statuses(container_id)
+
+    async def containers(self) -> list[dict]:
+        return [{"container_id": cid, "statuses": self.statuses(cid), "resources": record.get("resources", []),
+                 "config": record.get("config")} for cid, record in sorted(self.records.items())]
+
+    # -- helpers -------------------------------------------------------------------------------
+
+    def _watch(self, container_id: str) -> None:
+        end = self.ends.get(container_id)
+        if end is None:
+            end = self.ends[container_id] = asyncio.get_running_loop().create_future()
+        self.watchers[container_id] = asyncio.get_running_loop().create_task(self._until_ended(container_id, end))
+
+    async def _until_ended(self, container_id: str, end: asyncio.Future) -> None:
+        """Record the end first (that is what must not be lost), then release what the container held."""
+        try:
+            termination = await self.containerizer.wait(container_id)
+            status = self._status(
+                container_id, termination.state, termination.reason, termination.message,
+                exit_status=termination.exit_status)
+            await self._release(container_id)
+        except NoSuchContainer:
+            status = self._status(container_id, TASK_LOST, None, "its runtime state is gone")
+        except asyncio.CancelledError:
+            end.cancel()            # the agent is stopping: the next one watches on
+            raise
+        except Exception as e:
+            if not end.done():
+                end.set_exception(e)
+            raise
+        finally:
+            self.ends.pop(container_id, None)
+            self.watchers.pop(container_id, None)
+        if not end.done():
+            end.set_result(status or self.checkpoint.statuses(container_id)[-1])
+
+    async def _release(self, container_id: str, alive: set[str] | None = None) -> None:
+        """Destroy what is left of an ended container (its sandbox stays) and free its resources."""
+        if alive is None or container_id in alive:
+            try:
+                await self.containerizer.destroy(container_id)
+            except NoSuchContainer:
+                pass
+        self.allocator.release(container_id)
+
+    def _status(self, container_id: str, state: str, *args, **extra) -> dict | None:
+        """Append to the container's status stream, and count it (metrics: slave/tasks_<state>)."""
+        status = self.checkpoint.append_status(container_id, state, *args, **extra)
+        if status is not None:
+            self.counters[state] += 1
+        return status
+
+    def _forget(self, container_id: str) -> None:
+        self.records.pop(container_id, None)
+        self.checkpoint.remove_container(container_id)
+        self.allocator.release(container_id)
+        end = self.ends.pop(container_id, None)
+        if end is not None and not end.done():
+            end.set_exception(NoSuchContainer(container_id))
+            end.exception()         # retrieved: nobody need be waiting
+
+
+def _ended(stream: list[dict]) -> bool:
+    return bool(stream) and stream[-1]["state"] in TERMINAL_STATES

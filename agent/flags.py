@@ -1,0 +1,236 @@
+"""`corral agent`'s flags, by mesos-agent's names.
+
+    --work_dir=/var/lib/corral   --work-dir /var/lib/corral   MESOS_WORK_DIR=...   CORRAL_WORK_DIR=...
+
+The command line wins over the environment, CORRAL_ over MESOS_, and either over the default.
+Booleans also take the bare `--strict` and `--no-strict`. Durations are Mesos's (`30secs`,
+`100ms`, `1mins`) or plain seconds. Every value is checked here, so a bad flag stops the agent
+at start with one line naming it.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import os
+import re
+
+from corral.types import InvalidInput
+from isolators.registry import DEFAULT_ISOLATION
+
+
+class FlagError(InvalidInput):
+    pass
+
+
+def _boolean(text: str) -> bool:
+    value = text.strip().lower()
+    if value in ("true", "1", "yes"):
+        return True
+    if value in ("false", "0", "no"):
+        return False
+    raise ValueError("is not true or false")
+
+
+_UNITS = {"ns": 1e-9, "us": 1e-6, "ms": 1e-3, "secs": 1, "mins": 60, "hrs": 3600, "days": 86400, "weeks": 604800}
+
+
+def _duration(text: str) -> float:
+    match = re.fullmatch(r"(\d+(?:\.\d+)?)\s*([a-z]*)", text.strip())
+    if not match or match[2] not in ("", *_UNITS):
+        raise ValueError(f"is not a duration such as 30secs, 100ms or 1mins (units: {', '.join(_UNITS)})")
+    seconds = float(match[1]) * _UNITS.get(match[2], 1)
+    if not seconds > 0:
+        raise ValueError("must be longer than 0")
+    return seconds
+
+
+def _port(text: str) -> int:
+    if not text.strip().isdigit() or not 0 < int(text) < 65536:
+        raise ValueError("is not a port number 1-65535")
+    return int(text)
+
+
+def _ip(text: str) -> str:
+    try:
+        return str(ipaddress.ip_address(text.strip()))
+    except ValueError:
+        raise ValueError("is not an IP address") from None
+
+
+def _choice(*choices: str):
+    def check(text: str) -> str:
+        if text not in choices:
+            raise ValueError(f"must be one of {', '.join(choices)}")
+        return text
+    return check
+
+
+def _names(known: tuple[str, ...] | None = None):
+    def check(text: str) -> list[str]:
+        names = [n.strip() for n in text.split(",") if n.strip()]
+        unknown = [n for n in names if known is not None and n not in known]
+        if unknown:
+            raise ValueError(f"names unknown {'ones' if len(unknown) > 1 else 'one'}: "
+                             f"{', '.join(unknown)} (known: {', '.join(known)})")
+        if len(set(names)) != len(names):
+            raise ValueError("names one twice")
+        return names
+    return check
+
+
+def _isolation(text: str) -> list[str]:
+    from isolators.registry import isolator_class
+    names = _names()(text)
+    for name in names:
+        try:
+            isolator_class(name)
+        except InvalidInput as e:
+            raise ValueError(str(e)) from None
+    return names
+
+
+def _resources(text: str):
+    from .resources import Resources
+    try:
+        return Resources.parse(_file_or_text(text))
+    except InvalidInput as e:
+        raise ValueError(str(e)) from None
+
+
+def _credentials(text: str) -> dict[str, str]:
+    """A file of principal/secret pairs: `principal secret` lines, or Mesos's JSON
+    {"credentials": [{"principal": ..., "secret": ...}]}."""
+    path = text[len("file://"):] if text.startswith("file://") else text
+    try:
+        with open(path) as f:
+            raw = f.read()
+    except OSError as e:
+        raise ValueError(f"cannot be read: {e.strerror}") from None
+    if raw.lstrip().startswith("{"):
+        try:
+            pairs = [(c["principal"], c["secret"]) for c in json.loads(raw)["credentials"]]
+        except (ValueError, KeyError, TypeError):
+            raise ValueError('is not {"credentials": [{"principal": ..., "secret": ...}]}') from None
+    else:
+        pairs = []
+        for number, line in enumerate(raw.splitlines(), 1):
+            fields = line.split()
+            if not fields or fields[0].startswith("#"):
+                continue
+            if len(fields) != 2:
+                raise ValueError(f"line {number} is not `principal secret`")
+            pairs.append((fields[0], fields[1]))
+    if not pairs or not all(isinstance(p, str) and p and isinstance(s, str) and s for p, s in pairs):
+        raise ValueError("holds no principal/secret pair")
+    return dict(pairs)
+
+
+def _file_or_text(text: str) -> str:
+    """Mesos lets a flag's value be `file:///path`: the file's contents."""
+    if not text.startswith("file://"):
+        return text
+    try:
+        with open(text[len("file://"):]) as f:
+            return f.read()
+    except OSError as e:
+        raise ValueError(f"cannot be read: {e.strerror}") from None
+
+
+class Flag:
+    def __init__(self, name: str, parse, default, help: str):
+        self.name, self.parse, self.default, self.help = name, parse, default, help
+
+
+FLAGS = {flag.name: flag for flag in [
+    Flag("work_dir", str, "/var/lib/corral", "sandboxes, images and the checkpoint (meta/)"),
+    Flag("runtime_dir", str, "/run/corral", "per-container runtime state (a tmpfs: gone after a reboot)"),
+    Flag("resources", _resources, None,
+         "the agent's resources: cpus:2;mem:1024;ports:[31000-32000], JSON, or file://PATH; "
+         "cpus, mem, disk and ports not named are detected"),
+    Flag("isolation", _isolation, ",".join(DEFAULT_ISOLATION), "isolators, comma separated"),
+    Flag("containerizers", _names(("mesos", "docker")), "mesos", "containerizers to use, in order"),
+    Flag("image_providers", _names(("docker", "appc")), "", "image types the mesos containerizer provisions"),
+    Flag("docker_registry", str, "https://registry-1.docker.io", "where docker images are pulled from"),
+    Flag("recover", _choice("reconnect", "cleanup"), "reconnect",
+         "reconnect: re-attach the containers still running; cleanup: destroy everything and exit"),
+    Flag("strict", _boolean, "true", "refuse to start on a damaged checkpoint (false: report it lost)"),
+    Flag("ip", _ip, "127.0.0.1", "the address the HTTP API listens on"),
+    Flag("port", _port, "5051", "the port the HTTP API listens on"),
+    Flag("cgroups_root", str, "corral", "the cgroup under which every container's cgroups live"),
+    Flag("cgroups_enable_cfs", _boolean, "false", "enforce cpus as a hard CFS quota"),
+    Flag("enforce_container_ports", _boolean, "false",
+         "network/ports: end a container that listens on an agent port it was not given"),
+    Flag("container_ports_watch_interval", _duration, "30secs", "network/ports: how often to look"),
+    Flag("credentials", _credentials, None, "a file of principal/secret pairs; every API call needs HTTP basic auth"),
+]}
+
+
+class Flags:
+    """The parsed flags as attributes (flags.work_dir, ...), plus the text each came from."""
+
+    def __init__(self, values: dict, texts: dict):
+        self.__dict__.update(values)
+        self._texts = texts
+
+    def to_list(self) -> list[dict]:
+        """GET_FLAGS's `flags`: name and value as given (a secret's file is named, not shown)."""
+        return [{"name": name, "value": text} for name, text in sorted(self._texts.items()) if text is not None]
+
+
+def parse(argv: list[str], environ: dict | None = None) -> Flags:
+    """Flags from the command line and the environment; FlagError names the first bad one."""
+    environ = os.environ if environ is None else environ
+    texts = {name: flag.default for name, flag in FLAGS.items()}
+    for prefix in ("MESOS_", "CORRAL_"):
+        for name in FLAGS:
+            if prefix + name.upper() in environ:
+                texts[name] = environ[prefix + name.upper()]
+    texts.update(_command_line(argv))
+    values = {}
+    for name, text in texts.items():
+        if text is None:
+            values[name] = None
+            continue
+        try:
+            values[name] = FLAGS[name].parse(text)
+        except ValueError as e:
+            shown = text if len(text) <= 60 else text[:57] + "..."
+            raise FlagError(f"--{name}={shown}: {e}") from None
+    return Flags(values, texts)
+
+
+def _command_line(argv: list[str]) -> dict[str, str]:
+    given = {}
+    args = list(argv)
+    while args:
+        arg = args.pop(0)
+        if not arg.startswith("--") or arg == "--":
+            raise FlagError(f"unexpected argument {arg!r}: flags are --name=value")
+        name, has_value, value = arg[2:].partition("=")
+        name = name.replace("-", "_")
+        negated = not has_value and name.startswith("no_") and name[3:] in FLAGS
+        if negated:
+            name, has_value, value = name[3:], True, "false"
+        flag = FLAGS.get(name)
+        if flag is None:
+            raise FlagError(f"unknown flag --{name} (see --help)")
+        if not has_value:
+            if flag.parse is _boolean:
+                value = "true"
+            elif args and not args[0].startswith("--"):
+                value = args.pop(0)
+            else:
+                raise FlagError(f"--{name} needs a value")
+        if negated and flag.parse is not _boolean:
+            raise FlagError(f"--no-{name}: --{name} is not a boolean flag")
+        given[name] = value
+    return given
+
+
+def usage() -> str:
+    lines = ["usage: corral agent [--flag=value ...]   (also --flag value, --flag-name, MESOS_FLAG, CORRAL_FLAG)", ""]
+    for flag in FLAGS.values():
+        default = f" (default {flag.default})" if flag.default not in (None, "") else ""
+        lines.append(f"  --{flag.name:<32} {flag.help}{default}")
+    return "\n".join(lines)

@@ -1,0 +1,78 @@
+"""`corral agent`: parse the flags, start the launch server, recover, serve the HTTP API.
+
+The order matters: the containerizer's launch server is forked first, while this process has
+one thread; only then do asyncio and aiohttp start. SIGTERM or SIGINT stops the agent and leaves its containers
+running, as mesos-agent does: the next agent re-attaches them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+
+from corral.types import CorralError, InvalidInput
+
+from . import flags as agent_flags
+from .checkpoint import Checkpoint
+from .core import Agent, make_containerizer
+from .resources import Resources, detect
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if "--help" in argv or "-h" in argv:
+        print(agent_flags.usage())
+        return 0
+    try:
+        flags = agent_flags.parse(argv)
+        total = detect(flags.resources or Resources(), flags.work_dir)
+    except InvalidInput as e:
+        print(f"corral agent: {e}", file=sys.stderr)
+        return 2
+    try:
+        Checkpoint(flags.work_dir).lock()       # held until this process and its launch server are gone
+        containerizer = make_containerizer(flags, total)     # forks the launch server: no thread yet
+    except CorralError as e:
+        print(f"corral agent: {e}", file=sys.stderr)
+        return 1
+    try:
+        return asyncio.run(_run(flags, total, containerizer))
+    except CorralError as e:        # a damaged checkpoint with --strict, among others
+        print(f"corral agent: {e}", file=sys.stderr)
+        return 1
+    finally:
+        containerizer.close()
+
+
+async def _run(flags, total: Resources, containerizer) -> int:
+    from aiohttp import web
+
+    from .api import make_app
+    agent = Agent(flags, containerizer, total)
+    await agent.recover()
+    if flags.recover == "cleanup":
+        await agent.cleanup()
+        return 0
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    runner = web.AppRunner(make_app(agent), handle_signals=False)
+    await runner.setup()
+    site = web.TCPSite(runner, flags.ip, flags.port)
+    try:
+        await site.start()
+    except OSError as e:
+        await runner.cleanup()
+        reason = os.strerror(e.errno) if e.errno else str(e)
+        raise CorralError(f"cannot listen on {flags.ip}:{flags.port}: {reason}") from None
+    print(f"corral agent {agent.agent_id} listening on {flags.ip}:{flags.port}", file=sys.stderr, flush=True)
+    await stop.wait()
+    await runner.cleanup()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,266 @@
+"""The HTTP API over a real agent, real containers and real sockets on loopback. The agent runs
+in the test's process, whose HTTP client makes threads: launches go through the launch server."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+
+import aiohttp
+import pytest
+
+from agentkit import InProcessAgent, until
+from corral.types import (REASON_CONTAINER_LIMITATION, TASK_FAILED, TASK_FINISHED, TASK_KILLED, TASK_RUNNING,
+                          TASK_STARTING)
+
+
+def launch(container_id, command, resources=None, **extra):
+    call = {"container_id": {"value": container_id}, "command": {"shell": True, "value": command}, **extra}
+    if resources is not None:
+        call["resources"] = resources
+    return {"type": "LAUNCH_CONTAINER", "launch_container": call}
+
+
+def by_id(call, container_id, **extra):
+    return {"type": call, call.lower(): {"container_id": {"value": container_id}, **extra}}
+
+
+def scalar(name, value):
+    return {"name": name, "type": "SCALAR", "scalar": {"value": value}}
+
+
+def test_health_version_flags(agent_flags):
+    async def scenario():
+        async with InProcessAgent(agent_flags()) as a:
+            health = await a.call({"type": "GET_HEALTH"})
+            assert health == (200, {"type": "GET_HEALTH", "get_health": {"healthy": True}})
+            status, version = await a.call({"type": "GET_VERSION"})
+            assert status == 200 and version["get_version"]["version_info"]["version"]
+            status, flags = await a.call({"type": "GET_FLAGS"})
+            assert {"name": "strict", "value": "true"} in flags["get_flags"]["flags"]
+            async with a.http.get(a.url + "/health") as r:
+                assert r.status == 200
+            assert len(os.listdir("/proc/self/task")) > 1, "the agent's process was meant to have threads"
+    asyncio.run(scenario())
+
+
+def test_launch_wait_containers_remove(agent_flags, corral):
+    async def scenario():
+        async with InProcessAgent(agent_flags()) as a:
+            body = launch("c1", 'sleep 0.2; echo "$PORT0 $PORT1 $PORTS"', [scalar("cpus", 0.5), scalar("mem", 64),
+                                                                  scalar("ports", 2)])
+            assert (await a.call(body))[0] == 200
+            assert (await a.call(body))[0] == 202                 # already exists
+            assert list(a.agent.allocator.held) == ["c1"]
+            status, waited = await a.call(by_id("WAIT_CONTAINER", "c1"))
+            assert status == 200
+            assert waited == {"type": "WAIT_CONTAINER", "wait_container": {
+                "exit_status": 0, "state": TASK_FINISHED, "reason": None, "message": "Command exited with status 0"}}
+            assert await a.call(by_id("WAIT_CONTAINER", "c1")) == (200, waited)     # and again, until removed
+            low = agent_flags.ports[0]
+            with open(os.path.join(corral.work_dir, "containers", "c1", "stdout")) as f:
+                assert f.read() == f"{low} {low + 1} {low},{low + 1}\n"
+            _, listed = await a.call({"type": "GET_CONTAINERS"})
+            [c1] = listed["get_containers"]["containers"]
+            assert [s["state"] for s in c1["statuses"]] == [TASK_STARTING, TASK_RUNNING, TASK_FINISHED]
+            assert c1["container_status"]["state"] == TASK_FINISHED
+            assert a.agent.allocator.held == {}                    # an ended container holds nothing
+            assert not os.path.exists(os.path.join(corral.runtime_dir, "containers", "c1"))
+            assert (await a.call(by_id("REMOVE_CONTAINER", "c1")))[0] == 200
+            assert not os.path.exists(os.path.join(corral.work_dir, "containers", "c1"))
+            assert (await a.call(by_id("WAIT_CONTAINER", "c1")))[0] == 404
+            assert (await a.call(by_id("REMOVE_CONTAINER", "c1")))[0] == 404
+    asyncio.run(scenario())
+
+
+def test_kill_is_sigkill_by_default_and_remove_wants_an_ended_container(agent_flags):
+    async def scenario():
+        async with InProcessAgent(agent_flags()) as a:
+            assert (await a.call(launch("long", "trap '' TERM; sleep 100")))[0] == 200
+            status, text = await a.call(by_id("REMOVE_CONTAINER", "long"))
+            assert status == 400 and "still running" in text
+            assert (await a.call(by_id("KILL_CONTAINER", "long")))[0] == 200
+            _, waited = await a.call(by_id("WAIT_CONTAINER", "long"))
+            end = waited["wait_container"]
+            assert end["state"] == TASK_KILLED and os.WTERMSIG(end["exit_status"]) == signal.SIGKILL
+            assert (await a.call(by_id("KILL_CONTAINER", "nobody")))[0] == 404
+            assert (await a.call(by_id("REMOVE_CONTAINER", "long")))[0] == 200
+    asyncio.run(scenario())
+
+
+def test_a_waiter_that_goes_away_does_not_stop_the_watch(agent_flags):
+    async def scenario():
+        async with InProcessAgent(agent_flags()) as a:
+            await a.call(launch("w", "sleep 0.5; exit 3"))
+            with pytest.raises(asyncio.TimeoutError):
+                await a.call(by_id("WAIT_CONTAINER", "w"), timeout=aiohttp.ClientTimeout(total=0.1))
+            _, waited = await a.call(by_id("WAIT_CONTAINER", "w"))
+            assert (waited["wait_container"]["state"], os.WEXITSTATUS(waited["wait_container"]["exit_status"])) == \
+                (TASK_FAILED, 3)
+            await a.call(by_id("REMOVE_CONTAINER", "w"))
+    asyncio.run(scenario())
+
+
+def test_a_launch_beyond_the_free_resources_is_refused_naming_what_is_short(agent_flags):
+    async def scenario():
+        async with InProcessAgent(agent_flags()) as a:
+            assert (await a.call(launch("big", "sleep 100", [scalar("cpus", 1.5)])))[0] == 200
+            status, text = await a.call(launch("more", "true", [scalar("cpus", 1), scalar("ports", 11),
+                                                                scalar("gpus", 1)]))
+            assert status == 409
+            assert text.strip() == ("not enough free resources for more: cpus: asked 1, 0.5 free; "
+                                    "gpus: asked 1, none free; ports: asked 11, 10 free")
+            _, listed = await a.call({"type": "GET_CONTAINERS"})
+            assert [c["container_id"]["value"] for c in listed["get_containers"]["containers"]] == ["big"]
+            await a.call(by_id("KILL_CONTAINER", "big"))
+            await a.call(by_id("WAIT_CONTAINER", "big"))
+            await a.call(by_id("REMOVE_CONTAINER", "big"))
+    asyncio.run(scenario())
+
+
+@pytest.mark.parametrize("body, headers, status, message", [
+    ("{not json", None, 400, "the body is not valid JSON"),
+    ("[1]", None, 400, 'must be a JSON object with a "type"'),
+    ({"type": "SUBSCRIBE"}, None, 400, "unknown or unsupported call 'SUBSCRIBE'"),
+    ({"type": "GET_HEALTH"}, {"Content-Type": "text/plain"}, 415, "send application/json"),
+    ("x" * (2 << 20), None, 413, ""),
+    ({"type": "WAIT_CONTAINER", "wait_container": {}}, None, 400, '"container_id": {"value": "..."}'),
+    (launch("../x", "true"), None, 400, "invalid container id '../x'"),
+    (launch("c", "true", [{"name": "cpus", "type": "SCALAR"}]), None, 400, "resource 0 (cpus)"),
+    ({"type": "LAUNCH_CONTAINER", "launch_container": {"container_id": {"value": "c"}}}, None, 400,
+     'needs "command"'),
+    (launch("c", "true", container={"type": "DOCKER", "docker": {"image": "busybox"}}), None, 400,
+     "unsupported container"),
+    (by_id("KILL_CONTAINER", "c", signal="SIGNOPE"), None, 400, "invalid signal 'SIGNOPE'"),
+    (by_id("KILL_CONTAINER", "c"), None, 404, "no such container: c"),
+    ({"type": "LAUNCH_CONTAINER", "launch_container": "x"}, None, 400, '"container_id": {"value": "..."}'),
+    ({"type": "LAUNCH_CONTAINER", "launch_container": {
+        "container_id": {"value": "c"}, "command": {"value": "true", "environment": {"variables": [{"name": 1}]}}}},
+     None, 400, '"command.environment.variables" must be'),
+    ({"type": "LAUNCH_CONTAINER", "launch_container": {
+        "container_id": {"value": "c"}, "command": {"shell": False, "value": "/bin/true", "arguments": "x"}}},
+     None, 400, '"command.arguments" must be a list of strings'),
+    (launch("c", "true", "cpus:1"), None, 400, "must be a list of Resource objects"),
+    (launch("c", "true", container="x"), None, 400, '"container" must be a ContainerInfo object'),
+    (launch("c", "true", [{"name": "cpus", "type": "SCALAR", "scalar": {"value": -1}}]), None, 400,
+     "not a non-negative number"),
+])
+def test_bad_input_is_a_4xx_with_a_message(agent_flags, corral, body, headers, status, message):
+    async def scenario():
+        async with InProcessAgent(agent_flags()) as a:
+            got, text = await a.call(body, **({"headers": headers} if headers else {}))
+            assert (got, message in str(text)) == (status, True), text
+            assert a.agent.records == {} and a.agent.allocator.held == {}
+            assert not os.listdir(os.path.join(corral.runtime_dir, "containers")) if os.path.exists(
+                os.path.join(corral.runtime_dir, "containers")) else True
+    asyncio.run(scenario())
+
+
+def test_credentials(agent_flags, tmp_path):
+    (tmp_path / "creds").write_text("ops s3cret\n")
+
+    async def scenario():
+        async with InProcessAgent(agent_flags(f"--credentials={tmp_path}/creds")) as a:
+            status, text = await a.call({"type": "GET_HEALTH"})
+            assert status == 401
+            assert (await a.call({"type": "GET_HEALTH"}, auth=("ops", "wrong")))[0] == 401
+            assert (await a.call({"type": "GET_HEALTH"}, auth=("ops", "s3cret")))[0] == 200
+    asyncio.run(scenario())
+
+
+def test_a_container_listening_on_an_agent_port_it_was_not_given_fails(agent_flags):
+    low, high = agent_flags.ports
+    listen = (f"python3 -c \"import socket, time; s = socket.socket(); s.bind(('127.0.0.1', {high})); "
+              f"s.listen(); time.sleep(30)\"")
+
+    async def scenario():
+        flags = agent_flags("--isolation=cgroups/cpu,namespaces/pid,network/ports", "--enforce_container_ports",
+                            "--container_ports_watch_interval=50ms")
+        async with InProcessAgent(flags) as a:
+            assert (await a.call(launch("rogue", listen, [scalar("ports", 1)])))[0] == 200
+            _, waited = await asyncio.wait_for(a.call(by_id("WAIT_CONTAINER", "rogue")), 10)
+            end = waited["wait_container"]
+            assert (end["state"], end["reason"]) == (TASK_FAILED, REASON_CONTAINER_LIMITATION)
+            assert f"listening on port {high}, not among the ports it was given ([{low}-{low}])" in end["message"]
+            await a.call(by_id("REMOVE_CONTAINER", "rogue"))
+    asyncio.run(scenario())
+
+
+def test_state_and_metrics(agent_flags):
+    low, high = agent_flags.ports
+
+    async def get(a, path):
+        async with a.http.get(a.url + path) as r:
+            return r.status, r.headers["Content-Type"], await r.text()
+
+    async def scenario():
+        async with InProcessAgent(agent_flags()) as a:
+            await a.call(launch("s", "sleep 100", [scalar("cpus", 0.5), scalar("mem", 100), scalar("ports", 2)]))
+            _, state = await a.call({"type": "GET_STATE"})
+            info = state["get_state"]["get_agent"]["agent_info"]
+            assert info["id"]["value"] == a.agent.agent_id and info["resources"] == a.agent.total.to_json()
+            assert [c["container_id"]["value"] for c in state["get_state"]["get_containers"]["containers"]] == ["s"]
+
+            status, _, text = await get(a, "/state")
+            body = json.loads(text)
+            assert status == 200 and body["id"] == a.agent.agent_id
+            assert body["resources"] == {"cpus": 2, "disk": 1024, "mem": 1024, "ports": f"[{low}-{high}]"}
+            assert body["used_resources"] == {"cpus": 0.5, "mem": 100, "ports": f"[{low}-{low + 1}]"}
+
+            _, _, text = await get(a, "/metrics/snapshot")
+            snap = json.loads(text)
+            assert (snap["slave/cpus_used"], snap["slave/cpus_percent"], snap["slave/mem_used"]) == (0.5, 0.25, 100)
+            assert (snap["slave/tasks_running"], snap["slave/tasks_killed"]) == (1, 0)
+            await a.call(by_id("KILL_CONTAINER", "s"))
+            await a.call(by_id("WAIT_CONTAINER", "s"))
+            _, metrics = await a.call({"type": "GET_METRICS"})
+            named = {m["name"]: m["value"] for m in metrics["get_metrics"]["metrics"]}
+            assert (named["slave/tasks_running"], named["slave/tasks_killed"], named["slave/cpus_used"]) == (0, 1, 0)
+
+            status, kind, text = await get(a, "/metrics")
+            assert status == 200 and kind.startswith("text/plain")
+            assert "# TYPE corral_slave_cpus_total gauge\ncorral_slave_cpus_total 2\n" in text
+            assert "corral_slave_tasks_killed 1\n" in text
+            await a.call(by_id("REMOVE_CONTAINER", "s"))
+    asyncio.run(scenario())
+
+
+def test_wait_and_kill_during_a_launch_wait_for_it(agent_flags):
+    async def scenario():
+        async with InProcessAgent(agent_flags()) as a:
+            launching = asyncio.ensure_future(a.call(launch("busy", "sleep 100")))
+            await until(lambda: "busy" in a.agent.launches or launching.done())
+            killed, waited = await asyncio.gather(a.call(by_id("KILL_CONTAINER", "busy")),
+                                                  a.call(by_id("WAIT_CONTAINER", "busy")))
+            assert ((await launching)[0], killed[0], waited[0]) == (200, 200, 200)
+            assert waited[1]["wait_container"]["state"] == TASK_KILLED
+            failing = asyncio.ensure_future(a.call(launch("bad", "true", container={"type": "DOCKER"})))
+            await until(lambda: "bad" in a.agent.launches or failing.done())
+            waited = await a.call(by_id("WAIT_CONTAINER", "bad"))
+            assert ((await failing)[0], waited[0]) == (400, 404)     # the launch failed: nothing to wait for
+            await a.call(by_id("REMOVE_CONTAINER", "busy"))
+    asyncio.run(scenario())
+
+
+def test_a_launch_whose_caller_goes_away_completes_and_the_next_one_is_not_confused(agent_flags):
+    from agent.resources import Resources
+    from corral.types import ContainerConfig
+
+    async def scenario():
+        async with InProcessAgent(agent_flags()) as a:
+            caller = asyncio.ensure_future(a.agent.launch("orphan", ContainerConfig(argv=["sleep", "100"]),
+                                                          Resources()))
+            await until(lambda: "orphan" in a.agent.launches or caller.done())
+            caller.cancel()
+            await until(lambda: "orphan" not in a.agent.launches)
+            assert a.agent.statuses("orphan")[-1]["state"] == TASK_RUNNING
+            assert (await a.call(launch("next", "exit 4")))[0] == 200
+            _, waited = await a.call(by_id("WAIT_CONTAINER", "next"))
+            assert os.WEXITSTATUS(waited["wait_container"]["exit_status"]) == 4
+            for cid in ("orphan", "next"):
+                await a.call(by_id("KILL_CONTAINER", cid))
+                await a.call(by_id("WAIT_CONTAINER", cid))
+                assert (await a.call(by_id("REMOVE_CONTAINER", cid)))[0] == 200
+    asyncio.run(scenario())

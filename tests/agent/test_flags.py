@@ -1,0 +1,85 @@
+"""`corral agent`'s flags: mesos-agent names, dashed forms, MESOS_/CORRAL_ variables, defaults,
+and one clear line for a bad flag."""
+
+from __future__ import annotations
+
+import pytest
+
+from agent.flags import FlagError, parse
+from agent.resources import Resources
+
+
+def test_defaults():
+    flags = parse([], {})
+    assert (flags.ip, flags.port, flags.recover, flags.strict) == ("127.0.0.1", 5051, "reconnect", True)
+    assert flags.work_dir == "/var/lib/corral" and flags.resources is None and flags.credentials is None
+    assert flags.container_ports_watch_interval == 30 and flags.enforce_container_ports is False
+    assert flags.isolation == ["cgroups/cpu", "cgroups/mem", "namespaces/pid", "namespaces/ipc"]
+
+
+def test_names_dashes_values_and_booleans():
+    flags = parse(["--work_dir=/w", "--runtime-dir", "/r", "--resources=cpus:2;ports:[5-6]", "--no-strict",
+                   "--enforce-container-ports", "--container_ports_watch_interval=250ms", "--port=5052",
+                   "--isolation=cgroups/mem,network/ports", "--containerizers=docker,mesos", "--ip=::1",
+                   "--cgroups_enable_cfs=false", "--recover=cleanup"], {})
+    assert (flags.work_dir, flags.runtime_dir, flags.port, flags.ip) == ("/w", "/r", 5052, "::1")
+    assert flags.resources == Resources.parse("cpus:2;ports:[5-6]")
+    assert flags.strict is False and flags.enforce_container_ports is True and flags.cgroups_enable_cfs is False
+    assert flags.container_ports_watch_interval == 0.25 and flags.recover == "cleanup"
+    assert flags.isolation == ["cgroups/mem", "network/ports"] and flags.containerizers == ["docker", "mesos"]
+    assert {"name": "port", "value": "5052"} in flags.to_list()
+
+
+def test_environment_command_line_wins_and_corral_over_mesos(tmp_path):
+    env = {"MESOS_PORT": "6000", "CORRAL_PORT": "6001", "MESOS_WORK_DIR": "/m", "MESOS_STRICT": "false",
+           "MESOS_NOT_A_FLAG": "ignored"}
+    flags = parse([], env)
+    assert (flags.port, flags.work_dir, flags.strict) == (6001, "/m", False)
+    assert parse(["--port=7000"], env).port == 7000
+
+
+def test_resources_and_credentials_from_files(tmp_path):
+    (tmp_path / "r.json").write_text('[{"name": "cpus", "type": "SCALAR", "scalar": {"value": 3}}]')
+    (tmp_path / "creds").write_text("# principal secret\nops s3cret\nci  other\n")
+    (tmp_path / "creds.json").write_text('{"credentials": [{"principal": "ops", "secret": "x"}]}')
+    flags = parse([f"--resources=file://{tmp_path}/r.json", f"--credentials={tmp_path}/creds"], {})
+    assert flags.resources.get("cpus") == 3 and flags.credentials == {"ops": "s3cret", "ci": "other"}
+    assert parse([f"--credentials=file://{tmp_path}/creds.json"], {}).credentials == {"ops": "x"}
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--port=abc"], "--port=abc: is not a port number 1-65535"),
+    (["--port=70000"], "--port=70000: is not a port number 1-65535"),
+    (["--ip=localhost"], "--ip=localhost: is not an IP address"),
+    (["--recover=maybe"], "--recover=maybe: must be one of reconnect, cleanup"),
+    (["--strict=perhaps"], "--strict=perhaps: is not true or false"),
+    (["--container_ports_watch_interval=5parsecs"], "--container_ports_watch_interval=5parsecs: is not a duration"),
+    (["--container_ports_watch_interval=0secs"], "must be longer than 0"),
+    (["--resources=cpus:x"], "--resources=cpus:x: bad resource 'cpus:x': 'x' is not a number"),
+    (["--resources=file:///no/such"], "--resources=file:///no/such: cannot be read: No such file or directory"),
+    (["--isolation=cgroups/cpu,gpu/warp"], "--isolation=cgroups/cpu,gpu/warp: unknown isolator 'gpu/warp'"),
+    (["--containerizers=mesos,rkt"], "--containerizers=mesos,rkt: names unknown one: rkt (known: mesos, docker)"),
+    (["--credentials=/no/such"], "--credentials=/no/such: cannot be read"),
+    (["--work_dirr=/x"], "unknown flag --work_dirr"),
+    (["--port"], "--port needs a value"),
+    (["--no-port"], "--no-port: --port is not a boolean flag"),
+    (["work_dir=/x"], "unexpected argument 'work_dir=/x': flags are --name=value"),
+])
+def test_a_bad_flag_is_one_line_naming_it(argv, message):
+    with pytest.raises(FlagError) as info:
+        parse(argv, {})
+    assert message in str(info.value) and "\n" not in str(info.value)
+
+
+def test_a_bad_environment_value_names_the_flag():
+    with pytest.raises(FlagError, match="--port=x: is not a port"):
+        parse([], {"MESOS_PORT": "x"})
+
+
+def test_bad_credentials_files(tmp_path):
+    (tmp_path / "c").write_text("only-a-principal\n")
+    with pytest.raises(FlagError, match="line 1 is not `principal secret`"):
+        parse([f"--credentials={tmp_path}/c"], {})
+    (tmp_path / "c").write_text("# nothing\n")
+    with pytest.raises(FlagError, match="holds no principal/secret pair"):
+        parse([f"--credentials={tmp_path}/c"], {})
