@@ -151,6 +151,7 @@ SUBCOMMANDS = {
     "logs": ("print a container's stdout (or stderr)", _logs_arguments),
     "pull": ("pull an image into the store", _pull_arguments),
     "images": ("list stored images (images rm REF, images prune)", _images_arguments),
+    "agent": ("run the agent: mesos-agent's flags, the v1 operator API (corral agent --help)", lambda _: None),
 }
 _GLOBAL_WITH_VALUE = ("--work-dir", "--runtime-dir", "--cgroups-root", "--containerizers", "--docker-socket",
                       "--docker-kill-orphans", "--external-containerizer-path", "--external-containerizer-timeout")
@@ -405,6 +406,10 @@ COMMANDS = {"ps": cmd_ps, "wait": cmd_wait, "kill": cmd_kill, "destroy": cmd_des
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["agent"]:
+        # The agent has mesos-agent's flags (--work_dir, --port, ...) and a parser of its own.
+        from agent.main import main as agent_main
+        sys.exit(agent_main(argv[1:]))
     # Everything after the first `--` is the command, untouched by option parsing.
     command: list[str] = []
     if "--" in argv:

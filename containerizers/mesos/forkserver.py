@@ -55,6 +55,15 @@ class LaunchServer:
         if self._loop is not loop:
             self._loop, self._lock = loop, asyncio.Lock()
         request = json.dumps({"container_id": container_id, "config": config.to_dict()}).encode() + b"\n"
+        # The exchange runs to its end even if our caller is cancelled: else its answer would be
+        # left for the next caller to read.
+        line = await asyncio.shield(loop.create_task(self._exchange(loop, request)))
+        answer = json.loads(line)
+        if "error" in answer:
+            raise _ERRORS.get(answer["error"], CorralError)(answer["message"])
+        return answer["result"]
+
+    async def _exchange(self, loop, request: bytes) -> bytes:
         async with self._lock:            # one request at a time: the server answers in order
             await loop.sock_sendall(self._sock, request)
             while b"\n" not in self._buffer:
@@ -63,10 +72,7 @@ class LaunchServer:
                     raise CorralError("the launch server is gone")
                 self._buffer += chunk
             line, _, self._buffer = self._buffer.partition(b"\n")
-        answer = json.loads(line)
-        if "error" in answer:
-            raise _ERRORS.get(answer["error"], CorralError)(answer["message"])
-        return answer["result"]
+        return line
 
     def stop(self) -> None:
         """Close the connection; the server exits when it reads the end, and is reaped here."""
