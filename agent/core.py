@@ -40,7 +40,12 @@ def make_containerizer(flags, total: Resources) -> MesosContainerizer:
 def containerizer_args(flags, total: Resources) -> dict:
     """SyncMesosContainerizer's arguments from the agent's flags."""
     ports = total.get("ports")
+    provisioner = None
+    if flags.image_providers:
+        from provisioner import Provisioner, ProvisionerFlags
+        provisioner = Provisioner(flags.work_dir, ProvisionerFlags(docker_registry=flags.docker_registry))
     return dict(work_dir=flags.work_dir, runtime_dir=flags.runtime_dir, cgroups_root=flags.cgroups_root,
+                provisioner=provisioner,
                 isolation=flags.isolation, cgroups_enable_cfs=flags.cgroups_enable_cfs,
                 container_ports_isolated_range=ports.to_list() if ports else [],
                 enforce_container_ports=flags.enforce_container_ports,
@@ -123,6 +128,10 @@ class Agent:
 
     async def _launch(self, container_id: str, config: ContainerConfig, request: Resources) -> bool:
         check_container_id(container_id)
+        if config.image and config.containerizer is None:
+            kind = config.image.get("type", "").lower()
+            if kind not in self.flags.image_providers:
+                raise InvalidInput(f"{kind} images need --image_providers={kind} (as mesos-agent's)")
         if container_id in self.records:
             return False
         given = self.allocator.allocate(container_id, request)
@@ -138,8 +147,8 @@ class Agent:
             self.checkpoint.add_container(container_id, record)
             result = await self.containerizer.launch(container_id, config)
             if result != LAUNCHED:
-                raise InvalidInput("unsupported container: the mesos containerizer takes no images, "
-                                   "and no other containerizer is enabled")
+                raise InvalidInput("unsupported container: the mesos containerizer does not take it (docker's "
+                                   "networking, or the docker containerizer asked for), and no other is enabled")
         except BaseException as e:
             self.counters["launch_errors"] += 1
             self._forget(container_id)

@@ -264,3 +264,27 @@ def test_a_launch_whose_caller_goes_away_completes_and_the_next_one_is_not_confu
                 await a.call(by_id("WAIT_CONTAINER", cid))
                 assert (await a.call(by_id("REMOVE_CONTAINER", cid)))[0] == 200
     asyncio.run(scenario())
+
+
+def test_a_container_from_an_image(agent_flags, corral, tmp_path):
+    from provisioner.localimage import write_busybox_tarball
+    write_busybox_tarball(str(tmp_path / "images"))
+    image = {"type": "MESOS", "mesos": {"image": {"type": "DOCKER", "docker": {"name": "busybox"}}}}
+
+    async def without_providers():
+        async with InProcessAgent(agent_flags()) as a:
+            status, body = await a.call(launch("no-provider", "true", container=image))
+            assert status == 400 and "--image_providers=docker" in json.dumps(body)
+    asyncio.run(without_providers())     # its threads end with its loop: the next agent forks anew
+
+    async def scenario():
+        async with InProcessAgent(agent_flags("--image_providers=docker",
+                                              f"--docker_registry={tmp_path / 'images'}")) as a:
+            assert (await a.call(launch("img", "echo $(echo /*) > $MESOS_SANDBOX/out", container=image)))[0] == 200
+            status, waited = await a.call(by_id("WAIT_CONTAINER", "img"))
+            assert waited["wait_container"]["state"] == TASK_FINISHED, waited
+            with open(os.path.join(corral.work_dir, "containers", "img", "out")) as f:
+                assert f.read() == "/bin /dev /etc /mnt /proc /root /sys /tmp\n"
+            assert (await a.call(by_id("REMOVE_CONTAINER", "img")))[0] == 200
+            assert os.listdir(os.path.join(corral.work_dir, "provisioner", "containers")) == []
+    asyncio.run(scenario())
