@@ -27,10 +27,9 @@ import os
 import signal
 import time
 
-from corral.types import (LAUNCHED, NOT_SUPPORTED, REASON_CONTAINER_LAUNCH_FAILED,
-                          REASON_CONTAINER_LIMITATION_MEMORY, TASK_FAILED, TASK_FINISHED, TASK_KILLED, TASK_LOST,
-                          ContainerConfig, ContainerExists, CorralError, InvalidInput, NoSuchContainer, Resources,
-                          Termination, signal_name)
+from corral.types import (LAUNCHED, NOT_SUPPORTED,
+                          REASON_CONTAINER_LIMITATION_MEMORY, TASK_KILLED, TASK_LOST, ContainerConfig, ContainerExists,
+                          CorralError, InvalidInput, Limitation, NoSuchContainer, Resources, Termination, verdict)
 from isolators.cgroups.cpu import CFS_PERIOD_US, CPU_SHARES_PER_CPU, quota_for, shares_for
 from isolators.filesystem import parse_volume
 
@@ -234,20 +233,10 @@ class SyncDockerContainerizer:
                 raise CorralError(f"container {cid} has not ended (docker state: {state['Status']})")
             code = state["ExitCode"]
             raw = (code & 0xFF) << 8        # docker knows an exit code only; a death by signal N reads 128+N
-            kill = files.kill_record() or {}
-            if state.get("OOMKilled"):
-                termination = Termination(cid, raw, TASK_FAILED, REASON_CONTAINER_LIMITATION_MEMORY,
-                                          "Memory limit exceeded: the kernel's OOM killer ended the task")
-            elif state.get("Error"):
-                termination = Termination(cid, raw, TASK_FAILED, REASON_CONTAINER_LAUNCH_FAILED, state["Error"])
-            elif kill.get("signal"):
-                termination = Termination(cid, raw, TASK_KILLED, None,
-                                          f"Killed by corral with {signal_name(kill['signal'])}; "
-                                          f"command exited with status {code}")
-            elif code == 0:
-                termination = Termination(cid, raw, TASK_FINISHED, None, "Command exited with status 0")
-            else:
-                termination = Termination(cid, raw, TASK_FAILED, None, f"Command exited with status {code}")
+            oom = Limitation(REASON_CONTAINER_LIMITATION_MEMORY,
+                             "Memory limit exceeded: the kernel's OOM killer ended the task")
+            termination = verdict(cid, raw, state.get("Error") or None, oom if state.get("OOMKilled") else None,
+                                  (files.kill_record() or {}).get("signal"))
         files.write("termination.json", termination.to_dict())
         return termination
 

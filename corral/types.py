@@ -161,6 +161,22 @@ class Termination(Record):
         return cls(**{k: data.get(k) for k in ("container_id", "exit_status", "state", "reason", "message")})
 
 
+def verdict(container_id: str, raw: int, error: str | None = None, limitation: "Limitation | None" = None,
+            killed_with: int | None = None) -> Termination:
+    """How an ended container is reported, whichever containerizer ran it: a launch error, else a
+    broken limit, else a kill by corral (TASK_KILLED), else the command's own exit."""
+    if error:
+        return Termination(container_id, raw, TASK_FAILED, REASON_CONTAINER_LAUNCH_FAILED, error)
+    if limitation is not None:
+        return Termination(container_id, raw, TASK_FAILED, limitation.reason, limitation.message)
+    if killed_with:
+        return Termination(container_id, raw, TASK_KILLED, None,
+                           f"Killed by corral with {signal_name(killed_with)}; command {describe_wait_status(raw)}")
+    if os.WIFEXITED(raw) and os.WEXITSTATUS(raw) == 0:
+        return Termination(container_id, raw, TASK_FINISHED, None, "Command exited with status 0")
+    return Termination(container_id, raw, TASK_FAILED, None, f"Command {describe_wait_status(raw)}")
+
+
 def describe_wait_status(status: int) -> str:
     if os.WIFEXITED(status):
         return f"exited with status {os.WEXITSTATUS(status)}"

@@ -16,10 +16,8 @@ import time
 
 from corral import linux
 from corral.record import Record
-from corral.types import (DEFAULT_PATH, LAUNCHED, NOT_SUPPORTED, REASON_CONTAINER_LAUNCH_FAILED, TASK_FAILED,
-                          TASK_FINISHED, TASK_KILLED, TASK_LOST, ContainerConfig, ContainerExists, CorralError,
-                          InvalidInput, Limitation, NoSuchContainer, Resources, Termination, describe_wait_status,
-                          signal_name)
+from corral.types import (DEFAULT_PATH, LAUNCHED, NOT_SUPPORTED, TASK_LOST, ContainerConfig, ContainerExists,
+                          CorralError, InvalidInput, Limitation, NoSuchContainer, Resources, Termination, verdict)
 from isolators import IsolatorFlags, LaunchInfo, Watch
 from isolators.registry import DEFAULT_ISOLATION, create_isolators
 
@@ -199,18 +197,7 @@ class SyncMesosContainerizer:
                                       "the container's supervisor died before it recorded the exit status")
         else:
             raw = status["task_status"] if status["task_status"] is not None else status["init_status"]
-            if status.get("error"):
-                termination = Termination(cid, raw, TASK_FAILED, REASON_CONTAINER_LAUNCH_FAILED, status["error"])
-            elif limitation is not None:
-                termination = Termination(cid, raw, TASK_FAILED, limitation.reason, limitation.message)
-            elif kill.get("signal"):
-                termination = Termination(cid, raw, TASK_KILLED, None,
-                                          f"Killed by corral with {signal_name(kill['signal'])}; "
-                                          f"command {describe_wait_status(raw)}")
-            elif os.WIFEXITED(raw) and os.WEXITSTATUS(raw) == 0:
-                termination = Termination(cid, raw, TASK_FINISHED, None, "Command exited with status 0")
-            else:
-                termination = Termination(cid, raw, TASK_FAILED, None, f"Command {describe_wait_status(raw)}")
+            termination = verdict(cid, raw, status.get("error"), limitation, kill.get("signal"))
         files.write("termination.json", termination.to_dict())
         return termination
 
