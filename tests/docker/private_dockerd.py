@@ -69,6 +69,8 @@ class PrivateDockerd:
     """dockerd on unix://<top>/docker.sock, everything of it under `top`."""
 
     def __init__(self, top: str, cgroup_parent: str):
+        """`cgroup_parent`: a name, made absolute for dockerd: a relative parent would nest its
+        containers under dockerd's own cgroup in each hierarchy, which is not ours."""
         self.top = top
         self.cgroup_parent = cgroup_parent
         self.socket = os.path.join(top, "docker.sock")
@@ -81,7 +83,7 @@ class PrivateDockerd:
         os.makedirs(self.top, exist_ok=True)
         argv = ["dockerd", "--host", self.url,
                 "--data-root", os.path.join(self.top, "data"), "--exec-root", os.path.join(self.top, "exec"),
-                "--pidfile", self.pidfile, "--cgroup-parent", self.cgroup_parent,
+                "--pidfile", self.pidfile, "--cgroup-parent", "/" + self.cgroup_parent,
                 "--iptables=false", "--ip6tables=false", "--ip-masq=false", "--bridge=none",
                 "--storage-driver=overlay2", "--log-level=warn"]
         with open(self.log_path, "ab") as log:
