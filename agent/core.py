@@ -144,7 +144,9 @@ class Agent:
         self.ends[container_id] = asyncio.get_running_loop().create_future()   # a WAIT now waits for the launch
         self.launches[container_id] = asyncio.get_running_loop().create_future()   # and so does a KILL
         try:
-            self.checkpoint.add_container(container_id, record)
+            # fsyncs take 1-3 ms each here: in a thread, concurrent launches wait on them together,
+            # and the loop serves meanwhile (the launch server forked before any thread existed).
+            await asyncio.to_thread(self.checkpoint.add_container, container_id, record)
             result = await self.containerizer.launch(container_id, config)
             if result != LAUNCHED:
                 raise InvalidInput("unsupported container: the mesos containerizer does not take it (docker's "
@@ -205,7 +207,7 @@ class Agent:
         """Record the end first (that is what must not be lost), then release what the container held."""
         try:
             termination = await self.containerizer.wait(container_id)
-            status = self._status(
+            status = await self._durable_status(
                 container_id, termination.state, termination.reason, termination.message,
                 exit_status=termination.exit_status)
             await self._release(container_id)
@@ -232,6 +234,13 @@ class Agent:
             except NoSuchContainer:
                 pass
         self.allocator.release(container_id)
+
+    async def _durable_status(self, container_id: str, state: str, *args, **extra) -> dict | None:
+        """_status, with the write and its fsyncs in a thread (the counting stays on the loop)."""
+        status = await asyncio.to_thread(self.checkpoint.append_status, container_id, state, *args, **extra)
+        if status is not None:
+            self.counters[state] += 1
+        return status
 
     def _status(self, container_id: str, state: str, *args, **extra) -> dict | None:
         """Append to the container's status stream, and count it (metrics: slave/tasks_<state>)."""

@@ -137,18 +137,25 @@ def test_sigterm_stops_the_agent_and_its_launch_server(agent_process):
 
 def _invariants(agent, corral) -> dict[str, list[str]]:
     """What must hold after any crash: every container the agent reports has one start and at most
-    one end; only running ones hold resources; no runtime state or cgroup outside its knowledge."""
-    _, listed = agent.call({"type": "GET_CONTAINERS"})
-    streams = {c["container_id"]["value"]: [s["state"] for s in c["statuses"]]
-               for c in listed["get_containers"]["containers"]}
-    running = set()
-    for container_id, stream in streams.items():
-        assert stream[0] == TASK_STARTING and stream.count(TASK_STARTING) == 1, (container_id, stream)
-        ends = [s for s in stream if s in (TASK_FINISHED, TASK_FAILED, TASK_KILLED, TASK_LOST)]
-        assert len(ends) <= 1 and (not ends or stream[-1] == ends[0]), (container_id, stream)
-        if not ends:
-            running.add(container_id)
-    allocations = json.load(open(os.path.join(corral.work_dir, "meta", "allocations.json")))
+    one end; only running ones hold resources; no runtime state or cgroup outside its knowledge.
+    A container that ends while we look has its end recorded first and its resources freed after
+    its destroy: the resources are given a moment to settle."""
+    deadline = time.monotonic() + 5
+    while True:
+        _, listed = agent.call({"type": "GET_CONTAINERS"})
+        streams = {c["container_id"]["value"]: [s["state"] for s in c["statuses"]]
+                   for c in listed["get_containers"]["containers"]}
+        running = set()
+        for container_id, stream in streams.items():
+            assert stream[0] == TASK_STARTING and stream.count(TASK_STARTING) == 1, (container_id, stream)
+            ends = [s for s in stream if s in (TASK_FINISHED, TASK_FAILED, TASK_KILLED, TASK_LOST)]
+            assert len(ends) <= 1 and (not ends or stream[-1] == ends[0]), (container_id, stream)
+            if not ends:
+                running.add(container_id)
+        allocations = json.load(open(os.path.join(corral.work_dir, "meta", "allocations.json")))
+        if set(allocations) == running or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
     assert set(allocations) == running
     runtime = os.path.join(corral.runtime_dir, "containers")
     assert set(os.listdir(runtime) if os.path.exists(runtime) else ()) <= set(streams)
