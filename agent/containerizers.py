@@ -10,7 +10,7 @@ from __future__ import annotations
 import signal
 import sys
 
-from corral.types import NOT_SUPPORTED, CorralError, InvalidInput, NoSuchContainer
+from corral.types import NOT_SUPPORTED, InvalidInput, NoSuchContainer
 
 NAMES = ("mesos", "docker", "external")
 
@@ -64,7 +64,8 @@ def launch(args, container_id: str, config):
     for containerizer in all_of(args):
         if containerizer.launch(container_id, config) != NOT_SUPPORTED:
             return containerizer
-    raise CorralError(f"no containerizer of {', '.join(names(args))} takes this container")
+    hint = "" if config.image else " (docker runs images: add --image REF)"
+    raise InvalidInput(f"no containerizer of {', '.join(names(args))} takes this container{hint}")
 
 
 def docker_logs(containerizer, container_id: str, stderr: bool, follow: bool) -> int:
