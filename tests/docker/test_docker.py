@@ -306,7 +306,7 @@ def test_cli_run_with_the_docker_containerizer(docker_env):
                            capture_output=True, text=True, timeout=60)
     assert piped.stdout == "y\n"                        # a closed stdout still removes the container
     refused = cli("run", "--", "true")                  # no image: docker does not take it
-    assert refused.returncode == 1 and "no containerizer of docker takes" in refused.stderr
+    assert refused.returncode == 2 and "no containerizer of docker takes" in refused.stderr
     assert docker_env.sync().containers() == []
 
 
