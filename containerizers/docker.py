@@ -13,7 +13,7 @@ Mesos's docker containerizer, in corral's words:
   a corral restart; destroy removes them.
 
 State: <runtime-dir>/docker/containers/<id>/ holds config.json (with the docker id),
-kill.json and termination.json, in the Mesos containerizer's layout (mesos/state.py).
+kill.json and termination.json, in the layout every containerizer shares (containerizers/state.py).
 Every SDK call blocks: SyncDockerContainerizer is used as is by the CLI and on threads by
 DockerContainerizer, the asyncio face, which also copies each container's output into its
 sandbox's stdout and stderr, as Mesos's docker executor does.
@@ -33,7 +33,7 @@ from corral.types import (LAUNCHED, NOT_SUPPORTED,
 from isolators.cgroups.cpu import CFS_PERIOD_US, CPU_SHARES_PER_CPU, quota_for, shares_for
 from isolators.filesystem import parse_volume
 
-from .mesos.state import ContainerFiles, container_ids
+from .state import ContainerFiles, container_ids
 from .threaded import ThreadedContainerizer
 
 log = logging.getLogger(__name__)

@@ -26,7 +26,7 @@ from corral.types import (LAUNCHED, NOT_SUPPORTED, STATISTICS_FIELDS, TASK_FAILE
                           TASK_LOST, ContainerConfig, ContainerExists, CorralError, NoSuchContainer, Resources,
                           Termination, signal_name)
 
-from .mesos.state import ContainerFiles, container_ids
+from .state import ContainerFiles, container_ids
 from .threaded import ThreadedContainerizer
 
 PROTOCOL_VERSION = 1

@@ -116,7 +116,7 @@ def test_a_dead_supervisor_means_a_lost_container(corral):
 
 def _half_launched(corral, container_id: str):
     """What a launch interrupted before its pids were written leaves: files and a cgroup."""
-    from containerizers.mesos import state
+    from containerizers import state
     mc = corral.sync()
     files = state.ContainerFiles(corral.runtime_dir, corral.work_dir, container_id)
     files.create()

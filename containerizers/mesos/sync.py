@@ -21,7 +21,7 @@ from corral.types import (DEFAULT_PATH, LAUNCHED, NOT_SUPPORTED, TASK_LOST, Cont
 from isolators import IsolatorFlags, LaunchInfo, Watch
 from isolators.registry import DEFAULT_ISOLATION, create_isolators
 
-from . import state
+from .. import state
 from .launcher import Launcher
 from .supervisor import LaunchSpec
 

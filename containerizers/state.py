@@ -1,4 +1,5 @@
-"""A container's files: the runtime dir (config, pids, status, termination) and the sandbox.
+"""A container's files, the same for every containerizer: the runtime dir (config, pids,
+status, termination) and the sandbox.
 
     <runtime-dir>/containers/<id>/config.json       what was launched (ContainerConfig + launch details)
                                   pids.json         supervisor and init: pid and start time
