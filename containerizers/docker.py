@@ -245,8 +245,7 @@ class SyncDockerContainerizer:
         files = self.files(container_id)
         if files.termination() is not None:
             return
-        if sig not in (signal.SIGCONT, signal.SIGSTOP) and files.kill_record() is None:
-            files.write("kill.json", {"signal": sig})
+        files.record_kill(sig)
         try:
             with self.errors():
                 self.api.kill(self.docker_id(files), sig)

@@ -143,8 +143,7 @@ class SyncExternalContainerizer:
         files = self.files(container_id)
         if files.termination() is not None:
             return
-        if sig not in (signal.SIGCONT, signal.SIGSTOP) and files.kill_record() is None:
-            files.write("kill.json", {"signal": sig})
+        files.record_kill(sig)
         self.call("kill", {"container_id": container_id, "signal": sig}, container_id)
 
     def destroy(self, container_id: str, remove_sandbox: bool = False) -> Termination:

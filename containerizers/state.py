@@ -14,6 +14,7 @@ Every file is written atomically, so any process can read any container's state 
 from __future__ import annotations
 
 import os
+import signal
 
 from corral.files import read_json, remove_tree, write_json
 from corral.types import ContainerConfig, Termination, check_container_id
@@ -59,6 +60,16 @@ class ContainerFiles:
 
     def kill_record(self) -> dict | None:
         return read_json(self.path("kill.json"), default=None)
+
+    def record_kill(self, sig: int, reason: str | None = None, message: str = "") -> None:
+        """Say, before signalling, that corral itself ends the task (so its end reads TASK_KILLED,
+        or the limitation given); the first word stands. STOP and CONT end nothing."""
+        if sig in (signal.SIGSTOP, signal.SIGCONT) or self.kill_record() is not None:
+            return
+        record = {"signal": sig}
+        if reason:
+            record.update(reason=reason, message=message)
+        self.write("kill.json", record)
 
     def termination(self) -> Termination | None:
         data = read_json(self.path("termination.json"), default=None)

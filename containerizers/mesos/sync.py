@@ -212,8 +212,7 @@ class SyncMesosContainerizer:
         if sig in (signal.SIGSTOP, signal.SIGCONT):
             pids = self.launcher.pids(container_id)
         else:
-            if files.kill_record() is None:
-                files.write("kill.json", {"signal": sig})
+            files.record_kill(sig)
             if sig == signal.SIGKILL:
                 self.launcher.kill_all(container_id)
                 return
@@ -227,11 +226,8 @@ class SyncMesosContainerizer:
     def end(self, container_id: str, limitation: Limitation | None = None) -> None:
         """Start ending the container: record why, then SIGKILL every process."""
         files = self.files(container_id)
-        if files.termination() is None and files.kill_record() is None:
-            record = {"signal": signal.SIGKILL}
-            if limitation is not None:
-                record.update(reason=limitation.reason, message=limitation.message)
-            files.write("kill.json", record)
+        if files.termination() is None:
+            files.record_kill(signal.SIGKILL, *((limitation.reason, limitation.message) if limitation else ()))
         self.launcher.kill_all(container_id)
 
     def destroy(self, container_id: str, remove_sandbox: bool = False) -> Termination:
