@@ -146,11 +146,8 @@ def main() -> None:
     finally:
         agent.stop()
         subprocess.run([sys.executable, "-m", "agent.main", *flags, "--recover=cleanup"], check=False)
-        from isolators.cgroups import hierarchies, remove_tree
-        h = hierarchies()
-        for mount in list(h.v1.values()) + ([h.v2] if h.v2 else []):
-            if os.path.isdir(os.path.join(mount, root)):
-                remove_tree(os.path.join(mount, root))
+        from isolators.cgroups import remove_root
+        remove_root(root)
         shutil.rmtree(top, ignore_errors=True)
 
     runc = statistics.median(samples["runc run"])

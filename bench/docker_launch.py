@@ -100,10 +100,8 @@ def main() -> None:
         for line in open("/proc/self/mountinfo").read().splitlines():
             if line.split()[4].startswith(top):
                 subprocess.run(["umount", "-l", line.split()[4]], check=False)
-        for controller in os.listdir("/sys/fs/cgroup"):
-            path = os.path.join("/sys/fs/cgroup", controller, daemon.cgroup_parent)
-            if os.path.isdir(path):
-                os.rmdir(path)
+        from isolators.cgroups import remove_root
+        remove_root(daemon.cgroup_parent)
         shutil.rmtree(top, ignore_errors=True)
 
 

@@ -22,15 +22,6 @@ def pytest_configure(config):
         pytest.exit("corral's tests need root: they use real cgroups and namespaces", returncode=2)
 
 
-def _cgroup_dirs(root: str) -> list[str]:
-    from isolators.cgroups import hierarchies
-    h = hierarchies()
-    tops = {os.path.join(mount, root) for mount in h.v1.values()}
-    if h.v2:
-        tops.add(os.path.join(h.v2, root))
-    return sorted(top for top in tops if os.path.isdir(top))
-
-
 class Corral:
     """One test's corral: a CLI runner and containerizers bound to private dirs and cgroups root."""
 
@@ -59,7 +50,8 @@ class Corral:
         return SyncMesosContainerizer(self.work_dir, self.runtime_dir, self.cgroups_root, **kwargs)
 
     def cgroup_dirs(self) -> list[str]:
-        return _cgroup_dirs(self.cgroups_root)
+        from isolators.cgroups import root_dirs
+        return root_dirs(self.cgroups_root)
 
     def leftovers(self) -> list[str]:
         """What a test left on the host: containers' processes, live supervisors, mounts."""
@@ -84,7 +76,7 @@ class Corral:
 
     def cleanup(self) -> list[str]:
         """Destroy whatever is left through corral itself, then remove the cgroups root."""
-        from isolators.cgroups import remove_tree
+        from isolators.cgroups import remove_root
         sync = self.sync()
         for container_id in sync.containers():
             try:
@@ -92,10 +84,7 @@ class Corral:
             except Exception:  # noqa: BLE001 - a broken container must not hide the others
                 pass
         sync.recover()
-        left = []
-        for top in self.cgroup_dirs():
-            left += remove_tree(top)
-        return left
+        return remove_root(self.cgroups_root)
 
 
 @pytest.fixture

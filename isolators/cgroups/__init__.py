@@ -22,6 +22,7 @@ class Hierarchies(Record):
     v1: dict[str, str] = dict     # controller -> mount point
     v2: str | None = None                                # the cgroup2 mount point
     v2_controllers: frozenset[str] = frozenset()         # controllers the cgroup2 root offers
+    mount_points: list[str] = list                       # every cgroup mount, named hierarchies too
 
     @property
     def mode(self) -> str:
@@ -47,6 +48,8 @@ def _read_mounts(mountinfo: str) -> Hierarchies:
             left, _, right = line.partition(" - ")
             fstype, _source, super_options = right.split()[:3]
             mount_point = left.split()[4]
+            if fstype in ("cgroup", "cgroup2"):
+                found.mount_points.append(mount_point)
             if fstype == "cgroup2" and found.v2 is None:
                 found.v2 = mount_point
             elif fstype == "cgroup":
@@ -78,6 +81,16 @@ def cgroup_for(controller: str, path: str):
         return V2Cgroup(controller, os.path.join(h.v2, path))
     raise CgroupsUnavailable(f"the {controller} cgroup controller is not available on this host "
                              f"(cgroups mode {h.mode})")
+
+
+def root_dirs(root: str) -> list[str]:
+    """The directories of cgroups root `root` (e.g. 'corral') in every mounted hierarchy."""
+    return sorted({os.path.join(m, root) for m in hierarchies().mount_points if os.path.isdir(os.path.join(m, root))})
+
+
+def remove_root(root: str) -> list[str]:
+    """rmdir the cgroups root `root` and everything below it, in every hierarchy; those left."""
+    return [left for top in root_dirs(root) for left in remove_tree(top)]
 
 
 def remove_tree(top: str) -> list[str]:

@@ -5,7 +5,6 @@ bridge), the busybox image loaded into it, and checks that nothing outlives a te
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 import tempfile
@@ -19,6 +18,7 @@ from private_dockerd import BUSYBOX_IMAGE, PrivateDockerd
 from threads import only_thread
 
 from containerizers.docker import LABEL_ID
+from isolators.cgroups import remove_root
 from corral import linux
 
 
@@ -33,18 +33,6 @@ def _links() -> set[str]:
 def _mounts_under(top: str) -> list[str]:
     with open("/proc/self/mountinfo") as f:
         return [line.split()[4] for line in f if line.split()[4].startswith(top)]
-
-
-def _cgroup_dirs(name: str) -> list[str]:
-    from isolators.cgroups import hierarchies
-    h = hierarchies()
-    mounts = list(h.v1.values()) + ([h.v2] if h.v2 else []) + ["/sys/fs/cgroup/systemd"]
-    return sorted({os.path.join(m, name) for m in mounts if os.path.isdir(os.path.join(m, name))})
-
-
-def _remove_cgroup_tree(path: str) -> None:
-    for dirpath, dirs, _ in sorted(os.walk(path), key=lambda entry: -entry[0].count("/")):
-        os.rmdir(dirpath)
 
 
 @pytest.fixture(scope="session")
@@ -69,11 +57,8 @@ def dockerd():
                 linux.umount2(mount, linux.MNT_DETACH)     # dockerd leaves exec-root/netns/default mounted
             except OSError as e:
                 leftovers.append(f"mount {mount}: {e}")
-        for cgroup in _cgroup_dirs(daemon.cgroup_parent):
-            try:
-                _remove_cgroup_tree(cgroup)     # dockerd leaves its (empty) cgroup parent behind
-            except OSError as e:
-                leftovers.append(f"cgroup {cgroup}: {e}")
+        # dockerd leaves its (empty) cgroup parent behind, the systemd hierarchy's too
+        leftovers += [f"cgroup {cgroup} (not empty)" for cgroup in remove_root(daemon.cgroup_parent)]
         leftovers += [f"network interface {link}" for link in _links() - links_before]
         if not leftovers:
             daemon.remove()
