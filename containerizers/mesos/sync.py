@@ -316,7 +316,7 @@ class SyncMesosContainerizer:
         known = []
         for container_id in self.containers():
             files = state.ContainerFiles(self.runtime_dir, self.work_dir, container_id)
-            if not files.pids() and files.termination() is None and files.status() is None:
+            if not files.pids() and files.termination() is None:
                 self.finish_destroy(files, remove_sandbox=True)    # cut short mid-launch: nothing ran
                 continue
             known.append(container_id)
