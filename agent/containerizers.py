@@ -36,8 +36,9 @@ def make(args, name: str, only: bool):
         return SyncMesosContainerizer(args.work_dir, args.runtime_dir, args.cgroups_root, provisioner=provisioner)
     if name == "docker":
         from containerizers.docker import SyncDockerContainerizer
+        # sdk=False: plain HTTP on dockerd's socket, as importing the SDK costs more than the run.
         return SyncDockerContainerizer(args.work_dir, args.runtime_dir, socket=args.docker_socket,
-                                       kill_orphans=args.docker_kill_orphans, only=only)
+                                       kill_orphans=args.docker_kill_orphans, only=only, sdk=False)
     if not args.external_containerizer_path:
         raise InvalidInput("the external containerizer needs --external-containerizer-path")
     from containerizers.external import SyncExternalContainerizer

@@ -10,7 +10,8 @@ import time
 import pytest
 
 from isolators.cgroups import _read_mounts, cgroup_for, hierarchies
-from isolators.cgroups.cpu import shares_for, quota_for, weight_for, weight_to_shares
+from corral.cpu import quota_for, shares_for
+from isolators.cgroups.cpu import weight_for, weight_to_shares
 
 
 def test_detects_this_hosts_hierarchies():

@@ -1,35 +1,24 @@
 """cgroups/cpu: CPU shares (v2: weight) from cpus, and with --cgroups-enable-cfs a CFS quota.
 
-As Mesos: shares = max(1024 x cpus, 2); quota = cpus x 100 ms per 100 ms period (at least 1 ms).
+The arithmetic is Mesos's (corral/cpu.py).
 """
 
 from __future__ import annotations
 
 import os
 
+from corral.cpu import CFS_PERIOD_US, CPU_SHARES_PER_CPU, quota_for, shares_for
 from corral.types import Resources
 
 from .. import Isolator
 from . import cgroup_for, hierarchies
 
-CPU_SHARES_PER_CPU = 1024
-MIN_CPU_SHARES = 2
-CFS_PERIOD_US = 100_000
-MIN_CFS_QUOTA_US = 1_000
 _TICKS = os.sysconf("SC_CLK_TCK")
-
-
-def shares_for(cpus: float) -> int:
-    return max(int(CPU_SHARES_PER_CPU * cpus), MIN_CPU_SHARES)
 
 
 def weight_for(shares: int) -> int:
     """cgroup2 cpu.weight equivalent of cpu.shares (the conversion runc and crun use)."""
     return 1 + ((shares - 2) * 9999) // 262142
-
-
-def quota_for(cpus: float) -> int:
-    return max(int(CFS_PERIOD_US * cpus), MIN_CFS_QUOTA_US)
 
 
 class CpuIsolator(Isolator):

@@ -89,9 +89,11 @@ def rootfs(tmp_path):
 
 
 @pytest.fixture
-def docker_env(dockerd, tmp_path):
-    """A work dir and runtime dir of the test's own; fails the test if it leaves a container behind."""
-    env = DockerEnv(dockerd, tmp_path)
+def docker_env(dockerd, tmp_path, request):
+    """A work dir and runtime dir of the test's own; fails the test if it leaves a container behind.
+    Parametrized indirectly with "sdk" or "socket", it picks the containerizers' transport (the
+    docker SDK, the agent's; plain HTTP on the socket, the CLI's); the SDK otherwise."""
+    env = DockerEnv(dockerd, tmp_path, sdk=getattr(request, "param", "sdk") == "sdk")
     yield env
     left = dockerd.docker("ps", "-aq", "--filter", f"label={LABEL_ID}").stdout.split()
     if left:
@@ -102,19 +104,22 @@ def docker_env(dockerd, tmp_path):
 class DockerEnv:
     image = {"type": "DOCKER", "name": BUSYBOX_IMAGE}
 
-    def __init__(self, dockerd: PrivateDockerd, tmp: Path):
+    def __init__(self, dockerd: PrivateDockerd, tmp: Path, sdk: bool = True):
         self.dockerd = dockerd
+        self.sdk = sdk
         self.work_dir = str(tmp / "work")
         self.runtime_dir = str(tmp / "run")
 
     def sync(self, **kwargs):
         from containerizers.docker import SyncDockerContainerizer
         kwargs.setdefault("only", True)
+        kwargs.setdefault("sdk", self.sdk)
         return SyncDockerContainerizer(self.work_dir, self.runtime_dir, socket=self.dockerd.url, **kwargs)
 
     def async_(self, **kwargs):
         from containerizers.docker import DockerContainerizer
         kwargs.setdefault("only", True)
+        kwargs.setdefault("sdk", self.sdk)
         return DockerContainerizer(self.work_dir, self.runtime_dir, socket=self.dockerd.url, **kwargs)
 
     def config(self, *argv: str, **kwargs):

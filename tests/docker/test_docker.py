@@ -19,6 +19,9 @@ from corral.types import (LAUNCHED, NOT_SUPPORTED, REASON_CONTAINER_LIMITATION_M
                           TASK_FAILED, TASK_FINISHED, TASK_KILLED, TASK_LOST, ContainerExists, NoSuchContainer,
                           Resources)
 
+# Each test runs over both transports: the docker SDK (the agent's) and plain HTTP (the CLI's).
+pytestmark = pytest.mark.parametrize("docker_env", ["sdk", "socket"], indirect=True)
+
 
 def test_launch_exit_code_and_output_in_the_sandbox(docker_env):
     async def main():
@@ -242,7 +245,7 @@ def test_container_removed_behind_our_back_is_lost(docker_env):
 
 def test_dockerd_down_or_silent_is_a_clear_error(docker_env, tmp_path):
     down = SyncDockerContainerizer(docker_env.work_dir, docker_env.runtime_dir,
-                                   socket=f"unix://{tmp_path}/nobody.sock", only=True)
+                                   socket=f"unix://{tmp_path}/nobody.sock", only=True, sdk=docker_env.sdk)
     with pytest.raises(DockerUnavailable, match=r"dockerd at unix://.*nobody.sock is not reachable \(No such file"):
         down.launch("d1", docker_env.config("true"))
     assert down.containers() == []                  # nothing half-made is left
@@ -252,7 +255,7 @@ def test_dockerd_down_or_silent_is_a_clear_error(docker_env, tmp_path):
     server.bind(path)
     server.listen(8)
     silent = SyncDockerContainerizer(docker_env.work_dir, docker_env.runtime_dir, socket=f"unix://{path}",
-                                     only=True, timeout=0.5)
+                                     only=True, timeout=0.5, sdk=docker_env.sdk)
     try:
         with pytest.raises(DockerUnavailable, match=r"did not answer within 0.5s"):
             silent.launch("d2", docker_env.config("true"))

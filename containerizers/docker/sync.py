@@ -14,34 +14,26 @@ Mesos's docker containerizer, in corral's words:
 
 State: <runtime-dir>/docker/containers/<id>/ holds config.json (with the docker id),
 kill.json and termination.json, in the layout every containerizer shares (containerizers/state.py).
-Every SDK call blocks: SyncDockerContainerizer is used as is by the CLI and on threads by
-DockerContainerizer, the asyncio face, which also copies each container's output into its
-sandbox's stdout and stderr, as Mesos's docker executor does.
+Every call to dockerd blocks (engine.py: through the docker SDK, or for the CLI plain HTTP on
+the socket): SyncDockerContainerizer is used as is by the CLI and on threads by
+DockerContainerizer (containerizer.py), the asyncio face, which also copies each container's
+output into its sandbox's stdout and stderr, as Mesos's docker executor does.
 """
 
 from __future__ import annotations
 
-import contextlib
-import logging
 import os
 import signal
 import time
 
+from corral.cpu import CFS_PERIOD_US, CPU_SHARES_PER_CPU, quota_for, shares_for
 from corral.types import (LAUNCHED, NOT_SUPPORTED,
                           REASON_CONTAINER_LIMITATION_MEMORY, TASK_KILLED, TASK_LOST, ContainerConfig, ContainerExists,
                           CorralError, InvalidInput, Limitation, NoSuchContainer, Resources, Termination, verdict)
-from isolators.cgroups.cpu import CFS_PERIOD_US, CPU_SHARES_PER_CPU, quota_for, shares_for
-from isolators.filesystem import parse_volume
 
-from .state import ContainerFiles, container_ids
-from .threaded import ThreadedContainerizer
+from ..state import ContainerFiles, container_ids
+from .engine import Engine, EngineError, NotFound, default_socket
 
-log = logging.getLogger(__name__)
-
-DEFAULT_SOCKET = "unix:///var/run/docker.sock"
-# Pinned, so that making a client costs no round trip: 1.41 is dockerd 20.10 (Debian 12's), and
-# later dockerds still speak it.
-API_VERSION = "1.41"
 NAME_PREFIX = "corral-"
 LABEL_ID = "io.corral.container-id"
 LABEL_OWNER = "io.corral.runtime-dir"      # which corral made it: two corrals never touch each other's
@@ -49,21 +41,14 @@ SANDBOX = "/mnt/mesos/sandbox"
 STOP_TIMEOUT = 10.0
 
 
-def default_socket() -> str:
-    """--docker-socket's default: DOCKER_HOST, else the standard socket (never a CLI context)."""
-    return os.environ.get("DOCKER_HOST") or DEFAULT_SOCKET
-
-
-class DockerUnavailable(CorralError):
-    """dockerd is down, unreachable or too slow: the container's state is unknown, not changed."""
-
-
 class SyncDockerContainerizer:
     name = "docker"
 
     def __init__(self, work_dir: str, runtime_dir: str, socket: str | None = None,
                  cgroups_enable_cfs: bool = False, kill_orphans: bool = True, only: bool = False,
-                 timeout: float = 30.0):
+                 timeout: float = 30.0, sdk: bool = True):
+        """`sdk`: False speaks plain HTTP on a unix socket instead of importing the docker SDK
+        (the CLI's choice: the SDK's import alone costs more than a `docker run`)."""
         self.work_dir = work_dir
         self.state_dir = os.path.join(runtime_dir, "docker")
         self.owner = os.path.realpath(runtime_dir)
@@ -72,36 +57,7 @@ class SyncDockerContainerizer:
         self.kill_orphans = kill_orphans
         self.only = only
         self.timeout = timeout
-        self._client = None
-
-    # -- dockerd ----------------------------------------------------------------------------
-
-    @property
-    def api(self):
-        """The SDK's low-level client, made on first use: importing the SDK costs ~0.2 s."""
-        if self._client is None:
-            import docker
-            with self.errors():
-                self._client = docker.APIClient(base_url=self.socket, version=API_VERSION, timeout=self.timeout)
-        return self._client
-
-    @contextlib.contextmanager
-    def errors(self):
-        """dockerd's failures as one-line CorralErrors; 'not found' stays docker.errors.NotFound."""
-        import docker.errors
-        import requests.exceptions as rex
-        try:
-            yield
-        except docker.errors.NotFound:
-            raise
-        except docker.errors.APIError as e:
-            raise CorralError(f"dockerd at {self.socket}: {e.explanation or e}") from None
-        except docker.errors.DockerException as e:
-            raise CorralError(f"docker: {e}") from None
-        except (rex.ConnectionError, rex.Timeout, rex.ChunkedEncodingError) as e:
-            if _timed_out(e):
-                raise DockerUnavailable(f"dockerd at {self.socket} did not answer within {self.timeout:g}s") from None
-            raise DockerUnavailable(f"dockerd at {self.socket} is not reachable ({_root_cause(e)})") from None
+        self.engine = Engine(self.socket, timeout, sdk=sdk)
 
     def files(self, container_id: str) -> ContainerFiles:
         files = ContainerFiles(self.state_dir, self.work_dir, container_id)
@@ -115,12 +71,7 @@ class SyncDockerContainerizer:
 
     def inspect(self, files: ContainerFiles) -> dict | None:
         """dockerd's view of the container; None when dockerd no longer has it."""
-        import docker.errors
-        try:
-            with self.errors():
-                return self.api.inspect_container(self.docker_id(files))
-        except docker.errors.NotFound:
-            return None
+        return self.engine.inspect(self.docker_id(files))
 
     # -- launch -----------------------------------------------------------------------------
 
@@ -138,84 +89,87 @@ class SyncDockerContainerizer:
         except FileExistsError:
             raise ContainerExists(container_id) from None
         try:
-            host_config = self._host_config(files, config)
+            create = self._create_config(container_id, files, config)
         except BaseException:
             files.remove(sandbox=False)
             raise
         record = {"config": config.to_dict(), "created": time.time(), "sandbox": files.sandbox, "docker_id": None}
         try:
             files.write("config.json", record)
-            record["docker_id"] = self._create(container_id, files, config, host_config)
+            record["docker_id"] = self._create(container_id, create)
             files.write("config.json", record)
-            with self.errors():
-                self.api.start(record["docker_id"])
+            self.engine.start(record["docker_id"])
         except BaseException:
-            # If dockerd cannot remove what it made now, the next recovery removes it as an orphan.
-            with contextlib.suppress(CorralError):
-                self._remove_container(files)
+            try:
+                self.engine.remove(self.docker_id(files))
+            except CorralError:
+                pass        # dockerd cannot remove what it made now: the next recovery removes the orphan
             files.remove(sandbox=False)
             raise
         return LAUNCHED
 
-    def _create(self, container_id: str, files: ContainerFiles, config: ContainerConfig, host_config) -> str:
-        import docker.errors
-        image = config.image["name"]
-        kwargs = dict(
-            # The command replaces the image's Entrypoint and Cmd (as Mesos does); none: the image's own.
-            image=image, entrypoint=config.argv[:1] or None, command=config.argv[1:] if config.argv else None,
-            name=NAME_PREFIX + container_id,
-            environment={**config.env, "MESOS_SANDBOX": SANDBOX, "MESOS_CONTAINER_NAME": NAME_PREFIX + container_id},
-            working_dir=os.path.join(SANDBOX, config.workdir or ""), user=config.user, hostname=config.hostname,
-            labels={LABEL_ID: container_id, LABEL_OWNER: self.owner}, host_config=host_config,
-            ports=[_port(spec)[1:] for spec in config.ports] or None)
-        with self.errors():
-            try:
-                return self.api.create_container(**kwargs)["Id"]
-            except docker.errors.ImageNotFound:
-                pass
-            # As Mesos: an image dockerd lacks is pulled, then the create is tried once more.
-            try:
-                self.api.pull(image)
-            except docker.errors.APIError as e:
-                raise CorralError(f"image {image} is not in dockerd at {self.socket} and could not be pulled: "
-                                  f"{e.explanation or e}") from None
-            return self.api.create_container(**kwargs)["Id"]
+    def _create(self, container_id: str, create: dict) -> str:
+        image = create["Image"]
+        try:
+            return self.engine.create(NAME_PREFIX + container_id, create)
+        except NotFound:
+            pass
+        # As Mesos: an image dockerd lacks is pulled, then the create is tried once more.
+        try:
+            self.engine.pull(image)
+        except EngineError as e:
+            raise CorralError(f"image {image} is not in dockerd at {self.socket} and could not be pulled: {e}") from None
+        return self.engine.create(NAME_PREFIX + container_id, create)
 
-    def _host_config(self, files: ContainerFiles, config: ContainerConfig) -> dict:
+    def _create_config(self, container_id: str, files: ContainerFiles, config: ContainerConfig) -> dict:
+        """The Engine API's container config (POST /containers/create) for a ContainerConfig."""
         network = config.network or "host"
         if config.ports and network == "host":
             raise InvalidInput("ports are published only off the host network: give a network such as bridge")
         binds = [f"{files.sandbox}:{SANDBOX}:rw"] + [_volume(spec, files.sandbox) for spec in config.volumes]
-        ports = {}
+        published = {}
         for spec in config.ports:
             host_port, container_port, proto = _port(spec)
-            ports[f"{container_port}/{proto}"] = host_port
-        limits = _limits(config.resources, config.cgroups_enable_cfs or self.cgroups_enable_cfs)
-        # init: docker-init is pid 1 and forwards signals, so a task dies of SIGTERM as it would on
-        # a host (as pid 1 it would ignore every signal it has no handler for), as in corral's own init.
-        return self.api.create_host_config(binds=binds, network_mode=network, port_bindings=ports or None,
-                                           init=True, **limits)
+            published[f"{container_port}/{proto}"] = [{"HostIp": "", "HostPort": str(host_port)}]
+        name = NAME_PREFIX + container_id
+        env = {**config.env, "MESOS_SANDBOX": SANDBOX, "MESOS_CONTAINER_NAME": name}
+        create = {
+            "Image": config.image["name"],
+            # The command replaces the image's Entrypoint and Cmd (as Mesos does); none: the image's own.
+            "Entrypoint": config.argv[:1] or None, "Cmd": config.argv[1:] if config.argv else None,
+            "Env": [f"{key}={value}" for key, value in env.items()],
+            "WorkingDir": os.path.join(SANDBOX, config.workdir or ""),
+            "Labels": {LABEL_ID: container_id, LABEL_OWNER: self.owner},
+            "HostConfig": {
+                "Binds": binds, "NetworkMode": network,
+                # init: docker-init is pid 1 and forwards signals, so a task dies of SIGTERM as it would
+                # on a host (as pid 1 it would ignore every signal it has no handler for), as in
+                # corral's own init.
+                "Init": True,
+                **_limits(config.resources, config.cgroups_enable_cfs or self.cgroups_enable_cfs)},
+        }
+        if config.user:
+            create["User"] = config.user
+        if config.hostname:
+            create["Hostname"] = config.hostname
+        if published:
+            create["ExposedPorts"] = {port: {} for port in published}
+            create["HostConfig"]["PortBindings"] = published
+        return create
 
     # -- the end --------------------------------------------------------------------------
 
     def wait(self, container_id: str, timeout: float | None = None) -> Termination | None:
         """Block until the container ends (None if `timeout` seconds pass first)."""
-        import docker.errors
-        import requests.exceptions as rex
         files = self.files(container_id)
         known = files.termination()
         if known is not None:
             return known
         try:
-            with self.errors():
-                try:
-                    self.api.wait(self.docker_id(files), timeout=timeout)
-                except (rex.ConnectionError, rex.Timeout) as e:
-                    if timeout is None or not _timed_out(e):
-                        raise
-                    return None         # still running: the timeout is ours, not a slow dockerd's
-        except docker.errors.NotFound:
-            pass            # gone behind our back: termination() says so
+            if not self.engine.wait(self.docker_id(files), timeout):
+                return None         # still running: the timeout is ours, not a slow dockerd's
+        except NotFound:
+            pass                    # gone behind our back: termination() says so
         return self.termination(files)
 
     def termination(self, files: ContainerFiles) -> Termination:
@@ -241,19 +195,15 @@ class SyncDockerContainerizer:
         return termination
 
     def kill(self, container_id: str, sig: int = signal.SIGTERM) -> None:
-        import docker.errors
         files = self.files(container_id)
         if files.termination() is not None:
             return
         files.record_kill(sig)
         try:
-            with self.errors():
-                self.api.kill(self.docker_id(files), sig)
-        except docker.errors.NotFound:
+            self.engine.kill(self.docker_id(files), sig)
+        except NotFound:
             pass            # gone: wait and destroy say so
-        except DockerUnavailable:
-            raise
-        except CorralError:
+        except EngineError:
             if self.running(files):
                 raise
             # It ended on its own before the signal arrived: nothing to do.
@@ -272,14 +222,9 @@ class SyncDockerContainerizer:
                     container_id, None, TASK_KILLED, None,
                     f"still running {STOP_TIMEOUT:g}s after SIGKILL; removed by force").to_dict())
         termination = self.termination(files)
-        self._remove_container(files)
+        self.engine.remove(self.docker_id(files))
         files.remove(sandbox=remove_sandbox)
         return termination
-
-    def _remove_container(self, files: ContainerFiles) -> None:
-        import docker.errors
-        with self.errors(), contextlib.suppress(docker.errors.NotFound):
-            self.api.remove_container(self.docker_id(files), v=True, force=True)
 
     # -- the rest of the interface ----------------------------------------------------------
 
@@ -289,9 +234,7 @@ class SyncDockerContainerizer:
         if info is None:
             raise NoSuchContainer(container_id)
         cfs = self.cgroups_enable_cfs or info["HostConfig"].get("CpuQuota", 0) > 0
-        limits = _limits(resources, cfs)
-        with self.errors():
-            self.api.update_container(self.docker_id(files), **limits)
+        self.engine.update(self.docker_id(files), _limits(resources, cfs))
 
     def usage(self, container_id: str) -> dict:
         """docker stats as Mesos ResourceStatistics."""
@@ -299,10 +242,8 @@ class SyncDockerContainerizer:
         info = self.inspect(files)
         if info is None or not info["State"]["Running"]:
             raise CorralError(f"container {container_id} is not running")
-        with self.errors():
-            stats = self.api.stats(self.docker_id(files), stream=False, one_shot=True)
-            processes = len(self.api.top(self.docker_id(files), ps_args="-o pid")["Processes"] or [])
-        return resource_statistics(stats, info["HostConfig"], processes)
+        docker_id = self.docker_id(files)
+        return resource_statistics(self.engine.stats(docker_id), info["HostConfig"], self.engine.processes(docker_id))
 
     def status(self, container_id: str) -> dict:
         files = self.files(container_id)
@@ -337,21 +278,20 @@ class SyncDockerContainerizer:
                 info = self.inspect(files)
                 started = info["State"]["Status"] != "created" if info else files.launch_record().get("docker_id")
                 if not started:                         # corral died mid-launch
-                    self._remove_container(files)
+                    self.engine.remove(self.docker_id(files))
                     files.remove(sandbox=False)
                     continue
             known.append(container_id)
         if self.kill_orphans:
             for orphan in self.orphans(known):
-                log.info("removing orphan docker container %s", orphan["Names"])
-                with self.errors():
-                    self.api.remove_container(orphan["Id"], v=True, force=True)
+                import logging
+                logging.getLogger(__name__).info("removing orphan docker container %s", orphan["Names"])
+                self.engine.remove(orphan["Id"])
         return known
 
     def orphans(self, known: list[str]) -> list[dict]:
         """Containers this corral made (by label and name) that the checkpoint does not know."""
-        with self.errors():
-            listed = self.api.containers(all=True, filters={"label": [LABEL_ID, f"{LABEL_OWNER}={self.owner}"]})
+        listed = self.engine.containers([LABEL_ID, f"{LABEL_OWNER}={self.owner}"])
         return [c for c in listed
                 if c["Labels"][LABEL_ID] not in known and f"/{NAME_PREFIX}{c['Labels'][LABEL_ID]}" in c["Names"]]
 
@@ -359,22 +299,8 @@ class SyncDockerContainerizer:
 
     def output(self, container_id: str, follow: bool = False):
         """(stream, bytes) pairs of the container's output from its start, stream 1 stdout, 2 stderr;
-        with follow, until it ends. (The SDK's logs() merges the streams; its attach() demuxes them
-        but waits forever on a container that has stopped.)"""
-        from docker.errors import create_api_error_from_http_exception
-        from requests.exceptions import HTTPError
-        files = self.files(container_id)
-        url = f"{self.api.base_url}/v{self.api.api_version}/containers/{self.docker_id(files)}/logs"
-        with self.errors():
-            response = self.api.get(url, params={"stdout": 1, "stderr": 1, "follow": int(follow)},
-                                    stream=True, timeout=None if follow else self.timeout)
-            try:
-                response.raise_for_status()
-            except HTTPError as e:
-                raise create_api_error_from_http_exception(e) from None
-            with response:
-                while len(header := response.raw.read(8)) == 8:
-                    yield header[0], response.raw.read(int.from_bytes(header[4:], "big"))
+        with follow, until it ends."""
+        return self.engine.output(self.docker_id(self.files(container_id)), follow)
 
     def copy_output(self, container_id: str) -> None:
         """Write the container's whole output into the sandbox's stdout and stderr, following it
@@ -387,76 +313,15 @@ class SyncDockerContainerizer:
                 sink.flush()
 
 
-class DockerContainerizer(ThreadedContainerizer):
-    """The asyncio face: every SDK call on a thread; dockerd outages are waited out."""
-
-    RETRY_INTERVAL = 1.0
-
-    def __init__(self, *args, **kwargs):
-        super().__init__(SyncDockerContainerizer(*args, **kwargs))
-        self._copies: dict = {}            # container id -> the asyncio.Task copying its output
-
-    async def launch(self, container_id: str, config: ContainerConfig) -> str:
-        result = await super().launch(container_id, config)
-        if result == LAUNCHED:
-            self._copy(container_id)
-        return result
-
-    async def recover(self) -> list[str]:
-        known = await super().recover()
-        for container_id in known:
-            self._copy(container_id)
-        return known
-
-    async def wait(self, container_id: str) -> Termination:
-        """As the SDK's wait, but a dockerd that is down or restarting is waited for, then re-read."""
-        import asyncio
-        while True:
-            try:
-                return await self.call_long(self.sync.wait, container_id)
-            except DockerUnavailable as e:
-                log.warning("waiting on container %s: %s; retrying", container_id, e)
-                await asyncio.sleep(self.RETRY_INTERVAL)
-
-    async def destroy(self, container_id: str, remove_sandbox: bool = False) -> Termination:
-        termination = await super().destroy(container_id, remove_sandbox)
-        copy = self._copies.pop(container_id, None)
-        if copy is not None:
-            copy.cancel()
-        return termination
-
-    def close(self) -> None:
-        for copy in self._copies.values():
-            copy.cancel()
-        super().close()
-
-    def _copy(self, container_id: str) -> None:
-        """Keep the sandbox's stdout and stderr current, as long as the container runs."""
-        import asyncio
-
-        async def copy():
-            while True:
-                try:
-                    await self.call_long(self.sync.copy_output, container_id)
-                    if not await self.call(self.sync.running, self.sync.files(container_id)):
-                        return
-                except NoSuchContainer:
-                    return
-                except CorralError as e:
-                    log.warning("copying the output of container %s: %s", container_id, e)
-                await asyncio.sleep(self.RETRY_INTERVAL)     # a dockerd restart ended the stream early
-        self._copies[container_id] = asyncio.get_running_loop().create_task(copy())
-
-
 def _limits(resources: Resources, cfs: bool) -> dict:
     """Mesos's mapping of cpus and mem onto docker's cgroup settings."""
     limits = {}
     if resources.cpus is not None:
-        limits["cpu_shares"] = shares_for(resources.cpus)
+        limits["CpuShares"] = shares_for(resources.cpus)
         if cfs:
-            limits.update(cpu_period=CFS_PERIOD_US, cpu_quota=quota_for(resources.cpus))
+            limits.update(CpuPeriod=CFS_PERIOD_US, CpuQuota=quota_for(resources.cpus))
     if resources.mem_mb is not None:
-        limits["mem_limit"] = limits["memswap_limit"] = int(resources.mem_mb * 1024 * 1024)
+        limits["Memory"] = limits["MemorySwap"] = int(resources.mem_mb * 1024 * 1024)
     return limits
 
 
@@ -488,6 +353,7 @@ def resource_statistics(stats: dict, host_config: dict, processes: int) -> dict:
 
 def _volume(spec: str, sandbox: str) -> str:
     """HOST:CONTAINER[:ro|rw] as a docker bind, read as the Mesos containerizer reads it."""
+    from isolators.filesystem import parse_volume
     mount = parse_volume(spec, sandbox)
     return f"{mount.source}:{mount.target}:{'ro' if mount.readonly else 'rw'}"
 
@@ -501,29 +367,3 @@ def _port(spec: str) -> tuple[int, int, str]:
             and 0 < int(host) < 65536 and 0 < int(container) < 65536):
         raise InvalidInput(f"invalid port mapping {spec!r}: use HOST_PORT:CONTAINER_PORT[/tcp|udp]")
     return int(host), int(container), proto
-
-
-def _causes(error: BaseException):
-    """An error and the errors that requests and urllib3 wrapped inside it, outermost first."""
-    seen = set()
-    while error is not None and id(error) not in seen:
-        seen.add(id(error))
-        yield error
-        inner = getattr(error, "reason", None)
-        if not isinstance(inner, BaseException):
-            inner = next((a for a in error.args if isinstance(a, BaseException)), None)
-        error = inner
-
-
-def _timed_out(error: BaseException) -> bool:
-    import requests.exceptions as rex
-    import urllib3.exceptions
-    return any(isinstance(e, (TimeoutError, rex.Timeout, urllib3.exceptions.TimeoutError)) for e in _causes(error))
-
-
-def _root_cause(error: BaseException) -> str:
-    """The innermost reason: 'Connection refused', not a chain of reprs."""
-    *_, error = _causes(error)
-    if isinstance(error, OSError) and error.strerror:
-        return error.strerror
-    return str(error).strip() or type(error).__name__

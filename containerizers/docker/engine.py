@@ -1,0 +1,309 @@
+"""dockerd's Engine API: the calls the docker containerizer makes, over one of two transports.
+
+    SdkTransport     the docker SDK's client: every DOCKER_HOST kind (unix, tcp, TLS, ssh). The
+                     agent's, and the tests' reference.
+    SocketTransport  plain HTTP/1.0 on dockerd's unix socket, in the standard library. The CLI's:
+                     importing the SDK (requests, urllib3, ssl, email) costs ~150 ms, more than a
+                     whole `docker run`, and http.client alone ~45 ms. HTTP/1.0 keeps it small:
+                     dockerd answers each request on its own connection and ends the body by
+                     closing it, streams included, so nothing is chunked or kept alive.
+
+Pulls always go through the SDK (registry credentials); they take seconds anyway.
+dockerd's failures reach the caller as corral's errors: NotFound (404), EngineError (any
+other error answer) and DockerUnavailable (refused, gone or silent), each one line.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+from urllib.parse import quote, urlencode
+
+from corral.types import CorralError
+
+DEFAULT_SOCKET = "unix:///var/run/docker.sock"
+# Pinned, so that making a client costs no round trip: 1.41 is dockerd 20.10 (Debian 12's), and
+# later dockerds still speak it.
+API_VERSION = "1.41"
+
+
+def default_socket() -> str:
+    """--docker-socket's default: DOCKER_HOST, else the standard socket (never a CLI context)."""
+    return os.environ.get("DOCKER_HOST") or DEFAULT_SOCKET
+
+
+class EngineError(CorralError):
+    """dockerd answered a call with an error."""
+
+
+class NotFound(EngineError):
+    """dockerd has no such container (or, for a create, no such image)."""
+
+
+class DockerUnavailable(CorralError):
+    """dockerd is down, unreachable or too slow: the container's state is unknown, not changed."""
+
+
+class TimedOut(DockerUnavailable):
+    """No answer within the time given: the caller's own timeout, or a silent dockerd."""
+
+
+class Engine:
+    """The Engine API calls, by name; `transport` carries them."""
+
+    def __init__(self, url: str, timeout: float = 30.0, sdk: bool = True):
+        """`sdk`: False takes the standard-library transport where it can (a unix socket)."""
+        self.url = url
+        self.timeout = timeout
+        if not sdk and url.startswith("unix://"):
+            self.transport = SocketTransport(url, timeout)
+        else:
+            self.transport = SdkTransport(url, timeout)
+
+    def call(self, method: str, path: str, query: dict | None = None, body=None, timeout: float | None = None):
+        """One call; its JSON answer (None when there is none)."""
+        answer = self.transport.request(method, path, query, body, timeout or self.timeout)
+        return json.loads(answer) if answer.strip() else None
+
+    def create(self, name: str, config: dict) -> str:
+        return self.call("POST", "/containers/create", {"name": name}, config)["Id"]
+
+    def start(self, docker_id: str) -> None:
+        self.call("POST", f"/containers/{docker_id}/start")
+
+    def wait(self, docker_id: str, timeout: float | None = None) -> bool:
+        """Block until the container is not running: True; False if `timeout` seconds pass first."""
+        try:
+            self.call("POST", f"/containers/{docker_id}/wait", {"condition": "not-running"},
+                      timeout=timeout or 365 * 86400.0)
+        except TimedOut:
+            if timeout is None:
+                raise
+            return False
+        return True
+
+    def inspect(self, docker_id: str) -> dict | None:
+        """The container as dockerd sees it; None when dockerd does not have it."""
+        try:
+            return self.call("GET", f"/containers/{docker_id}/json")
+        except NotFound:
+            return None
+
+    def kill(self, docker_id: str, sig: int) -> None:
+        self.call("POST", f"/containers/{docker_id}/kill", {"signal": int(sig)})
+
+    def remove(self, docker_id: str) -> None:
+        """Remove the container and its anonymous volumes, running or not; gone already is fine."""
+        try:
+            self.call("DELETE", f"/containers/{docker_id}", {"v": 1, "force": 1})
+        except NotFound:
+            pass
+
+    def update(self, docker_id: str, limits: dict) -> None:
+        self.call("POST", f"/containers/{docker_id}/update", body=limits)
+
+    def stats(self, docker_id: str) -> dict:
+        return self.call("GET", f"/containers/{docker_id}/stats", {"stream": 0, "one-shot": 1})
+
+    def processes(self, docker_id: str) -> int:
+        return len(self.call("GET", f"/containers/{docker_id}/top", {"ps_args": "-o pid"})["Processes"] or [])
+
+    def containers(self, labels: list[str]) -> list[dict]:
+        """Every container, running or not, that carries all of `labels` (NAME or NAME=VALUE)."""
+        return self.call("GET", "/containers/json", {"all": 1, "filters": json.dumps({"label": labels})})
+
+    def pull(self, image: str) -> None:
+        """Through the SDK whatever the transport: it knows the user's registry credentials."""
+        sdk = self.transport if isinstance(self.transport, SdkTransport) else SdkTransport(self.url, self.timeout)
+        with sdk.errors():
+            sdk.sdk().pull(image)
+
+    def output(self, docker_id: str, follow: bool):
+        """(stream, bytes) pairs of the container's output from its start (1 stdout, 2 stderr),
+        decoded from dockerd's multiplexed frames; with follow, until the container ends."""
+        body = self.transport.stream("GET", f"/containers/{docker_id}/logs",
+                                     {"stdout": 1, "stderr": 1, "follow": int(follow)},
+                                     None if follow else self.timeout)
+        with body:
+            while len(header := _read_exactly(body, 8)) == 8:
+                yield header[0], _read_exactly(body, int.from_bytes(header[4:], "big"))
+
+
+class SocketTransport:
+    """HTTP/1.0 over dockerd's unix socket: one connection per call, the answer read to its end."""
+
+    def __init__(self, url: str, timeout: float):
+        self.url = url
+        self.path = url[len("unix://"):]
+        self.timeout = timeout
+
+    def request(self, method: str, path: str, query, body, timeout: float) -> bytes:
+        with self.stream(method, path, query, timeout, body) as answer:
+            try:
+                return answer.read()
+            except TimeoutError:
+                raise self._timed_out(timeout) from None
+
+    def stream(self, method: str, path: str, query, timeout: float | None, body=None):
+        """The answer's body as a file, after its status said success; reads time out after `timeout`."""
+        data = b"" if body is None else json.dumps(body).encode()
+        target = f"/v{API_VERSION}{quote(path)}" + (f"?{urlencode(query)}" if query else "")
+        head = (f"{method} {target} HTTP/1.0\r\nHost: docker\r\nContent-Type: application/json\r\n"
+                f"Content-Length: {len(data)}\r\n\r\n").encode()
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+        try:
+            sock.settimeout(timeout)
+            sock.connect(self.path)
+            sock.sendall(head + data)
+            answer = sock.makefile("rb")
+            status = _status(answer.readline())
+            while answer.readline() not in (b"\r\n", b"\n", b""):
+                pass                            # headers: HTTP/1.0 bodies end where the connection does
+        except TimeoutError:
+            sock.close()
+            raise self._timed_out(timeout) from None
+        except OSError as e:
+            sock.close()
+            raise DockerUnavailable(f"dockerd at {self.url} is not reachable ({e.strerror or e})") from None
+        sock.close()        # the file holds the connection now
+        if status >= 400:
+            with answer:
+                raise _error(status, answer.read(), self.url)
+        return answer
+
+    def _timed_out(self, timeout: float | None) -> TimedOut:
+        return TimedOut(f"dockerd at {self.url} did not answer within {timeout:g}s")
+
+
+class SdkTransport:
+    """The docker SDK's low-level client (a requests session with the SDK's adapters)."""
+
+    def __init__(self, url: str, timeout: float):
+        self.url = url
+        self.timeout = timeout
+        self._client = None
+
+    def sdk(self):
+        if self._client is None:
+            import docker
+            with self.errors():
+                self._client = docker.APIClient(base_url=self.url, version=API_VERSION, timeout=self.timeout)
+        return self._client
+
+    def request(self, method: str, path: str, query, body, timeout: float) -> bytes:
+        with self.errors(timeout):
+            answer = self._send(method, path, query, body, timeout, stream=False)
+            return answer.content
+
+    def stream(self, method: str, path: str, query, timeout: float | None):
+        with self.errors(timeout):
+            answer = self._send(method, path, query, None, timeout, stream=True)
+        return _SdkStream(answer, self, timeout)
+
+    def _send(self, method, path, query, body, timeout, stream: bool):
+        client = self.sdk()
+        answer = client.request(method, f"{client.base_url}/v{API_VERSION}{quote(path)}", params=query,
+                                json=body, timeout=timeout, stream=stream)
+        if answer.status_code >= 400:
+            raise _error(answer.status_code, answer.content, self.url)
+        return answer
+
+    def errors(self, timeout: float | None = None):
+        return _SdkErrors(self, timeout)
+
+
+class _SdkErrors:
+    """requests' and the SDK's exceptions as corral's: the innermost reason, one line."""
+
+    def __init__(self, transport: SdkTransport, timeout: float | None):
+        self.transport, self.timeout = transport, timeout
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, kind, error, _traceback):
+        if error is None or isinstance(error, CorralError):
+            return False
+        import docker.errors
+        import requests.exceptions as rex
+        url = self.transport.url
+        if isinstance(error, docker.errors.APIError):
+            raise EngineError(f"dockerd at {url}: {error.explanation or error}") from None
+        if isinstance(error, docker.errors.DockerException):
+            raise EngineError(f"docker: {error}") from None
+        if isinstance(error, (rex.ConnectionError, rex.Timeout, rex.ChunkedEncodingError)):
+            if _timed_out(error):
+                raise TimedOut(f"dockerd at {url} did not answer within {self.timeout or 0:g}s") from None
+            raise DockerUnavailable(f"dockerd at {url} is not reachable ({_root_cause(error)})") from None
+        return False
+
+
+class _SdkStream:
+    """A streamed answer's body, read as a file; its errors as corral's."""
+
+    def __init__(self, answer, transport: SdkTransport, timeout: float | None):
+        self.answer, self.transport, self.timeout = answer, transport, timeout
+
+    def read(self, size: int = -1) -> bytes:
+        with self.transport.errors(self.timeout):
+            return self.answer.raw.read(None if size < 0 else size)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *_):
+        self.answer.close()
+
+
+def _status(line: bytes) -> int:
+    parts = line.split(None, 2)
+    if len(parts) < 2 or not parts[0].startswith(b"HTTP/") or not parts[1].isdigit():
+        raise DockerUnavailable(f"not an HTTP answer from dockerd: {line[:60]!r}")
+    return int(parts[1])
+
+
+def _error(status: int, body: bytes, url: str) -> EngineError:
+    """dockerd's error answer ({"message": ...}) as an exception."""
+    try:
+        message = json.loads(body)["message"]
+    except (ValueError, KeyError, TypeError):
+        message = body.decode(errors="replace").strip() or f"HTTP {status}"
+    return (NotFound if status == 404 else EngineError)(f"dockerd at {url}: {message}")
+
+
+def _read_exactly(body, size: int) -> bytes:
+    """`size` bytes, fewer only at the end of the stream."""
+    data = body.read(size)
+    while data and len(data) < size:
+        more = body.read(size - len(data))
+        if not more:
+            break
+        data += more
+    return data
+
+
+def _causes(error: BaseException):
+    """An error and the errors that requests and urllib3 wrapped inside it, outermost first."""
+    seen = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        yield error
+        inner = getattr(error, "reason", None)
+        if not isinstance(inner, BaseException):
+            inner = next((a for a in error.args if isinstance(a, BaseException)), None)
+        error = inner
+
+
+def _timed_out(error: BaseException) -> bool:
+    import requests.exceptions as rex
+    import urllib3.exceptions
+    return any(isinstance(e, (TimeoutError, rex.Timeout, urllib3.exceptions.TimeoutError)) for e in _causes(error))
+
+
+def _root_cause(error: BaseException) -> str:
+    """The innermost reason: 'Connection refused', not a chain of reprs."""
+    *_, error = _causes(error)
+    if isinstance(error, OSError) and error.strerror:
+        return error.strerror
+    return str(error).strip() or type(error).__name__
