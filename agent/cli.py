@@ -171,8 +171,9 @@ def _invoked(argv: list[str]) -> str | None:
 
 
 def build_parser(invoked: str | None = None) -> argparse.ArgumentParser:
-    """The whole parser, or, when `invoked` names the subcommand, one whose other subcommands
-    are bare names: building every option of every subcommand costs a cold run milliseconds."""
+    """The whole parser, or, when `invoked` names the subcommand, one with that subcommand
+    alone: building every subcommand (argparse looks up translations for each) costs a cold
+    run milliseconds."""
     parser = _Parser(prog="corral", parents=[_global_options(True)],
                      description="Launch and inspect isolated containers (Mesos containerizer semantics).")
     sub = parser.add_subparsers(dest="subcommand", metavar="COMMAND", required=True, parser_class=_Parser)
@@ -180,8 +181,6 @@ def build_parser(invoked: str | None = None) -> argparse.ArgumentParser:
     for name, (help_text, add_arguments) in SUBCOMMANDS.items():
         if invoked in (None, name):
             add_arguments(sub.add_parser(name, parents=common, help=help_text))
-        else:
-            sub.add_parser(name, help=help_text)
     return parser
 
 

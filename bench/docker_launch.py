@@ -4,13 +4,15 @@ A private dockerd (tests/docker/private_dockerd.py: own socket, data-root, exec-
 iptables, no bridge) with a busybox image built from /bin/busybox; every row runs `true` in that
 image on the host network (corral's default) and waits for it to end and be removed:
 
-  corral run (cold)        the CLI: a fresh interpreter, the docker SDK imported, create/start/
-                           logs/wait/inspect/remove
-  corral warm              SyncDockerContainerizer in this process: launch, wait, destroy
+  corral run (cold)        the CLI: a fresh interpreter speaking plain HTTP on dockerd's socket
+                           (no SDK import): create/start/logs/wait/inspect/remove
+  corral warm              SyncDockerContainerizer in this process, through the docker SDK (the
+                           agent's path): launch, wait, destroy
   docker run --rm          the docker CLI (Go), --network host
   docker run --rm --init   the same with docker-init as pid 1, as corral runs containers
-  python -c 'import docker'  what the SDK's import alone costs a cold CLI
-  python -c 'import agent.cli, containerizers.docker'   corral's own imports, without the SDK
+  python -c 'import docker'  what the SDK's import alone would cost a cold CLI
+  python -c 'import agent.cli, containerizers.docker'   what the cold CLI imports
+  python -c pass           the interpreter alone: the floor of any Python CLI
 
 Rows are interleaved round-robin so that drift in the machine's speed hits all alike.
 Run as root:  .venv/bin/python bench/docker_launch.py [--runs N]
@@ -80,6 +82,7 @@ def main() -> None:
             "python -c 'import docker'": sh(sys.executable, "-c", "import docker"),
             "python -c 'import agent.cli, containerizers.docker'":
                 sh(sys.executable, "-c", "import agent.cli, agent.containerizers, containerizers.docker"),
+            "python -c pass": sh(sys.executable, "-c", "pass"),
         }
         times = {name: [] for name in rows}
         for fn in rows.values():            # warm-up: page cache, the daemon's image store

@@ -8,7 +8,6 @@ asyncio loop can wait on.
 
 from __future__ import annotations
 
-from corral.mounts import Mount  # noqa: F401 - isolators describe their mounts with it
 from corral.record import Record
 from corral.types import ContainerConfig, Limitation, Resources
 
@@ -103,3 +102,12 @@ class IsolatorFlags(Record):
     container_ports_isolated_range: list = list
     enforce_container_ports: bool = False
     container_ports_watch_interval: float = 30.0
+
+
+def __getattr__(name: str):
+    """`from isolators import Mount`: isolators describe their mounts with it. Imported on first
+    use, as it brings ctypes, which a docker run through the CLI has no use for."""
+    if name == "Mount":
+        from corral.mounts import Mount
+        return Mount
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

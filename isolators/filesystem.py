@@ -14,9 +14,10 @@ import socket
 
 from corral import linux
 from corral.files import remove_tree, write_atomic
+from corral.mounts import Mount
 from corral.types import InvalidInput
 
-from . import Isolator, LaunchInfo, Mount
+from . import Isolator, LaunchInfo
 
 SANDBOX = "/mnt/mesos/sandbox"
 DEVICES = ("null", "zero", "full", "random", "urandom", "tty")
