@@ -118,7 +118,7 @@ class SyncDockerContainerizer:
         try:
             self.engine.pull(image)
         except EngineError as e:
-            raise CorralError(f"image {image} is not in dockerd at {self.socket} and could not be pulled: {e}") from None
+            raise CorralError(f"image {image} is not in dockerd and could not be pulled ({e})") from None
         return self.engine.create(NAME_PREFIX + container_id, create)
 
     def _create_config(self, container_id: str, files: ContainerFiles, config: ContainerConfig) -> dict:

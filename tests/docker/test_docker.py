@@ -9,12 +9,14 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 
 import pytest
 
-from containerizers.docker import LABEL_ID, LABEL_OWNER, SANDBOX, DockerUnavailable, SyncDockerContainerizer
+from containerizers.docker import (LABEL_ID, LABEL_OWNER, SANDBOX, DockerUnavailable, EngineError, NotFound,
+                                   SyncDockerContainerizer)
 from corral.types import (LAUNCHED, NOT_SUPPORTED, REASON_CONTAINER_LIMITATION_MEMORY, STATISTICS_FIELDS,
                           TASK_FAILED, TASK_FINISHED, TASK_KILLED, TASK_LOST, ContainerExists, NoSuchContainer,
                           Resources)
@@ -262,6 +264,46 @@ def test_dockerd_down_or_silent_is_a_clear_error(docker_env, tmp_path):
     finally:
         server.close()
     assert silent.containers() == []
+
+
+def test_engine_answers_as_corral_errors(docker_env, tmp_path):
+    """dockerd's error answers are one line naming dockerd; a socket that does not speak HTTP is
+    dockerd unavailable; a query with odd characters reaches dockerd intact."""
+    engine = docker_env.sync().engine
+    assert engine.inspect("corral-nobody") is None
+    gone = r"^dockerd at unix://\S+: Cannot kill container: corral-nobody: No such container: corral-nobody$"
+    with pytest.raises(NotFound, match=gone):
+        engine.kill("corral-nobody", signal.SIGTERM)
+    with pytest.raises(EngineError, match=r"^dockerd at unix://\S+: .*invalid reference format"):
+        engine.create("corral-bad", {"Image": "Not A/Valid:Image:Name"})
+    label = f"io.corral.test=a value/with spaces & ünïcode {os.urandom(2).hex()}"
+    created = engine.create("corral-labelled", {"Image": docker_env.image["name"], "Cmd": ["true"],
+                                                 "Labels": dict([label.split("=", 1)])})
+    try:
+        assert [c["Id"] for c in engine.containers([label])] == [created]
+    finally:
+        engine.remove(created)
+    engine.remove(created)                              # gone already: fine
+    path = str(tmp_path / "chatty.sock")
+    server = socket.socket(socket.AF_UNIX)
+    server.bind(path)
+    server.listen(1)
+
+    def answer_garbage():
+        conn, _ = server.accept()
+        with conn:
+            conn.recv(65536)
+            conn.sendall(b"hello, I am not dockerd\n")
+    chatty = threading.Thread(target=answer_garbage)
+    chatty.start()
+    try:
+        not_http = SyncDockerContainerizer(docker_env.work_dir, docker_env.runtime_dir, socket=f"unix://{path}",
+                                           only=True, timeout=5, sdk=docker_env.sdk)
+        with pytest.raises(DockerUnavailable):
+            not_http.engine.inspect("corral-x")
+    finally:
+        chatty.join()
+        server.close()
 
 
 def test_wait_outlives_a_dockerd_restart(docker_env):
