@@ -17,7 +17,7 @@ import pytest
 
 from containerizers.docker import (LABEL_ID, LABEL_OWNER, SANDBOX, DockerUnavailable, EngineError, NotFound,
                                    SyncDockerContainerizer)
-from corral.types import (LAUNCHED, NOT_SUPPORTED, REASON_CONTAINER_LIMITATION_MEMORY, STATISTICS_FIELDS,
+from corral.types import (LAUNCHED, NOT_SUPPORTED, REASON_CONTAINER_LIMITATION_MEMORY, STATISTICS_FIELDS, CorralError,
                           TASK_FAILED, TASK_FINISHED, TASK_KILLED, TASK_LOST, ContainerExists, NoSuchContainer,
                           Resources)
 
@@ -362,3 +362,15 @@ def test_no_command_runs_the_images_own(docker_env):
     config = json.loads(docker_env.dockerd.docker("inspect", "corral-own").stdout)[0]["Config"]
     assert (config["Entrypoint"], config["Cmd"]) == (None, ["sh"])
     dc.destroy("own")
+
+
+def test_an_image_dockerd_lacks_is_pulled_or_refused(docker_env):
+    """As Mesos: a missing image is pulled once; a pull that fails (here a registry on a closed
+    loopback port: no traffic leaves the host) is one line, and nothing of the container is left."""
+    dc = docker_env.sync()
+    absent = {"type": "DOCKER", "name": "127.0.0.1:1/corral-test/absent:latest"}
+    with pytest.raises(CorralError, match=r"^image 127.0.0.1:1/corral-test/absent:latest is not in dockerd and "
+                                          r"could not be pulled \(dockerd at unix://\S+: .*127.0.0.1:1.*\)$"):
+        dc.launch("absent", docker_env.config("true", image=absent))
+    assert dc.containers() == []
+    assert docker_env.dockerd.docker("ps", "-aq", "--filter", "name=corral-absent").stdout == ""
