@@ -127,17 +127,16 @@ class SyncExternalContainerizer:
 
     def _termination(self, files: ContainerFiles, reply: dict) -> Termination:
         """The program's {"exit_code"|"signal", "state", "reason", "message"} as a Termination, written once."""
-        known = files.termination()
-        if known is not None:
-            return known
+        return files.settle(lambda: self._verdict(files, reply))
+
+    @staticmethod
+    def _verdict(files: ContainerFiles, reply: dict) -> Termination:
         code, sig = reply.get("exit_code"), reply.get("signal")
         raw = (code & 0xFF) << 8 if isinstance(code, int) else (sig & 0x7F if isinstance(sig, int) else None)
         kill = files.kill_record() or {}
         state = reply.get("state") or (TASK_LOST if raw is None else TASK_KILLED if kill.get("signal")
                                        else TASK_FINISHED if code == 0 else TASK_FAILED)
-        termination = Termination(files.container_id, raw, state, reply.get("reason"), reply.get("message") or "")
-        files.write("termination.json", termination.to_dict())
-        return termination
+        return Termination(files.container_id, raw, state, reply.get("reason"), reply.get("message") or "")
 
     def kill(self, container_id: str, sig: int = signal.SIGTERM) -> None:
         files = self.files(container_id)

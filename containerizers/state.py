@@ -75,6 +75,15 @@ class ContainerFiles:
         data = read_json(self.path("termination.json"), default=None)
         return Termination.from_dict(data) if data else None
 
+    def settle(self, decide) -> Termination:
+        """The container's verdict, written once: the one on file, else decide()'s, written now.
+        Whoever sees the end first decides; every later caller reads that verdict back."""
+        known = self.termination()
+        if known is None:
+            known = decide()
+            self.write("termination.json", known.to_dict())
+        return known
+
     def write(self, name: str, value) -> None:
         write_json(self.path(name), value)
 

@@ -174,25 +174,21 @@ class SyncDockerContainerizer:
 
     def termination(self, files: ContainerFiles) -> Termination:
         """The verdict on an ended container, from dockerd's record of it; written once."""
-        known = files.termination()
-        if known is not None:
-            return known
+        return files.settle(lambda: self._verdict(files))
+
+    def _verdict(self, files: ContainerFiles) -> Termination:
         cid = files.container_id
         info = self.inspect(files)
         if info is None:
-            termination = Termination(cid, None, TASK_LOST, None, "the docker container is gone from dockerd")
-        else:
-            state = info["State"]
-            if state["Running"] or state["Status"] in ("created", "restarting"):
-                raise CorralError(f"container {cid} has not ended (docker state: {state['Status']})")
-            code = state["ExitCode"]
-            raw = (code & 0xFF) << 8        # docker knows an exit code only; a death by signal N reads 128+N
-            oom = Limitation(REASON_CONTAINER_LIMITATION_MEMORY,
-                             "Memory limit exceeded: the kernel's OOM killer ended the task")
-            termination = verdict(cid, raw, state.get("Error") or None, oom if state.get("OOMKilled") else None,
-                                  (files.kill_record() or {}).get("signal"))
-        files.write("termination.json", termination.to_dict())
-        return termination
+            return Termination(cid, None, TASK_LOST, None, "the docker container is gone from dockerd")
+        state = info["State"]
+        if state["Running"] or state["Status"] in ("created", "restarting"):
+            raise CorralError(f"container {cid} has not ended (docker state: {state['Status']})")
+        raw = (state["ExitCode"] & 0xFF) << 8   # docker knows an exit code only; a death by signal N reads 128+N
+        oom = Limitation(REASON_CONTAINER_LIMITATION_MEMORY,
+                         "Memory limit exceeded: the kernel's OOM killer ended the task")
+        return verdict(cid, raw, state.get("Error") or None, oom if state.get("OOMKilled") else None,
+                       (files.kill_record() or {}).get("signal"))
 
     def kill(self, container_id: str, sig: int = signal.SIGTERM) -> None:
         files = self.files(container_id)

@@ -182,9 +182,9 @@ class SyncMesosContainerizer:
 
     def termination(self, files: state.ContainerFiles, limitation: Limitation | None = None) -> Termination:
         """The verdict on an ended container, written once; later callers read it back."""
-        known = files.termination()
-        if known is not None:
-            return known
+        return files.settle(lambda: self._verdict(files, limitation))
+
+    def _verdict(self, files: state.ContainerFiles, limitation: Limitation | None) -> Termination:
         status, kill = files.status(), files.kill_record() or {}
         if limitation is None and kill.get("reason"):
             limitation = Limitation(kill["reason"], kill.get("message", ""))
@@ -193,13 +193,10 @@ class SyncMesosContainerizer:
                               None)
         cid = files.container_id
         if status is None:
-            termination = Termination(cid, None, TASK_LOST, None,
-                                      "the container's supervisor died before it recorded the exit status")
-        else:
-            raw = status["task_status"] if status["task_status"] is not None else status["init_status"]
-            termination = verdict(cid, raw, status.get("error"), limitation, kill.get("signal"))
-        files.write("termination.json", termination.to_dict())
-        return termination
+            return Termination(cid, None, TASK_LOST, None,
+                               "the container's supervisor died before it recorded the exit status")
+        raw = status["task_status"] if status["task_status"] is not None else status["init_status"]
+        return verdict(cid, raw, status.get("error"), limitation, kill.get("signal"))
 
     # -- kill, destroy -----------------------------------------------------------------------
 
