@@ -301,14 +301,18 @@ def _causes(error: BaseException):
         yield error
         inner = getattr(error, "reason", None)
         if not isinstance(inner, BaseException):
-            inner = next((a for a in error.args if isinstance(a, BaseException)), None)
+            inner = next((a for a in error.args if isinstance(a, BaseException)), error.__cause__)
         error = inner
 
 
 def _timed_out(error: BaseException) -> bool:
     import requests.exceptions as rex
     import urllib3.exceptions
-    return any(isinstance(e, (TimeoutError, rex.Timeout, urllib3.exceptions.TimeoutError)) for e in _causes(error))
+    causes = list(_causes(error))
+    # urllib3's NewConnectionError (a refused connection) is, for history's sake, a timeout class.
+    if any(isinstance(e, urllib3.exceptions.NewConnectionError) for e in causes):
+        return False
+    return any(isinstance(e, (TimeoutError, rex.Timeout, urllib3.exceptions.TimeoutError)) for e in causes)
 
 
 def _root_cause(error: BaseException) -> str:

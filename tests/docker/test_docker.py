@@ -251,6 +251,12 @@ def test_dockerd_down_or_silent_is_a_clear_error(docker_env, tmp_path):
     with pytest.raises(DockerUnavailable, match=r"dockerd at unix://.*nobody.sock is not reachable \(No such file"):
         down.launch("d1", docker_env.config("true"))
     assert down.containers() == []                  # nothing half-made is left
+    # A tcp:// host goes through the SDK whatever the transport asked for: refused is said so.
+    refused = SyncDockerContainerizer(docker_env.work_dir, docker_env.runtime_dir, socket="tcp://127.0.0.1:1",
+                                      only=True, sdk=docker_env.sdk)
+    with pytest.raises(DockerUnavailable, match=r"^dockerd at tcp://127.0.0.1:1 is not reachable \(Connection refused\)$"):
+        refused.launch("d3", docker_env.config("true"))
+    assert refused.containers() == []
     # A socket that accepts and never answers: a hung dockerd.
     path = str(tmp_path / "silent.sock")
     server = socket.socket(socket.AF_UNIX)
