@@ -79,8 +79,10 @@ class Agent:
         self.agent_id = self.checkpoint.agent_id()
         self.checkpoint.write_flags({f["name"]: f["value"] for f in self.flags.to_list()})
         found = self.checkpoint.load()
-        # Each container's checkpoint says what it holds: allocations.json only mirrors that.
-        self.allocator = Allocator(self.total, self.checkpoint.allocations, HostPorts(), durable=False, held={
+        # Each container's checkpoint says what it holds: allocations.json only mirrors that, and
+        # is written once per turn of the loop, however many allocations changed in it.
+        self.allocator = Allocator(self.total, self.checkpoint.allocations, HostPorts(), durable=False,
+                                   defer=asyncio.get_running_loop().call_soon, held={
             cid: Resources.from_json(c["container"].get("resources") or [])
             for cid, c in found.containers.items() if not _ended(c["statuses"])})
         alive = set(await self.containerizer.recover())
@@ -117,6 +119,7 @@ class Agent:
                 await asyncio.wait([watcher])
             await self._release(container_id)
             self._forget(container_id)
+        self.allocator.flush()
 
     # -- the calls -----------------------------------------------------------------------------
 
@@ -182,6 +185,9 @@ class Agent:
         """Delete an ended container: sandbox, runtime dir, checkpoint."""
         if not _ended(self.statuses(container_id)):
             raise InvalidInput(f"container {container_id} is still running: kill it, wait for it, then remove it")
+        watcher = self.watchers.get(container_id)
+        if watcher is not None:
+            await asyncio.wait([watcher])       # its end is answered before its release is done
         await self._release(container_id)
         remove_tree(os.path.join(self.flags.work_dir, "containers", container_id))     # the sandbox
         self._forget(container_id)
@@ -204,15 +210,20 @@ class Agent:
         self.watchers[container_id] = asyncio.get_running_loop().create_task(self._until_ended(container_id, end))
 
     async def _until_ended(self, container_id: str, end: asyncio.Future) -> None:
-        """Record the end first (that is what must not be lost), then release what the container held."""
+        """Record the end first (that is what must not be lost) and answer its waiters; then release
+        what the container held (a REMOVE waits for that)."""
         try:
-            termination = await self.containerizer.wait(container_id)
-            status = await self._durable_status(
-                container_id, termination.state, termination.reason, termination.message,
-                exit_status=termination.exit_status)
-            await self._release(container_id)
-        except NoSuchContainer:
-            status = self._status(container_id, TASK_LOST, None, "its runtime state is gone")
+            try:
+                termination = await self.containerizer.wait(container_id)
+                status = await self._durable_status(
+                    container_id, termination.state, termination.reason, termination.message,
+                    exit_status=termination.exit_status)
+            except NoSuchContainer:
+                termination, status = None, self._status(container_id, TASK_LOST, None, "its runtime state is gone")
+            if not end.done():
+                end.set_result(status or self.checkpoint.statuses(container_id)[-1])
+            if termination is not None:
+                await self._release(container_id)
         except asyncio.CancelledError:
             end.cancel()            # the agent is stopping: the next one watches on
             raise
@@ -223,8 +234,6 @@ class Agent:
         finally:
             self.ends.pop(container_id, None)
             self.watchers.pop(container_id, None)
-        if not end.done():
-            end.set_result(status or self.checkpoint.statuses(container_id)[-1])
 
     async def _release(self, container_id: str, alive: set[str] | None = None) -> None:
         """Destroy what is left of an ended container (its sandbox stays) and free its resources."""
