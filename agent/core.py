@@ -214,6 +214,7 @@ class Agent:
         what the container held (a REMOVE waits for that)."""
         try:
             try:
+                await _after_answers()          # a LAUNCH's answer goes out before the watch is set up
                 termination = await self.containerizer.wait(container_id)
                 status = await self._durable_status(
                     container_id, termination.state, termination.reason, termination.message,
@@ -223,6 +224,7 @@ class Agent:
             if not end.done():
                 end.set_result(status or self.checkpoint.statuses(container_id)[-1])
             if termination is not None:
+                await _after_answers()          # the WAITs' answers go out before the release
                 await self._release(container_id)
         except asyncio.CancelledError:
             end.cancel()            # the agent is stopping: the next one watches on
@@ -266,6 +268,15 @@ class Agent:
         if end is not None and not end.done():
             end.set_exception(NoSuchContainer(container_id))
             end.exception()         # retrieved: nobody need be waiting
+
+
+async def _after_answers() -> None:
+    """Let the calls that a future just resolved answer first. An API call waits on an agent's
+    future through a shield: its wakeup takes two turns of the loop, and the work that follows
+    here (a release, a waiter's setup) is synchronous, so without these it would run before the
+    answer is sent."""
+    for _ in range(2):
+        await asyncio.sleep(0)
 
 
 def _ended(stream: list[dict]) -> bool:
