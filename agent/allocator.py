@@ -26,13 +26,17 @@ class Allocator:
     """`host` (agent.ports.HostPorts) keeps the ports resource clear of ports the host uses."""
 
     def __init__(self, total: Resources, path: str | None = None, host=None, *,
-                 held: dict[str, Resources] | None = None, durable: bool = True):
+                 held: dict[str, Resources] | None = None, durable: bool = True, defer=None):
         """`held`: what each owner holds, known from elsewhere (the containers' own checkpoints),
-        instead of reading `path`; `durable=False` when `path` only mirrors such a record."""
+        instead of reading `path`; `durable=False` when `path` only mirrors such a record.
+        `defer(fn)`: run fn soon (an event loop's call_soon), for a mirror that may lag its changes
+        by a moment: the changes made meanwhile are written once; flush() writes them now."""
         self.total = total
         self.path = path
         self.host = host
         self.durable = durable
+        self.defer = defer
+        self._pending = False
         if held is None:
             self.held: dict[str, Resources] = self._load() if path else {}
         else:
@@ -119,5 +123,19 @@ class Allocator:
             raise DamagedFile(self.path, str(e)) from None
 
     def _save(self) -> None:
-        if self.path:
-            write_json(self.path, {owner: held.to_json() for owner, held in self.held.items()}, durable=self.durable)
+        if not self.path:
+            return
+        if self.defer is None:
+            self._write()
+        elif not self._pending:
+            self._pending = True
+            self.defer(self.flush)
+
+    def flush(self) -> None:
+        """Write what a deferred save has not written yet."""
+        if self._pending:
+            self._write()
+
+    def _write(self) -> None:
+        self._pending = False
+        write_json(self.path, {owner: held.to_json() for owner, held in self.held.items()}, durable=self.durable)

@@ -7,10 +7,19 @@
     meta/containers/<id>/container.json    the launch: config, resources given, containerizer
     meta/containers/<id>/statuses.json     the status stream: TASK_STARTING, TASK_RUNNING, then one end
 
-Every write is durable: temp file, fsync, rename, fsync of the directory (a new directory's
-parent too). A file that cannot be read back is a DamagedFile naming it; `load` raises it with
-strict, and without strict reports that container as damaged for the agent to mark lost and
-destroy.
+Every write is atomic: temp file, fsync, rename, fsync of the directory (a new directory's
+parent too); only TASK_RUNNING is written without the fsyncs (durable=False), since recovery
+finds a running container running again. A launch's checkpoint is container.json alone, written
+durably before anything of the container exists: its stream begins with TASK_STARTING without a
+write of its own, so a container.json without statuses.json reads as [TASK_STARTING] (at the
+container's "created" time). That makes a launch three fsyncs (the file, its new directory, the
+parent) and an end two (the file, the directory).
+
+The streams are kept in memory once read or written (the agent is their only writer: it holds
+meta/lock), so appending a status reads nothing back.
+
+A file that cannot be read back is a DamagedFile naming it; `load` raises it with strict, and
+without strict reports that container as damaged for the agent to mark lost and destroy.
 """
 
 from __future__ import annotations
@@ -41,6 +50,7 @@ class Checkpoint:
     def __init__(self, work_dir: str, strict: bool = True):
         self.meta = os.path.join(work_dir, "meta")
         self.strict = strict
+        self._streams: dict[str, list[dict]] = {}      # container id -> its stream, as on disk
 
     def path(self, *names: str) -> str:
         return os.path.join(self.meta, *names)
@@ -102,17 +112,34 @@ class Checkpoint:
 
     # -- containers -----------------------------------------------------------------------------
 
-    def add_container(self, container_id: str, container: dict) -> None:
-        """Checkpoint a launch before it begins; its stream starts with TASK_STARTING."""
+    def add_container(self, container_id: str, container: dict) -> dict:
+        """Checkpoint a launch before it begins: container.json, durably. Its presence is what says
+        the checkpoint is whole, and it stands for TASK_STARTING too; returns that status."""
         directory = self._container_dir(container_id)
-        _makedirs_durable(directory)
-        # container.json last: its presence is what says the checkpoint is whole.
-        self.append_status(container_id, TASK_STARTING)
-        write_json(os.path.join(directory, "container.json"), container, durable=True)
+        _makedirs_durable(os.path.dirname(directory))
+        try:
+            os.mkdir(directory, 0o700)
+        except FileExistsError:
+            pass                    # left by a removal cut short: load() clears those, but be lenient
+        write_json(os.path.join(directory, "container.json"), container, durable=True)   # file, directory
+        _fsync_directory(os.path.dirname(directory))        # the new directory's entry, last
+        stream = self._streams[container_id] = [_starting(container)]
+        return stream[0]
 
-    def statuses(self, container_id: str) -> list[dict]:
-        path = os.path.join(self._container_dir(container_id), "statuses.json")
-        return _check_statuses(path, read_json(path, default=[]))
+    def statuses(self, container_id: str, container: dict | None = None) -> list[dict]:
+        """The stream; [TASK_STARTING] while nothing was appended (`container`: its container.json
+        when the caller has read it, for the start's timestamp)."""
+        stream = self._streams.get(container_id)
+        if stream is None:
+            path = os.path.join(self._container_dir(container_id), "statuses.json")
+            stream = read_json(path, default=None)
+            if stream is None:
+                if container is None:
+                    container = read_json(os.path.join(self._container_dir(container_id), "container.json"),
+                                          default={})
+                stream = [_starting(container)]
+            stream = self._streams[container_id] = _check_statuses(path, stream)
+        return list(stream)
 
     def append_status(self, container_id: str, state: str, reason: str | None = None, message: str = "",
                       durable: bool = True, **extra) -> dict | None:
@@ -125,12 +152,14 @@ class Checkpoint:
         if stream and (stream[-1]["state"] == state or stream[-1]["state"] in TERMINAL_STATES):
             return None
         status = {"state": state, "timestamp": time.time(), "reason": reason, "message": message, **extra}
-        write_json(os.path.join(self._container_dir(container_id), "statuses.json"), stream + [status],
-                   durable=durable)
+        stream.append(status)
+        write_json(os.path.join(self._container_dir(container_id), "statuses.json"), stream, durable=durable)
+        self._streams[container_id] = stream
         return status
 
     def remove_container(self, container_id: str) -> None:
         # container.json first, so that a removal cut short leaves an incomplete checkpoint, not a torn one.
+        self._streams.pop(container_id, None)
         directory = self._container_dir(container_id)
         try:
             os.unlink(os.path.join(directory, "container.json"))
@@ -160,12 +189,20 @@ class Checkpoint:
                     continue
                 if not isinstance(container, dict) or not isinstance(container.get("config"), dict):
                     raise DamagedFile(path, "not a container record with a config")
-                found.containers[container_id] = {"container": container, "statuses": self.statuses(container_id)}
+                self._streams.pop(container_id, None)           # what is on disk, not what was cached
+                found.containers[container_id] = {"container": container,
+                                                  "statuses": self.statuses(container_id, container)}
             except DamagedFile as e:
                 if self.strict:
                     raise
                 found.damaged[container_id] = str(e)
         return found
+
+
+def _starting(container: dict) -> dict:
+    created = container.get("created") if isinstance(container, dict) else None
+    return {"state": TASK_STARTING, "timestamp": created if isinstance(created, (int, float)) else time.time(),
+            "reason": None, "message": ""}
 
 
 def _check_statuses(path: str, stream) -> list[dict]:
@@ -194,7 +231,11 @@ def _makedirs_durable(path: str) -> None:
         os.mkdir(path, 0o700)
     except FileExistsError:
         return
-    fd = os.open(os.path.dirname(path), os.O_RDONLY | os.O_DIRECTORY)
+    _fsync_directory(os.path.dirname(path))
+
+
+def _fsync_directory(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
     try:
         os.fsync(fd)
     finally:

@@ -71,6 +71,7 @@ async def _run(flags, total: Resources, containerizer) -> int:
     print(f"corral agent {agent.agent_id} listening on {flags.ip}:{flags.port}", file=sys.stderr, flush=True)
     await stop.wait()
     await runner.cleanup()
+    agent.allocator.flush()
     return 0
 
 

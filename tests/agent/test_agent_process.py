@@ -223,6 +223,31 @@ def test_sigkill_in_the_middle_of_ends_and_removals(agent_process, corral):
     assert not os.listdir(os.path.join(corral.work_dir, "containers"))
 
 
+def test_a_launch_checkpointed_without_a_status_file_is_recovered_from_its_container(agent_process, corral):
+    """A launch's checkpoint is container.json alone; TASK_RUNNING is not fsynced. A crash can
+    thus leave a container with no statuses.json: running if its launch got through, else lost."""
+    from agent.checkpoint import Checkpoint
+    agent = agent_process()
+    assert agent.call(launch("ran", "sleep 100"))[0] == 200
+    agent.sigkill()
+    meta = os.path.join(corral.work_dir, "meta", "containers")
+    os.unlink(os.path.join(meta, "ran", "statuses.json"))             # as if the crash came before it
+    Checkpoint(corral.work_dir).add_container("never", {                # checkpointed, never launched
+        "config": {"argv": ["sleep", "100"]}, "created": time.time(),
+        "resources": [{"name": "cpus", "type": "SCALAR", "scalar": {"value": 1}, "role": "*"}]})
+    agent = agent_process()
+    assert states(agent, "ran") == [TASK_STARTING, TASK_RUNNING]
+    _, waited = agent.call(by_id("WAIT_CONTAINER", "never"))
+    end = waited["wait_container"]
+    assert (end["state"], end["message"]) == (TASK_LOST, "the agent stopped before the launch was done")
+    assert states(agent, "never") == [TASK_STARTING, TASK_LOST]
+    allocations = json.load(open(os.path.join(corral.work_dir, "meta", "allocations.json")))
+    assert sorted(allocations) == ["ran"]                  # what the lost one held is free again
+    end_all(agent, ["ran"])
+    assert agent.call(by_id("REMOVE_CONTAINER", "never"))[0] == 200
+    assert os.listdir(meta) == []
+
+
 def test_a_container_whose_supervisor_died_while_the_agent_was_down_is_lost(agent_process, corral):
     agent = agent_process()
     agent.call(launch("orphaned", "sleep 100"))

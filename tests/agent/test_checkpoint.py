@@ -3,6 +3,7 @@ with and without strict, and writes that a SIGKILL cannot tear."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -21,7 +22,9 @@ CONTAINER = {"config": {"argv": ["true"]}, "resources": [], "containerizer": "me
 
 def test_layout_and_status_stream(tmp_path):
     cp = Checkpoint(str(tmp_path))
-    cp.add_container("c1", CONTAINER)
+    assert cp.add_container("c1", CONTAINER)["state"] == TASK_STARTING
+    assert os.listdir(tmp_path / "meta" / "containers" / "c1") == ["container.json"]    # one file makes a launch's
+    assert [s["state"] for s in cp.statuses("c1")] == [TASK_STARTING]
     assert cp.append_status("c1", TASK_RUNNING)["state"] == TASK_RUNNING
     assert cp.append_status("c1", TASK_RUNNING) is None                  # a repeat adds nothing
     end = cp.append_status("c1", TASK_FINISHED, None, "Command exited with status 0", exit_status=0)
@@ -72,6 +75,31 @@ def test_damaged_files_stop_a_strict_agent_and_are_reported_without_strict(tmp_p
     loaded = Checkpoint(str(tmp_path), strict=False).load()
     assert list(loaded.containers) == ["good"]
     assert list(loaded.damaged) == ["bad"] and str(path) in loaded.damaged["bad"]
+
+
+def test_a_launch_checkpointed_without_statuses_reads_as_starting_at_its_creation(tmp_path):
+    cp = Checkpoint(str(tmp_path))
+    cp.add_container("c1", {**CONTAINER, "created": 1234.5})
+    cp.add_container("c2", CONTAINER)                        # no creation time: the start is when it is read
+    before = time.time()
+    loaded = Checkpoint(str(tmp_path)).load()
+    assert loaded.containers["c1"]["statuses"] == [
+        {"state": TASK_STARTING, "timestamp": 1234.5, "reason": None, "message": ""}]
+    assert [s["state"] for s in loaded.containers["c2"]["statuses"]] == [TASK_STARTING]
+    assert loaded.containers["c2"]["statuses"][0]["timestamp"] >= before
+    fresh = Checkpoint(str(tmp_path))                          # an end appended after a restart follows it
+    fresh.load()
+    fresh.append_status("c1", TASK_LOST, None, "gone")
+    assert [s["state"] for s in Checkpoint(str(tmp_path)).statuses("c1")] == [TASK_STARTING, TASK_LOST]
+
+
+def test_a_stream_written_whole_with_its_start_still_loads(tmp_path):
+    """statuses.json as earlier agents wrote it, TASK_STARTING first, before any other status."""
+    cp = Checkpoint(str(tmp_path))
+    cp.add_container("old", CONTAINER)
+    stream = [{"state": TASK_STARTING, "timestamp": 1.0, "reason": None, "message": ""}]
+    (tmp_path / "meta" / "containers" / "old" / "statuses.json").write_text(json.dumps(stream))
+    assert Checkpoint(str(tmp_path)).load().containers["old"]["statuses"] == stream
 
 
 def test_a_checkpoint_cut_short_before_the_launch_is_dropped(tmp_path):
