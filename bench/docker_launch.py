@@ -14,7 +14,8 @@ image on the host network (corral's default) and waits for it to end and be remo
   python -c 'import agent.cli, containerizers.docker'   what the cold CLI imports
   python -c pass           the interpreter alone: the floor of any Python CLI
 
-Rows are interleaved round-robin so that drift in the machine's speed hits all alike.
+Rows are interleaved, in an order rotated each round, so that drift in the machine's speed and
+what runs just before hit all alike.
 Run as root:  .venv/bin/python bench/docker_launch.py [--runs N]
 """
 
@@ -87,8 +88,10 @@ def main() -> None:
         times = {name: [] for name in rows}
         for fn in rows.values():            # warm-up: page cache, the daemon's image store
             fn()
-        for _ in range(args.runs):
-            for name, fn in rows.items():
+        order = list(rows.items())
+        for i in range(args.runs):
+            # Rotate the order: no row always runs right after the same other one.
+            for name, fn in order[i % len(order):] + order[:i % len(order)]:
                 times[name].append(timed(fn))
         base = statistics.median(times["docker run --rm --network host"])
         print(f"# {args.runs} runs each, interleaved; dockerd {daemon.docker('version', '-f', '{{.Server.Version}}').stdout.strip()}, "
