@@ -6,11 +6,20 @@ input of any kind (JSON, call, content type, size, container id, resources) is a
 one-line message, never a 500.
 
     200 done   202 LAUNCH_CONTAINER of a known id   400 invalid or unsupported   401 no credentials
-    404 unknown container   409 not enough free resources   413 body too large   415 not JSON
+    404 unknown container   408 the body came too late   409 not enough free resources
+    413 body too large   415 not JSON
+
+Slow or stuck clients hold nothing for long (--http_request_timeout, T): a connection that sends
+no complete request headers within T of connecting or of its last response is closed (aiohttp's
+keep-alive timer, which also covers the headers); a body that has not all arrived within T of
+the headers is answered 408 and the connection closed; a response the client has not taken
+within T closes the connection. Each connection is served on its own task, so the others never
+wait on a slow one.
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import hmac
@@ -30,8 +39,16 @@ MAX_BODY = 1 << 20
 AGENT = web.AppKey("agent", object)
 
 
+def make_runner(agent) -> web.AppRunner:
+    """The app as served: idle connections, and request headers, get --http_request_timeout (the
+    keep-alive timer runs from the connection's start and from each response); so does the
+    reading of what a client still sends after its answer (aiohttp's lingering close)."""
+    timeout = agent.flags.http_request_timeout
+    return web.AppRunner(make_app(agent), handle_signals=False, keepalive_timeout=timeout, lingering_time=timeout)
+
+
 def make_app(agent) -> web.Application:
-    app = web.Application(client_max_size=MAX_BODY, middlewares=[_errors, _authenticate])
+    app = web.Application(client_max_size=MAX_BODY, middlewares=[_deliver, _errors, _authenticate])
     app[AGENT] = agent
     app.router.add_post("/api/v1", _call)
     app.router.add_get("/health", _health)
@@ -44,6 +61,30 @@ def make_app(agent) -> web.Application:
 # -- middlewares -----------------------------------------------------------------------------------
 
 _STATUS = ((NoSuchContainer, 404), (InsufficientResources, 409), (InvalidInput, 400))
+
+
+@web.middleware
+async def _deliver(request, handler):
+    """Send the response here, within --http_request_timeout, rather than after the handler as
+    aiohttp does with no limit: a client that never reads its answers would otherwise keep this
+    connection's task waiting for room in the socket, and the answer in memory, for ever."""
+    try:
+        response = await handler(request)
+    except web.HTTPException as e:      # aiohttp's own answers (404, 405, 413) are responses too
+        await _send(request, e)
+        raise
+    await _send(request, response)
+    return response
+
+
+async def _send(request, response) -> None:
+    try:
+        async with asyncio.timeout(request.app[AGENT].flags.http_request_timeout):
+            await response.prepare(request)
+            await response.write_eof()
+    except TimeoutError:
+        if request.transport is not None:
+            request.transport.abort()       # drops what is buffered; aiohttp then sees the connection gone
 
 
 @web.middleware
@@ -114,7 +155,16 @@ async def _metrics_prometheus(request):
 async def _call(request):
     if request.content_type != "application/json":
         return web.Response(status=415, text=f"send application/json, not {request.content_type}\n")
-    raw = await request.read()          # past client_max_size, aiohttp answers 413 itself
+    if request.content_length is not None and request.content_length > MAX_BODY:
+        raise web.HTTPRequestEntityTooLarge(MAX_BODY, request.content_length)     # without reading it
+    timeout = request.app[AGENT].flags.http_request_timeout
+    try:
+        async with asyncio.timeout(timeout):
+            raw = await request.read()  # past client_max_size, aiohttp answers 413 itself
+    except TimeoutError:
+        response = web.Response(status=408, text=f"the request's body did not arrive within {timeout:g}s\n")
+        response.force_close()
+        return response
     try:
         body = json.loads(raw)
     except (ValueError, UnicodeDecodeError) as e:
@@ -236,16 +286,42 @@ def _config(call: dict) -> ContainerConfig:
     if not isinstance(container, dict):
         raise InvalidInput('"container" must be a ContainerInfo object')
     kind = container.get("type", "MESOS")
-    mesos = container.get("mesos") or {}
-    image = mesos.get("image") if isinstance(mesos, dict) else None
-    if image is not None:
-        if not isinstance(image, dict) or image.get("type") not in ("DOCKER", "APPC"):
-            raise InvalidInput('"container.mesos.image" needs a type, DOCKER or APPC')
-        details = image.get(image["type"].lower()) or {}
-        image = {"type": image["type"], "name": details.get("name") if isinstance(details, dict) else None}
+    if kind == "DOCKER":
+        image, network = _docker(container.get("docker"))
+    elif kind == "MESOS":
+        image, network = _mesos_image(container.get("mesos")), None
+    else:
+        raise InvalidInput(f'"container.type" must be MESOS or DOCKER, not {kind!r}')
     hostname = container.get("hostname")
     return ContainerConfig(
         argv=argv, env={v["name"]: v.get("value", "") for v in variables},
         user=command.get("user") if isinstance(command.get("user"), str) else None,
         hostname=hostname if isinstance(hostname, str) else None,
-        containerizer="docker" if kind == "DOCKER" else None, image=image)
+        containerizer="docker" if kind == "DOCKER" else None, image=image, network=network)
+
+
+def _mesos_image(mesos) -> dict | None:
+    """ContainerInfo.mesos.image: an image the Mesos containerizer provisions."""
+    image = mesos.get("image") if isinstance(mesos, dict) else None
+    if image is None:
+        return None
+    if not isinstance(image, dict) or image.get("type") not in ("DOCKER", "APPC"):
+        raise InvalidInput('"container.mesos.image" needs a type, DOCKER or APPC')
+    details = image.get(image["type"].lower()) or {}
+    return {"type": image["type"], "name": details.get("name") if isinstance(details, dict) else None}
+
+
+# Mesos's DockerInfo.network: the host's network (the default: PORT0.. are host ports) or none.
+# BRIDGE and USER would need port mappings within the ports given: not supported.
+_DOCKER_NETWORKS = {"HOST": None, "NONE": "none"}
+
+
+def _docker(docker) -> tuple[dict, str | None]:
+    """ContainerInfo.docker: the image and network of a container for the docker containerizer."""
+    image = docker.get("image") if isinstance(docker, dict) else None
+    if not isinstance(image, str) or not image:
+        raise InvalidInput('a DOCKER container needs "container.docker.image", such as {"image": "busybox"}')
+    network = docker.get("network", "HOST")
+    if network not in _DOCKER_NETWORKS:
+        raise InvalidInput(f'"container.docker.network" {network!r} is not supported: HOST (the default) or NONE')
+    return {"type": "DOCKER", "name": image}, _DOCKER_NETWORKS[network]

@@ -20,6 +20,8 @@ import signal
 import time
 from collections import Counter
 
+from containerizers import Containerizer
+from containerizers.composing import ComposingContainerizer
 from containerizers.mesos.containerizer import MesosContainerizer
 from corral import types
 from corral.files import remove_tree
@@ -32,10 +34,27 @@ from .ports import HostPorts, port_env
 from .resources import Resources
 
 
-def make_containerizer(flags, total: Resources) -> MesosContainerizer:
-    """The agent's containerizer, launching through a launch server that this forks: call it
-    while the process has one thread (containers/mesos/forkserver.py)."""
-    return MesosContainerizer(**containerizer_args(flags, total), launch_server=True)
+def make_containerizer(flags, total: Resources) -> Containerizer:
+    """The agent's containerizer: the one --containerizers names, or a ComposingContainerizer over
+    them in the user's order. Call it while the process has one thread: the Mesos containerizer
+    launches through a launch server that it forks (containerizers/mesos/forkserver.py), so it is
+    made first; the docker and external ones start their threads only when first used."""
+    made: dict[str, Containerizer] = {}
+    if "mesos" in flags.containerizers:
+        made["mesos"] = MesosContainerizer(**containerizer_args(flags, total), launch_server=True)
+    if "docker" in flags.containerizers:
+        from containerizers.docker import DockerContainerizer
+        # only=False: the docker containerizer takes only the containers that ask for it (a
+        # DOCKER ContainerInfo), as mesos-agent's does, however few containerizers there are.
+        made["docker"] = DockerContainerizer(flags.work_dir, flags.runtime_dir, socket=flags.docker_socket,
+                                             cgroups_enable_cfs=flags.cgroups_enable_cfs,
+                                             kill_orphans=flags.docker_kill_orphans, only=False)
+    if "external" in flags.containerizers:
+        from containerizers.external import ExternalContainerizer
+        made["external"] = ExternalContainerizer(flags.work_dir, flags.runtime_dir, flags.external_containerizer_path,
+                                                 timeout=flags.external_containerizer_timeout)
+    ordered = [made[name] for name in flags.containerizers]
+    return ordered[0] if len(ordered) == 1 else ComposingContainerizer(ordered)
 
 
 def containerizer_args(flags, total: Resources) -> dict:
@@ -54,7 +73,7 @@ def containerizer_args(flags, total: Resources) -> dict:
 
 
 class Agent:
-    def __init__(self, flags, containerizer: MesosContainerizer, total: Resources):
+    def __init__(self, flags, containerizer: Containerizer, total: Resources):
         """`containerizer`: from make_containerizer(flags, total), made before any thread."""
         self.flags = flags
         self.total = total
@@ -133,10 +152,7 @@ class Agent:
 
     async def _launch(self, container_id: str, config: ContainerConfig, request: Resources) -> bool:
         check_container_id(container_id)
-        if config.image and config.containerizer is None:
-            kind = config.image.get("type", "").lower()
-            if kind not in self.flags.image_providers:
-                raise InvalidInput(f"{kind} images need --image_providers={kind} (as mesos-agent's)")
+        self._check_containerizer(config)
         if container_id in self.records:
             return False
         given = self.allocator.allocate(container_id, request)
@@ -152,8 +168,8 @@ class Agent:
             await self._durably(self.checkpoint.add_container, container_id, record)
             result = await self.containerizer.launch(container_id, config)
             if result != LAUNCHED:
-                raise InvalidInput("unsupported container: the mesos containerizer does not take it (docker's "
-                                   "networking, or the docker containerizer asked for), and no other is enabled")
+                raise InvalidInput(f"unsupported container: none of --containerizers="
+                                   f"{','.join(self.flags.containerizers)} takes it")
         except BaseException as e:
             self.counters["launch_errors"] += 1
             self._forget(container_id)
@@ -202,6 +218,24 @@ class Agent:
                  "config": record.get("config")} for cid, record in sorted(self.records.items())]
 
     # -- helpers -------------------------------------------------------------------------------
+
+    def _check_containerizer(self, config: ContainerConfig) -> None:
+        """InvalidInput, before anything is allocated, for a container that no containerizer of
+        this agent can take, naming what is missing."""
+        enabled = self.flags.containerizers
+        if config.containerizer == "docker":
+            if "docker" not in enabled:
+                raise InvalidInput(f"a DOCKER container needs the docker containerizer: start the agent with "
+                                   f"--containerizers={','.join([*enabled, 'docker'])}")
+            return
+        if "mesos" not in enabled and "external" not in enabled:
+            raise InvalidInput(f"a MESOS container needs the mesos (or external) containerizer, and this agent has "
+                               f"--containerizers={','.join(enabled)}: start it with mesos too, or launch a "
+                               f'DOCKER container ("container": {{"type": "DOCKER", "docker": {{"image": ...}}}})')
+        if config.image and [n for n in enabled if n != "docker"][0] == "mesos":     # mesos is asked first
+            kind = config.image.get("type", "").lower()
+            if kind not in self.flags.image_providers:
+                raise InvalidInput(f"{kind} images need --image_providers={kind} (as mesos-agent's)")
 
     def _watch(self, container_id: str) -> None:
         end = self.ends.get(container_id)

@@ -139,7 +139,11 @@ def _file_or_text(text: str) -> str:
 
 class Flag:
     def __init__(self, name: str, parse, default, help: str):
+        """default: the text, or a function of the environment that returns it."""
         self.name, self.parse, self.default, self.help = name, parse, default, help
+
+    def default_text(self, environ) -> str | None:
+        return self.default(environ) if callable(self.default) else self.default
 
 
 FLAGS = {flag.name: flag for flag in [
@@ -149,14 +153,26 @@ FLAGS = {flag.name: flag for flag in [
          "the agent's resources: cpus:2;mem:1024;ports:[31000-32000], JSON, or file://PATH; "
          "cpus, mem, disk and ports not named are detected"),
     Flag("isolation", _isolation, ",".join(DEFAULT_ISOLATION), "isolators, comma separated"),
-    Flag("containerizers", _names(("mesos", "docker")), "mesos", "containerizers to use, in order"),
+    Flag("containerizers", _names(("mesos", "docker", "external")), "mesos",
+         "containerizers to use, in order: a container goes to the first that takes it"),
     Flag("image_providers", _names(("docker", "appc")), "", "image types the mesos containerizer provisions"),
     Flag("docker_registry", str, "https://registry-1.docker.io", "where docker images are pulled from"),
+    Flag("docker_socket", str, lambda environ: environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock",
+         "the docker containerizer's dockerd (default: DOCKER_HOST, else unix:///var/run/docker.sock)"),
+    Flag("docker_kill_orphans", _boolean, "true",
+         "docker: at start, remove this agent's docker containers that no checkpoint knows"),
+    Flag("external_containerizer_path", str, None,
+         "the external containerizer's program (docs/external-containerizer.md)"),
+    Flag("external_containerizer_timeout", _duration, "30secs",
+         "how long a call of the external program may take (its waits excepted)"),
     Flag("recover", _choice("reconnect", "cleanup"), "reconnect",
          "reconnect: re-attach the containers still running; cleanup: destroy everything and exit"),
     Flag("strict", _boolean, "true", "refuse to start on a damaged checkpoint (false: report it lost)"),
     Flag("ip", _ip, "127.0.0.1", "the address the HTTP API listens on"),
     Flag("port", _port, "5051", "the port the HTTP API listens on"),
+    Flag("http_request_timeout", _duration, "30secs",
+         "HTTP: how long a connection may sit idle or send a request's headers, then send its body "
+         "(408 past it), then take the response; past any of these it is closed"),
     Flag("cgroups_root", str, "corral", "the cgroup under which every container's cgroups live"),
     Flag("cgroups_enable_cfs", _boolean, "false", "enforce cpus as a hard CFS quota"),
     Flag("enforce_container_ports", _boolean, "false",
@@ -181,7 +197,7 @@ class Flags:
 def parse(argv: list[str], environ: dict | None = None) -> Flags:
     """Flags from the command line and the environment; FlagError names the first bad one."""
     environ = os.environ if environ is None else environ
-    texts = {name: flag.default for name, flag in FLAGS.items()}
+    texts = {name: flag.default_text(environ) for name, flag in FLAGS.items()}
     for prefix in ("MESOS_", "CORRAL_"):
         for name in FLAGS:
             if prefix + name.upper() in environ:
@@ -197,6 +213,8 @@ def parse(argv: list[str], environ: dict | None = None) -> Flags:
         except ValueError as e:
             shown = text if len(text) <= 60 else text[:57] + "..."
             raise FlagError(f"--{name}={shown}: {e}") from None
+    if "external" in values["containerizers"] and not values["external_containerizer_path"]:
+        raise FlagError("--containerizers=external needs --external_containerizer_path (the program to run)")
     return Flags(values, texts)
 
 
@@ -231,6 +249,6 @@ def _command_line(argv: list[str]) -> dict[str, str]:
 def usage() -> str:
     lines = ["usage: corral agent [--flag=value ...]   (also --flag value, --flag-name, MESOS_FLAG, CORRAL_FLAG)", ""]
     for flag in FLAGS.values():
-        default = f" (default {flag.default})" if flag.default not in (None, "") else ""
+        default = f" (default {flag.default})" if flag.default not in (None, "") and not callable(flag.default) else ""
         lines.append(f"  --{flag.name:<32} {flag.help}{default}")
     return "\n".join(lines)

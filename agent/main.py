@@ -49,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
 async def _run(flags, total: Resources, containerizer) -> int:
     from aiohttp import web
 
-    from .api import make_app
+    from .api import make_runner
     agent = Agent(flags, containerizer, total)
     await agent.recover()
     if flags.recover == "cleanup":
@@ -59,7 +59,7 @@ async def _run(flags, total: Resources, containerizer) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    runner = web.AppRunner(make_app(agent), handle_signals=False)
+    runner = make_runner(agent)
     await runner.setup()
     site = web.TCPSite(runner, flags.ip, flags.port)
     try:

@@ -42,7 +42,7 @@ class InProcessAgent:
     async def __aenter__(self):
         from aiohttp import ClientSession, web
 
-        from agent.api import make_app
+        from agent.api import make_runner
         from agent.core import Agent, make_containerizer
         from agent.resources import Resources, detect
         total = detect(self.flags.resources or Resources(), self.flags.work_dir)
@@ -50,7 +50,7 @@ class InProcessAgent:
         self.containerizer = make_containerizer(self.flags, total)
         self.agent = Agent(self.flags, self.containerizer, total)
         await self.agent.recover()
-        self.runner = web.AppRunner(make_app(self.agent))
+        self.runner = make_runner(self.agent)
         await self.runner.setup()
         site = web.TCPSite(self.runner, "127.0.0.1", 0)
         await site.start()
@@ -94,7 +94,9 @@ class AgentProcess:
         if "listening on" not in line:
             self.proc.wait(10)
             raise AssertionError(f"the agent did not start: {line}{self.proc.stderr.read()}")
-        self.launch_server = int(open(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children").read().split()[0])
+        # The Mesos containerizer's launch server is its first child (an agent without it has none).
+        children = open(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children").read().split()
+        self.launch_server = int(children[0]) if children else None
 
     def call(self, body: dict, timeout: float = 30) -> tuple[int, object]:
         import json
@@ -126,8 +128,10 @@ class AgentProcess:
         return code
 
 
-def _wait_gone(pid: int, timeout: float = 5) -> None:
+def _wait_gone(pid: int | None, timeout: float = 5) -> None:
     import time
+    if pid is None:
+        return
     deadline = time.monotonic() + timeout
     while os.path.exists(f"/proc/{pid}") and "Z" not in _state(pid):
         if time.monotonic() > deadline:
