@@ -15,6 +15,14 @@ def test_defaults():
     assert flags.work_dir == "/var/lib/corral" and flags.resources is None and flags.credentials is None
     assert flags.container_ports_watch_interval == 30 and flags.enforce_container_ports is False
     assert flags.isolation == ["cgroups/cpu", "cgroups/mem", "namespaces/pid", "namespaces/ipc"]
+    assert flags.containerizers == ["mesos"] and flags.http_request_timeout == 30
+    assert (flags.docker_socket, flags.docker_kill_orphans) == ("unix:///var/run/docker.sock", True)
+    assert flags.external_containerizer_path is None and flags.external_containerizer_timeout == 30
+
+
+def test_docker_socket_defaults_to_docker_host_as_docker_does():
+    assert parse([], {"DOCKER_HOST": "unix:///tmp/d.sock"}).docker_socket == "unix:///tmp/d.sock"
+    assert parse(["--docker_socket=tcp://127.0.0.1:2375"], {"DOCKER_HOST": "x"}).docker_socket == "tcp://127.0.0.1:2375"
 
 
 def test_names_dashes_values_and_booleans():
@@ -58,7 +66,10 @@ def test_resources_and_credentials_from_files(tmp_path):
     (["--resources=cpus:x"], "--resources=cpus:x: bad resource 'cpus:x': 'x' is not a number"),
     (["--resources=file:///no/such"], "--resources=file:///no/such: cannot be read: No such file or directory"),
     (["--isolation=cgroups/cpu,gpu/warp"], "--isolation=cgroups/cpu,gpu/warp: unknown isolator 'gpu/warp'"),
-    (["--containerizers=mesos,rkt"], "--containerizers=mesos,rkt: names unknown one: rkt (known: mesos, docker)"),
+    (["--containerizers=mesos,rkt"],
+     "--containerizers=mesos,rkt: names unknown one: rkt (known: mesos, docker, external)"),
+    (["--containerizers=mesos,external"], "--containerizers=external needs --external_containerizer_path"),
+    (["--http_request_timeout=0"], "--http_request_timeout=0: must be longer than 0"),
     (["--credentials=/no/such"], "--credentials=/no/such: cannot be read"),
     (["--work_dirr=/x"], "unknown flag --work_dirr"),
     (["--port"], "--port needs a value"),
