@@ -1,0 +1,167 @@
+"""The agent with the docker containerizer beside the Mesos one (--containerizers), against the
+private dockerd: a DOCKER ContainerInfo runs in dockerd with the resources and ports it was
+given; kill, wait and remove work as for Mesos containers; and a SIGKILLed agent re-attaches
+the docker containers still running, reports the real exit of those that ended meanwhile, and
+removes the ones nobody knows."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from private_dockerd import BUSYBOX_IMAGE
+
+from containerizers.docker import LABEL_ID
+from corral.types import TASK_FAILED, TASK_KILLED, TASK_RUNNING, TASK_STARTING
+
+# The agent's test helpers (tests/agent/agentkit.py), which tests/agent's conftest puts on the path
+# only when those tests are collected too.
+sys.path.insert(0, str(Path(__file__).parents[1] / "agent"))
+from agentkit import AgentProcess, InProcessAgent, free_port_block  # noqa: E402
+
+DOCKER = {"type": "DOCKER", "docker": {"image": BUSYBOX_IMAGE}}
+MiB = 1024 * 1024
+
+
+def launch(container_id, command, resources=(), container=None):
+    call = {"container_id": {"value": container_id}, "command": {"value": command}, "resources": list(resources)}
+    if container is not None:
+        call["container"] = container
+    return {"type": "LAUNCH_CONTAINER", "launch_container": call}
+
+
+def by_id(call, container_id):
+    return {"type": call, call.lower(): {"container_id": {"value": container_id}}}
+
+
+def scalar(name, value):
+    return {"name": name, "type": "SCALAR", "scalar": {"value": value}}
+
+
+def in_dockerd(dockerd, container_id) -> dict | None:
+    """`docker inspect` of the docker container corral made for `container_id`, if any."""
+    found = dockerd.docker("ps", "-aq", "--filter", f"label={LABEL_ID}={container_id}").stdout.split()
+    return json.loads(dockerd.docker("inspect", *found).stdout)[0] if found else None
+
+
+@pytest.fixture
+def agent_argv(corral, docker_env):
+    """The agent's flags on this test's dirs, cgroups root, private dockerd and 10 ports."""
+    base = free_port_block(10)
+
+    def make(*extra: str) -> list[str]:
+        return [f"--work_dir={corral.work_dir}", f"--runtime_dir={corral.runtime_dir}",
+                f"--cgroups_root={corral.cgroups_root}", f"--docker_socket={docker_env.dockerd.url}",
+                f"--resources=cpus:2;mem:1024;disk:1024;ports:[{base}-{base + 9}]", *extra]
+    make.ports = range(base, base + 10)
+    return make
+
+
+def test_docker_and_mesos_containers_side_by_side(agent_argv, corral, docker_env):
+    from agent.flags import parse
+    dockerd = docker_env.dockerd
+
+    async def scenario():
+        async with InProcessAgent(parse(agent_argv("--containerizers=mesos,docker"), {})) as a:
+            given = [scalar("cpus", 0.5), scalar("mem", 64), scalar("ports", 1)]
+            command = 'echo "$PORT0 $MESOS_SANDBOX" > $MESOS_SANDBOX/out; echo to-stdout; exit 3'
+            assert await a.call(launch("ends", command, given, DOCKER)) == (200, "")
+            status, waited = await a.call(by_id("WAIT_CONTAINER", "ends"))
+            assert status == 200 and waited["wait_container"]["state"] == TASK_FAILED
+            assert os.WEXITSTATUS(waited["wait_container"]["exit_status"]) == 3
+            sandbox = Path(corral.work_dir, "containers", "ends")
+            port, mounted = (sandbox / "out").read_text().split()
+            assert int(port) in agent_argv.ports and mounted == "/mnt/mesos/sandbox"
+            assert (sandbox / "stdout").read_text() == "to-stdout\n"
+
+            assert (await a.call(launch("sleeps", "sleep 100", given, DOCKER)))[0] == 200
+            host = in_dockerd(dockerd, "sleeps")["HostConfig"]
+            assert (host["Memory"], host["CpuShares"], host["NetworkMode"]) == (64 * MiB, 512, "host")
+            offline = {"type": "DOCKER", "docker": {"image": BUSYBOX_IMAGE, "network": "NONE"}}
+            assert (await a.call(launch("offline", "ls /sys/class/net > $MESOS_SANDBOX/nets", [], offline)))[0] == 200
+            assert (await a.call(launch("mesos", "sleep 100")))[0] == 200     # no ContainerInfo: Mesos's
+            assert in_dockerd(dockerd, "mesos") is None
+            assert os.path.isdir(os.path.join(corral.runtime_dir, "containers", "mesos"))
+
+            for container_id in ("sleeps", "mesos"):
+                assert (await a.call(by_id("KILL_CONTAINER", container_id)))[0] == 200
+                assert (await a.call(by_id("WAIT_CONTAINER", container_id)))[1]["wait_container"]["state"] == \
+                    TASK_KILLED
+            await a.call(by_id("WAIT_CONTAINER", "offline"))
+            assert Path(corral.work_dir, "containers", "offline", "nets").read_text() == "lo\n"
+            for container_id in ("ends", "sleeps", "offline", "mesos"):
+                assert (await a.call(by_id("REMOVE_CONTAINER", container_id)))[0] == 200
+                assert in_dockerd(dockerd, container_id) is None
+                assert not Path(corral.work_dir, "containers", container_id).exists()
+            assert a.agent.allocator.held == {}
+    asyncio.run(scenario())
+
+
+def test_a_docker_only_agent_refuses_a_mesos_container_naming_what_is_missing(agent_argv):
+    from agent.flags import parse
+
+    async def scenario():
+        async with InProcessAgent(parse(agent_argv("--containerizers=docker"), {})) as a:
+            status, text = await a.call(launch("plain", "true"))
+            assert status == 400 and text.startswith(
+                "a MESOS container needs the mesos (or external) containerizer, and this agent has "
+                "--containerizers=docker"), text
+            assert a.agent.records == {} and a.agent.allocator.held == {}
+    asyncio.run(scenario())
+
+
+def test_a_sigkilled_agent_reattaches_docker_containers(agent_argv, corral, docker_env):
+    dockerd = docker_env.dockerd
+    argv = agent_argv("--containerizers=docker,mesos")
+    agents = [AgentProcess(argv)]
+    try:
+        agent = agents[-1]
+        assert agent.call(launch("runs", "sleep 100", container=DOCKER))[0] == 200
+        assert agent.call(launch("ends", "sleep 1; exit 7", container=DOCKER))[0] == 200
+        assert agent.call(launch("stranger", "sleep 100", container=DOCKER))[0] == 200
+        assert agent.call(launch("mesos", "sleep 100"))[0] == 200
+        before = in_dockerd(dockerd, "runs")
+        agent.sigkill()
+        # The agent forgets "stranger" (its checkpoint is gone): nobody knows that container now.
+        stranger = Path(corral.work_dir, "meta", "containers", "stranger")
+        for name in os.listdir(stranger):
+            os.unlink(stranger / name)
+        stranger.rmdir()
+        deadline = time.monotonic() + 10
+        while in_dockerd(dockerd, "ends")["State"]["Running"]:       # it ends while no agent watches
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+
+        agents.append(AgentProcess(argv))
+        agent = agents[-1]
+        status, waited = agent.call(by_id("WAIT_CONTAINER", "ends"))
+        assert status == 200 and waited["wait_container"]["state"] == TASK_FAILED
+        assert os.WEXITSTATUS(waited["wait_container"]["exit_status"]) == 7
+        _, listed = agent.call({"type": "GET_CONTAINERS"})
+        streams = {c["container_id"]["value"]: [s["state"] for s in c["statuses"]]
+                   for c in listed["get_containers"]["containers"]}
+        assert streams == {"ends": [TASK_STARTING, TASK_RUNNING, TASK_FAILED],
+                           "runs": [TASK_STARTING, TASK_RUNNING], "mesos": [TASK_STARTING, TASK_RUNNING]}
+        after = in_dockerd(dockerd, "runs")         # the same container, never restarted
+        assert (after["Id"], after["State"]["StartedAt"], after["State"]["Running"]) == (
+            before["Id"], before["State"]["StartedAt"], True)
+        assert in_dockerd(dockerd, "stranger") is None
+        assert not Path(corral.work_dir, "containers", "stranger").exists()
+
+        for container_id in ("runs", "mesos"):
+            assert agent.call(by_id("KILL_CONTAINER", container_id))[0] == 200
+            assert agent.call(by_id("WAIT_CONTAINER", container_id))[1]["wait_container"]["state"] == TASK_KILLED
+        for container_id in ("ends", "runs", "mesos"):
+            assert agent.call(by_id("REMOVE_CONTAINER", container_id))[0] == 200
+            assert in_dockerd(dockerd, container_id) is None
+        assert json.load(open(os.path.join(corral.work_dir, "meta", "allocations.json"))) == {}
+    finally:
+        for agent in agents:
+            if agent.proc.poll() is None:
+                agent.stop()
