@@ -2,7 +2,7 @@
 status streams; and recovery after a restart. The HTTP API (agent/api.py) only translates.
 
     launch:  allocate (refused: nothing happens) -> checkpoint (container.json, durably; it stands
-             for TASK_STARTING) -> launch (through the containerizer's launch server) ->
+             for TASK_STARTING) -> launch (the Mesos containerizer's through its launch server) ->
              TASK_RUNNING (atomic, not fsynced: recovery finds it again) -> a watcher
     the end: append the terminal status (durably) -> answer the WAITs -> destroy what is left
              (the sandbox stays) -> free the container's resources

@@ -1,7 +1,8 @@
 """`corral agent`: parse the flags, start the launch server, recover, serve the HTTP API.
 
-The order matters: the containerizer's launch server is forked first, while this process has
-one thread; only then do asyncio and aiohttp start. SIGTERM or SIGINT stops the agent and leaves its containers
+The order matters: the Mesos containerizer's launch server is forked first, while this process
+has one thread; only then do asyncio and aiohttp start (and the docker and external
+containerizers' threads, when first used). SIGTERM or SIGINT stops the agent and leaves its containers
 running, as mesos-agent does: the next agent re-attaches them.
 """
 

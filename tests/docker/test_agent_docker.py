@@ -153,6 +153,12 @@ def test_a_sigkilled_agent_reattaches_docker_containers(agent_argv, corral, dock
             before["Id"], before["State"]["StartedAt"], True)
         assert in_dockerd(dockerd, "stranger") is None
         assert not Path(corral.work_dir, "containers", "stranger").exists()
+        # SIGTERM stops the agent at once, with containers running (and its threads waiting on them)
+        stopping = time.monotonic()
+        assert agent.stop() == 0 and time.monotonic() - stopping < 5
+        agents.append(AgentProcess(argv))
+        agent = agents[-1]
+        assert in_dockerd(dockerd, "runs")["State"]["Running"]
 
         for container_id in ("runs", "mesos"):
             assert agent.call(by_id("KILL_CONTAINER", container_id))[0] == 200
