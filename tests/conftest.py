@@ -3,10 +3,13 @@ leaves a cgroup, a process, a supervisor or a mount behind."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 import uuid
 from pathlib import Path
 
@@ -84,7 +87,28 @@ class Corral:
             except Exception:  # noqa: BLE001 - a broken container must not hide the others
                 pass
         sync.recover()
+        self.kill_strays()
         return remove_root(self.cgroups_root)
+
+    def kill_strays(self, timeout: float = 5.0) -> None:
+        """SIGKILL what a failed test left in this test's own cgroups (a container launched with
+        another tracking than the default, say), thawing frozen ones first, and wait until empty."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            left = False
+            for top in self.cgroup_dirs():
+                for dirpath, _dirs, files in os.walk(top):
+                    if "freezer.state" in files:
+                        with open(os.path.join(dirpath, "freezer.state"), "w") as f:
+                            f.write("THAWED")
+                    with open(os.path.join(dirpath, "cgroup.procs")) as f:
+                        for pid in f.read().split():
+                            left = True
+                            with contextlib.suppress(ProcessLookupError):
+                                os.kill(int(pid), signal.SIGKILL)
+            if not left:
+                return
+            time.sleep(0.05)
 
 
 @pytest.fixture
