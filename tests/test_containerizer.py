@@ -10,8 +10,10 @@ import time
 import pytest
 
 from containerizers.mesos.containerizer import MesosContainerizer
+from containerizers.mesos.launcher import SUPERVISORS
 from corral.types import (LAUNCHED, NOT_SUPPORTED, STATISTICS_FIELDS, ContainerConfig, ContainerExists, InvalidInput,
                           Resources, TASK_FAILED, TASK_FINISHED, TASK_KILLED, TASK_LOST)
+from isolators.cgroups import cgroup_for
 
 
 def _mc(corral, **kwargs) -> MesosContainerizer:
@@ -92,6 +94,9 @@ def test_a_new_containerizer_recovers_running_and_ended_containers(corral):
         assert sorted(await second.recover()) == ["ended", "running"]
         assert await proc.wait() == -signal.SIGKILL
         assert not orphan.exists()
+        # Supervisors have a tracking cgroup of their own, which is no container: recovery keeps it.
+        supervisors = cgroup_for(second.sync.launcher.tracking, f"{corral.cgroups_root}/{SUPERVISORS}")
+        assert second.sync.files("running").pids()["supervisor"]["pid"] in supervisors.procs()
         assert (await second.status("running"))["state"] == "RUNNING"
         assert (await second.wait("ended")).state == TASK_FINISHED
         await second.kill("running", signal.SIGTERM)

@@ -41,6 +41,10 @@ class Forked(Record):
             pass
 
 
+# The tracking cgroup of every supervisor. A leading dot: no container id can take the name.
+SUPERVISORS = ".supervisors"
+
+
 class Launcher:
     def __init__(self, cgroups_root: str, tracking: str | None = None):
         self.cgroups_root = cgroups_root
@@ -57,6 +61,8 @@ class Launcher:
             raise LaunchFailed("the launcher must fork from a single-threaded process")
         tracking = self.tracking_cgroup(container_id)
         tracking.create()
+        supervisors = cgroup_for(self.tracking, f"{self.cgroups_root}/{SUPERVISORS}")
+        supervisors.create()
         ready_r, ready_w = os.pipe()
         go_r, go_w = os.pipe()
         child = os.fork()
@@ -67,6 +73,13 @@ class Launcher:
         self._children.add(child)
         os.close(ready_w)
         os.close(go_r)
+        # The first cgroup write after a quiet spell waits for an RCU grace period (the kernel's
+        # cgroup_threadgroup_rwsem): started here, that wait overlaps the supervisor's start, and
+        # init's attach below comes while the lock is still quick to take.
+        try:
+            supervisors.attach(child)
+        except ProcessLookupError:
+            pass            # it died at once: its answer below says why
         with os.fdopen(ready_r, "rb") as f:
             answer = f.readline().decode(errors="replace").split()
         if len(answer) != 3 or answer[0] != "ok":
@@ -105,7 +118,7 @@ class Launcher:
         """Containers that have a tracking cgroup: what recovery compares with the checkpoint."""
         top = os.path.dirname(self.tracking_cgroup("x").path)
         try:
-            return {e.name for e in os.scandir(top) if e.is_dir()}
+            return {e.name for e in os.scandir(top) if e.is_dir() and e.name != SUPERVISORS}
         except FileNotFoundError:
             return set()
 
