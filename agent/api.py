@@ -29,7 +29,7 @@ import socket
 from aiohttp import web
 
 import corral
-from corral.types import ContainerConfig, CorralError, InvalidInput, NoSuchContainer, parse_signal
+from corral.types import ContainerConfig, CorralError, InvalidInput, NoSuchContainer, Unavailable, parse_signal
 
 from . import metrics
 from .allocator import InsufficientResources
@@ -60,7 +60,7 @@ def make_app(agent) -> web.Application:
 
 # -- middlewares -----------------------------------------------------------------------------------
 
-_STATUS = ((NoSuchContainer, 404), (InsufficientResources, 409), (InvalidInput, 400))
+_STATUS = ((NoSuchContainer, 404), (InsufficientResources, 409), (InvalidInput, 400), (Unavailable, 503))
 
 
 @web.middleware

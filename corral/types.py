@@ -42,6 +42,11 @@ class InvalidInput(CorralError):
     """The caller asked for something malformed (CLI exit 2, HTTP 400)."""
 
 
+class Unavailable(CorralError):
+    """Something a containerizer depends on (dockerd, say) is down or silent: nothing was
+    changed, and the same call may succeed later (HTTP 503)."""
+
+
 class NoSuchContainer(CorralError):
     def __init__(self, container_id: str):
         super().__init__(f"no such container: {container_id}")

@@ -19,7 +19,7 @@ import json
 import os
 import socket
 
-from corral.types import CorralError
+from corral.types import CorralError, Unavailable
 
 DEFAULT_SOCKET = "unix:///var/run/docker.sock"
 # Pinned, so that making a client costs no round trip: 1.41 is dockerd 20.10 (Debian 12's), and
@@ -40,7 +40,7 @@ class NotFound(EngineError):
     """dockerd has no such container (or, for a create, no such image)."""
 
 
-class DockerUnavailable(CorralError):
+class DockerUnavailable(Unavailable):
     """dockerd is down, unreachable or too slow: the container's state is unknown, not changed."""
 
 

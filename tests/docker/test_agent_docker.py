@@ -116,6 +116,32 @@ def test_a_docker_only_agent_refuses_a_mesos_container_naming_what_is_missing(ag
     asyncio.run(scenario())
 
 
+def test_dockerd_down_stops_the_start_and_is_503_later(agent_argv, docker_env, tmp_path):
+    """As mesos-agent: no dockerd, no start (one line). dockerd gone under a running agent is no
+    bad input: a LAUNCH is 503 (try again later) with the reason, and nothing is kept."""
+    down = f"unix://{tmp_path}/nobody.sock"
+    with pytest.raises(AssertionError, match=rf"the agent did not start: corral agent: dockerd at {down} "
+                                             r"is not reachable \(No such file or directory\)\n$"):
+        AgentProcess(agent_argv("--containerizers=docker", f"--docker_socket={down}"))
+    from agent.flags import parse
+    dockerd = docker_env.dockerd
+
+    async def scenario():
+        async with InProcessAgent(parse(agent_argv("--containerizers=docker"), {})) as a:
+            await asyncio.to_thread(dockerd.stop)
+            try:
+                status, text = await a.call(launch("later", "true", [scalar("cpus", 0.5)], DOCKER))
+                assert status == 503 and text.startswith(f"dockerd at {dockerd.url} is not reachable"), text
+                assert a.agent.records == {} and a.agent.allocator.held == {}
+            finally:
+                await asyncio.to_thread(dockerd.start)
+            assert await a.call(launch("later", "true", [scalar("cpus", 0.5)], DOCKER)) == (200, "")
+            status, waited = await a.call(by_id("WAIT_CONTAINER", "later"))
+            assert status == 200 and waited["wait_container"]["state"] == "TASK_FINISHED"
+            assert (await a.call(by_id("REMOVE_CONTAINER", "later")))[0] == 200
+    asyncio.run(scenario())
+
+
 def test_a_sigkilled_agent_reattaches_docker_containers(agent_argv, corral, docker_env):
     dockerd = docker_env.dockerd
     argv = agent_argv("--containerizers=docker,mesos")
