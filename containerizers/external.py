@@ -23,7 +23,7 @@ import subprocess
 import time
 
 from corral.types import (LAUNCHED, NOT_SUPPORTED, STATISTICS_FIELDS, TASK_FAILED, TASK_FINISHED, TASK_KILLED,
-                          TASK_LOST, ContainerConfig, ContainerExists, CorralError, NoSuchContainer, Resources,
+                          TASK_LOST, ContainerConfig, CorralError, NoSuchContainer, Resources,
                           Termination, signal_name)
 
 from .state import ContainerFiles, container_ids
@@ -98,10 +98,7 @@ class SyncExternalContainerizer:
         if config.containerizer not in (None, self.name):
             return NOT_SUPPORTED
         files = ContainerFiles(self.state_dir, self.work_dir, container_id)
-        try:
-            files.create()
-        except FileExistsError:
-            raise ContainerExists(container_id) from None
+        files.create()
         try:
             files.write("config.json", {"config": config.to_dict(), "created": time.time(), "sandbox": files.sandbox})
             reply = self.call("launch", {"container_id": container_id, "config": config.to_dict(),

@@ -17,7 +17,7 @@ import os
 import signal
 
 from corral.files import read_json, remove_tree, write_json
-from corral.types import ContainerConfig, Termination, check_container_id
+from corral.types import ContainerConfig, ContainerExists, Termination, check_container_id
 
 
 class ContainerFiles:
@@ -41,9 +41,12 @@ class ContainerFiles:
         return os.path.isdir(self.runtime)
 
     def create(self) -> None:
-        """Claim the id: the runtime dir's mkdir is the atomic 'first one wins'."""
+        """Claim the id: the runtime dir's mkdir is the atomic 'first one wins' (ContainerExists)."""
         os.makedirs(os.path.dirname(self.runtime), exist_ok=True)
-        os.mkdir(self.runtime, 0o700)
+        try:
+            os.mkdir(self.runtime, 0o700)
+        except FileExistsError:
+            raise ContainerExists(self.container_id) from None
         os.makedirs(self.sandbox, 0o755, exist_ok=True)
 
     def config(self) -> ContainerConfig:

@@ -28,7 +28,7 @@ import time
 
 from corral.cpu import CFS_PERIOD_US, CPU_SHARES_PER_CPU, quota_for, shares_for
 from corral.types import (LAUNCHED, NOT_SUPPORTED,
-                          REASON_CONTAINER_LIMITATION_MEMORY, TASK_KILLED, TASK_LOST, ContainerConfig, ContainerExists,
+                          REASON_CONTAINER_LIMITATION_MEMORY, TASK_KILLED, TASK_LOST, ContainerConfig,
                           CorralError, InvalidInput, Limitation, NoSuchContainer, Resources, Termination, verdict)
 
 from ..state import ContainerFiles, container_ids
@@ -84,10 +84,7 @@ class SyncDockerContainerizer:
         if not self.supports(config):
             return NOT_SUPPORTED
         files = ContainerFiles(self.state_dir, self.work_dir, container_id)
-        try:
-            files.create()
-        except FileExistsError:
-            raise ContainerExists(container_id) from None
+        files.create()
         try:
             create = self._create_config(container_id, files, config)
         except BaseException:

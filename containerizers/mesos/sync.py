@@ -16,7 +16,7 @@ import time
 
 from corral import linux
 from corral.record import Record
-from corral.types import (DEFAULT_PATH, LAUNCHED, NOT_SUPPORTED, TASK_LOST, ContainerConfig, ContainerExists,
+from corral.types import (DEFAULT_PATH, LAUNCHED, NOT_SUPPORTED, TASK_LOST, ContainerConfig,
                           CorralError, InvalidInput, Limitation, NoSuchContainer, Resources, Termination, verdict)
 from isolators import IsolatorFlags, LaunchInfo, Watch
 from isolators.registry import DEFAULT_ISOLATION, create_isolators
@@ -87,10 +87,7 @@ class SyncMesosContainerizer:
         if (not config.rootfs and not config.image and config.workdir and os.path.isabs(config.workdir)
                 and not os.path.isdir(config.workdir)):
             raise InvalidInput(f"workdir {config.workdir} is not a directory")
-        try:
-            files.create()
-        except FileExistsError:
-            raise ContainerExists(container_id) from None
+        files.create()
 
         prepared, forked = [], None
         try:

@@ -63,7 +63,7 @@ def test_a_slowloris_is_closed_and_others_are_served_meanwhile(agent_flags):
             trickling.cancel()
             writer.close()
             assert received == b"" and TIMEOUT <= after < TIMEOUT + 1, (received, after)
-            assert max(others) < TIMEOUT / 2, others
+            assert sum(others) < after, (others, after)     # all answered while the slow one was held
     asyncio.run(scenario())
 
 
@@ -81,7 +81,7 @@ def test_a_body_that_never_arrives_is_answered_408_and_closed(agent_flags):
             assert head.startswith(b"HTTP/1.1 408 ") and b"Connection: close" in head, received
             assert body == b"the request's body did not arrive within 0.5s\n"
             assert TIMEOUT <= after < 2 * TIMEOUT + 1, after
-            assert max(others) < TIMEOUT / 2, others
+            assert sum(others) < after, (others, after)     # all answered while the slow one was held
     asyncio.run(scenario())
 
 
@@ -114,7 +114,7 @@ def test_a_client_that_never_reads_its_answers_is_closed(agent_flags, caplog):
             writer.close()
             answers = received.count(b"HTTP/1.1 200 OK")
             assert 0 < answers < 3000, answers
-            assert max(others) < TIMEOUT / 2, others
+            assert sum(others) < after, (others, after)     # all answered while the slow one was held
     caplog.set_level(logging.WARNING, logger="aiohttp")
     asyncio.run(scenario())
     assert not caplog.records, [r.getMessage() for r in caplog.records]     # a closed connection, no error
