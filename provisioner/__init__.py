@@ -2,7 +2,7 @@
 
 The containerizer's whole interface is in this namespace; see core.py for the shape of a launch.
 Names load on first use (PEP 562): `corral run` without an image imports provisioner.options
-only, and the rest would cost a cold launch tens of milliseconds.
+only, and the rest would cost a cold launch ~8 ms (docs/ARCHITECTURE.md).
 """
 
 import importlib

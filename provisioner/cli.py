@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import threading
 import time
 
 from .core import Provisioner, ProvisionerFlags
@@ -110,6 +109,7 @@ class _PlainProgress(NoProgress):
     """One line per layer, for logs and pipes."""
 
     def __init__(self):
+        import threading                # pulls only: 1 ms of a cold `corral run --image`
         self.lock, self.sizes = threading.Lock(), {}
 
     def __enter__(self):

@@ -12,17 +12,16 @@ from __future__ import annotations
 
 import os
 import stat
-from dataclasses import dataclass, field
 
+from corral.record import Record
 from corral.types import InvalidInput
 
 from .extract import OPAQUE_XATTR, is_whiteout
 
 
-@dataclass
-class Command:
+class Command(Record):
     argv: list[str]
-    env: dict[str, str] = field(default_factory=dict)
+    env: dict[str, str] = dict
     workdir: str | None = None
     user: str | None = None
     executable: str | None = None       # what to exec when it is not argv[0] (a Mesos command value)

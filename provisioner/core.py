@@ -12,12 +12,9 @@ from __future__ import annotations
 
 import hashlib
 import os
-import shutil
-import tempfile
-import urllib.parse
-from dataclasses import dataclass, field
 
-from corral.files import read_json, write_json
+from corral.files import read_json, remove_tree, write_json
+from corral.record import Record
 from corral.types import ContainerExists, CorralError, InvalidInput, check_container_id
 
 from . import backends
@@ -32,8 +29,7 @@ IMAGE_TYPES = ("docker", "appc")
 _LOCAL_HOSTS = ("localhost", "127.0.0.1", "::1", "[::1]")
 
 
-@dataclass
-class ProvisionerFlags:
+class ProvisionerFlags(Record):
     """The agent flags the provisioner reads, by their Mesos names."""
     docker_registry: str = DEFAULT_DOCKER_REGISTRY      # a URL, host[:port], or a directory of tarballs
     docker_insecure_registry: tuple[str, ...] = ()     # host:port names reached over plain http
@@ -43,7 +39,11 @@ class ProvisionerFlags:
     image_provisioner_backend: str | None = None       # overlay, copy or bind; None: overlay if it works
     max_parallel_downloads: int = 4
     registry_timeout: float = 30
-    platform: dict = field(default_factory=host_platform)
+    platform: dict | None = None                       # os, architecture, variant; None: the host's
+
+    def __post_init__(self):
+        if self.platform is None:
+            self.platform = host_platform()
 
 
 class Provisioner:
@@ -58,9 +58,7 @@ class Provisioner:
         registry = self.flags.docker_registry or DOCKER_HUB
         self.tar_store = registry[len("file://"):] if registry.startswith("file://") else (
             registry if registry.startswith(("/", ".")) else None)
-        url = urllib.parse.urlsplit(registry if "://" in registry else f"//{registry}")
-        self.default_registry = url.netloc or DOCKER_HUB
-        self.default_scheme = url.scheme or None
+        self.default_registry, self.default_scheme = _split_registry(registry)
 
     # -- references -----------------------------------------------------------------------
 
@@ -161,6 +159,7 @@ class Provisioner:
                 backends.build(self.backend, info, directory)
                 write_json(os.path.join(directory, "provision.json"), info.to_dict())
             except BaseException:
+                import shutil           # a failed provision only: shutil costs a cold run 3 ms
                 shutil.rmtree(directory, ignore_errors=True)
                 raise
         return info
@@ -179,9 +178,11 @@ class Provisioner:
         if mounted:
             raise CorralError(f"cannot remove the rootfs of {container_id}: {mounted[0]} is mounted")
         with self.store.using():
-            gone = tempfile.mkdtemp(prefix="gone.", dir=self.store.path("tmp"))
-            os.rename(directory, os.path.join(gone, container_id))
-            shutil.rmtree(gone)
+            # Out of sight first, so no reader finds it half removed; a random suffix, as a crash
+            # may have left this container's earlier rootfs there.
+            gone = self.store.path("tmp", f"gone.{container_id}.{os.urandom(4).hex()}")
+            os.rename(directory, gone)
+            remove_tree(gone)
         return True
 
     def containers(self) -> list[str]:
@@ -200,6 +201,15 @@ class Provisioner:
                 except CorralError:
                     pass
         return removed
+
+
+def _split_registry(registry: str) -> tuple[str, str | None]:
+    """(host[:port], scheme or None) of a registry flag: a URL or a bare host[:port]. By hand, as
+    urllib.parse (and the ipaddress it imports) would cost every cold `corral run --image` 3 ms."""
+    scheme, sep, rest = registry.partition("://")
+    if not sep:
+        scheme, rest = "", registry
+    return rest.split("/", 1)[0] or DOCKER_HUB, scheme.lower() or None
 
 
 def mounts_under(path: str) -> list[str]:

@@ -14,8 +14,9 @@ from __future__ import annotations
 
 import os
 import posixpath
-import shutil
 import stat
+
+from corral.files import remove_tree
 
 from .errors import InvalidImage
 
@@ -80,7 +81,7 @@ class _Layer:
         if stat.S_ISDIR(st.st_mode):
             if keep_dir:
                 return
-            shutil.rmtree(path)
+            remove_tree(path)
             inside = rel + "/"
             self.dirs = {d for d in self.dirs if d != rel and not d.startswith(inside)}
             self.made = {m for m in self.made if not m.startswith(inside)}

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+
+from corral.record import Record
 
 from .errors import ImageNotFound, InvalidImage
 from .streams import check_digest
@@ -67,8 +68,7 @@ def _platform_name(platform: dict) -> str:
     return "/".join(filter(None, (platform.get(k) for k in ("os", "architecture", "variant"))))
 
 
-@dataclass
-class Layer:
+class Layer(Record):
     digest: str       # of the blob as stored (compressed or not)
     diff_id: str      # of the uncompressed tar
     size: int | None

@@ -1,7 +1,7 @@
 """The provisioner's options, by their Mesos flag names, for the CLI's parsers.
 
 A module of its own, importing nothing of the provisioner: `corral run` builds these options on
-every launch, image or not, and the provisioner's code costs a cold run tens of milliseconds.
+every launch, image or not, and the provisioner's code costs a cold run ~8 ms more.
 """
 
 from __future__ import annotations

@@ -3,23 +3,23 @@
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
 
+from corral.record import Record
 from corral.types import InvalidInput
 
 DOCKER_HUB = "registry-1.docker.io"
 _HUB_ALIASES = {"docker.io", "index.docker.io", DOCKER_HUB}
 
-# The distribution reference grammar, reduced to what a pull needs.
+# The distribution reference grammar, reduced to what a pull needs. Patterns, not compiled ones:
+# re compiles (and caches) each on first use, and a cold run parses one reference.
 _COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
-_NAME = re.compile(rf"{_COMPONENT}(?:/{_COMPONENT})*")
-_TAG = re.compile(r"[\w][\w.-]{0,127}")
-_DIGEST = re.compile(r"sha256:[0-9a-f]{64}|sha512:[0-9a-f]{128}")
-_HOST = re.compile(r"[A-Za-z0-9.-]+(?::\d+)?|\[[0-9a-fA-F:]+\](?::\d+)?")
+_NAME = rf"{_COMPONENT}(?:/{_COMPONENT})*"
+_TAG = r"[\w][\w.-]{0,127}"
+_DIGEST = r"sha256:[0-9a-f]{64}|sha512:[0-9a-f]{128}"
+_HOST = r"[A-Za-z0-9.-]+(?::\d+)?|\[[0-9a-fA-F:]+\](?::\d+)?"
 
 
-@dataclass(frozen=True)
-class DockerRef:
+class DockerRef(Record):
     registry: str          # host[:port]; "" for a reference resolved against a local tar store
     repository: str        # library/busybox
     tag: str | None = None
@@ -42,20 +42,20 @@ def parse_docker(text: str, default_registry: str = DOCKER_HUB) -> DockerRef:
     name, digest, tag = raw, None, None
     if "@" in name:
         name, digest = name.split("@", 1)
-        if not _DIGEST.fullmatch(digest):
+        if not re.fullmatch(_DIGEST, digest):
             raise bad
     last = name.rsplit("/", 1)[-1]
     if ":" in last:
         name, tag = name.rsplit(":", 1)
-        if not _TAG.fullmatch(tag):
+        if not re.fullmatch(_TAG, tag):
             raise bad
     registry = default_registry
     first, _, rest = name.partition("/")
     if rest and ("." in first or ":" in first or first == "localhost"):
-        if not _HOST.fullmatch(first):
+        if not re.fullmatch(_HOST, first):
             raise bad
         registry, name = first, rest
-    if not _NAME.fullmatch(name):
+    if not re.fullmatch(_NAME, name):
         raise bad
     if registry in _HUB_ALIASES:
         registry = DOCKER_HUB
@@ -78,13 +78,12 @@ def host_platform() -> dict:
 # appc names its architectures differently (appc spec, "Architectures").
 _APPC_ARCH = {"amd64": "amd64", "386": "i386", "arm64": "aarch64", "arm": "armv7l", "ppc64le": "ppc64le",
               "s390x": "s390x"}
-_APPC_NAME = re.compile(r"[a-z0-9]+(?:[-./][a-z0-9]+)*")
+_APPC_NAME = r"[a-z0-9]+(?:[-./][a-z0-9]+)*"
 
 
-@dataclass(frozen=True)
-class AppcRef:
+class AppcRef(Record):
     name: str
-    labels: tuple[tuple[str, str], ...] = field(default=())
+    labels: tuple[tuple[str, str], ...] = ()
 
     def label(self, key: str) -> str | None:
         return dict(self.labels).get(key)
@@ -106,7 +105,7 @@ def parse_appc(text: str, labels: dict | None = None) -> AppcRef:
         if not sep or not key or not value:
             raise InvalidInput(f"invalid appc label {pair!r} in {text!r}: use name,key=value")
         found[key] = value
-    if not _APPC_NAME.fullmatch(head):
+    if not re.fullmatch(_APPC_NAME, head):
         raise InvalidInput(f"invalid appc image name {head!r}: lower-case letters, digits and - . /")
     found.setdefault("version", "latest")
     found.setdefault("os", "linux")

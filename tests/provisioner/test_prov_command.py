@@ -7,8 +7,8 @@ import os
 import pytest
 
 from corral.types import InvalidInput
-from provisioner import merge_command, read_image_file, resolve_user
-from provisioner.reference import parse_appc, parse_docker
+from provisioner import Command, ProvisionerFlags, merge_command, read_image_file, resolve_user
+from provisioner.reference import host_platform, parse_appc, parse_docker
 
 
 def test_docker_references():
@@ -21,6 +21,16 @@ def test_docker_references():
     for bad in ("", "UPPER", "a:b:c", "busybox@sha256:12", "x/../y", "name:-tag"):
         with pytest.raises(InvalidInput, match="invalid image reference"):
             parse_docker(bad)
+
+
+def test_records():
+    assert parse_docker("busybox") == parse_docker("docker.io/library/busybox:latest") != parse_docker("busybox:1")
+    assert parse_appc("example.com/app:1.0").labels == parse_appc("example.com/app,version=1.0").labels
+    assert ProvisionerFlags().platform == host_platform()
+    assert ProvisionerFlags(platform={"os": "linux", "architecture": "s390x"}).platform["architecture"] == "s390x"
+    one, two = Command(["a"]), Command(["b"])
+    one.env["X"] = "1"
+    assert two.env == {} and one.to_dict()["env"] == {"X": "1"}
 
 
 def test_appc_references():

@@ -12,6 +12,7 @@ import uuid
 
 import pytest
 
+import provisioner
 from corral.types import ContainerExists, CorralError, InvalidInput
 from provisioner import ImageNotFound, image_user, mountns, read_image_file, resolve_user
 
@@ -232,8 +233,44 @@ def test_registry_schemes_and_credentials(make_provisioner, tmp):
     assert p.resolve("team/app") == "registry.example.com:5000/team/app:latest"
     explicit = make_provisioner("http://10.0.0.1:5000")
     assert explicit._registry("10.0.0.1:5000").base == "http://10.0.0.1:5000"
+    with_path = make_provisioner("HTTP://[::1]:5000/v2/")
+    assert with_path.resolve("team/app") == "[::1]:5000/team/app:latest"
+    assert with_path._registry("[::1]:5000").base == "http://[::1]:5000"
     hub = make_provisioner("https://registry-1.docker.io")
     assert hub.resolve("busybox") == "registry-1.docker.io/library/busybox:latest"
     auths = {"https://index.docker.io/v1/": {"auth": "dXNlcjpwYXNz"}}      # user:pass
     assert credentials_for(auths, "registry-1.docker.io") == ("user", "pass")
     assert credentials_for(auths, "other.example.com") is None
+
+
+# Modules only pulls, prunes and failures need. A cold `corral run --image` whose image is in the
+# store imports none of them (docs/ARCHITECTURE.md, "Why the cold path looks the way it does").
+PULL_ONLY = {"dataclasses", "inspect", "urllib.parse", "shutil", "tempfile", "tarfile", "threading", "requests"}
+
+
+def test_provisioning_from_the_store_imports_nothing_only_pulls_need(make_provisioner, tmp):
+    store, work = os.path.join(tmp, "tars"), os.path.join(tmp, "work")
+    os.makedirs(store)
+    docker_save(os.path.join(store, "app:1.0.tar"), "app:1.0", [busybox_layer()], {"User": "alice"})
+    make_provisioner(store, work).pull("app:1.0")
+    # What agent/cli.py's cmd_run and SyncMesosContainerizer do with it, in a fresh interpreter.
+    script = f"""if True:
+        import argparse, json, sys
+        before = set(sys.modules)
+        from provisioner.cli import provisioner
+        from provisioner import ProvisionerFlags, Provisioner, image_user, merge_command
+        p = provisioner(argparse.Namespace(work_dir={work!r}, docker_registry={store!r}))
+        info = p.provision("c1", "app:1.0")
+        merge_command(info.image_config, value="/bin/true")
+        assert image_user(info.layers, "alice") == (1000, 1000)
+        assert p.destroy("c1")
+        Provisioner({work!r}, ProvisionerFlags(docker_registry="https://registry.example:5000")).resolve("busybox")
+        print(json.dumps(sorted(set(sys.modules) - before)))
+    """
+    src = os.path.dirname(os.path.dirname(os.path.abspath(provisioner.__file__)))
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, (src, os.environ.get("PYTHONPATH")))))
+    out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    imported = set(json.loads(out.stdout))
+    assert "provisioner.core" in imported
+    assert sorted(imported & PULL_ONLY) == []
