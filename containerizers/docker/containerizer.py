@@ -23,6 +23,7 @@ class DockerContainerizer(ThreadedContainerizer):
     """The asyncio face: every call to dockerd on a thread; dockerd outages are waited out."""
 
     RETRY_INTERVAL = 1.0
+    OUTPUT_GRACE = 10.0         # how long an ended container's output may take to reach the sandbox
 
     def __init__(self, *args, **kwargs):
         super().__init__(SyncDockerContainerizer(*args, **kwargs))
@@ -41,13 +42,21 @@ class DockerContainerizer(ThreadedContainerizer):
         return known
 
     async def wait(self, container_id: str) -> Termination:
-        """As the SDK's wait, but a dockerd that is down or restarting is waited for, then re-read."""
+        """The container's end, once its whole output is in the sandbox. A dockerd that is down
+        or restarting is waited for, then re-read."""
         while True:
             try:
-                return await self.call_long(self.sync.wait, container_id)
+                termination = await self.call_long(self.sync.wait, container_id)
+                break
             except DockerUnavailable as e:
                 log.warning("waiting on container %s: %s; retrying", container_id, e)
                 await asyncio.sleep(self.RETRY_INTERVAL)
+        copy = self._copies.get(container_id)
+        if copy is not None:
+            # dockerd's output stream ends a moment after the container: whoever hears of the end
+            # (a WAIT, then a REMOVE that deletes the sandbox) must find stdout and stderr whole.
+            await asyncio.wait([copy], timeout=self.OUTPUT_GRACE)
+        return termination
 
     async def destroy(self, container_id: str, remove_sandbox: bool = False) -> Termination:
         termination = await super().destroy(container_id, remove_sandbox)
@@ -69,6 +78,7 @@ class DockerContainerizer(ThreadedContainerizer):
                 try:
                     await self.call_long(self.sync.copy_output, container_id)
                     if not await self.call(self.sync.running, self.sync.files(container_id)):
+                        await self.call(self.sync.copy_output, container_id, follow=False)
                         return
                 except NoSuchContainer:
                     return

@@ -290,20 +290,35 @@ class SyncDockerContainerizer:
 
     # -- output -----------------------------------------------------------------------------
 
-    def output(self, container_id: str, follow: bool = False):
+    def output(self, container_id: str, follow: bool = False, have: dict | None = None):
         """(stream, bytes) pairs of the container's output from its start, stream 1 stdout, 2 stderr;
-        with follow, until it ends."""
-        return self.engine.output(self.docker_id(self.files(container_id)), follow)
+        with follow, until it ends. `have`: how many bytes of each stream the caller has already,
+        to skip (dockerd may end a follow before it has sent the last lines: a read without
+        follow once the container has ended gets the rest)."""
+        pairs = self.engine.output(self.docker_id(self.files(container_id)), follow)
+        return _beyond(pairs, dict(have)) if have else pairs
 
-    def copy_output(self, container_id: str) -> None:
-        """Write the container's whole output into the sandbox's stdout and stderr, following it
-        until the container ends. Idempotent: each call rewrites both files from the start."""
+    def copy_output(self, container_id: str, follow: bool = True) -> None:
+        """Write the container's output into the sandbox's stdout and stderr. With follow, from
+        its start until it ends, rewriting both files (idempotent). Without, once, appending what
+        the files lack."""
         files = self.files(container_id)
-        with open(files.stdout, "wb") as out, open(files.stderr, "wb") as err:
-            for stream, chunk in self.output(container_id, follow=True):
+        with open(files.stdout, "wb" if follow else "ab") as out, open(files.stderr, "wb" if follow else "ab") as err:
+            for stream, chunk in self.output(container_id, follow, have={1: out.tell(), 2: err.tell()}):
                 sink = err if stream == 2 else out
                 sink.write(chunk)
                 sink.flush()
+
+
+def _beyond(pairs, have: dict):
+    """The (stream, bytes) pairs past the first have[stream] bytes of each stream."""
+    for stream, chunk in pairs:
+        skip = min(have.get(stream, 0), len(chunk))
+        if skip:
+            have[stream] -= skip
+            chunk = chunk[skip:]
+        if chunk:
+            yield stream, chunk
 
 
 def _limits(resources: Resources, cfs: bool) -> dict:

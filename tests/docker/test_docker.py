@@ -28,17 +28,18 @@ pytestmark = pytest.mark.parametrize("docker_env", ["sdk", "socket"], indirect=T
 def test_launch_exit_code_and_output_in_the_sandbox(docker_env):
     async def main():
         dc = docker_env.async_()
-        config = docker_env.config("sh", "-c", 'echo "out $MESOS_SANDBOX $(pwd) $GREETING"; echo err >&2; exit 3',
-                                   env={"GREETING": "hi"})
+        config = docker_env.config("sh", "-c", 'echo "out $MESOS_SANDBOX $(pwd) $GREETING"; seq 20000; '
+                                   'echo err >&2; exit 3', env={"GREETING": "hi"})
         assert await dc.launch("c1", config) == LAUNCHED
         termination = await dc.wait("c1")
         assert (termination.state, termination.exit_code) == (TASK_FAILED, 3)
+        # The end is reported once the sandbox has the whole output, not before.
+        sandbox = (await dc.status("c1"))["sandbox"]
+        with open(os.path.join(sandbox, "stdout")) as out, open(os.path.join(sandbox, "stderr")) as err:
+            numbers = "".join(f"{n}\n" for n in range(1, 20001))
+            assert out.read() == f"out {SANDBOX} {SANDBOX} hi\n{numbers}" and err.read() == "err\n"
         status = await dc.status("c1")
         assert status["state"] == "EXITED" and status["termination"]["exit_code"] == 3
-        await asyncio.sleep(0.2)            # the output copy ends with the container
-        sandbox = status["sandbox"]
-        with open(os.path.join(sandbox, "stdout")) as out, open(os.path.join(sandbox, "stderr")) as err:
-            assert out.read() == f"out {SANDBOX} {SANDBOX} hi\n" and err.read() == "err\n"
         assert (await dc.destroy("c1")).exit_code == 3
         assert await dc.containers() == []
     asyncio.run(main())
@@ -345,6 +346,8 @@ def test_cli_run_with_the_docker_containerizer(docker_env):
     ran = cli("run", "--containerizer", "docker", "--image", image, "--mem", "64M", "--",
               "sh", "-c", "echo out; echo err >&2; exit 3")
     assert (ran.returncode, ran.stdout, ran.stderr) == (3, "out\n", "err\n")
+    many = cli("run", "--containerizer", "docker", "--image", image, "--", "seq", "30000")
+    assert many.returncode == 0 and many.stdout == "".join(f"{n}\n" for n in range(1, 30001))     # all of it
     cid = cli("run", "--image", image, "--detach", "--", "sh", "-c", "echo up; exec sleep 600").stdout.strip()
     assert cli("usage", "--json", cid).returncode == 0
     listed = json.loads(cli("ps", "--json").stdout)
