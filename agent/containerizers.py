@@ -71,26 +71,11 @@ def launch(args, container_id: str, config):
 
 def docker_logs(containerizer, container_id: str, stderr: bool, follow: bool) -> int:
     """dockerd keeps a docker container's output (the CLI copies none into the sandbox)."""
-    relay_output(containerizer, container_id, {2 if stderr else 1: sys.stdout.buffer}, follow)
+    for stream, chunk in containerizer.output(container_id, follow=follow):
+        if (stream == 2) == stderr:
+            sys.stdout.buffer.write(chunk)
+            sys.stdout.buffer.flush()
     return 0
-
-
-def relay_output(containerizer, container_id: str, sinks: dict, follow: bool = True) -> None:
-    """Pass a docker container's output to `sinks` (1: stdout's, 2: stderr's; a stream without a
-    sink is dropped). With follow until the container ends, and then what dockerd's follow,
-    ending a moment early, did not send."""
-    written = {1: 0, 2: 0}
-
-    def relay(pairs):
-        for stream, chunk in pairs:
-            stream = 2 if stream == 2 else 1
-            written[stream] += len(chunk)
-            if stream in sinks:
-                sinks[stream].write(chunk)
-                sinks[stream].flush()
-    relay(containerizer.output(container_id, follow=follow))
-    if follow:
-        relay(containerizer.output(container_id, have=written))
 
 
 def foreground(containerizer, container_id: str) -> int:
@@ -104,7 +89,9 @@ def foreground(containerizer, container_id: str) -> int:
     sinks = {1: sys.stdout.buffer, 2: sys.stderr.buffer}
     try:
         if containerizer.name == "docker":
-            relay_output(containerizer, container_id, sinks)
+            for stream, chunk in containerizer.output(container_id, follow=True):
+                sinks.get(stream, sinks[1]).write(chunk)
+                sinks.get(stream, sinks[1]).flush()
         termination = containerizer.wait(container_id)
         if containerizer.name != "docker":
             files = containerizer.files(container_id)

@@ -78,7 +78,6 @@ class DockerContainerizer(ThreadedContainerizer):
                 try:
                     await self.call_long(self.sync.copy_output, container_id)
                     if not await self.call(self.sync.running, self.sync.files(container_id)):
-                        await self.call(self.sync.copy_output, container_id, follow=False)
                         return
                 except NoSuchContainer:
                     return

@@ -290,21 +290,24 @@ class SyncDockerContainerizer:
 
     # -- output -----------------------------------------------------------------------------
 
-    def output(self, container_id: str, follow: bool = False, have: dict | None = None):
+    def output(self, container_id: str, follow: bool = False):
         """(stream, bytes) pairs of the container's output from its start, stream 1 stdout, 2 stderr;
-        with follow, until it ends. `have`: how many bytes of each stream the caller has already,
-        to skip (dockerd may end a follow before it has sent the last lines: a read without
-        follow once the container has ended gets the rest)."""
-        pairs = self.engine.output(self.docker_id(self.files(container_id)), follow)
-        return _beyond(pairs, dict(have)) if have else pairs
+        with follow, until it ends. dockerd's follow can end a moment before it has sent the last
+        lines: once it has, one more read without follow gives what it left out."""
+        docker_id = self.docker_id(self.files(container_id))
+        have: dict[int, int] = {}
+        for stream, chunk in self.engine.output(docker_id, follow):
+            have[stream] = have.get(stream, 0) + len(chunk)
+            yield stream, chunk
+        if follow:
+            yield from _beyond(self.engine.output(docker_id, False), have)
 
-    def copy_output(self, container_id: str, follow: bool = True) -> None:
-        """Write the container's output into the sandbox's stdout and stderr. With follow, from
-        its start until it ends, rewriting both files (idempotent). Without, once, appending what
-        the files lack."""
+    def copy_output(self, container_id: str) -> None:
+        """Write the container's whole output into the sandbox's stdout and stderr, following it
+        until the container ends. Idempotent: each call rewrites both files from the start."""
         files = self.files(container_id)
-        with open(files.stdout, "wb" if follow else "ab") as out, open(files.stderr, "wb" if follow else "ab") as err:
-            for stream, chunk in self.output(container_id, follow, have={1: out.tell(), 2: err.tell()}):
+        with open(files.stdout, "wb") as out, open(files.stderr, "wb") as err:
+            for stream, chunk in self.output(container_id, follow=True):
                 sink = err if stream == 2 else out
                 sink.write(chunk)
                 sink.flush()
