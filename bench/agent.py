@@ -18,7 +18,6 @@ import http.client
 import json
 import os
 import shutil
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -30,7 +29,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 sys.path.insert(0, HERE)
 
-from launch import burst, in_crun_namespace, make_bundle, pct, run_ok, runtime_cmd, timed  # noqa: E402
+from launch import burst, in_crun_namespace, make_bundle, print_table, run_ok, runtime_cmd, timed  # noqa: E402
 
 CPUS, MEM_MB = 0.5, 64
 
@@ -152,18 +151,11 @@ def main() -> None:
         remove_root(root)
         shutil.rmtree(top, ignore_errors=True)
 
-    runc = statistics.median(samples["runc run"])
     print(f"# {os.uname().release}, {os.cpu_count()} cpu; /bin/true, cpus {CPUS}, mem {MEM_MB} MiB; "
-          f"{opts.runs} runs per row")
-    print(f"{'round trip':<44} {'p50 ms':>8} {'p95 ms':>8} {'p50/runc':>9}")
-    for name, values in samples.items():
-        p50 = statistics.median(values)
-        print(f"{name:<44} {p50:8.2f} {pct(values, 0.95):8.2f} {p50 / runc:8.2f}x")
-    runc_burst = statistics.median(bursts[f"{opts.burst} x runc run"])
-    print(f"\n{'burst (all at once, wall time)':<44} {'p50 ms':>8} {'min ms':>8} {'p50/runc':>9}")
-    for name, values in bursts.items():
-        p50 = statistics.median(values)
-        print(f"{name:<44} {p50:8.1f} {min(values):8.1f} {p50 / runc_burst:8.2f}x")
+          f"{opts.runs} runs per row; ratios to runc")
+    print_table("round trip", samples, "runc run")
+    print()
+    print_table("burst (all at once, wall time)", bursts, f"{opts.burst} x runc run", "min")
     print(f"\nrecovery: {opts.recover} running containers, SIGKILLed agent started again: API ready in "
           f"{recovery * 1000:.0f} ms, {running} re-attached as TASK_RUNNING")
 

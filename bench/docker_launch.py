@@ -24,28 +24,21 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import statistics
 import subprocess
 import sys
 import tempfile
-import time
 import uuid
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path[:0] = [ROOT, os.path.join(ROOT, "tests", "docker")]
+sys.path[:0] = [ROOT, os.path.join(ROOT, "bench"), os.path.join(ROOT, "tests", "docker")]
 
+from launch import print_table, timed  # noqa: E402
 from private_dockerd import BUSYBOX_IMAGE, PrivateDockerd  # noqa: E402
 
 from containerizers.docker import SyncDockerContainerizer  # noqa: E402
 from corral.types import ContainerConfig  # noqa: E402
 
 CORRAL = os.path.join(os.path.dirname(sys.executable), "corral")
-
-
-def timed(fn) -> float:
-    start = time.perf_counter()
-    fn()
-    return (time.perf_counter() - start) * 1000
 
 
 def main() -> None:
@@ -93,13 +86,9 @@ def main() -> None:
             # Rotate the order: no row always runs right after the same other one.
             for name, fn in order[i % len(order):] + order[:i % len(order)]:
                 times[name].append(timed(fn))
-        base = statistics.median(times["docker run --rm --network host"])
-        print(f"# {args.runs} runs each, interleaved; dockerd {daemon.docker('version', '-f', '{{.Server.Version}}').stdout.strip()}, "
-              f"{os.cpu_count()} cpus")
-        print(f"{'row':<52} {'p50 ms':>8} {'min':>8} {'max':>8} {'x docker':>9}")
-        for name, samples in times.items():
-            p50 = statistics.median(samples)
-            print(f"{name:<52} {p50:8.1f} {min(samples):8.1f} {max(samples):8.1f} {p50 / base:9.2f}")
+        version = daemon.docker("version", "-f", "{{.Server.Version}}").stdout.strip()
+        print(f"# {args.runs} runs each, interleaved; dockerd {version}, {os.cpu_count()} cpus; ratios to docker run")
+        print_table("row", times, "docker run --rm --network host")
         assert warm.containers() == []
     finally:
         daemon.stop()

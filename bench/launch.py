@@ -117,6 +117,20 @@ def pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
 
 
+def print_table(title: str, rows: dict[str, list[float]], base: str, spread: str = "p95") -> dict:
+    """Print each row's p50, its p95 (or min), and its p50's ratio to row `base`'s; return those
+    figures by row, for --json."""
+    base_p50 = statistics.median(rows[base])
+    print(f"{title:<52} {'p50 ms':>8} {spread + ' ms':>8} {'ratio':>7}")
+    figures = {}
+    for name, values in rows.items():
+        p50 = statistics.median(values)
+        other = pct(values, 0.95) if spread == "p95" else min(values)
+        figures[name] = {"p50_ms": round(p50, 2), f"{spread}_ms": round(other, 2), "ratio": round(p50 / base_p50, 2)}
+        print(f"{name:<52} {p50:8.2f} {other:8.2f} {p50 / base_p50:6.2f}x")
+    return figures
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", type=int, default=40)
@@ -188,22 +202,11 @@ def main() -> None:
         remove_root(root)
         shutil.rmtree(top, ignore_errors=True)
 
-    runc_p50 = statistics.median(samples["runc run"])
     print(f"# {os.uname().release}, {os.cpu_count()} cpu; /bin/true, cpus {CPUS}, mem {MEM_MB} MiB, "
-          f"pid+mnt+uts+ipc namespaces; {opts.runs} runs per row")
-    print(f"{'launch -> exit':<44} {'p50 ms':>8} {'p95 ms':>8} {'p50/runc':>9}")
-    figures = {}
-    for name, values in samples.items():
-        p50, p95 = statistics.median(values), pct(values, 0.95)
-        figures[name] = {"p50_ms": round(p50, 2), "p95_ms": round(p95, 2), "ratio_to_runc": round(p50 / runc_p50, 2)}
-        print(f"{name:<44} {p50:8.2f} {p95:8.2f} {p50 / runc_p50:8.2f}x")
-    runc_burst = statistics.median(bursts[f"{opts.burst} x runc run"])
-    print(f"\n{'burst (all at once, wall time)':<44} {'p50 ms':>8} {'min ms':>8} {'p50/runc':>9}")
-    for name, values in bursts.items():
-        p50 = statistics.median(values)
-        figures[name] = {"p50_ms": round(p50, 1), "min_ms": round(min(values), 1),
-                         "ratio_to_runc": round(p50 / runc_burst, 2)}
-        print(f"{name:<44} {p50:8.1f} {min(values):8.1f} {p50 / runc_burst:8.2f}x")
+          f"pid+mnt+uts+ipc namespaces; {opts.runs} runs per row; ratios to runc")
+    figures = print_table("launch -> exit", samples, "runc run")
+    print()
+    figures.update(print_table("burst (all at once, wall time)", bursts, f"{opts.burst} x runc run", "min"))
     if opts.json:
         with open(opts.json, "w") as f:
             json.dump(figures, f, indent=2)
