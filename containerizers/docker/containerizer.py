@@ -59,11 +59,11 @@ class DockerContainerizer(ThreadedContainerizer):
         return termination
 
     async def destroy(self, container_id: str, remove_sandbox: bool = False) -> Termination:
-        termination = await super().destroy(container_id, remove_sandbox)
+        # The copy stops first: dockerd is about to forget the container it reads from.
         copy = self._copies.pop(container_id, None)
         if copy is not None:
             copy.cancel()
-        return termination
+        return await super().destroy(container_id, remove_sandbox)
 
     def close(self) -> None:
         for copy in self._copies.values():

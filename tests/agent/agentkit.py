@@ -92,7 +92,11 @@ class AgentProcess:
                                      stderr=subprocess.PIPE, text=True)
         line = self.proc.stderr.readline()
         if "listening on" not in line:
-            self.proc.wait(10)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:   # it said something else first, and runs on: ours to stop
+                self.proc.kill()
+                self.proc.wait()
             raise AssertionError(f"the agent did not start: {line}{self.proc.stderr.read()}")
         # The Mesos containerizer's launch server is its first child (an agent without it has none).
         children = open(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children").read().split()
