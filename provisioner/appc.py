@@ -33,11 +33,13 @@ def labels_match(manifest: dict, ref: AppcRef) -> bool:
 
 
 class AppcPuller:
-    def __init__(self, store: Store, store_dir: str | None, discovery_prefix: str | None, timeout: float = 30):
+    def __init__(self, store: Store, store_dir: str | None, discovery_prefix: str | None, timeout: float = 30,
+                 max_size: int | None = None):
         self.store = store
         self.store_dir = store_dir
         self.prefix = discovery_prefix
         self.timeout = timeout
+        self.max_size = max_size            # of an image's layer unpacked, and of its download
 
     def pull(self, ref: AppcRef, _seen: tuple = ()) -> dict:
         if str(ref) in _seen:
@@ -115,7 +117,10 @@ class AppcPuller:
 
         def fill(tmp):
             with open(path, "rb") as f:
-                extract(decompressed(f), tmp, strip="rootfs", keep=keep)
+                try:
+                    extract(decompressed(f), tmp, strip="rootfs", keep=keep, max_size=self.max_size)
+                except InvalidImage as e:
+                    raise InvalidImage(f"appc image {path}: {e}") from None
             if "manifest" not in found:
                 raise InvalidImage(f"{path}: no manifest in the archive")
             _manifest(found["manifest"], path)

@@ -21,7 +21,7 @@ from corral.mounts import Mount
 from corral.record import Record
 from corral.types import InvalidInput
 
-from .extract import OPAQUE_XATTR, is_whiteout
+from .extract import OPAQUE_XATTR, is_whiteout, kept_xattr
 
 BACKENDS = ("overlay", "copy", "bind")
 _MAX_LOWER = 3000          # bytes of lowerdir=, leaving room in the page for upperdir and workdir
@@ -184,7 +184,7 @@ def _copy_metadata(s: str, d: str, st: os.stat_result) -> None:
     os.chown(d, st.st_uid, st.st_gid, follow_symlinks=False)
     link = stat.S_ISLNK(st.st_mode)
     for name in os.listxattr(s, follow_symlinks=False):
-        if not name.startswith(("trusted.overlay.", "user.overlay.")):
+        if kept_xattr(name):
             os.setxattr(d, name, os.getxattr(s, name, follow_symlinks=False), follow_symlinks=False)
     if not link:
         os.chmod(d, stat.S_IMODE(st.st_mode))

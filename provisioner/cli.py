@@ -43,7 +43,8 @@ def provisioner(args) -> Provisioner:
                              docker_insecure_registry=tuple(get("docker_insecure_registry") or ()),
                              docker_config=get("docker_config"), appc_store_dir=get("appc_store_dir"),
                              appc_simple_discovery_uri_prefix=get("appc_simple_discovery_uri_prefix"),
-                             image_provisioner_backend=get("image_provisioner_backend"))
+                             image_provisioner_backend=get("image_provisioner_backend"),
+                             max_layer_size=get("max_layer_size") or ProvisionerFlags.max_layer_size)
     return Provisioner(args.work_dir, flags)
 
 

@@ -19,7 +19,7 @@ from corral.types import ContainerExists, CorralError, InvalidInput, check_conta
 
 from . import backends
 from .backends import ProvisionInfo
-from .options import DEFAULT_DOCKER_REGISTRY
+from .options import DEFAULT_DOCKER_REGISTRY, DEFAULT_MAX_LAYER_SIZE
 from .progress import NoProgress
 from .errors import ImageNotFound
 from .reference import DOCKER_HUB, host_platform, parse_appc, parse_docker
@@ -39,6 +39,7 @@ class ProvisionerFlags(Record):
     image_provisioner_backend: str | None = None       # overlay, copy or bind; None: overlay if it works
     max_parallel_downloads: int = 4
     registry_timeout: float = 30
+    max_layer_size: int = DEFAULT_MAX_LAYER_SIZE        # bytes a layer may unpack to (holes included)
     platform: dict | None = None                       # os, architecture, variant; None: the host's
 
     def __post_init__(self):
@@ -81,22 +82,25 @@ class Provisioner:
         kind = _image_type(image_type)
         key = self.resolve(ref, kind)
         progress = progress or NoProgress()
-        with self.store.using(), self.store.lock("image-" + hashlib.sha256(key.encode()).hexdigest()[:32]):
+        image_lock = "image-" + hashlib.sha256(key.encode()).hexdigest()[:32]
+        with self.store.using(), self.store.lock(image_lock, transient=True):
             if not force and (record := self.store.image(key)):
                 return record
             if kind == "appc":
                 from .appc import AppcPuller
                 puller = AppcPuller(self.store, self.flags.appc_store_dir,
-                                    self.flags.appc_simple_discovery_uri_prefix, self.flags.registry_timeout)
+                                    self.flags.appc_simple_discovery_uri_prefix, self.flags.registry_timeout,
+                                    self.flags.max_layer_size)
                 record = puller.pull(parse_appc(ref))
             elif self.tar_store:
                 from .docker import pull_tarball
-                record = pull_tarball(self.store, self.tar_store, parse_docker(ref, ""), progress)
+                record = pull_tarball(self.store, self.tar_store, parse_docker(ref, ""), progress,
+                                      self.flags.max_layer_size)
             else:
                 from .docker import pull_registry
                 parsed = parse_docker(ref, self.default_registry)
                 record = pull_registry(self.store, self._registry(parsed.registry), parsed, self.flags.platform,
-                                       progress, self.flags.max_parallel_downloads)
+                                       progress, self.flags.max_parallel_downloads, self.flags.max_layer_size)
             return self.store.save_image(record)
 
     def _registry(self, host: str):

@@ -24,8 +24,10 @@ from .store import Store, layer_id
 from .streams import Hashing, check_digest, decompressed, digest_of
 
 
-def unpack_layer(store: Store, diff_id: str, opener, digest: str | None = None, progress=None) -> bool:
-    """Stream the layer `opener()` yields into the store unless it is there; True if it was fetched."""
+def unpack_layer(store: Store, diff_id: str, opener, digest: str | None = None, progress=None,
+                 image: str = "", max_size: int | None = None) -> bool:
+    """Stream the layer `opener()` yields into the store unless it is there; True if it was fetched.
+    Its errors name the image and the layer; past `max_size` bytes unpacked it is refused."""
     what = f"layer {digest or diff_id}"
 
     def fill(tmp: str) -> None:
@@ -33,18 +35,23 @@ def unpack_layer(store: Store, diff_id: str, opener, digest: str | None = None, 
             blob = Hashing(raw, digest or "sha256", what, progress)
             tar = Hashing(decompressed(blob), diff_id, f"{what} (uncompressed, diff_id)")
             try:
-                extract(tar, tmp)
-                tar.verify()
-            except (InvalidImage, DigestMismatch):
-                blob.verify()               # a blob that is not what its digest says explains it better
+                try:
+                    extract(tar, tmp, max_size=max_size)
+                    tar.verify()
+                except (InvalidImage, DigestMismatch):
+                    blob.verify()           # a blob that is not what its digest says explains it better
+                    raise
+                blob.verify()
+            except (InvalidImage, DigestMismatch) as e:
+                if image and not str(e).startswith(f"{image}: "):
+                    raise type(e)(f"{image}: {e}") from None
                 raise
-            blob.verify()
 
     return store.add_layer(layer_id(diff_id), fill)
 
 
 def pull_registry(store: Store, registry, ref: DockerRef, platform: dict, progress=None,
-                  parallel: int = 4) -> dict:
+                  parallel: int = 4, max_layer_size: int | None = None) -> dict:
     """Resolve the reference at the registry and fetch the layers the store lacks. Layers are
     named by content, so one in the store is never fetched again (nor replaced: running
     containers may have it mounted)."""
@@ -71,7 +78,7 @@ def pull_registry(store: Store, registry, ref: DockerRef, platform: dict, progre
         raise InvalidImage(f"{what}: the manifest names no config")
     with registry.blob(ref.repository, config_digest) as reader:
         blob = Hashing(reader, config_digest, f"{what}: config")
-        raw = _read_all(blob)
+        raw = _read_all(blob, f"{what}: the image config")
         blob.verify()
     config = _json(raw, f"{what}: the image config")
     layers, runtime = image_parts(doc, config, what)
@@ -92,7 +99,7 @@ def pull_registry(store: Store, registry, ref: DockerRef, platform: dict, progre
                 report(n)
 
         fetched = unpack_layer(store, layer.diff_id, lambda: registry.blob(ref.repository, layer.digest),
-                               layer.digest, advance)
+                               layer.digest, advance, image=what, max_size=max_layer_size)
         progress.finish(lid, cached=not fetched)
 
     _run_all(fetch, layers, parallel, stop)
@@ -101,13 +108,14 @@ def pull_registry(store: Store, registry, ref: DockerRef, platform: dict, progre
             "size": sum(layer.size or 0 for layer in layers)}
 
 
-def _read_all(reader, limit: int = 16 << 20) -> bytes:
+def _read_all(reader, what: str, limit: int = 16 << 20) -> bytes:
+    """All of a document (a config, a manifest) that is at most `limit` bytes; InvalidImage past it."""
     chunks, size = [], 0
     while chunk := reader.read(1 << 20):
         chunks.append(chunk)
         size += len(chunk)
         if size > limit:
-            raise InvalidImage(f"the image config is larger than {limit >> 20} MB")
+            raise InvalidImage(f"{what} is larger than {limit >> 20} MB")
     return b"".join(chunks)
 
 
@@ -148,7 +156,8 @@ def tarball_path(directory: str, ref: DockerRef) -> str:
     return os.path.join(directory, f"{ref.repository}:{ref.tag or 'latest'}.tar")
 
 
-def pull_tarball(store: Store, directory: str, ref: DockerRef, progress=None) -> dict:
+def pull_tarball(store: Store, directory: str, ref: DockerRef, progress=None,
+                 max_layer_size: int | None = None) -> dict:
     what, progress = str(ref), progress or NoProgress()
     if ref.digest:
         raise ImageNotFound(f"{what}: a tar store is looked up by tag, not digest")
@@ -161,7 +170,10 @@ def pull_tarball(store: Store, directory: str, ref: DockerRef, progress=None) ->
         raise InvalidImage(f"{path}: not a docker save tarball ({e})") from None
     with archive:
         entries = _json(_member(archive, "manifest.json", path), f"{path}: manifest.json")
-        if not isinstance(entries, list) or not all(isinstance(e, dict) and e.get("Config") for e in entries):
+        if not isinstance(entries, list) or not all(
+                isinstance(e, dict) and isinstance(e.get("Config"), str)
+                and isinstance(e.get("Layers"), list) and all(isinstance(n, str) for n in e["Layers"])
+                for e in entries):
             raise InvalidImage(f"{path}: manifest.json is not a docker save manifest")
         tag = f"{ref.repository}:{ref.tag or 'latest'}"
         tagged = [e for e in entries if tag in (e.get("RepoTags") or [])]
@@ -170,23 +182,30 @@ def pull_tarball(store: Store, directory: str, ref: DockerRef, progress=None) ->
             raise ImageNotFound(f"{path} holds no image tagged {tag}")
         raw_config = _member(archive, entry["Config"], path)
         config = _json(raw_config, f"{path}: the image config")
-        if not isinstance(config, dict):
-            raise InvalidImage(f"{path}: the image config is not a JSON object")
-        diff_ids = (config.get("rootfs") or {}).get("diff_ids") or []
-        if len(diff_ids) != len(entry.get("Layers") or []):
-            raise InvalidImage(f"{path}: {len(entry.get('Layers') or [])} layers but {len(diff_ids)} diff_ids")
-        for name, diff_id in zip(entry["Layers"], diff_ids):
-            lid = layer_id(diff_id)
+        rootfs = config.get("rootfs") if isinstance(config, dict) else None
+        diff_ids = rootfs.get("diff_ids") if isinstance(rootfs, dict) else None
+        if not isinstance(diff_ids, list) or not isinstance(config.get("config") or {}, dict):
+            raise InvalidImage(f"{path}: the image config is not a docker image config")
+        if len(diff_ids) != len(entry["Layers"]):
+            raise InvalidImage(f"{path}: {len(entry['Layers'])} layers but {len(diff_ids)} diff_ids")
+        lids = _layer_ids(diff_ids, f"{path}: the config")          # every one, before any is fetched
+        for name, diff_id, lid in zip(entry["Layers"], diff_ids, lids):
             if store.has_layer(lid):
                 progress.finish(lid, cached=True)
                 continue
             member = _find(archive, name, path)
             fetched = unpack_layer(store, diff_id, lambda: archive.extractfile(member), None,
-                                   progress.start(lid, member.size))
+                                   progress.start(lid, member.size), image=what, max_size=max_layer_size)
             progress.finish(lid, cached=not fetched)
     return {"reference": what, "type": "docker", "digest": digest_of(raw_config),
-            "layers": [layer_id(d) for d in diff_ids], "config": runtime_config(config),
-            "size": os.path.getsize(path)}
+            "layers": lids, "config": runtime_config(config), "size": os.path.getsize(path)}
+
+
+def _layer_ids(diff_ids: list, what: str) -> list[str]:
+    try:
+        return [layer_id(d) for d in diff_ids]
+    except InvalidImage as e:
+        raise InvalidImage(f"{what}: {e}") from None
 
 
 def _find(archive: tarfile.TarFile, name: str, path: str) -> tarfile.TarInfo:
@@ -197,8 +216,10 @@ def _find(archive: tarfile.TarFile, name: str, path: str) -> tarfile.TarInfo:
 
 
 def _member(archive: tarfile.TarFile, name: str, path: str) -> bytes:
-    f = archive.extractfile(_find(archive, name, path))
+    """A small member (manifest.json, a config), read whole: not one of many gigabytes."""
+    member = _find(archive, name, path)
+    f = archive.extractfile(member) if member.isreg() else None
     if f is None:
         raise InvalidImage(f"{path}: {name} is not a file")
     with f:
-        return f.read()
+        return _read_all(f, f"{path}: {name}")

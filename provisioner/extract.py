@@ -5,6 +5,16 @@ symlink (every parent must be a directory this extraction made or checked); hard
 entries of the same layer; device nodes are skipped. Absolute symlinks are kept as they are:
 they are resolved inside the container, never here.
 
+Size: a sparse file's holes stay holes (it is written extent by extent), and a layer unpacks to
+at most `max_size` bytes, counting each entry's header and the whole size a file claims (holes
+included: the copy backend or a tool reading the file may fill them). tar's pax and long-name
+headers, which tarfile reads whole into memory, are refused past 1 MiB (as Go's archive/tar does).
+
+xattrs: an image keeps `user.*` and `security.capability` (file capabilities, as `ping` needs);
+all others are dropped: `trusted.*` steer overlayfs or need the host's privilege, `security.*`
+others are the host's LSM labels, `system.*` ACLs and the like. One the host refuses (a malformed
+capability) fails the layer with one line naming the entry.
+
 Whiteouts become what overlayfs reads in a lower layer: `.wh.NAME` a 0:0 character device at
 NAME (unless this layer itself has NAME: a whiteout hides lower layers only), `.wh..wh..opq`
 the xattr trusted.overlay.opaque=y on its directory. The copy backend reads the same marks.
@@ -17,6 +27,7 @@ import posixpath
 import stat
 
 from corral.files import remove_tree
+from corral.types import CorralError
 
 from .errors import InvalidImage
 
@@ -24,7 +35,8 @@ WHITEOUT = ".wh."
 OPAQUE = ".wh..wh..opq"
 OPAQUE_XATTR = "trusted.overlay.opaque"
 _XATTR = "SCHILY.xattr."
-_OVERLAY_XATTRS = (_XATTR + "trusted.overlay.", _XATTR + "user.overlay.")
+MAX_HEADER = 1 << 20                       # a pax or GNU long-name header, read whole
+_BLOCK = 512
 
 
 def clean(name: str, what: str = "entry") -> str:
@@ -39,13 +51,21 @@ def clean(name: str, what: str = "entry") -> str:
     return "/".join(parts)
 
 
+def kept_xattr(name: str) -> bool:
+    """Whether an image's xattr is kept (the module's docstring says why). `user.overlay.*` is
+    overlayfs's own on a userxattr mount: it would steer lookups as trusted.overlay.* does."""
+    return (name.startswith("user.") and not name.startswith("user.overlay.")) or name == "security.capability"
+
+
 def is_whiteout(st: os.stat_result) -> bool:
     return stat.S_ISCHR(st.st_mode) and st.st_rdev == 0
 
 
 class _Layer:
-    def __init__(self, root: str):
+    def __init__(self, root: str, max_size: int | None = None):
         self.root = root
+        self.max_size = max_size
+        self.size = 0                      # what the entries so far unpack to (holes included)
         self.dirs = {""}                   # relative paths known to be real directories
         self.made: set[str] = set()        # entries this layer wrote (whiteouts never hide these)
         self.whiteouts: list[str] = []
@@ -88,14 +108,25 @@ class _Layer:
         else:
             os.unlink(path)
 
+    def count(self, member) -> None:
+        self.size += _BLOCK + max(member.size, 0)
+        if self.max_size is not None and self.size > self.max_size:
+            raise InvalidImage(f"the layer unpacks to more than {_size_text(self.max_size)} "
+                               f"(entry {member.name!r} claims {_size_text(member.size)}); "
+                               f"see --max-layer-size")
+
     def entry(self, tar, member, rel: str) -> None:
+        self.count(member)
         base = posixpath.basename(rel)
         if base == OPAQUE:
             self.opaque.append(posixpath.dirname(rel))
             return
         if base.startswith(WHITEOUT):
-            if base != WHITEOUT:
-                self.whiteouts.append(posixpath.join(posixpath.dirname(rel), base[len(WHITEOUT):]))
+            hidden = base[len(WHITEOUT):]
+            if hidden in (".", ".."):
+                raise InvalidImage(f"layer whiteout {member.name!r} names no entry")
+            if hidden:
+                self.whiteouts.append(posixpath.join(posixpath.dirname(rel), hidden))
             return
         if not rel:
             if member.isdir():
@@ -117,8 +148,10 @@ class _Layer:
         elif member.isreg():
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
             with os.fdopen(fd, "wb") as out, tar.extractfile(member) as src:
-                while chunk := src.read(1 << 20):
-                    out.write(chunk)
+                if member.sparse is None:
+                    _copy(src, out, member.size)
+                else:
+                    _write_sparse(src.raw, out, member)
         elif member.issym():
             os.symlink(member.linkname, path)
         elif member.islnk():
@@ -140,10 +173,15 @@ class _Layer:
     def attrs(self, member, path: str) -> None:
         os.chown(path, member.uid, member.gid, follow_symlinks=False)
         for key, value in member.pax_headers.items():
-            # overlayfs's own xattrs steer lookups (opaque, redirect): only whiteouts may set them.
-            if key.startswith(_XATTR) and not key.startswith(_OVERLAY_XATTRS):
-                raw = value.encode("utf-8", "surrogateescape") if isinstance(value, str) else value
-                os.setxattr(path, key[len(_XATTR):], raw, follow_symlinks=False)
+            name = key[len(_XATTR):]
+            if not key.startswith(_XATTR) or not kept_xattr(name):
+                continue
+            raw = value.encode("utf-8", "surrogateescape") if isinstance(value, str) else value
+            try:
+                os.setxattr(path, name, raw, follow_symlinks=False)
+            except OSError as e:
+                raise InvalidImage(f"layer entry {member.name!r}: the host refuses its xattr {name} "
+                                   f"({e.strerror})") from None
         if not member.issym():
             os.chmod(path, member.mode)     # after chown, which clears setuid and setgid
 
@@ -163,16 +201,63 @@ def _ns(seconds: float) -> int:
     return int(seconds * 1_000_000_000)
 
 
-def extract(source, dest: str, strip: str = "", keep=None) -> None:
+def _copy(src, out, size: int) -> None:
+    while size > 0 and (chunk := src.read(min(size, 1 << 20))):
+        out.write(chunk)
+        size -= len(chunk)
+
+
+def _write_sparse(src, out, member) -> None:
+    """A sparse entry's data extents, each at its offset; the holes between are never written.
+    `src` is tarfile's unbuffered reader of the entry, which seeks within the stream's data."""
+    end = 0
+    for offset, length in member.sparse:
+        if offset < end or length < 0 or offset + length > member.size:
+            raise InvalidImage(f"layer entry {member.name!r}: its sparse map is out of order or past its size")
+        src.seek(offset)
+        out.seek(offset)
+        _copy(src, out, length)
+        end = offset + length
+    out.truncate(member.size)
+
+
+def _size_text(n: int) -> str:
+    for unit in ("bytes", "KiB", "MiB", "GiB", "TiB"):
+        if n < 1024 or unit == "TiB":
+            return f"{n} {unit}" if unit == "bytes" else f"{n:.4g} {unit}"
+        n /= 1024
+    return f"{n} bytes"
+
+
+def _tar_headers():
+    """tarfile's TarInfo, but a pax or long-name header past MAX_HEADER is refused before tarfile
+    reads it whole into memory (a small layer can claim a header of gigabytes)."""
+    import tarfile
+
+    class Header(tarfile.TarInfo):
+        def _proc_member(self, tar):
+            if self.type in (tarfile.XHDTYPE, tarfile.XGLTYPE, tarfile.SOLARIS_XHDTYPE,
+                             tarfile.GNUTYPE_LONGNAME, tarfile.GNUTYPE_LONGLINK) and self.size > MAX_HEADER:
+                raise InvalidImage(f"a layer tar header claims {_size_text(self.size)}; "
+                                   f"at most {_size_text(MAX_HEADER)} is read")
+            return super()._proc_member(tar)
+    return Header
+
+
+def extract(source, dest: str, strip: str = "", keep=None, max_size: int | None = None) -> None:
     """Extract the uncompressed tar stream `source` (anything with read(n)) into the directory `dest`.
 
     `strip` drops a leading directory (appc's `rootfs/`); entries outside it are skipped, and
-    handed to `keep(member, fileobj)` if given (appc's `manifest`).
+    handed to `keep(member, fileobj)` if given (appc's `manifest`). Past `max_size` bytes
+    unpacked (see the module's docstring) it stops with InvalidImage. Any error is one line
+    (InvalidImage for what the layer holds, CorralError for what the host refuses); the caller
+    removes `dest`.
     """
     import tarfile                      # here, not above: provisioning imports this module's marks only
-    layer = _Layer(dest)
+    layer = _Layer(dest, max_size)
+    member = None
     try:
-        with tarfile.open(fileobj=source, mode="r|") as tar:
+        with tarfile.open(fileobj=source, mode="r|", tarinfo=_tar_headers()) as tar:
             for member in tar:
                 rel = clean(member.name)
                 if strip:
@@ -182,6 +267,10 @@ def extract(source, dest: str, strip: str = "", keep=None) -> None:
                         continue
                     rel = rel[len(strip) + 1:]
                 layer.entry(tar, member, rel)
+            member = None
         layer.finish()
     except tarfile.TarError as e:
         raise InvalidImage(f"unreadable layer tar: {e}") from None
+    except OSError as e:
+        where = f"layer entry {member.name!r}" if member is not None else "layer"
+        raise CorralError(f"cannot unpack {where}: {e.strerror or e}") from None

@@ -10,6 +10,10 @@
 Everything lands by rename, so a crash or a bad blob leaves nothing half-written in layers/ or
 images/. Pulls and provisions hold the store lock shared, prune holds it exclusive, so prune
 never removes a layer a pull has just made but not yet recorded.
+
+The store is root's alone (0700, tightened on open): its layers hold the images' setuid files
+and file capabilities, which no local user may reach from the host (CVE-2021-41091's class).
+A layer id names a directory, so every one is checked here (layer_path) before it does.
 """
 
 from __future__ import annotations
@@ -23,18 +27,37 @@ import time
 from corral.files import read_json, write_json
 
 from .errors import InvalidImage
+from .streams import check_digest
+
+SUBDIRS = ("layers", "meta", "images", "containers", "tmp", "locks")
 
 
 def layer_id(digest: str) -> str:
-    """'sha256:ab..' -> 'sha256-ab..': overlayfs splits lowerdir on ':'."""
-    return digest.replace(":", "-", 1)
+    """'sha256:ab..' -> 'sha256-ab..' (overlayfs splits lowerdir on ':'); InvalidImage unless a digest."""
+    return check_digest(digest).replace(":", "-", 1)
+
+
+def check_layer_id(lid: str) -> str:
+    """`lid` if it is a layer id ('sha256-<hex>', 'sha512-<hex>'...), else InvalidImage: an image
+    (or a record) naming a layer '../../etc' would have the host's /etc mounted as that layer."""
+    try:
+        if not isinstance(lid, str) or ":" in lid:
+            raise InvalidImage(lid)
+        check_digest(lid.replace("-", ":", 1))
+    except InvalidImage:
+        raise InvalidImage(f"invalid layer id {lid!r}") from None
+    return lid
 
 
 class Store:
     def __init__(self, root: str):
         self.root = root
-        for sub in ("layers", "meta", "images", "containers", "tmp", "locks"):
-            os.makedirs(os.path.join(root, sub), exist_ok=True)
+        os.makedirs(os.path.dirname(os.path.abspath(root)), exist_ok=True)
+        for path in [root] + [os.path.join(root, sub) for sub in SUBDIRS]:
+            try:
+                os.mkdir(path, 0o700)
+            except FileExistsError:
+                os.chmod(path, 0o700)        # a store made before this rule was 0755
 
     def path(self, *parts: str) -> str:
         return os.path.join(self.root, *parts)
@@ -42,14 +65,30 @@ class Store:
     # -- locks ----------------------------------------------------------------------------
 
     @contextlib.contextmanager
-    def lock(self, name: str, shared: bool = False):
+    def lock(self, name: str, shared: bool = False, transient: bool = False):
         """An flock on locks/<name>: it excludes other processes and, taken through its own open
-        file, other threads of this one too."""
-        fd = os.open(self.path("locks", name), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        file, other threads of this one too.
+
+        A `transient` lock (exclusive) removes its file when released, so that locks named after
+        images and layers do not pile up. A waiter may then hold a file that is gone: it checks,
+        once it has the lock, that the path is still its file, and starts again if not."""
+        path = self.path("locks", name)
+        while True:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_SH if shared else fcntl.LOCK_EX)
+                if _same_file(fd, path):
+                    break
+            except BaseException:
+                os.close(fd)
+                raise
+            os.close(fd)
         try:
-            fcntl.flock(fd, fcntl.LOCK_SH if shared else fcntl.LOCK_EX)
             yield
         finally:
+            if transient and not shared:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(path)
             os.close(fd)
 
     def using(self):
@@ -59,10 +98,10 @@ class Store:
     # -- layers ---------------------------------------------------------------------------
 
     def layer_path(self, lid: str) -> str:
-        return self.path("layers", lid)
+        return self.path("layers", check_layer_id(lid))
 
     def meta_path(self, lid: str) -> str:
-        return self.path("meta", f"{lid}.json")
+        return self.path("meta", f"{check_layer_id(lid)}.json")
 
     def has_layer(self, lid: str) -> bool:
         return os.path.isdir(self.layer_path(lid))
@@ -75,8 +114,8 @@ class Store:
         """
         import shutil                   # pulls only: these two cost a cold run 5 ms
         import tempfile
-        with self.lock(f"layer-{lid}"):
-            final = self.layer_path(lid)
+        final = self.layer_path(lid)
+        with self.lock(f"layer-{lid}", transient=True):
             if os.path.isdir(final):
                 return False
             tmp = tempfile.mkdtemp(prefix=f"{lid[:20]}.", dir=self.path("tmp"))
@@ -131,12 +170,17 @@ class Store:
         removed = []
         for lid in sorted(os.listdir(self.path("layers"))):
             if lid not in keep:
-                with self.lock(f"layer-{lid}"):
-                    _retire(self.layer_path(lid), self.path("tmp"))
-                for leftover in (self.meta_path(lid), self.path("locks", f"layer-{lid}")):
-                    with contextlib.suppress(FileNotFoundError):
-                        os.unlink(leftover)
+                with self.lock(f"layer-{lid}", transient=True):
+                    _retire(self.path("layers", lid), self.path("tmp"))
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(self.path("meta", f"{lid}.json"))
                 removed.append(lid)
+        # Lock files of image and layer names that stores before transient locks left; under the
+        # exclusive store lock no pull holds one.
+        for name in os.listdir(self.path("locks")):
+            if name.startswith(("image-", "layer-")):
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(self.path("locks", name))
         self.clean_tmp()
         return removed
 
@@ -157,6 +201,15 @@ class Store:
         import shutil                   # recovery and prune only: 3 ms of a cold run
         for name in os.listdir(self.path("tmp")):
             shutil.rmtree(self.path("tmp", name), ignore_errors=True)
+
+
+def _same_file(fd: int, path: str) -> bool:
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return False
+    mine = os.fstat(fd)
+    return (st.st_dev, st.st_ino) == (mine.st_dev, mine.st_ino)
 
 
 def _retire(path: str, tmp: str) -> None:

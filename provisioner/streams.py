@@ -17,7 +17,9 @@ _DIGEST = re.compile(r"(sha256|sha384|sha512):([0-9a-f]{64}|[0-9a-f]{96}|[0-9a-f
 
 
 def check_digest(digest: str) -> str:
-    match = _DIGEST.fullmatch(digest or "")
+    """`digest` if it is 'algo:hex' of a hash we know, else InvalidImage. The one check of every
+    digest an image names: layer ids are made of digests (store.layer_id), and name directories."""
+    match = _DIGEST.fullmatch(digest) if isinstance(digest, str) else None
     if not match or len(match[2]) != hashlib.new(match[1]).digest_size * 2:
         raise InvalidImage(f"invalid digest {digest!r}")
     return digest

@@ -124,11 +124,12 @@ class Pusher:
         return digest, {"mediaType": media_type, "digest": digest, "size": len(body), "platform": platform}
 
 
-def docker_save(path: str, repo_tag: str, layers: list[bytes], runtime=None) -> None:
-    """A `docker save` tarball (the legacy layout: <id>/layer.tar, <config>.json, manifest.json)."""
-    diff_ids = [sha256(layer) for layer in layers]
+def docker_save(path: str, repo_tag: str, layers: list[bytes], runtime=None, diff_ids=None) -> None:
+    """A `docker save` tarball (the legacy layout: <id>/layer.tar, <config>.json, manifest.json);
+    `diff_ids` replaces the layers' own in the config (a hostile image's)."""
+    diff_ids = diff_ids or [sha256(layer) for layer in layers]
     cfg = config(diff_ids, runtime)
-    names = [f"{d[7:]}/layer.tar" for d in diff_ids]
+    names = [f"{sha256(layer)[7:]}/layer.tar" for layer in layers]
     manifest = [{"Config": f"{sha256(cfg)[7:]}.json", "RepoTags": [repo_tag], "Layers": names}]
     files = [(f"{sha256(cfg)[7:]}.json", cfg), ("manifest.json", json.dumps(manifest).encode())]
     files += list(zip(names, layers))
