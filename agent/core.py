@@ -63,7 +63,8 @@ def containerizer_args(flags, total: Resources) -> dict:
     provisioner = None
     if flags.image_providers:
         from provisioner import Provisioner, ProvisionerFlags
-        provisioner = Provisioner(flags.work_dir, ProvisionerFlags(docker_registry=flags.docker_registry))
+        provisioner = Provisioner(flags.work_dir, ProvisionerFlags(docker_registry=flags.docker_registry,
+                                                                   max_layer_size=flags.max_layer_size))
     return dict(work_dir=flags.work_dir, runtime_dir=flags.runtime_dir, cgroups_root=flags.cgroups_root,
                 provisioner=provisioner,
                 isolation=flags.isolation, cgroups_enable_cfs=flags.cgroups_enable_cfs,

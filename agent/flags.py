@@ -17,6 +17,7 @@ import re
 
 from corral.types import InvalidInput
 from isolators.registry import DEFAULT_ISOLATION
+from provisioner.options import parse_size
 
 
 class FlagError(InvalidInput):
@@ -157,6 +158,8 @@ FLAGS = {flag.name: flag for flag in [
          "containerizers to use, in order: a container goes to the first that takes it"),
     Flag("image_providers", _names(("docker", "appc")), "", "image types the mesos containerizer provisions"),
     Flag("docker_registry", str, "https://registry-1.docker.io", "where docker images are pulled from"),
+    Flag("max_layer_size", parse_size, "16GB",
+         "refuse an image layer that unpacks to more than this, a sparse file's holes included"),
     Flag("docker_socket", str, lambda environ: environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock",
          "the docker containerizer's dockerd (default: DOCKER_HOST, else unix:///var/run/docker.sock)"),
     Flag("docker_kill_orphans", _boolean, "true",

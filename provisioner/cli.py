@@ -83,9 +83,8 @@ def cmd_images(args) -> int:
 
 
 def cmd_images_rm(args) -> int:
-    p = provisioner(args)
-    p.remove(args.ref, getattr(args, "image_type", "docker"))
-    print(f"removed {p.resolve(args.ref, getattr(args, 'image_type', 'docker'))}")
+    removed = provisioner(args).remove(args.ref, getattr(args, "image_type", "docker"))
+    print(f"removed {removed}")
     return 0
 
 

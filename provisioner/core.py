@@ -22,7 +22,7 @@ from .backends import ProvisionInfo
 from .options import DEFAULT_DOCKER_REGISTRY, DEFAULT_MAX_LAYER_SIZE
 from .progress import NoProgress
 from .errors import ImageNotFound
-from .reference import DOCKER_HUB, host_platform, parse_appc, parse_docker
+from .reference import DOCKER_HUB, host_platform, parse_appc, parse_docker, valid_host
 from .store import Store
 
 IMAGE_TYPES = ("docker", "appc")
@@ -122,11 +122,13 @@ class Provisioner:
     def images(self) -> list[dict]:
         return self.store.images()
 
-    def remove(self, ref: str, image_type: str = "docker") -> None:
-        """Forget an image; its layers stay until prune(), as containers may still use them."""
-        key = self.resolve(ref, image_type)
+    def remove(self, ref: str, image_type: str = "docker") -> str:
+        """Forget an image, named as images() lists it or as a reference to resolve; the name it
+        had. Its layers stay until prune(), as containers may still use them."""
+        key = ref if self.store.image(ref) else self.resolve(ref, image_type)
         if not self.store.remove_image(key):
             raise ImageNotFound(f"no such image: {key}")
+        return key
 
     def prune(self) -> list[str]:
         """Remove the layers no stored image and no container rootfs uses; the removed layer ids."""
@@ -208,12 +210,16 @@ class Provisioner:
 
 
 def _split_registry(registry: str) -> tuple[str, str | None]:
-    """(host[:port], scheme or None) of a registry flag: a URL or a bare host[:port]. By hand, as
-    urllib.parse (and the ipaddress it imports) would cost every cold `corral run --image` 3 ms."""
+    """(host[:port], scheme or None) of a registry flag: a URL or a bare host[:port]; InvalidInput
+    if it is neither. By hand, as urllib.parse (and the ipaddress it imports) would cost every
+    cold `corral run --image` 3 ms."""
     scheme, sep, rest = registry.partition("://")
     if not sep:
         scheme, rest = "", registry
-    return rest.split("/", 1)[0] or DOCKER_HUB, scheme.lower() or None
+    host = rest.split("/", 1)[0] or DOCKER_HUB
+    if scheme.lower() not in ("", "http", "https") or not valid_host(host):
+        raise InvalidInput(f"invalid docker registry {registry!r}: use a URL, host[:port] or a directory")
+    return host, scheme.lower() or None
 
 
 def mounts_under(path: str) -> list[str]:

@@ -212,6 +212,8 @@ def _write_sparse(src, out, member) -> None:
     `src` is tarfile's unbuffered reader of the entry, which seeks within the stream's data."""
     end = 0
     for offset, length in member.sparse:
+        if length == 0:                     # tarfile lists a GNU header's unused slots as (0, 0)
+            continue
         if offset < end or length < 0 or offset + length > member.size:
             raise InvalidImage(f"layer entry {member.name!r}: its sparse map is out of order or past its size")
         src.seek(offset)

@@ -16,7 +16,14 @@ _COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
 _NAME = rf"{_COMPONENT}(?:/{_COMPONENT})*"
 _TAG = r"[\w][\w.-]{0,127}"
 _DIGEST = r"sha256:[0-9a-f]{64}|sha512:[0-9a-f]{128}"
-_HOST = r"[A-Za-z0-9.-]+(?::\d+)?|\[[0-9a-fA-F:]+\](?::\d+)?"
+_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?"
+_HOST = rf"(?:{_LABEL}(?:\.{_LABEL})*|\[[0-9a-fA-F:.]+\])(?::(\d{{1,5}}))?"
+
+
+def valid_host(host: str) -> bool:
+    """A registry's host[:port]: DNS labels, an IPv4 address or a bracketed IPv6 one, a port 1-65535."""
+    match = re.fullmatch(_HOST, host)
+    return bool(match) and (match[1] is None or 0 < int(match[1]) < 65536)
 
 
 class DockerRef(Record):
@@ -52,7 +59,7 @@ def parse_docker(text: str, default_registry: str = DOCKER_HUB) -> DockerRef:
     registry = default_registry
     first, _, rest = name.partition("/")
     if rest and ("." in first or ":" in first or first == "localhost"):
-        if not re.fullmatch(_HOST, first):
+        if not valid_host(first):
             raise bad
         registry, name = first, rest
     if not re.fullmatch(_NAME, name):
