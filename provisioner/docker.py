@@ -27,7 +27,7 @@ from .streams import Hashing, check_digest, decompressed, digest_of
 def unpack_layer(store: Store, diff_id: str, opener, digest: str | None = None, progress=None,
                  image: str = "", max_size: int | None = None) -> bool:
     """Stream the layer `opener()` yields into the store unless it is there; True if it was fetched.
-    Its errors name the image and the layer; past `max_size` bytes unpacked it is refused."""
+    Past `max_size` bytes unpacked it is refused. Its errors name the image and the layer."""
     what = f"layer {digest or diff_id}"
 
     def fill(tmp: str) -> None:
@@ -37,17 +37,20 @@ def unpack_layer(store: Store, diff_id: str, opener, digest: str | None = None, 
             try:
                 try:
                     extract(tar, tmp, max_size=max_size)
-                    tar.verify()
-                except (InvalidImage, DigestMismatch):
-                    blob.verify()           # a blob that is not what its digest says explains it better
-                    raise
-                blob.verify()
-            except (InvalidImage, DigestMismatch) as e:
-                if image and not str(e).startswith(f"{image}: "):
-                    raise type(e)(f"{image}: {e}") from None
+                except CorralError as e:        # what the layer holds, or what the host refuses of it
+                    raise type(e)(f"{what[:25]}: {e}") from None
+                tar.verify()
+            except (InvalidImage, DigestMismatch):
+                blob.verify()               # a blob that is not what its digest says explains it better
                 raise
+            blob.verify()
 
-    return store.add_layer(layer_id(diff_id), fill)
+    try:
+        return store.add_layer(layer_id(diff_id), fill)
+    except CorralError as e:
+        if not image:
+            raise
+        raise type(e)(f"image {image}: {e}") from None
 
 
 def pull_registry(store: Store, registry, ref: DockerRef, platform: dict, progress=None,

@@ -111,7 +111,7 @@ class _Layer:
     def count(self, member) -> None:
         self.size += _BLOCK + max(member.size, 0)
         if self.max_size is not None and self.size > self.max_size:
-            raise InvalidImage(f"the layer unpacks to more than {_size_text(self.max_size)} "
+            raise InvalidImage(f"it unpacks to more than {_size_text(self.max_size)} "
                                f"(entry {member.name!r} claims {_size_text(member.size)}); "
                                f"see --max-layer-size")
 
@@ -180,7 +180,7 @@ class _Layer:
             try:
                 os.setxattr(path, name, raw, follow_symlinks=False)
             except OSError as e:
-                raise InvalidImage(f"layer entry {member.name!r}: the host refuses its xattr {name} "
+                raise InvalidImage(f"entry {member.name!r}: the host refuses its xattr {name} "
                                    f"({e.strerror})") from None
         if not member.issym():
             os.chmod(path, member.mode)     # after chown, which clears setuid and setgid
@@ -215,7 +215,7 @@ def _write_sparse(src, out, member) -> None:
         if length == 0:                     # tarfile lists a GNU header's unused slots as (0, 0)
             continue
         if offset < end or length < 0 or offset + length > member.size:
-            raise InvalidImage(f"layer entry {member.name!r}: its sparse map is out of order or past its size")
+            raise InvalidImage(f"entry {member.name!r}: its sparse map is out of order or past its size")
         src.seek(offset)
         out.seek(offset)
         _copy(src, out, length)
@@ -274,5 +274,5 @@ def extract(source, dest: str, strip: str = "", keep=None, max_size: int | None 
     except tarfile.TarError as e:
         raise InvalidImage(f"unreadable layer tar: {e}") from None
     except OSError as e:
-        where = f"layer entry {member.name!r}" if member is not None else "layer"
+        where = f"entry {member.name!r}" if member is not None else "the layer"
         raise CorralError(f"cannot unpack {where}: {e.strerror or e}") from None

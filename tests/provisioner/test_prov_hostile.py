@@ -3,18 +3,21 @@ fills its disk, or leaves anything behind in the store when it is refused."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import stat
 import subprocess
+import sys
 
 import pytest
 
+from corral.types import CorralError
 from provisioner import InvalidImage
 from provisioner.core import Provisioner
 SUBDIRS = ("layers", "meta", "images", "containers", "tmp", "locks")
 
-from prov_images import busybox_layer, docker_save, sha256, tar
+from prov_images import aci, busybox_layer, docker_save, gnu_sparse, sha256, tar
 
 
 def store_leftovers(p: Provisioner) -> dict:
@@ -88,3 +91,149 @@ def test_the_store_is_roots_alone(make_provisioner, tmp):
     assert {stat.S_IMODE(os.stat(p.store.path(sub)).st_mode) for sub in ("",) + SUBDIRS} == {0o700}
     assert as_nobody() == ["126"] * 3
     p.destroy("c")
+
+
+def test_a_sparse_file_keeps_its_holes(make_provisioner, tmp):
+    store = os.path.join(tmp, "tars")
+    os.makedirs(store)
+    size = 256 << 20
+    docker_save(os.path.join(store, "holes:latest.tar"), "holes:latest",
+                [busybox_layer(), gnu_sparse("data/sparse", size, [(0, b"head"), (size - 4, b"tail")])])
+    for backend in ("overlay", "copy"):
+        p = make_provisioner(store, image_provisioner_backend=backend)
+        record = p.pull("holes")
+        info = p.provision("c", "holes")
+        for path in (os.path.join(p.store.layer_path(record["layers"][1]), "data/sparse"),
+                     os.path.join(info.rootfs, "data/sparse") if backend == "copy" else None):
+            if path:
+                st = os.stat(path)
+                assert st.st_size == size and st.st_blocks * 512 < 1 << 20, (backend, path, st.st_blocks)
+                with open(path, "rb") as f:
+                    assert f.read(4) == b"head" and os.pread(f.fileno(), 8, size - 8) == b"\0" * 4 + b"tail"
+        p.destroy("c")
+
+
+def test_a_layer_past_the_size_limit_is_refused_and_leaves_nothing(make_provisioner, tmp):
+    store = os.path.join(tmp, "tars")
+    os.makedirs(store)
+    docker_save(os.path.join(store, "terabyte:latest.tar"), "terabyte:latest",
+                [gnu_sparse("huge", 1 << 40, [(0, b"x" * 100), ((1 << 40) - 100, b"y" * 100)])])
+    docker_save(os.path.join(store, "zeros:latest.tar"), "zeros:latest", [tar(("zeros", b"\0" * (3 << 20)))])
+    p = make_provisioner(store, max_layer_size=1 << 20)
+    for name, claim in (("terabyte", "1 TiB"), ("zeros", "3 MiB")):
+        with pytest.raises(InvalidImage, match=rf"^image {name}:latest: layer sha256:[0-9a-f]{{12}}: it unpacks to more than "
+                                               rf"1 MiB \(entry '\w+' claims {claim}\); see --max-layer-size$"):
+            p.pull(name)
+        assert p.images() == [] and store_leftovers(p) == {}
+    assert make_provisioner(store).pull("zeros")["layers"]        # the default limit (16 GiB) takes it
+
+
+CLI = [os.path.join(os.path.dirname(sys.executable), "corral")]
+
+
+def cli(env, *args):
+    return subprocess.run(CLI + list(args), env=env, capture_output=True, text=True, timeout=60)
+
+
+def test_the_size_limit_on_the_command_line(tmp):
+    store = os.path.join(tmp, "tars")
+    os.makedirs(store)
+    docker_save(os.path.join(store, "zeros:latest.tar"), "zeros:latest", [tar(("zeros", b"\0" * (3 << 20)))])
+    env = dict(os.environ, CORRAL_WORK_DIR=os.path.join(tmp, "work"), CORRAL_DOCKER_REGISTRY=store)
+    for args in (["pull", "--max-layer-size", "2M", "zeros"],
+                 ["run", "--max-layer-size", "2MiB", "--image", "zeros", "--", "/bin/true"]):
+        refused = cli(env, *args)
+        assert refused.returncode == 1 and refused.stderr.count("\n") == 1, refused.stderr
+        assert "unpacks to more than 2 MiB" in refused.stderr
+    bad = cli(env, "pull", "--max-layer-size", "lots", "zeros")
+    assert bad.returncode == 2 and "invalid size 'lots'" in bad.stderr
+    assert os.listdir(os.path.join(tmp, "work", "provisioner", "layers")) == []
+    assert cli(env, "pull", "--max-layer-size", "4M", "zeros").returncode == 0
+
+
+CAP_NET_RAW = bytes([1, 0, 0, 2, 0, 0x20, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0])   # v2, permitted cap_net_raw
+
+
+def test_xattrs_kept_dropped_and_refused(make_provisioner, tmp):
+    store = os.path.join(tmp, "tars")
+    os.makedirs(store)
+    kept = {"user.note": "hello", "security.capability": CAP_NET_RAW.decode("latin-1")}
+    dropped = {"trusted.evil": "x", "trusted.overlay.redirect": "/etc", "user.overlay.opaque": "y",
+               "security.selinux": "system_u:object_r:shadow_t:s0"}
+    docker_save(os.path.join(store, "caps:latest.tar"), "caps:latest",
+                [tar(("bin", ("dir",)), ("bin/ping", b"#!/bin/sh\n", {"mode": 0o755, "xattrs": {**kept, **dropped}}))])
+    docker_save(os.path.join(store, "badcap:latest.tar"), "badcap:latest",
+                [tar(("bin", ("dir",)), ("bin/ping", b"x", {"xattrs": {"security.capability": "garbage"}}))])
+    p = make_provisioner(store)
+    record = p.pull("caps")
+    ping = os.path.join(p.store.layer_path(record["layers"][0]), "bin/ping")
+    assert os.getxattr(ping, "user.note") == b"hello"
+    assert os.getxattr(ping, "security.capability") == CAP_NET_RAW
+    assert sorted(os.listxattr(ping)) == ["security.capability", "user.note"]
+    with pytest.raises(InvalidImage, match=r"^image badcap:latest: layer sha256:[0-9a-f]{12}: entry 'bin/ping': the host "
+                                           r"refuses its xattr security.capability \(Invalid argument\)$"):
+        p.pull("badcap")
+    assert [r["reference"] for r in p.images()] == ["caps:latest"]
+    assert os.listdir(p.store.path("tmp")) == [] and os.listdir(p.store.path("locks")) == ["store"]
+
+
+def test_every_source_checks_its_digests(make_provisioner, registry, tmp):
+    name = f"evil/{os.urandom(4).hex()}"
+    climb = "../" * 20 + tmp.lstrip("/")
+    registry.push.image(name, "v1", [busybox_layer()], diff_ids=[climb])
+    p = make_provisioner(registry.host)
+    with pytest.raises(InvalidImage, match=r"invalid digest '(\.\./)+"):
+        p.pull(f"{name}:v1")
+    assert p.images() == [] and store_leftovers(p) == {}
+
+
+def test_failed_pulls_leave_no_lock_files(make_provisioner, registry, tmp):
+    store = os.path.join(tmp, "tars")
+    os.makedirs(store)
+    docker_save(os.path.join(store, "good:latest.tar"), "good:latest", [busybox_layer()])
+    docker_save(os.path.join(store, "bad:latest.tar"), "bad:latest", [tar(("x", ("sym", "/")), ("x/etc", b"x"))])
+    tars, reg = make_provisioner(store), make_provisioner(registry.host)
+    for p, ref in ((tars, "missing"), (tars, "bad"), (tars, "good"), (reg, "no/such"), (reg, "no/such:other")):
+        with contextlib.suppress(CorralError):
+            p.pull(ref)
+    assert store_leftovers(tars) == {"layers": os.listdir(tars.store.path("layers")),
+                                     "images": os.listdir(tars.store.path("images"))}
+    assert len(tars.images()) == 1 and store_leftovers(reg) == {}
+
+
+def test_images_rm_takes_the_name_images_lists(registry, tmp):
+    store, appc = os.path.join(tmp, "tars"), os.path.join(tmp, "aci")
+    os.makedirs(store)
+    os.makedirs(appc)
+    docker_save(os.path.join(store, "app:1.0.tar"), "app:1.0", [busybox_layer()])
+    with open(os.path.join(appc, "a.aci"), "wb") as f:
+        f.write(aci("example.com/app", {"version": "1.0", "os": "linux", "arch": "amd64"}, [("f", b"f")]))
+    name = f"rm/{os.urandom(4).hex()}"
+    registry.push.image(name, "v1", [busybox_layer()])
+    env = dict(os.environ, CORRAL_WORK_DIR=os.path.join(tmp, "work"), CORRAL_APPC_STORE_DIR=appc)
+    assert cli(dict(env, CORRAL_DOCKER_REGISTRY=store), "pull", "app:1.0").returncode == 0
+    assert cli(dict(env, CORRAL_DOCKER_REGISTRY=registry.host), "pull", f"{name}:v1").returncode == 0
+    assert cli(env, "pull", "--image-type", "appc", "example.com/app:1.0,arch=amd64").returncode == 0
+    listed = [line.split()[0] for line in cli(env, "images").stdout.splitlines()[1:]]
+    assert sorted(listed) == sorted(["app:1.0", f"{registry.host}/{name}:v1",
+                                     "example.com/app,arch=amd64,os=linux,version=1.0"])
+    for registry_flag in (store, registry.host, "https://registry.example.com"):   # whatever is configured now
+        for image in listed:
+            removed = cli(dict(env, CORRAL_DOCKER_REGISTRY=registry_flag), "images", "rm", image)
+            assert (removed.returncode, removed.stdout, removed.stderr) in (
+                (0, f"removed {image}\n", ""), (1, "", f"corral: no such image: {image}\n"))
+        assert cli(env, "images").stdout.splitlines()[1:] == []
+        for p in ((store, "app:1.0"), (registry.host, f"{name}:v1")):
+            assert cli(dict(env, CORRAL_DOCKER_REGISTRY=p[0]), "pull", p[1]).returncode == 0
+        assert cli(env, "pull", "--image-type", "appc", "example.com/app:1.0,arch=amd64").returncode == 0
+
+
+@pytest.mark.parametrize("args", [["pull", "127.0.0.1:99999/x"], ["pull", "host:0/x"], ["pull", "a..b:5000/x"],
+                                  ["run", "--image", "127.0.0.1:99999/x", "--", "/bin/true"],
+                                  ["pull", "--docker-registry", "127.0.0.1:99999", "x"],
+                                  ["pull", "--docker-registry", "ftp://example.com", "x"]])
+def test_a_malformed_reference_is_bad_input(tmp, args):
+    env = dict(os.environ, CORRAL_WORK_DIR=os.path.join(tmp, "work"), CORRAL_DOCKER_REGISTRY="127.0.0.1:5000")
+    result = cli(env, *args)
+    assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr
+    assert "invalid image reference" in result.stderr or "invalid docker registry" in result.stderr
