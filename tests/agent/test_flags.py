@@ -94,3 +94,12 @@ def test_bad_credentials_files(tmp_path):
     (tmp_path / "c").write_text("# nothing\n")
     with pytest.raises(FlagError, match="holds no principal/secret pair"):
         parse([f"--credentials={tmp_path}/c"], {})
+
+
+def test_max_layer_size_reaches_the_provisioner(tmp_path):
+    from agent.core import containerizer_args
+    assert parse([], {}).max_layer_size == 16 << 30
+    flags = parse([f"--work_dir={tmp_path}", "--image_providers=docker", "--max_layer_size=64MB"], {})
+    assert containerizer_args(flags, Resources.parse("cpus:1"))["provisioner"].flags.max_layer_size == 64 << 20
+    with pytest.raises(FlagError, match=r"^--max_layer_size=0: invalid size '0'"):
+        parse(["--max_layer_size=0"], {})
