@@ -13,6 +13,7 @@ import shutil
 import tempfile
 
 from corral.files import write_atomic
+from corral.types import InvalidInput
 
 from .errors import ImageNotFound, InvalidImage, RegistryError
 from .extract import extract
@@ -54,7 +55,11 @@ class AppcPuller:
         layers: list[str] = []
         for dep in manifest.get("dependencies") or []:
             labels = {item["name"]: item["value"] for item in dep.get("labels") or []}
-            record = self.pull(parse_appc(dep.get("imageName", ""), labels), _seen + (str(ref),))
+            try:
+                dependency = parse_appc(dep["imageName"], labels)
+            except InvalidInput as e:
+                raise InvalidImage(f"appc image {ref}: dependency {e}") from None
+            record = self.pull(dependency, _seen + (str(ref),))
             if dep.get("imageID") and dep["imageID"] not in (record["digest"], record["digest"][:len(dep["imageID"])]):
                 raise InvalidImage(f"appc image {ref}: dependency {dep['imageName']} is {record['digest']}, "
                                    f"not {dep['imageID']}")
@@ -99,6 +104,9 @@ class AppcPuller:
                 with open(path, "wb") as f:
                     for chunk in r.iter_content(1 << 20):
                         f.write(chunk)
+                        if self.max_size is not None and f.tell() > self.max_size:
+                            raise InvalidImage(f"appc image {ref}: {url} is larger than the layer size limit "
+                                               f"({self.max_size} bytes; see --max-layer-size)")
         except requests.RequestException as e:
             raise RegistryError(f"cannot fetch {url}: {type(e).__name__}") from None
         return path
@@ -136,9 +144,27 @@ def _manifest(raw: bytes, path: str) -> dict:
         manifest = json.loads(raw)
     except ValueError:
         raise InvalidImage(f"{path}: the appc manifest is not JSON") from None
-    if not isinstance(manifest, dict) or manifest.get("acKind") != "ImageManifest":
+    if not isinstance(manifest, dict) or manifest.get("acKind") != "ImageManifest" or not _well_formed(manifest):
         raise InvalidImage(f"{path}: not an appc image manifest")
     return manifest
+
+
+def _well_formed(manifest: dict) -> bool:
+    """The fields corral reads have the types the appc spec gives them."""
+    app, deps = manifest.get("app") or {}, manifest.get("dependencies") or []
+    return (isinstance(manifest.get("name"), str) and _pairs(manifest.get("labels"))
+            and isinstance(deps, list)
+            and all(isinstance(d, dict) and isinstance(d.get("imageName"), str) and _pairs(d.get("labels"))
+                    and isinstance(d.get("imageID") or "", str) for d in deps)
+            and isinstance(app, dict) and _pairs(app.get("environment"))
+            and isinstance(app.get("exec") or [], list) and all(isinstance(a, str) for a in app.get("exec") or [])
+            and all(isinstance(app.get(key) or "", str) for key in ("user", "group", "workingDirectory")))
+
+
+def _pairs(items) -> bool:
+    """A list of {"name": str, "value": str} (labels, environment), or nothing."""
+    return isinstance(items or [], list) and all(
+        isinstance(i, dict) and isinstance(i.get("name"), str) and isinstance(i.get("value"), str) for i in items or [])
 
 
 def read_manifest(path: str) -> dict:

@@ -76,14 +76,17 @@ def pull_registry(store: Store, registry, ref: DockerRef, platform: dict, progre
         kind, doc = parse(body, entry.get("mediaType") or media_type, what)
         if kind in INDEXES:
             raise InvalidImage(f"{what}: an index inside an index is not supported")
-    config_digest = (doc.get("config") or {}).get("digest")
+    config_digest = doc.get("config", {}).get("digest") if isinstance(doc.get("config", {}), dict) else None
     if not config_digest:
         raise InvalidImage(f"{what}: the manifest names no config")
+    check_digest(config_digest)
     with registry.blob(ref.repository, config_digest) as reader:
         blob = Hashing(reader, config_digest, f"{what}: config")
         raw = _read_all(blob, f"{what}: the image config")
         blob.verify()
     config = _json(raw, f"{what}: the image config")
+    if not isinstance(config, dict):
+        raise InvalidImage(f"{what}: the image config is not a JSON object")
     layers, runtime = image_parts(doc, config, what)
 
     stop = threading.Event()
@@ -187,7 +190,7 @@ def pull_tarball(store: Store, directory: str, ref: DockerRef, progress=None,
         config = _json(raw_config, f"{path}: the image config")
         rootfs = config.get("rootfs") if isinstance(config, dict) else None
         diff_ids = rootfs.get("diff_ids") if isinstance(rootfs, dict) else None
-        if not isinstance(diff_ids, list) or not isinstance(config.get("config") or {}, dict):
+        if not isinstance(diff_ids, list):
             raise InvalidImage(f"{path}: the image config is not a docker image config")
         if len(diff_ids) != len(entry["Layers"]):
             raise InvalidImage(f"{path}: {len(entry['Layers'])} layers but {len(diff_ids)} diff_ids")
@@ -201,7 +204,7 @@ def pull_tarball(store: Store, directory: str, ref: DockerRef, progress=None,
                                    progress.start(lid, member.size), image=what, max_size=max_layer_size)
             progress.finish(lid, cached=not fetched)
     return {"reference": what, "type": "docker", "digest": digest_of(raw_config),
-            "layers": lids, "config": runtime_config(config), "size": os.path.getsize(path)}
+            "layers": lids, "config": runtime_config(config, path), "size": os.path.getsize(path)}
 
 
 def _layer_ids(diff_ids: list, what: str) -> list[str]:

@@ -38,10 +38,15 @@ def parse(body: bytes, media_type: str | None, what: str) -> tuple[str, dict]:
     return kind, doc
 
 
+def _object(value) -> dict:
+    """A JSON object of a document, or {} for what is absent or not an object."""
+    return value if isinstance(value, dict) else {}
+
+
 def _is_attestation(entry: dict) -> bool:
     # BuildKit lists provenance and SBOM documents beside the images, as platform unknown/unknown.
-    annotations = entry.get("annotations") or {}
-    platform = entry.get("platform") or {}
+    annotations = _object(entry.get("annotations"))
+    platform = _object(entry.get("platform"))
     return (annotations.get("vnd.docker.reference.type") == "attestation-manifest"
             or platform.get("os") == "unknown" or platform.get("architecture") == "unknown")
 
@@ -49,23 +54,24 @@ def _is_attestation(entry: dict) -> bool:
 def select_platform(index: dict, want: dict, what: str) -> dict:
     """The index entry for `want` (os, architecture, variant): an exact variant first, then an
     entry that names none. Attestation entries are never candidates."""
-    entries = [e for e in index.get("manifests") or [] if isinstance(e, dict) and not _is_attestation(e)]
+    listed = index.get("manifests")
+    entries = [e for e in listed if isinstance(e, dict) and not _is_attestation(e)] if isinstance(listed, list) else []
     matching = [e for e in entries
-                if (e.get("platform") or {}).get("os") == want["os"]
-                and (e.get("platform") or {}).get("architecture") == want["architecture"]]
+                if _object(e.get("platform")).get("os") == want["os"]
+                and _object(e.get("platform")).get("architecture") == want["architecture"]]
     for preferred in (want.get("variant"), None):
         for entry in matching:
-            if (entry.get("platform") or {}).get("variant") == preferred:
+            if _object(entry.get("platform")).get("variant") == preferred:
                 return entry
     if matching and not want.get("variant"):
         return matching[0]
-    offered = sorted({_platform_name(e.get("platform") or {}) for e in entries}) or ["nothing"]
+    offered = sorted({n for e in entries if (n := _platform_name(_object(e.get("platform"))))}) or ["nothing"]
     wanted = _platform_name(want)
     raise ImageNotFound(f"{what} has no image for {wanted} (it offers {', '.join(offered)})")
 
 
 def _platform_name(platform: dict) -> str:
-    return "/".join(filter(None, (platform.get(k) for k in ("os", "architecture", "variant"))))
+    return "/".join(platform[k] for k in ("os", "architecture", "variant") if isinstance(platform.get(k), str))
 
 
 class Layer(Record):
@@ -77,20 +83,36 @@ class Layer(Record):
 def image_parts(manifest: dict, config: dict, what: str) -> tuple[list[Layer], dict]:
     """The layers, bottom up, paired with the config's diff_ids; and the runtime config keys."""
     layers = manifest.get("layers")
-    diff_ids = (config.get("rootfs") or {}).get("diff_ids")
+    diff_ids = _object(config.get("rootfs")).get("diff_ids")
     if not isinstance(layers, list) or not isinstance(diff_ids, list):
         raise InvalidImage(f"{what}: the manifest or config lists no layers")
     if len(layers) != len(diff_ids):
         raise InvalidImage(f"{what}: the manifest has {len(layers)} layers but the config {len(diff_ids)} diff_ids")
     parts = []
     for entry, diff_id in zip(layers, diff_ids):
+        entry = _object(entry)
         media_type = entry.get("mediaType", _LAYER_TYPES[1])
-        if not media_type.startswith(_LAYER_TYPES):
+        if not isinstance(media_type, str) or not media_type.startswith(_LAYER_TYPES):
             raise InvalidImage(f"{what}: unsupported layer type {media_type!r}")
-        parts.append(Layer(check_digest(entry.get("digest")), check_digest(diff_id), entry.get("size")))
-    return parts, runtime_config(config)
+        size = entry.get("size")
+        parts.append(Layer(check_digest(entry.get("digest")), check_digest(diff_id),
+                           size if isinstance(size, int) and size >= 0 else None))
+    return parts, runtime_config(config, what)
 
 
-def runtime_config(config: dict) -> dict:
+def runtime_config(config: dict, what: str) -> dict:
+    """Entrypoint, Cmd, Env, WorkingDir and User of an image config; InvalidImage if one is not
+    what docker writes (a list of strings, or a string), as a command made of them would not be."""
     inner = config.get("config") or {}
-    return {key: inner.get(key) for key in CONFIG_KEYS}
+    if not isinstance(inner, dict):
+        raise InvalidImage(f"{what}: the image config's config is not an object")
+    runtime = {key: inner.get(key) for key in CONFIG_KEYS}
+    for key, value in runtime.items():
+        if key in ("WorkingDir", "User"):
+            fits = value is None or isinstance(value, str)
+        else:
+            fits = value is None or (isinstance(value, list) and all(isinstance(v, str) for v in value))
+        if not fits:
+            raise InvalidImage(f"{what}: the image config's {key} is not "
+                               f"{'a string' if key in ('WorkingDir', 'User') else 'a list of strings'}")
+    return runtime

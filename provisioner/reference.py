@@ -114,6 +114,10 @@ def parse_appc(text: str, labels: dict | None = None) -> AppcRef:
         found[key] = value
     if not re.fullmatch(_APPC_NAME, head):
         raise InvalidInput(f"invalid appc image name {head!r}: lower-case letters, digits and - . /")
+    for key, value in found.items():
+        # version, os and arch make a file name ({name}-{version}-{os}-{arch}.aci): no '/' may climb out of it.
+        if not isinstance(value, str) or not value or "/" in value or "\0" in value:
+            raise InvalidInput(f"invalid appc label {key}={value!r} in {text!r}: a value has no '/'")
     found.setdefault("version", "latest")
     found.setdefault("os", "linux")
     found.setdefault("arch", _APPC_ARCH.get(host_platform()["architecture"], "amd64"))

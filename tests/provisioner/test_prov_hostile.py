@@ -4,20 +4,24 @@ fills its disk, or leaves anything behind in the store when it is refused."""
 from __future__ import annotations
 
 import contextlib
+import gzip
+import io
 import json
 import os
 import stat
 import subprocess
 import sys
+import tarfile
 
 import pytest
 
-from corral.types import CorralError
-from provisioner import InvalidImage
+from corral.types import CorralError, InvalidInput
+from provisioner import ImageNotFound, InvalidImage
 from provisioner.core import Provisioner
 SUBDIRS = ("layers", "meta", "images", "containers", "tmp", "locks")
 
-from prov_images import aci, busybox_layer, docker_save, gnu_sparse, sha256, tar
+from prov_images import (DOCKER_MANIFEST, LAYER_TYPES, OCI_INDEX, aci, busybox_layer, docker_save, gnu_sparse,
+                         sha256, tar)
 
 
 def store_leftovers(p: Provisioner) -> dict:
@@ -237,3 +241,96 @@ def test_a_malformed_reference_is_bad_input(tmp, args):
     result = cli(env, *args)
     assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr
     assert "invalid image reference" in result.stderr or "invalid docker registry" in result.stderr
+
+
+# -- the same class, beyond the review's list ---------------------------------------------
+
+
+def test_appc_labels_name_no_path(make_provisioner, tmp):
+    store = os.path.join(tmp, "aci")
+    os.makedirs(os.path.join(store, "example.com"))
+    labels = {"version": "1.0", "os": "linux", "arch": "amd64"}
+    app = aci("example.com/app", labels, [("f", b"f")],
+              dependencies=[{"imageName": "example.com/base", "labels": [{"name": "version", "value": "../../x"}]}])
+    with open(os.path.join(store, "example.com", "app-1.0-linux-amd64.aci"), "wb") as f:
+        f.write(app)
+    p = make_provisioner("/nonexistent", appc_store_dir=store)
+    for ref in ("example.com/app:1.0/../../../x", "example.com/app:1.0,arch=../x"):
+        with pytest.raises(InvalidInput, match=r"^invalid appc label \w+='[^']*/[^']*' in .*: a value has no '/'$"):
+            p.pull(ref, "appc")
+    with pytest.raises(InvalidImage, match=r"^appc image example.com/app,arch=amd64,os=linux,version=1.0: "
+                                           r"dependency invalid appc label version='\.\./\.\./x'"):
+        p.pull("example.com/app:1.0,arch=amd64", "appc")
+    assert p.images() == [] and os.listdir(p.store.path("tmp")) == []
+
+
+def _pax_tar(records: dict) -> bytes:
+    """A tar whose one entry carries the given pax records (tarfile writes them as they are)."""
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w", format=tarfile.PAX_FORMAT) as t:
+        info = tarfile.TarInfo("f")
+        info.pax_headers = records
+        t.addfile(info, io.BytesIO(b""))
+    return out.getvalue()
+
+
+def test_layers_that_would_reach_the_host_some_other_way(make_provisioner, tmp):
+    store = os.path.join(tmp, "tars")
+    os.makedirs(store)
+    layers = {
+        "hardlink-to-dir": (tar(("d", ("dir",)), ("h", ("link", "d"))), CorralError,
+                            r"cannot unpack entry 'h': Operation not permitted"),
+        "whiteout-dotdot": (tar(("d", ("dir",)), ("d/.wh...", b"")), InvalidImage,
+                            r"layer whiteout 'd/\.wh\.\.\.' names no entry"),
+        "huge-pax-header": (_pax_tar({"comment": "x" * (2 << 20)}), InvalidImage,
+                            r"a layer tar header claims 2 MiB; at most 1 MiB is read"),
+    }
+    for name, (layer, error, message) in layers.items():
+        docker_save(os.path.join(store, f"{name}:latest.tar"), f"{name}:latest", [layer])
+        p = make_provisioner(store)
+        with pytest.raises(error, match=rf"^image {name}:latest: layer sha256:[0-9a-f]{{12}}: {message}$"):
+            p.pull(name)
+        assert p.images() == [] and store_leftovers(p) == {}
+
+
+def test_malformed_configs_are_one_line(make_provisioner, registry):
+    """What a registry stores without looking: the config blob (the manifest it checks itself)."""
+    name = f"shapes/{os.urandom(4).hex()}"
+    layer = busybox_layer()
+    good = {"rootfs": {"type": "layers", "diff_ids": [sha256(layer)]}}
+    cases = {
+        "config-a-list": ([1, 2], "the image config is not a JSON object"),
+        "rootfs-a-string": ({"rootfs": "x"}, "the manifest or config lists no layers"),
+        "entrypoint-a-string": ({**good, "config": {"Entrypoint": "/bin/sh"}},
+                                "the image config's Entrypoint is not a list of strings"),
+        "env-numbers": ({**good, "config": {"Env": [1]}}, "the image config's Env is not a list of strings"),
+        "user-a-number": ({**good, "config": {"User": 0}}, "the image config's User is not a string"),
+        "inner-config-list": ({**good, "config": [1]}, "the image config's config is not an object"),
+    }
+    p = make_provisioner(registry.host)
+    for tag, (config, message) in cases.items():
+        raw = json.dumps(config).encode()
+        doc = {"schemaVersion": 2, "mediaType": DOCKER_MANIFEST,
+               "config": {"mediaType": "application/vnd.docker.container.image.v1+json",
+                          "digest": registry.push.blob(name, raw), "size": len(raw)},
+               "layers": [{"mediaType": LAYER_TYPES["plain"], "digest": registry.push.blob(name, layer),
+                           "size": len(layer)}]}
+        registry.push.manifest(name, tag, doc, DOCKER_MANIFEST)
+        with pytest.raises(InvalidImage, match=f"^{registry.host}/{name}:{tag}: {message}$"):
+            p.pull(f"{registry.host}/{name}:{tag}")
+    assert p.images() == [] and store_leftovers(p) == {}
+
+
+@pytest.mark.parametrize("manifest, message", [
+    ({"layers": ["x"], "config": {}}, "unsupported layer type|invalid digest"),
+    ({"layers": [{"mediaType": 5}]}, "unsupported layer type 5"),
+    ({"layers": [{"digest": "sha256:../../../v2/_catalog"}]}, "invalid digest"),
+])
+def test_malformed_manifests_are_one_line(manifest, message):
+    """The shapes a registry would not store, but one that is not docker's own may serve."""
+    from provisioner.manifests import image_parts, select_platform
+    with pytest.raises(InvalidImage, match=message):
+        image_parts(manifest, {"rootfs": {"diff_ids": ["sha256:" + "0" * 64]}}, "x")
+    index = {"manifests": [{"platform": "linux", "digest": "x"}, 7, {"platform": {"os": ["linux"]}}]}
+    with pytest.raises(ImageNotFound, match=r"^x has no image for linux/amd64 \(it offers nothing\)$"):
+        select_platform(index, {"os": "linux", "architecture": "amd64"}, "x")
