@@ -83,25 +83,34 @@ class Provisioner:
         key = self.resolve(ref, kind)
         progress = progress or NoProgress()
         image_lock = "image-" + hashlib.sha256(key.encode()).hexdigest()[:32]
-        with self.store.using(), self.store.lock(image_lock, transient=True):
-            if not force and (record := self.store.image(key)):
-                return record
-            if kind == "appc":
-                from .appc import AppcPuller
-                puller = AppcPuller(self.store, self.flags.appc_store_dir,
-                                    self.flags.appc_simple_discovery_uri_prefix, self.flags.registry_timeout,
-                                    self.flags.max_layer_size)
-                record = puller.pull(parse_appc(ref))
-            elif self.tar_store:
-                from .docker import pull_tarball
-                record = pull_tarball(self.store, self.tar_store, parse_docker(ref, ""), progress,
-                                      self.flags.max_layer_size)
-            else:
-                from .docker import pull_registry
-                parsed = parse_docker(ref, self.default_registry)
-                record = pull_registry(self.store, self._registry(parsed.registry), parsed, self.flags.platform,
-                                       progress, self.flags.max_parallel_downloads, self.flags.max_layer_size)
-            return self.store.save_image(record)
+        before = set(os.listdir(self.store.path("layers")))
+        try:
+            with self.store.using(), self.store.lock(image_lock, transient=True):
+                if not force and (record := self.store.image(key)):
+                    return record
+                return self._pull(ref, kind, progress)
+        except BaseException:
+            self._discard_layers(set(os.listdir(self.store.path("layers"))) - before)
+            raise
+
+    def _pull(self, ref: str, kind: str, progress) -> dict:
+        """Fetch the image into the store (the caller holds its lock); its saved record."""
+        if kind == "appc":
+            from .appc import AppcPuller
+            puller = AppcPuller(self.store, self.flags.appc_store_dir,
+                                self.flags.appc_simple_discovery_uri_prefix, self.flags.registry_timeout,
+                                self.flags.max_layer_size)
+            record = puller.pull(parse_appc(ref))
+        elif self.tar_store:
+            from .docker import pull_tarball
+            record = pull_tarball(self.store, self.tar_store, parse_docker(ref, ""), progress,
+                                  self.flags.max_layer_size)
+        else:
+            from .docker import pull_registry
+            parsed = parse_docker(ref, self.default_registry)
+            record = pull_registry(self.store, self._registry(parsed.registry), parsed, self.flags.platform,
+                                   progress, self.flags.max_parallel_downloads, self.flags.max_layer_size)
+        return self.store.save_image(record)
 
     def _registry(self, host: str):
         if host not in self._registries:
@@ -133,13 +142,24 @@ class Provisioner:
     def prune(self) -> list[str]:
         """Remove the layers no stored image and no container rootfs uses; the removed layer ids."""
         with self.store.lock("store"):
-            in_use = set()
-            for cid in os.listdir(self.store.path("containers")):
-                info = self.info(cid)
-                if info is None:
-                    continue
+            return self.store.prune(self._layers_of_containers())
+
+    def _layers_of_containers(self) -> set[str]:
+        in_use = set()
+        for cid in os.listdir(self.store.path("containers")):
+            info = self.info(cid)
+            if info is not None:
                 in_use.update(os.path.basename(layer) for layer in info.layers)
-            return self.store.prune(in_use)
+        return in_use
+
+    def _discard_layers(self, new: set[str]) -> None:
+        """After a failed pull: remove the layers it made that nothing uses (a layer of the image
+        that verified before another failed), if no other pull or provision is under way; else
+        the next prune does."""
+        if new:
+            with self.store.lock_if_idle("store") as idle:
+                if idle:
+                    self.store.prune(self._layers_of_containers(), only=new)
 
     # -- containers -----------------------------------------------------------------------
 

@@ -91,6 +91,20 @@ class Store:
                     os.unlink(path)
             os.close(fd)
 
+    @contextlib.contextmanager
+    def lock_if_idle(self, name: str):
+        """Yields True holding locks/<name> exclusive, or False at once if another holds it."""
+        fd = os.open(self.path("locks", name), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                yield False
+            else:
+                yield True
+        finally:
+            os.close(fd)
+
     def using(self):
         """Held (shared) while pulling or provisioning; prune takes it exclusive."""
         return self.lock("store", shared=True)
@@ -162,14 +176,15 @@ class Store:
 
     # -- prune ----------------------------------------------------------------------------
 
-    def prune(self, in_use: set[str]) -> list[str]:
-        """Remove layers no image record and no id in `in_use` names. The caller holds lock('store')."""
+    def prune(self, in_use: set[str], only: set[str] | None = None) -> list[str]:
+        """Remove layers (of `only`, if given) no image record and no id in `in_use` names.
+        The caller holds lock('store') exclusive."""
         keep = set(in_use)
         for record in self.images():
             keep.update(record["layers"])
         removed = []
         for lid in sorted(os.listdir(self.path("layers"))):
-            if lid not in keep:
+            if lid not in keep and (only is None or lid in only):
                 with self.lock(f"layer-{lid}", transient=True):
                     _retire(self.path("layers", lid), self.path("tmp"))
                 with contextlib.suppress(FileNotFoundError):
@@ -186,15 +201,9 @@ class Store:
 
     def clean_tmp_if_idle(self) -> None:
         """clean_tmp, unless a pull or provision is under way (the store lock is busy)."""
-        fd = os.open(self.path("locks", "store"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return
-        else:
-            self.clean_tmp()
-        finally:
-            os.close(fd)
+        with self.lock_if_idle("store") as idle:
+            if idle:
+                self.clean_tmp()
 
     def clean_tmp(self) -> None:
         """Remove what crashed extractions left in tmp/ (only under the exclusive store lock)."""

@@ -233,6 +233,6 @@ def test_a_bad_layer_fails_the_pull_cleanly(make_provisioner, registry, front, t
     front.corrupt.add(sha256(gzip.compress(big[0], compresslevel=1, mtime=0)))
     with pytest.raises(Exception, match="content is sha256:.*expected"):
         p.pull(f"{front.host}/{name}:v1")
-    # Layers that completed and verified may stay (they are content-addressed); nothing else does.
+    # Nothing stays: not the layer that failed, nor those that verified before it failed.
     assert os.listdir(p.store.path("images")) == [] and os.listdir(p.store.path("tmp")) == []
-    assert "sha256-" + sha256(big[0])[7:] not in os.listdir(p.store.path("layers"))
+    assert os.listdir(p.store.path("layers")) == [] and os.listdir(p.store.path("locks")) == ["store"]
