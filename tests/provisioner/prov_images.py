@@ -73,6 +73,19 @@ def gnu_sparse(name: str, size: int, extents: list[tuple[int, bytes]]) -> bytes:
     return bytes(header) + data + b"\0" * (-len(data) % 512) + b"\0" * 1024
 
 
+def pax_sparse(name: str, size: int, extents: list[tuple[int, bytes]]) -> bytes:
+    """A tar of one GNU sparse file in the pax format 0.1 (GNU.sparse.map), as GNU tar writes it."""
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w", format=tarfile.PAX_FORMAT) as t:
+        info = tarfile.TarInfo(name)
+        data = b"".join(d for _, d in extents)
+        info.size, info.mode, info.mtime = len(data), 0o644, 1_600_000_000
+        info.pax_headers = {"GNU.sparse.size": str(size),
+                            "GNU.sparse.map": ",".join(f"{offset},{len(d)}" for offset, d in extents)}
+        t.addfile(info, io.BytesIO(data))
+    return out.getvalue()
+
+
 def busybox_layer(extra=()) -> bytes:
     with open(BUSYBOX, "rb") as f:
         binary = f.read()

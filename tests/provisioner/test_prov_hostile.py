@@ -20,7 +20,7 @@ from provisioner.core import Provisioner
 SUBDIRS = ("layers", "meta", "images", "containers", "tmp", "locks")
 
 from prov_images import (DOCKER_MANIFEST, LAYER_TYPES, OCI_INDEX, aci, busybox_layer, docker_save, gnu_sparse,
-                         sha256, tar)
+                         pax_sparse, sha256, tar)
 
 
 def store_leftovers(p: Provisioner) -> dict:
@@ -101,18 +101,21 @@ def test_a_sparse_file_keeps_its_holes(make_provisioner, tmp):
     os.makedirs(store)
     size = 256 << 20
     docker_save(os.path.join(store, "holes:latest.tar"), "holes:latest",
-                [busybox_layer(), gnu_sparse("data/sparse", size, [(0, b"head"), (size - 4, b"tail")])])
+                [busybox_layer(), gnu_sparse("data/sparse", size, [(0, b"head"), (size - 4, b"tail")]),
+                 pax_sparse("data/pax", size, [(0, b"head"), (size - 4, b"tail")])])
     for backend in ("overlay", "copy"):
         p = make_provisioner(store, image_provisioner_backend=backend)
         record = p.pull("holes")
         info = p.provision("c", "holes")
-        for path in (os.path.join(p.store.layer_path(record["layers"][1]), "data/sparse"),
-                     os.path.join(info.rootfs, "data/sparse") if backend == "copy" else None):
-            if path:
-                st = os.stat(path)
-                assert st.st_size == size and st.st_blocks * 512 < 1 << 20, (backend, path, st.st_blocks)
-                with open(path, "rb") as f:
-                    assert f.read(4) == b"head" and os.pread(f.fileno(), 8, size - 8) == b"\0" * 4 + b"tail"
+        paths = [os.path.join(p.store.layer_path(lid), "data", name)
+                 for lid, name in zip(record["layers"][1:], ("sparse", "pax"))]
+        if backend == "copy":
+            paths += [os.path.join(info.rootfs, "data/sparse"), os.path.join(info.rootfs, "data/pax")]
+        for path in paths:
+            st = os.stat(path)
+            assert st.st_size == size and st.st_blocks * 512 < 1 << 20, (backend, path, st.st_blocks)
+            with open(path, "rb") as f:
+                assert f.read(4) == b"head" and os.pread(f.fileno(), 8, size - 8) == b"\0" * 4 + b"tail"
         p.destroy("c")
 
 
@@ -121,9 +124,11 @@ def test_a_layer_past_the_size_limit_is_refused_and_leaves_nothing(make_provisio
     os.makedirs(store)
     docker_save(os.path.join(store, "terabyte:latest.tar"), "terabyte:latest",
                 [gnu_sparse("huge", 1 << 40, [(0, b"x" * 100), ((1 << 40) - 100, b"y" * 100)])])
+    docker_save(os.path.join(store, "paxbyte:latest.tar"), "paxbyte:latest",
+                [pax_sparse("huge", 1 << 40, [(0, b"x" * 100), ((1 << 40) - 100, b"y" * 100)])])
     docker_save(os.path.join(store, "zeros:latest.tar"), "zeros:latest", [tar(("zeros", b"\0" * (3 << 20)))])
     p = make_provisioner(store, max_layer_size=1 << 20)
-    for name, claim in (("terabyte", "1 TiB"), ("zeros", "3 MiB")):
+    for name, claim in (("terabyte", "1 TiB"), ("paxbyte", "1 TiB"), ("zeros", "3 MiB")):
         with pytest.raises(InvalidImage, match=rf"^image {name}:latest: layer sha256:[0-9a-f]{{12}}: it unpacks to more than "
                                                rf"1 MiB \(entry '\w+' claims {claim}\); see --max-layer-size$"):
             p.pull(name)
