@@ -32,7 +32,7 @@ def images_arguments(images: argparse.ArgumentParser) -> None:
     images.add_argument("--json", action="store_true")
     verbs = images.add_subparsers(dest="images_command", metavar="[rm|prune]", parser_class=type(images))
     rm = verbs.add_parser("rm", help="remove an image (its layers go at the next prune)")
-    rm.add_argument("ref", metavar="REF")
+    rm.add_argument("ref", metavar="NAME", help="as `corral images` lists it, or a reference as pull takes it")
     rm.add_argument("--image-type", choices=("docker", "appc"), default="docker")
     verbs.add_parser("prune", help="remove layers no stored image or container uses")
 

@@ -21,6 +21,7 @@ from .manifests import DOCKER_LIST, DOCKER_MANIFEST, OCI_INDEX, OCI_MANIFEST
 
 ACCEPT = ", ".join([OCI_INDEX, DOCKER_LIST, OCI_MANIFEST, DOCKER_MANIFEST])
 MAX_MANIFEST = 4 << 20
+MAX_TOKEN = 1 << 20
 _REDIRECTS = (301, 302, 303, 307, 308)
 _CHALLENGE = re.compile(r'(\w+)="([^"]*)"')
 
@@ -152,18 +153,21 @@ class Registry:
             raise RegistryError(f"registry {self.host} sent a Bearer challenge without a realm")
         params.setdefault("scope", scope)
         try:
-            r = requests.get(realm, params=params, auth=self.credentials, timeout=self.timeout)
-        except requests.RequestException as e:
+            with requests.get(realm, params=params, auth=self.credentials, timeout=self.timeout, stream=True) as r:
+                if r.status_code != 200:
+                    raise RegistryError(f"the token server of {self.host} refused a token for {params['scope']} "
+                                        f"(HTTP {r.status_code})")
+                raw = r.raw.read(MAX_TOKEN + 1, decode_content=True)     # the registry names the server
+        except (requests.RequestException, urllib3.exceptions.HTTPError, OSError) as e:
             raise RegistryError(f"cannot reach the token server of {self.host}: {_reason(e)}") from None
-        if r.status_code != 200:
-            raise RegistryError(f"the token server of {self.host} refused a token for {params['scope']} "
-                                f"(HTTP {r.status_code})")
+        if len(raw) > MAX_TOKEN:
+            raise RegistryError(f"the token server of {self.host} sent more than {MAX_TOKEN >> 20} MiB")
         try:
-            body = r.json()
+            body = json.loads(raw)
             token = body.get("token") or body.get("access_token")
         except (ValueError, AttributeError):
             token = None
-        if not token:
+        if not isinstance(token, str) or not token:
             raise RegistryError(f"the token server of {self.host} sent no token")
         with self._lock:
             self._auth[scope] = f"Bearer {token}"

@@ -57,7 +57,8 @@ class Store:
             try:
                 os.mkdir(path, 0o700)
             except FileExistsError:
-                os.chmod(path, 0o700)        # a store made before this rule was 0755
+                if os.stat(path).st_mode & 0o777 != 0o700:
+                    os.chmod(path, 0o700)    # a store made before this rule was 0755
 
     def path(self, *parts: str) -> str:
         return os.path.join(self.root, *parts)

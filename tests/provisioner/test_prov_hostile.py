@@ -4,6 +4,7 @@ fills its disk, or leaves anything behind in the store when it is refused."""
 from __future__ import annotations
 
 import gzip
+import http.server
 import io
 import json
 import os
@@ -11,11 +12,12 @@ import stat
 import subprocess
 import sys
 import tarfile
+import threading
 
 import pytest
 
 from corral.types import CorralError, InvalidInput
-from provisioner import ImageNotFound, InvalidImage
+from provisioner import ImageNotFound, InvalidImage, RegistryError
 from provisioner.core import Provisioner
 SUBDIRS = ("layers", "meta", "images", "containers", "tmp", "locks")
 
@@ -340,3 +342,37 @@ def test_malformed_manifests_are_one_line(manifest, message):
     index = {"manifests": [{"platform": "linux", "digest": "x"}, 7, {"platform": {"os": ["linux"]}}]}
     with pytest.raises(ImageNotFound, match=r"^x has no image for linux/amd64 \(it offers nothing\)$"):
         select_platform(index, {"os": "linux", "architecture": "amd64"}, "x")
+
+
+def test_a_token_server_that_sends_too_much(make_provisioner):
+    """A registry names its token server: what that server sends is read only up to 1 MiB."""
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+        def do_GET(self):
+            if self.path.startswith("/v2/"):
+                self.send_response(401)
+                self.send_header("WWW-Authenticate", f'Bearer realm="http://{host}/token",service="x"')
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                return
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.end_headers()
+            try:
+                self.wfile.write(b'{"token": "' + b"x" * (8 << 20) + b'"}')
+            except OSError:
+                pass                            # the client stopped reading, as it should
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    host = f"127.0.0.1:{server.server_address[1]}"
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        with pytest.raises(RegistryError, match=rf"^the token server of {host} sent more than 1 MiB$"):
+            make_provisioner(host).pull("x")
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
