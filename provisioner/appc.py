@@ -18,7 +18,7 @@ from corral.types import InvalidInput
 from .errors import ImageNotFound, InvalidImage, RegistryError
 from .extract import extract
 from .reference import AppcRef, parse_appc
-from .store import Store
+from .store import Store, check_layer_count
 from .streams import Hashing, decompressed
 
 
@@ -45,6 +45,7 @@ class AppcPuller:
     def pull(self, ref: AppcRef, _seen: tuple = ()) -> dict:
         if str(ref) in _seen:
             raise InvalidImage(f"appc image {ref}: its dependencies form a cycle")
+        check_layer_count(len(_seen) + 1, f"appc image {ref}: with the dependencies above it")
         with self._fetch(ref) as path:
             image_id = self._id(path)
             manifest = self._unpack(path, image_id)

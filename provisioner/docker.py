@@ -20,7 +20,7 @@ from .extract import extract
 from .progress import NoProgress
 from .manifests import INDEXES, image_parts, parse, runtime_config, select_platform
 from .reference import DockerRef
-from .store import Store, layer_id
+from .store import Store, check_layer_count, layer_id
 from .streams import Hashing, check_digest, decompressed, digest_of
 
 
@@ -194,6 +194,7 @@ def pull_tarball(store: Store, directory: str, ref: DockerRef, progress=None,
             raise InvalidImage(f"{path}: the image config is not a docker image config")
         if len(diff_ids) != len(entry["Layers"]):
             raise InvalidImage(f"{path}: {len(entry['Layers'])} layers but {len(diff_ids)} diff_ids")
+        check_layer_count(len(diff_ids), path)
         lids = _layer_ids(diff_ids, f"{path}: the config")          # every one, before any is fetched
         for name, diff_id, lid in zip(entry["Layers"], diff_ids, lids):
             if store.has_layer(lid):

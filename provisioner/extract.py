@@ -232,8 +232,9 @@ def _size_text(n: int) -> str:
 
 
 def _tar_headers():
-    """tarfile's TarInfo, but a pax or long-name header past MAX_HEADER is refused before tarfile
-    reads it whole into memory (a small layer can claim a header of gigabytes)."""
+    """tarfile's TarInfo, but the headers tarfile reads whole into memory are bounded by MAX_HEADER:
+    a pax or long-name header is refused past it before it is read (a small layer can claim one
+    of gigabytes), and an old GNU sparse entry's chain of extension blocks is cut there."""
     import tarfile
 
     class Header(tarfile.TarInfo):
@@ -242,8 +243,30 @@ def _tar_headers():
                              tarfile.GNUTYPE_LONGNAME, tarfile.GNUTYPE_LONGLINK) and self.size > MAX_HEADER:
                 raise InvalidImage(f"a layer tar header claims {_size_text(self.size)}; "
                                    f"at most {_size_text(MAX_HEADER)} is read")
-            return super()._proc_member(tar)
+            if self.type != tarfile.GNUTYPE_SPARSE:
+                return super()._proc_member(tar)
+            stream, tar.fileobj = tar.fileobj, _Bounded(tar.fileobj, MAX_HEADER, self.name)
+            try:                            # tarfile reads the extension blocks from tar.fileobj
+                return super()._proc_member(tar)
+            finally:
+                tar.fileobj = stream
     return Header
+
+
+class _Bounded:
+    """A stream that refuses to read past `limit` bytes (tarfile's own, while it reads a header)."""
+
+    def __init__(self, stream, limit: int, name: str):
+        self.stream, self.left, self.name = stream, limit, name
+
+    def read(self, n: int) -> bytes:
+        self.left -= n
+        if self.left < 0:
+            raise InvalidImage(f"entry {self.name!r}: its sparse map is longer than {_size_text(MAX_HEADER)}")
+        return self.stream.read(n)
+
+    def tell(self) -> int:
+        return self.stream.tell()
 
 
 def extract(source, dest: str, strip: str = "", keep=None, max_size: int | None = None) -> None:

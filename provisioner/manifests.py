@@ -7,6 +7,7 @@ import json
 from corral.record import Record
 
 from .errors import ImageNotFound, InvalidImage
+from .store import check_layer_count
 from .streams import check_digest
 
 DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
@@ -88,6 +89,7 @@ def image_parts(manifest: dict, config: dict, what: str) -> tuple[list[Layer], d
         raise InvalidImage(f"{what}: the manifest or config lists no layers")
     if len(layers) != len(diff_ids):
         raise InvalidImage(f"{what}: the manifest has {len(layers)} layers but the config {len(diff_ids)} diff_ids")
+    check_layer_count(len(layers), what)
     parts = []
     for entry, diff_id in zip(layers, diff_ids):
         entry = _object(entry)

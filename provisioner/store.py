@@ -30,6 +30,13 @@ from .errors import InvalidImage
 from .streams import check_digest
 
 SUBDIRS = ("layers", "meta", "images", "containers", "tmp", "locks")
+MAX_LAYERS = 500           # overlayfs stacks no more lower layers (OVL_MAX_STACK)
+
+
+def check_layer_count(count: int, what: str) -> None:
+    """InvalidImage for an image of more layers than a container could stack, before any is fetched."""
+    if count > MAX_LAYERS:
+        raise InvalidImage(f"{what}: {count} layers; an image has at most {MAX_LAYERS}")
 
 
 def layer_id(digest: str) -> str:

@@ -56,9 +56,10 @@ def tar(*entries) -> bytes:
     return out.getvalue()
 
 
-def gnu_sparse(name: str, size: int, extents: list[tuple[int, bytes]]) -> bytes:
+def gnu_sparse(name: str, size: int, extents: list[tuple[int, bytes]], extension_blocks: bytes = b"") -> bytes:
     """A tar of one old-GNU sparse file (type 'S') of `size` bytes holding only `extents`
-    (offset, data), at most 4: tarfile reads such entries but cannot write them."""
+    (offset, data), at most 4: tarfile reads such entries but cannot write them.
+    `extension_blocks`: raw 512-byte blocks of more of its map, placed after the header."""
     info = tarfile.TarInfo(name)
     info.size, info.mode, info.mtime = sum(len(d) for _, d in extents), 0o644, 1_600_000_000
     header = bytearray(info.tobuf(tarfile.GNU_FORMAT))
@@ -67,10 +68,11 @@ def gnu_sparse(name: str, size: int, extents: list[tuple[int, bytes]]) -> bytes:
         header[386 + 24 * i:398 + 24 * i] = tarfile.itn(offset, 12, tarfile.GNU_FORMAT)
         header[398 + 24 * i:410 + 24 * i] = tarfile.itn(len(data), 12, tarfile.GNU_FORMAT)
     header[483:495] = tarfile.itn(size, 12, tarfile.GNU_FORMAT)          # the size it claims
+    header[482] = bool(extension_blocks)
     header[148:156] = b" " * 8
     header[148:155] = b"%06o\0" % sum(header)
     data = b"".join(d for _, d in extents)
-    return bytes(header) + data + b"\0" * (-len(data) % 512) + b"\0" * 1024
+    return bytes(header) + extension_blocks + data + b"\0" * (-len(data) % 512) + b"\0" * 1024
 
 
 def pax_sparse(name: str, size: int, extents: list[tuple[int, bytes]]) -> bytes:

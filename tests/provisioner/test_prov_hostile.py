@@ -282,6 +282,20 @@ def _pax_tar(records: dict) -> bytes:
     return out.getvalue()
 
 
+def _sparse_chain(blocks: int) -> bytes:
+    """Old-GNU sparse extension blocks, each 21 more (offset, 1) entries, chained to the next."""
+    out, offset = bytearray(), 2
+    for i in range(blocks):
+        block = bytearray(512)
+        for j in range(21):
+            block[24 * j:24 * j + 12] = tarfile.itn(offset, 12, tarfile.GNU_FORMAT)
+            block[24 * j + 12:24 * j + 24] = tarfile.itn(1, 12, tarfile.GNU_FORMAT)
+            offset += 2
+        block[504] = i < blocks - 1
+        out += block
+    return bytes(out)
+
+
 def test_layers_that_would_reach_the_host_some_other_way(make_provisioner, tmp):
     store = os.path.join(tmp, "tars")
     os.makedirs(store)
@@ -292,6 +306,8 @@ def test_layers_that_would_reach_the_host_some_other_way(make_provisioner, tmp):
                             r"layer whiteout 'd/\.wh\.\.\.' names no entry"),
         "huge-pax-header": (_pax_tar({"comment": "x" * (2 << 20)}), InvalidImage,
                             r"a layer tar header claims 2 MiB; at most 1 MiB is read"),
+        "endless-sparse-map": (gnu_sparse("s", 1 << 40, [(0, b"x")], _sparse_chain(3000)), InvalidImage,
+                               r"entry 's': its sparse map is longer than 1 MiB"),
     }
     for name, (layer, error, message) in layers.items():
         docker_save(os.path.join(store, f"{name}:latest.tar"), f"{name}:latest", [layer])
@@ -376,3 +392,18 @@ def test_a_token_server_that_sends_too_much(make_provisioner):
         server.shutdown()
         server.server_close()
         thread.join()
+
+
+def test_an_image_of_more_layers_than_overlayfs_stacks_is_refused_before_any_is_fetched(make_provisioner, tmp):
+    from provisioner.manifests import image_parts
+    store = os.path.join(tmp, "tars")
+    os.makedirs(store)
+    layer = tar(("x", b"x"))
+    docker_save(os.path.join(store, "tall:latest.tar"), "tall:latest", [layer] * 501)
+    p = make_provisioner(store)
+    with pytest.raises(InvalidImage, match=r"tall:latest.tar: 501 layers; an image has at most 500$"):
+        p.pull("tall")
+    assert store_leftovers(p) == {}
+    digest = sha256(layer)
+    with pytest.raises(InvalidImage, match=r"^x: 501 layers; an image has at most 500$"):
+        image_parts({"layers": [{"digest": digest}] * 501}, {"rootfs": {"diff_ids": [digest] * 501}}, "x")
