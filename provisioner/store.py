@@ -85,7 +85,7 @@ class Store:
             fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
             try:
                 fcntl.flock(fd, fcntl.LOCK_SH if shared else fcntl.LOCK_EX)
-                if _same_file(fd, path):
+                if not transient or _same_file(fd, path):     # a name is always or never transient
                     break
             except BaseException:
                 os.close(fd)
