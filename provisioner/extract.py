@@ -70,7 +70,7 @@ class _Layer:
         self.made: set[str] = set()        # entries this layer wrote (whiteouts never hide these)
         self.whiteouts: list[str] = []
         self.opaque: list[str] = []
-        self.dir_times: list[tuple[str, float]] = []
+        self.dir_times: list[tuple[str, int]] = []    # (directory, mtime in ns), set last
 
     def path(self, rel: str) -> str:
         return os.path.join(self.root, rel) if rel else self.root
@@ -131,7 +131,7 @@ class _Layer:
         if not rel:
             if member.isdir():
                 self.attrs(member, self.root)
-                self.dir_times.append((self.root, member.mtime))
+                self.dir_times.append((self.root, _ns(member)))
             return
         if member.ischr() or member.isblk():
             # A device node in an image would open the host's device from inside the container
@@ -144,7 +144,7 @@ class _Layer:
             if not os.path.isdir(path):
                 os.mkdir(path, 0o700)
             self.dirs.add(rel)
-            self.dir_times.append((path, member.mtime))
+            self.dir_times.append((path, _ns(member)))
         elif member.isreg():
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
             with os.fdopen(fd, "wb") as out, tar.extractfile(member) as src:
@@ -168,9 +168,11 @@ class _Layer:
         self.made.add(rel)
         self.attrs(member, path)
         if not member.isdir():
-            os.utime(path, ns=(_ns(member.mtime),) * 2, follow_symlinks=False)
+            os.utime(path, ns=(_ns(member),) * 2, follow_symlinks=False)
 
     def attrs(self, member, path: str) -> None:
+        if not (0 <= member.uid < 0xFFFFFFFF and 0 <= member.gid < 0xFFFFFFFF):    # -1 would mean "unchanged"
+            raise InvalidImage(f"entry {member.name!r}: its owner {member.uid}:{member.gid} is out of range")
         os.chown(path, member.uid, member.gid, follow_symlinks=False)
         for key, value in member.pax_headers.items():
             name = key[len(_XATTR):]
@@ -193,12 +195,15 @@ class _Layer:
         for rel in self.opaque:
             self.parent(posixpath.join(rel, OPAQUE))   # the directory itself, made if absent
             os.setxattr(self.path(rel), OPAQUE_XATTR, b"y", follow_symlinks=False)
-        for path, mtime in reversed(self.dir_times):
-            os.utime(path, ns=(_ns(mtime),) * 2, follow_symlinks=False)
+        for path, mtime_ns in reversed(self.dir_times):
+            os.utime(path, ns=(mtime_ns,) * 2, follow_symlinks=False)
 
 
-def _ns(seconds: float) -> int:
-    return int(seconds * 1_000_000_000)
+def _ns(member) -> int:
+    """The entry's mtime in ns; InvalidImage past what a file's time holds (NaN, inf, 2**70)."""
+    if not -9e9 < member.mtime < 9e9:            # about the years 1685 to 2255
+        raise InvalidImage(f"entry {member.name!r}: its mtime {member.mtime} is out of range")
+    return int(member.mtime * 1_000_000_000)
 
 
 def _copy(src, out, size: int) -> None:

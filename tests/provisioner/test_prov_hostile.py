@@ -407,3 +407,20 @@ def test_an_image_of_more_layers_than_overlayfs_stacks_is_refused_before_any_is_
     digest = sha256(layer)
     with pytest.raises(InvalidImage, match=r"^x: 501 layers; an image has at most 500$"):
         image_parts({"layers": [{"digest": digest}] * 501}, {"rootfs": {"diff_ids": [digest] * 501}}, "x")
+
+
+@pytest.mark.parametrize("layer, message", [
+    (tar(("f", b"x", {"uid": 2 ** 40})), r"entry 'f': its owner 1099511627776:0 is out of range"),
+    (tar(("f", b"x", {"gid": 2 ** 32 - 1})), r"entry 'f': its owner 0:4294967295 is out of range"),
+    (tar(("f", b"x", {"mtime": 2 ** 70})), r"entry 'f': its mtime 1.18\d*e\+21 is out of range"),
+    (_pax_tar({"mtime": "nan"}), r"entry 'f': its mtime nan is out of range"),
+])
+def test_numbers_out_of_range_are_one_line(make_provisioner, tmp, layer, message):
+    """An owner or a time no file can have: one line, not an OverflowError or a ValueError."""
+    store = os.path.join(tmp, "tars")
+    os.makedirs(store)
+    docker_save(os.path.join(store, "odd:latest.tar"), "odd:latest", [layer])
+    p = make_provisioner(store)
+    with pytest.raises(InvalidImage, match=rf"^image odd:latest: layer sha256:[0-9a-f]{{12}}: {message}$"):
+        p.pull("odd")
+    assert store_leftovers(p) == {}
