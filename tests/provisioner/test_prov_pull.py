@@ -179,8 +179,12 @@ def test_malicious_layer_is_refused(make_provisioner, registry, tmp):
 
 
 def _closed_port() -> int:
-    from conftest import free_port
-    return free_port()
+    # Not conftest's free_port by `from conftest import`: with tests/agent collected too, that
+    # name is tests/agent's conftest.
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def test_token_auth(make_provisioner, token_registry, tmp):
