@@ -78,7 +78,8 @@ class Provisioner:
     def pull(self, ref: str, image_type: str = "docker", force: bool = False, progress=None) -> dict:
         """The image's record, pulled into the store unless it is there. `force` resolves the
         reference again (a tag may have moved) and fetches the layers the store lacks. Concurrent
-        pulls of one image, by threads or processes, fetch it once; the others wait and reuse it."""
+        pulls of one image, by threads or processes, fetch it once; the others wait and reuse it.
+        A pull that fails leaves nothing: no record, no lock file, no layer that nothing uses."""
         kind = _image_type(image_type)
         key = self.resolve(ref, kind)
         progress = progress or NoProgress()
