@@ -53,6 +53,7 @@ class LaunchSpec(Record):
     uid: int | None = None
     gid: int | None = None
     groups: tuple[int, ...] = ()
+    confinement: object = None        # corral.confine.Confinement: applied last, before the task's exec
 
 
 def start(spec: LaunchSpec, ready_w: int, go_r: int) -> None:
@@ -144,6 +145,7 @@ def _init(spec: LaunchSpec, go_r: int, status_w: int) -> None:
         if os.read(go_r, 1) != b"g":        # the launcher failed to isolate us: never run the task
             os._exit(1)
         os.close(go_r)
+        _confine(spec)
         task = _spawn_task(spec)
     except BaseException as e:  # noqa: BLE001
         _report(status_w, f"error {_describe(e)}")
@@ -177,6 +179,15 @@ def _enter_namespaces(spec: LaunchSpec) -> None:
         linux.mount("proc", "/proc", "proc", linux.MS_NOSUID | linux.MS_NODEV | linux.MS_NOEXEC)
     if spec.hostname:
         linux.sethostname(spec.hostname)
+
+
+def _confine(spec: LaunchSpec) -> None:
+    """The last step before the task: capabilities, no_new_privs, seccomp, masks, rlimits, device
+    nodes (corral/confine.py). init itself is confined too: what it does after this (spawn the
+    task, forward signals, reap) needs none of what confinement takes away."""
+    if spec.confinement is not None:
+        from corral.confine import confine
+        confine(spec.confinement)
 
 
 def _spawn_task(spec: LaunchSpec) -> int:

@@ -1,0 +1,162 @@
+"""cgroups/devices: which device nodes a container may read, write and make.
+
+cgroups v1: the container's devices cgroup denies everything ("a"), then allows each rule.
+cgroup2 has no devices file: a BPF_PROG_TYPE_CGROUP_DEVICE program, written here once per rule
+list (a few instructions a rule, as runc's devicefilter), is attached to the container's cgroup,
+and the kernel asks it at every open and mknod of a device node.
+
+The cgroup file access is in the small functions `write_v1_rules`, `device_program`,
+`load_program` and `attach_program`, self-contained so that a shared cgroups layer can take them.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import struct
+
+from .. import Isolator
+from ..devices import DEFAULT_RULES, container_devices
+from . import cgroup_for, hierarchies
+
+
+def write_v1_rules(cgroup_dir: str, rules, deny_all: bool = True) -> None:
+    """v1: deny every device (unless `deny_all` is false: adding to a list), then allow each rule."""
+    if deny_all:
+        with open(os.path.join(cgroup_dir, "devices.deny"), "w") as f:
+            f.write("a")
+    with open(os.path.join(cgroup_dir, "devices.allow"), "w") as f:
+        for rule in rules:
+            f.write(rule.rule())
+            f.flush()              # one rule per write(2): the kernel parses one line each
+
+
+# -- cgroup2: the BPF program ------------------------------------------------------------------
+
+_DEV_TYPE = {"b": 1, "c": 2}                  # BPF_DEVCG_DEV_BLOCK, BPF_DEVCG_DEV_CHAR
+_ACCESS = {"m": 1, "r": 2, "w": 4}            # BPF_DEVCG_ACC_MKNOD, _READ, _WRITE
+
+
+def _insn(code: int, dst: int = 0, src: int = 0, off: int = 0, imm: int = 0) -> bytes:
+    return struct.pack("<BBhi", code, (src << 4) | dst, off, imm)
+
+
+_LDX_W, _AND_K, _RSH_K, _MOV_K, _MOV_X, _JNE_K, _EXIT = 0x61, 0x57, 0x77, 0xb7, 0xbf, 0x55, 0x95
+
+
+def device_program(rules) -> bytes:
+    """The BPF program that allows exactly `rules` (struct bpf_cgroup_dev_ctx: access_type is
+    type | access << 16, then major, minor); 1 allows, 0 denies."""
+    program = [
+        _insn(_LDX_W, 2, 1, 0), _insn(_AND_K, 2, imm=0xffff),        # r2 = type
+        _insn(_LDX_W, 3, 1, 0), _insn(_RSH_K, 3, imm=16),            # r3 = access asked
+        _insn(_LDX_W, 4, 1, 4), _insn(_LDX_W, 5, 1, 8),              # r4 = major, r5 = minor
+    ]
+    for rule in rules:
+        checks = []          # (register, value), each jumping past the block when it does not match
+        if rule.kind != "a":
+            checks.append(("type", _DEV_TYPE[rule.kind]))
+        allowed = sum(_ACCESS[letter] for letter in rule.access)
+        if allowed != 7:
+            checks.append(("access", ~allowed & 7))
+        if rule.major is not None:
+            checks.append((4, rule.major))
+        if rule.minor is not None:
+            checks.append((5, rule.minor))
+        block = []
+        for register, value in checks:
+            if register == "type":
+                block.append([_insn(_JNE_K, 2, imm=value)])
+            elif register == "access":     # r1 = asked & ~allowed; anything left: no match
+                block.append([_insn(_MOV_X, 1, 3), _insn(_AND_K, 1, imm=value), _insn(_JNE_K, 1, imm=0)])
+            else:
+                block.append([_insn(_JNE_K, register, imm=value)])
+        block.append([_insn(_MOV_K, 0, imm=1), _insn(_EXIT)])
+        flat = [insn for group in block for insn in group]
+        # Patch each jump (the last instruction of its group) to land after the block.
+        position = 0
+        for group in block[:-1]:
+            position += len(group)
+            code, regs, _off, imm = struct.unpack("<BBhi", flat[position - 1])
+            flat[position - 1] = struct.pack("<BBhi", code, regs, len(flat) - position, imm)
+        program += flat
+    program += [_insn(_MOV_K, 0, imm=0), _insn(_EXIT)]
+    return b"".join(program)
+
+
+_SYS_BPF = {"x86_64": 321, "aarch64": 280}.get(os.uname().machine, 321)
+_BPF_PROG_LOAD, _BPF_PROG_ATTACH = 5, 8
+_BPF_PROG_TYPE_CGROUP_DEVICE, _BPF_CGROUP_DEVICE, _BPF_F_ALLOW_MULTI = 15, 6, 2
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+def _bpf(command: int, attr: ctypes.Array) -> int:
+    result = _libc.syscall(_SYS_BPF, command, attr, len(attr))
+    if result < 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"bpf: {os.strerror(err)}")
+    return result
+
+
+def load_program(program: bytes) -> int:
+    """BPF_PROG_LOAD a device program; returns its fd."""
+    insns = ctypes.create_string_buffer(program, len(program))
+    license = ctypes.create_string_buffer(b"Apache-2.0")   # noqa: A001 - the kernel's word
+    attr = ctypes.create_string_buffer(128)
+    struct.pack_into("<IIQQ", attr, 0, _BPF_PROG_TYPE_CGROUP_DEVICE, len(program) // 8,
+                     ctypes.addressof(insns), ctypes.addressof(license))
+    struct.pack_into("<I", attr, 68, _BPF_CGROUP_DEVICE)     # expected_attach_type
+    return _bpf(_BPF_PROG_LOAD, attr)
+
+
+def attach_program(cgroup_dir: str, program_fd: int) -> None:
+    """Attach a loaded device program to a cgroup2 directory (alongside any its ancestors have)."""
+    cgroup_fd = os.open(cgroup_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        attr = ctypes.create_string_buffer(struct.pack("<IIII", cgroup_fd, program_fd, _BPF_CGROUP_DEVICE,
+                                                       _BPF_F_ALLOW_MULTI), 32)
+        _bpf(_BPF_PROG_ATTACH, attr)
+    finally:
+        os.close(cgroup_fd)
+
+
+# -- the isolator ------------------------------------------------------------------------------
+
+class DevicesIsolator(Isolator):
+
+    def _cgroup(self, container_id: str):
+        path = f"{self.flags.cgroups_root}/{container_id}"
+        if "devices" in hierarchies().v1:
+            return cgroup_for("devices", path)
+        return cgroup_for("unified", path)      # the launcher's tracking cgroup: the program goes there
+
+    def prepare(self, container_id, config):
+        cgroup = self._cgroup(container_id)
+        cgroup.create()
+        rules = [*DEFAULT_RULES, *container_devices(config, self.flags)]
+        if cgroup.version == 1:
+            write_v1_rules(cgroup.path, rules)
+        else:
+            program_fd = load_program(device_program(rules))
+            try:
+                attach_program(cgroup.path, program_fd)
+            finally:
+                os.close(program_fd)      # the attachment holds it; it goes with the cgroup
+
+    def isolate(self, container_id, pid):
+        cgroup = self._cgroup(container_id)
+        if cgroup.version == 1:
+            cgroup.attach(pid)           # on cgroup2 the launcher's tracking already placed it
+
+    def allow(self, container_id: str, devices) -> None:
+        """Let a prepared container use more devices (what a GPU isolator asks, say). cgroups v1 only
+        for now: cgroup2 would need the program replaced (BPF_F_REPLACE), which is not written yet."""
+        cgroup = self._cgroup(container_id)
+        if cgroup.version != 1:
+            raise NotImplementedError("adding devices to a running container needs cgroups v1")
+        write_v1_rules(cgroup.path, devices, deny_all=False)
+
+    def cleanup(self, container_id):
+        cgroup = self._cgroup(container_id)
+        if cgroup.version == 1:
+            cgroup.remove()
