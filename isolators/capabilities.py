@@ -74,8 +74,9 @@ def resolve(config, flags) -> tuple[frozenset, frozenset]:
         asked_effective if asked_effective is not None else agent_bounding)
     effective = asked_effective if asked_effective is not None else (
         agent_effective & bounding if agent_effective is not None else bounding)
-    for asked, what in ((bounding, "bounding"), (effective, "effective")):
-        beyond = asked - agent_bounding
+    # What the container named is checked first, so that the message names it.
+    for asked, what in ((asked_bounding, "bounding"), (asked_effective, "effective"), (effective, "effective")):
+        beyond = asked - agent_bounding if asked is not None else None
         if beyond:
             raise InvalidInput(f"{what} capabilities beyond the agent's bounding set: {', '.join(sorted(beyond))}")
     if not effective <= bounding:
