@@ -27,6 +27,7 @@ class Device(Record):
     minor: int | None
     access: str = "rwm"
     path: str | None = None     # where the node goes in the container, if one is to be made
+    host: str | None = None     # the host's node it copies
 
     def rule(self) -> str:
         """The devices cgroup v1 line: 'c 1:3 rwm'."""
@@ -65,7 +66,7 @@ def host_device(host: str, container: str | None = None, access: str = "rwm") ->
     if not os.path.isabs(container) or ".." in container.split("/"):
         raise InvalidInput(f"device {host}: the container path {container!r} must be absolute")
     return Device("c" if stat.S_ISCHR(st.st_mode) else "b", os.major(st.st_rdev), os.minor(st.st_rdev),
-                  access, os.path.normpath(container))
+                  access, os.path.normpath(container), host)
 
 
 def parse_device(spec: str) -> Device:
