@@ -4,8 +4,11 @@ Each row launches /bin/true with cpu 0.5 and 64 MiB memory limits in new pid, mo
 ipc namespaces (host network) and waits for it to exit and be cleaned up:
 
   corral run (cold)   the CLI, a fresh interpreter per launch
-  corral warm         an already-running SyncMesosContainerizer in this process: launch, wait, destroy
-  runc run            an OCI bundle of busybox with the same limits and namespaces
+  corral warm         an already-running SyncMesosContainerizer in this process: launch, wait, destroy;
+                      with the default confinement (capabilities, no_new_privs, seccomp, masked paths,
+                      devices and pids cgroups, docs/confinement.md), and with it off (--privileged)
+  runc run            an OCI bundle of busybox with the same limits and namespaces (and `runc spec`'s
+                      confinement: Docker's capabilities, masked paths, runc's devices; no seccomp)
   crun run            the same bundle; crun refuses this host's hybrid cgroups, so its rows run in a
                       private mount namespace where /sys/fs/cgroup/unified is unmounted (as in
                       shared/bench/peer-anchors.sh); nothing of the host's mounts changes
@@ -151,9 +154,9 @@ def main() -> None:
     config = dict(argv=["/bin/true"], resources=Resources(cpus=CPUS, mem_mb=MEM_MB), hostname="bench")
     counter = iter(range(10**9))
 
-    def warm_launch():
+    def warm_launch(**extra):
         cid = f"w{next(counter)}"
-        warm.launch(cid, ContainerConfig(**config))
+        warm.launch(cid, ContainerConfig(**config, **extra))
         warm.wait(cid)
         warm.destroy(cid, remove_sandbox=True)
 
@@ -161,6 +164,7 @@ def main() -> None:
     rows = {
         "corral run (cold CLI)": lambda: run_ok(cold_cmd, env),
         "corral warm containerizer": warm_launch,
+        "corral warm containerizer, confinement off": lambda: warm_launch(privileged=True),
         "runc run": lambda: run_ok(runtime_cmd("runc", bundle)),
     }
     samples: dict[str, list[float]] = {name: [] for name in rows}

@@ -326,3 +326,11 @@ def test_bad_seccomp_profiles(corral, tmp_path, profile, message):
     result = run(corral, "true", "--seccomp-profile", str(path))
     assert result.returncode == 2 and message in result.stderr and result.stderr.count("\n") == 1, result
     assert not corral.sync().containers()
+
+
+def test_a_confinement_that_fails_is_the_containers_launch_failure(corral):
+    # Raising a hard limit past the kernel's nr_open fails in init, before the task: reported, every time.
+    for _ in range(5):
+        result = run(corral, "true", "--ulimit", "nofile=10:99999999999")
+        assert result.returncode == 1 and "REASON_CONTAINER_LAUNCH_FAILED" in result.stderr, result
+    assert not corral.sync().containers()

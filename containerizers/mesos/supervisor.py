@@ -142,10 +142,10 @@ def _init(spec: LaunchSpec, go_r: int, status_w: int) -> None:
             signal.signal(sig, forward)
         prctl.set_child_subreaper(True)
         _enter_namespaces(spec)
+        _confine(spec)                      # while the launcher places us in cgroups: in parallel
         if os.read(go_r, 1) != b"g":        # the launcher failed to isolate us: never run the task
             os._exit(1)
         os.close(go_r)
-        _confine(spec)
         task = _spawn_task(spec)
     except BaseException as e:  # noqa: BLE001
         _report(status_w, f"error {_describe(e)}")
@@ -182,9 +182,10 @@ def _enter_namespaces(spec: LaunchSpec) -> None:
 
 
 def _confine(spec: LaunchSpec) -> None:
-    """The last step before the task: capabilities, no_new_privs, seccomp, masks, rlimits, device
-    nodes (corral/confine.py). init itself is confined too: what it does after this (spawn the
-    task, forward signals, reap) needs none of what confinement takes away."""
+    """init's last step of its own: capabilities, no_new_privs, seccomp, masks, rlimits, device
+    nodes (corral/confine.py). It runs before init waits for the launcher's go, so that its cost
+    overlaps the launcher's cgroup writes. init itself is confined too: what it does after this
+    (wait for go, spawn the task, forward signals, reap) needs none of what confinement takes."""
     if spec.confinement is not None:
         from corral.confine import confine
         confine(spec.confinement)

@@ -107,8 +107,11 @@ class SyncMesosContainerizer:
                 "supervisor": {"pid": forked.supervisor_pid, "start": linux.process_start_time(forked.supervisor_pid)},
                 "init": {"pid": forked.init_pid, "start": linux.process_start_time(forked.init_pid)},
             })
-            for isolator in isolators:
-                isolator.isolate(container_id, forked.init_pid)
+            try:
+                for isolator in isolators:
+                    isolator.isolate(container_id, forked.init_pid)
+            except ProcessLookupError:
+                pass        # init ended already (its set-up failed, as it reported): nothing to place
             forked.release()
         except BaseException:
             if forked is not None:
