@@ -12,7 +12,6 @@ without loading libseccomp), and init loads it with one prctl before the exec.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 
@@ -189,17 +188,24 @@ class SeccompIsolator(Isolator):
         return program
 
     def _cached(self, raw: bytes, caps: frozenset, where: str) -> bytes:
-        """From the runtime dir's cache, else compiled there: keyed by the profile's bytes, the
-        capabilities, the kernel (minKernel) and the machine."""
-        digest = hashlib.sha256(b"\0".join([_COMPILER, raw, ",".join(sorted(caps)).encode(), os.uname().release.encode(),
-                                            os.uname().machine.encode()])).hexdigest()
-        cache = os.path.join(self.flags.runtime_dir, "seccomp", digest + ".bpf")
+        """From the runtime dir's cache, else compiled there. A cached program is keyed by all it
+        depends on (the profile's bytes, the capabilities, the kernel for minKernel, the machine,
+        this compiler), and the file holds the whole key: a name that collides is never taken
+        for another's program. (zlib: hashlib would cost a cold `corral run` 3 ms of OpenSSL.)"""
+        import zlib
+        uname = os.uname()
+        key = b"\0".join([_COMPILER, ",".join(sorted(caps)).encode(), uname.release.encode(),
+                          uname.machine.encode(), raw])
+        cache = os.path.join(self.flags.runtime_dir, "seccomp", f"{zlib.crc32(key):08x}-{len(key)}.bpf")
+        header = len(key).to_bytes(8, "little") + key
         try:
             with open(cache, "rb") as f:
-                return f.read()
+                cached = f.read()
+            if cached.startswith(header):
+                return cached[len(header):]
         except FileNotFoundError:
             pass
         program = compile_profile(raw, caps, where)
         os.makedirs(os.path.dirname(cache), exist_ok=True)
-        write_atomic(cache, program)
+        write_atomic(cache, header + program)
         return program

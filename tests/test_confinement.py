@@ -334,3 +334,15 @@ def test_a_confinement_that_fails_is_the_containers_launch_failure(corral):
         result = run(corral, "true", "--ulimit", "nofile=10:99999999999")
         assert result.returncode == 1 and "REASON_CONTAINER_LAUNCH_FAILED" in result.stderr, result
     assert not corral.sync().containers()
+
+
+def test_a_profile_is_compiled_once(corral):
+    """The first launch compiles the default profile into the runtime dir's cache; later ones
+    (a new `corral run` each) load it from there."""
+    cache = os.path.join(corral.runtime_dir, "seccomp")
+    assert run(corral, "true").returncode == 0
+    [name] = os.listdir(cache)
+    before = os.stat(os.path.join(cache, name)).st_mtime_ns
+    result = run(corral, "grep Seccomp: /proc/self/status")
+    assert result.stdout == "Seccomp:\t2\n" and os.listdir(cache) == [name]
+    assert os.stat(os.path.join(cache, name)).st_mtime_ns == before
