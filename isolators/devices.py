@@ -111,10 +111,10 @@ class LinuxDevicesIsolator(Isolator):
     def prepare(self, container_id, config):
         devices = container_devices(config, self.flags)
         if not config.rootfs:
-            for device in config.devices:
-                parsed = parse_device(device)
-                if parsed.path != os.path.normpath(device.split(":")[0]):
-                    raise InvalidInput(f"device {device!r}: another container path needs an image (a root filesystem)")
+            for device in devices:
+                if device.path != os.path.normpath(device.host):
+                    raise InvalidInput(f"device {device.host}: another container path ({device.path}) "
+                                       "needs an image (a root filesystem)")
             return None
         from corral.confine import Confinement, DeviceNode
         nodes = tuple(DeviceNode(d.path, d.kind, d.major, d.minor) for d in devices if d.path)
