@@ -107,3 +107,40 @@ def test_program_shape():
     assert len(device_program([])) == 8 * 8
     assert len(device_program([Device("a", None, None, "rwm")])) == 8 * (6 + 2 + 2)
     assert len(device_program([Device("c", 1, 3, "rw")])) == 8 * (6 + 1 + 3 + 1 + 1 + 2 + 2)
+
+
+def test_v1_rules_allow_the_default_list_only(corral, tmp_path):
+    """The v1 devices controller's path, for hosts without cgroup2 (this one prefers the program)."""
+    from isolators.cgroups.devices import write_v1_rules
+    if "devices" not in hierarchies().v1:
+        pytest.skip("no v1 devices controller on this host")
+    path = os.path.join(hierarchies().v1["devices"], corral.cgroups_root, "devices")
+    os.makedirs(path)
+    try:
+        write_v1_rules(path, DEFAULT_RULES)
+        with open(os.path.join(path, "devices.list")) as f:
+            listed = f.read()
+        assert "c 1:3 rwm" in listed and "a *:* rwm" not in listed
+        disk = os.stat("/").st_dev
+        probes = [("open", "/dev/null", None), ("open", "/dev/loop-control", None),
+                  ("mknod", "disk", (stat.S_IFBLK, os.major(disk) or 254, os.minor(disk)))]
+        assert probe_in(path, str(tmp_path), probes) == [0, errno.EPERM, 0]
+    finally:
+        os.rmdir(path)
+
+
+def test_a_program_replaced_with_a_longer_list(v2_cgroup, tmp_path):
+    """DevicesIsolator.allow's way on cgroup2: the new program takes the old one's place."""
+    try:
+        old = load_program(device_program(DEFAULT_RULES))
+    except OSError as e:
+        pytest.skip(f"this kernel does not load cgroup device programs: {e}")
+    new = load_program(device_program([*DEFAULT_RULES, Device("c", 10, 237, "r")]))
+    try:
+        attach_program(v2_cgroup, old)
+        assert probe_in(v2_cgroup, str(tmp_path), [("open", "/dev/loop-control", None)]) == [errno.EPERM]
+        attach_program(v2_cgroup, new, replace_fd=old)
+        assert probe_in(v2_cgroup, str(tmp_path), [("open", "/dev/loop-control", None)]) == [0]
+    finally:
+        os.close(old)
+        os.close(new)

@@ -1,9 +1,9 @@
 """cgroups/devices: which device nodes a container may read, write and make.
 
-cgroups v1: the container's devices cgroup denies everything ("a"), then allows each rule.
-cgroup2 has no devices file: a BPF_PROG_TYPE_CGROUP_DEVICE program, written here once per rule
-list (a few instructions a rule, as runc's devicefilter), is attached to the container's cgroup,
-and the kernel asks it at every open and mknod of a device node.
+cgroup2 has no devices file: a BPF_PROG_TYPE_CGROUP_DEVICE program, written here (a few
+instructions a rule, as runc's devicefilter), is attached to the container's cgroup, and the
+kernel asks it at every open and mknod of a device node. cgroups v1 (a host without cgroup2):
+the container's devices cgroup denies everything ("a"), then allows each rule.
 
 The cgroup file access is in the small functions `write_v1_rules`, `device_program`,
 `load_program` and `attach_program`, self-contained so that a shared cgroups layer can take them.
@@ -86,7 +86,7 @@ def device_program(rules) -> bytes:
 
 _SYS_BPF = {"x86_64": 321, "aarch64": 280}.get(os.uname().machine, 321)
 _BPF_PROG_LOAD, _BPF_PROG_ATTACH = 5, 8
-_BPF_PROG_TYPE_CGROUP_DEVICE, _BPF_CGROUP_DEVICE, _BPF_F_ALLOW_MULTI = 15, 6, 2
+_BPF_PROG_TYPE_CGROUP_DEVICE, _BPF_CGROUP_DEVICE, _BPF_F_ALLOW_MULTI, _BPF_F_REPLACE = 15, 6, 2, 4
 _libc = ctypes.CDLL(None, use_errno=True)
 
 
@@ -109,12 +109,14 @@ def load_program(program: bytes) -> int:
     return _bpf(_BPF_PROG_LOAD, attr)
 
 
-def attach_program(cgroup_dir: str, program_fd: int) -> None:
-    """Attach a loaded device program to a cgroup2 directory (alongside any its ancestors have)."""
+def attach_program(cgroup_dir: str, program_fd: int, replace_fd: int | None = None) -> None:
+    """Attach a loaded device program to a cgroup2 directory (alongside any its ancestors have,
+    which must allow a device too), or put it in the place of the attached `replace_fd`."""
     cgroup_fd = os.open(cgroup_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
-        attr = ctypes.create_string_buffer(struct.pack("<IIII", cgroup_fd, program_fd, _BPF_CGROUP_DEVICE,
-                                                       _BPF_F_ALLOW_MULTI), 32)
+        flags = _BPF_F_ALLOW_MULTI | (_BPF_F_REPLACE if replace_fd is not None else 0)
+        attr = ctypes.create_string_buffer(struct.pack("<IIIII", cgroup_fd, program_fd, _BPF_CGROUP_DEVICE,
+                                                       flags, replace_fd or 0), 32)
         _bpf(_BPF_PROG_ATTACH, attr)
     finally:
         os.close(cgroup_fd)
@@ -123,40 +125,58 @@ def attach_program(cgroup_dir: str, program_fd: int) -> None:
 # -- the isolator ------------------------------------------------------------------------------
 
 class DevicesIsolator(Isolator):
+    """Where a cgroup2 hierarchy is mounted (v2 and hybrid hosts: the kernel runs a cgroup2
+    device program whatever the v1 devices controller says), a device program on the container's
+    tracking cgroup: loaded once per rule list and kept, so that a launch costs one bpf(2)
+    attach and no cgroup of its own. Else the v1 devices controller."""
+
+    def __init__(self, flags):
+        super().__init__(flags)
+        self._programs: dict[tuple, int] = {}      # rules -> a loaded program's fd
+        self._rules: dict[str, tuple] = {}         # container id -> its rules (cgroup2: to replace its program)
 
     def _cgroup(self, container_id: str):
         path = f"{self.flags.cgroups_root}/{container_id}"
-        if "devices" in hierarchies().v1:
-            return cgroup_for("devices", path)
-        return cgroup_for("unified", path)      # the launcher's tracking cgroup: the program goes there
+        if hierarchies().v2:
+            return cgroup_for("unified", path)  # the launcher's tracking cgroup: the program goes there
+        return cgroup_for("devices", path)
 
     def prepare(self, container_id, config):
         cgroup = self._cgroup(container_id)
         cgroup.create()
-        rules = [*DEFAULT_RULES, *container_devices(config, self.flags)]
+        rules = (*DEFAULT_RULES, *container_devices(config, self.flags))
         if cgroup.version == 1:
             write_v1_rules(cgroup.path, rules)
         else:
-            program_fd = load_program(device_program(rules))
-            try:
-                attach_program(cgroup.path, program_fd)
-            finally:
-                os.close(program_fd)      # the attachment holds it; it goes with the cgroup
+            attach_program(cgroup.path, self._program(rules))
+            self._rules[container_id] = rules
+
+    def _program(self, rules: tuple) -> int:
+        key = tuple(rule.rule() for rule in rules)
+        fd = self._programs.get(key)
+        if fd is None:
+            fd = self._programs[key] = load_program(device_program(rules))
+        return fd
 
     def isolate(self, container_id, pid):
         cgroup = self._cgroup(container_id)
         if cgroup.version == 1:
-            cgroup.attach(pid)           # on cgroup2 the launcher's tracking already placed it
+            cgroup.attach(pid)           # on cgroup2 the launcher's tracking places it
 
     def allow(self, container_id: str, devices) -> None:
-        """Let a prepared container use more devices (what a GPU isolator asks, say). cgroups v1 only
-        for now: cgroup2 would need the program replaced (BPF_F_REPLACE), which is not written yet."""
-        cgroup = self._cgroup(container_id)
-        if cgroup.version != 1:
-            raise NotImplementedError("adding devices to a running container needs cgroups v1")
-        write_v1_rules(cgroup.path, devices, deny_all=False)
-
-    def cleanup(self, container_id):
+        """Let a container this isolator prepared use more devices (what a GPU isolator asks, say):
+        v1 adds the lines; cgroup2 puts a program with the longer list in the place of the old one."""
         cgroup = self._cgroup(container_id)
         if cgroup.version == 1:
-            cgroup.remove()
+            write_v1_rules(cgroup.path, devices, deny_all=False)
+            return
+        old = self._rules[container_id]
+        new = (*old, *devices)
+        attach_program(cgroup.path, self._program(new), replace_fd=self._program(old))
+        self._rules[container_id] = new
+
+    def cleanup(self, container_id):
+        self._rules.pop(container_id, None)
+        cgroup = self._cgroup(container_id)
+        if cgroup.version == 1:
+            cgroup.remove()              # the tracking cgroup is the launcher's, and the program goes with it
