@@ -15,6 +15,8 @@ import ctypes
 import os
 import struct
 
+from corral.types import CorralError
+
 from .. import Isolator
 from ..devices import DEFAULT_RULES, container_devices
 from . import cgroup_for, hierarchies
@@ -170,7 +172,9 @@ class DevicesIsolator(Isolator):
         if cgroup.version == 1:
             write_v1_rules(cgroup.path, devices, deny_all=False)
             return
-        old = self._rules[container_id]
+        old = self._rules.get(container_id)
+        if old is None:
+            raise CorralError(f"container {container_id}: its device program was attached by another process")
         new = (*old, *devices)
         attach_program(cgroup.path, self._program(new), replace_fd=self._program(old))
         self._rules[container_id] = new
