@@ -346,3 +346,18 @@ def test_a_profile_is_compiled_once(corral):
     result = run(corral, "grep Seccomp: /proc/self/status")
     assert result.stdout == "Seccomp:\t2\n" and os.listdir(cache) == [name]
     assert os.stat(os.path.join(cache, name)).st_mtime_ns == before
+
+
+@pytest.mark.parametrize("tracking", ["unified", "freezer"])
+def test_devices_are_confined_whatever_the_tracking(corral, tracking):
+    """The device program sits on the container's cgroup2 cgroup: with the launcher tracking in
+    the v1 freezer instead, the isolator places init there itself, and removes the cgroup after."""
+    from corral.types import ContainerConfig
+    mc = corral.sync(tracking=tracking)
+    script = "import os\ntry: os.open('/dev/loop-control', os.O_RDONLY); print('ok')\nexcept OSError as e: print(e.errno)"
+    mc.launch("dev", ContainerConfig(argv=[PYTHON, "-c", script]))
+    mc.wait("dev")
+    out = open(mc.files("dev").stdout).read()
+    mc.destroy("dev", remove_sandbox=True)
+    assert out == "1\n"
+    assert not any(os.path.exists(os.path.join(top, "dev")) for top in corral.cgroup_dirs())

@@ -129,8 +129,9 @@ def attach_program(cgroup_dir: str, program_fd: int, replace_fd: int | None = No
 class DevicesIsolator(Isolator):
     """Where a cgroup2 hierarchy is mounted (v2 and hybrid hosts: the kernel runs a cgroup2
     device program whatever the v1 devices controller says), a device program on the container's
-    tracking cgroup: loaded once per rule list and kept, so that a launch costs one bpf(2)
-    attach and no cgroup of its own. Else the v1 devices controller."""
+    cgroup2 cgroup, the launcher's tracking one unless it tracks in the v1 freezer: loaded once
+    per rule list and kept, so that a launch costs one bpf(2) attach. Else the v1 devices
+    controller."""
 
     def __init__(self, flags):
         super().__init__(flags)
@@ -162,8 +163,8 @@ class DevicesIsolator(Isolator):
 
     def isolate(self, container_id, pid):
         cgroup = self._cgroup(container_id)
-        if cgroup.version == 1:
-            cgroup.attach(pid)           # on cgroup2 the launcher's tracking places it
+        if cgroup.version == 1 or not _member(pid, cgroup.path):
+            cgroup.attach(pid)           # on cgroup2 the launcher's tracking has placed it, unless it tracks in the freezer
 
     def allow(self, container_id: str, devices) -> None:
         """Let a container this isolator prepared use more devices (what a GPU isolator asks, say):
@@ -181,6 +182,14 @@ class DevicesIsolator(Isolator):
 
     def cleanup(self, container_id):
         self._rules.pop(container_id, None)
-        cgroup = self._cgroup(container_id)
-        if cgroup.version == 1:
-            cgroup.remove()              # the tracking cgroup is the launcher's, and the program goes with it
+        self._cgroup(container_id).remove()     # the program goes with it; the launcher's tracking copes
+
+
+def _member(pid: int, cgroup_dir: str) -> bool:
+    """Whether `pid` is in the cgroup2 cgroup `cgroup_dir` (its /proc/PID/cgroup "0::" line)."""
+    from . import hierarchies
+    with open(f"/proc/{pid}/cgroup") as f:
+        for line in f:
+            if line.startswith("0::"):
+                return os.path.join(hierarchies().v2, line[3:].strip().lstrip("/")) == cgroup_dir
+    return False
