@@ -297,7 +297,46 @@ def _config(call: dict) -> ContainerConfig:
         argv=argv, env={v["name"]: v.get("value", "") for v in variables},
         user=command.get("user") if isinstance(command.get("user"), str) else None,
         hostname=hostname if isinstance(hostname, str) else None,
-        containerizer="docker" if kind == "DOCKER" else None, image=image, network=network)
+        containerizer="docker" if kind == "DOCKER" else None, image=image, network=network,
+        **_linux_info(container.get("linux_info")), rlimits=_rlimit_info(container.get("rlimit_info")))
+
+
+def _linux_info(info) -> dict:
+    """ContainerInfo.linux_info: capabilities (CapabilityInfo) and seccomp (SeccompInfo)."""
+    if info is None:
+        return {}
+    if not isinstance(info, dict):
+        raise InvalidInput('"container.linux_info" must be a LinuxInfo object')
+    from isolators.capabilities import names
+    config = {}
+    for field in ("effective_capabilities", "bounding_capabilities"):
+        value = info.get(field)
+        if value is not None:
+            listed = value.get("capabilities", []) if isinstance(value, dict) else None
+            config[field] = sorted(names(listed, f'"container.linux_info.{field}.capabilities"'))
+    seccomp = info.get("seccomp")
+    if seccomp is not None:
+        if not isinstance(seccomp, dict):
+            raise InvalidInput('"container.linux_info.seccomp" must be {"profile_name": ...} or {"unconfined": true}')
+        name = seccomp.get("profile_name")
+        if seccomp.get("unconfined") is True:
+            config["seccomp_profile"] = "unconfined"
+        elif isinstance(name, str) and name and "/" not in name and name not in (".", ".."):
+            config["seccomp_profile"] = name          # in the agent's --seccomp_config_dir
+        else:
+            raise InvalidInput('"container.linux_info.seccomp" needs "profile_name" (a name in the agent\'s '
+                               '--seccomp_config_dir) or "unconfined": true')
+    return config
+
+
+def _rlimit_info(info) -> list:
+    """ContainerInfo.rlimit_info: {"rlimits": [{"type": "RLMT_NOFILE", "soft": N, "hard": N}]}."""
+    if info is None:
+        return []
+    from isolators.rlimits import parse_rlimits
+    rlimits = info.get("rlimits") if isinstance(info, dict) else None
+    parse_rlimits(rlimits)
+    return rlimits
 
 
 def _mesos_image(mesos) -> dict | None:

@@ -16,7 +16,9 @@ import sys
 from corral.types import (NOT_SUPPORTED, ContainerConfig, CorralError, InvalidInput, NoSuchContainer, Resources,
                           parse_signal)
 
-DEFAULT_ISOLATION = "cgroups/cpu,cgroups/mem,namespaces/pid,namespaces/ipc"
+# isolators.registry's DEFAULT_ISOLATION, written out: the help needs no import of the registry.
+DEFAULT_ISOLATION = ("cgroups/cpu,cgroups/mem,namespaces/pid,namespaces/ipc,linux/capabilities,linux/nnp,"
+                     "linux/seccomp,linux/masked_paths,cgroups/devices,linux/devices,cgroups/pids,posix/rlimits")
 
 
 class _Formatter(argparse.HelpFormatter):
@@ -99,6 +101,20 @@ def _run_arguments(run: argparse.ArgumentParser) -> None:
     run.add_argument("--network", metavar="NAME", help="docker: host (default), bridge, none or a network")
     run.add_argument("--port", "-p", action="append", default=[], metavar="HOST:CONTAINER",
                      help="docker, off the host network: publish a port; repeatable")
+    # Confinement (docs/confinement.md): Docker's options, Docker's defaults.
+    run.add_argument("--privileged", action="store_true",
+                     help="no confinement: every capability and device, no seccomp filter, no masked paths")
+    run.add_argument("--cap-add", action="append", default=[], metavar="CAP",
+                     help="add a capability to Docker's default set (CHOWN or CAP_CHOWN, ALL); repeatable")
+    run.add_argument("--cap-drop", action="append", default=[], metavar="CAP",
+                     help="drop a capability (or ALL); repeatable")
+    run.add_argument("--seccomp-profile", metavar="FILE",
+                     help="a seccomp profile (Docker's JSON format), or unconfined (default: Docker's default)")
+    run.add_argument("--device", action="append", default=[], metavar="HOST[:CONTAINER][:rwm]",
+                     help="let the container use a host device; repeatable")
+    run.add_argument("--pids-limit", type=_positive_int, metavar="N", help="at most N processes and threads")
+    run.add_argument("--ulimit", action="append", default=[], metavar="NAME=SOFT[:HARD]",
+                     help="a resource limit, as Docker's (nofile=1024:4096); repeatable")
 
 
 def _ps_arguments(ps: argparse.ArgumentParser) -> None:
@@ -184,6 +200,12 @@ def build_parser(invoked: str | None = None) -> argparse.ArgumentParser:
     return parser
 
 
+def _positive_int(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer: {text!r}")
+    return int(text)
+
+
 def _positive_float(text: str) -> float:
     try:
         value = float(text)
@@ -252,7 +274,8 @@ def cmd_run(args, command: list[str]) -> int:
         isolation=parse_isolation(args.isolation), workdir=args.workdir, user=args.user,
         hostname=args.hostname, cgroups_enable_cfs=args.cgroups_enable_cfs, volumes=args.volume,
         image={"type": args.image_type.upper(), "name": args.image} if args.image else None,
-        containerizer=args.containerizer, rootfs=args.rootfs, network=args.network, ports=args.port)
+        containerizer=args.containerizer, rootfs=args.rootfs, network=args.network, ports=args.port,
+        **_confinement(args))
     container_id = args.name or _new_container_id()
     if _others(args):
         from agent import containerizers
@@ -272,6 +295,24 @@ def cmd_run(args, command: list[str]) -> int:
     if mc.name != "mesos":
         return containerizers.foreground(mc, container_id)
     return _foreground(mc, container_id)
+
+
+def _confinement(args) -> dict:
+    """The run options that change the container's confinement, checked here (one line, exit 2)."""
+    from isolators.capabilities import normalize
+    from isolators.devices import parse_device
+    from isolators.rlimits import parse_ulimit
+    for name in args.cap_add + args.cap_drop:
+        normalize(name)
+    for spec in args.device:
+        parse_device(spec)
+    profile = args.seccomp_profile
+    if profile is not None and profile != "unconfined":
+        if not os.path.isfile(profile):
+            raise InvalidInput(f"--seccomp-profile {profile}: no such file")
+        profile = os.path.abspath(profile)
+    return dict(privileged=args.privileged, cap_add=args.cap_add, cap_drop=args.cap_drop, seccomp_profile=profile,
+                devices=args.device, pids_limit=args.pids_limit, rlimits=[parse_ulimit(u) for u in args.ulimit])
 
 
 def _new_container_id() -> str:

@@ -70,7 +70,11 @@ def containerizer_args(flags, total: Resources) -> dict:
                 isolation=flags.isolation, cgroups_enable_cfs=flags.cgroups_enable_cfs,
                 container_ports_isolated_range=ports.to_list() if ports else [],
                 enforce_container_ports=flags.enforce_container_ports,
-                container_ports_watch_interval=flags.container_ports_watch_interval)
+                container_ports_watch_interval=flags.container_ports_watch_interval,
+                effective_capabilities=flags.effective_capabilities,
+                bounding_capabilities=flags.bounding_capabilities,
+                seccomp_config_dir=flags.seccomp_config_dir, seccomp_profile_name=flags.seccomp_profile_name,
+                allowed_devices=flags.allowed_devices or [], cgroups_pids_limit=flags.cgroups_pids_limit)
 
 
 class Agent:

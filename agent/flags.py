@@ -91,6 +91,38 @@ def _isolation(text: str) -> list[str]:
     return names
 
 
+def _capabilities(text: str) -> list[str]:
+    """Mesos's CapabilityInfo: {"capabilities": ["NET_RAW", "SYS_ADMIN"]} (or file://PATH)."""
+    from isolators.capabilities import names
+    try:
+        listed = json.loads(_file_or_text(text))["capabilities"]
+        return sorted(names(listed, "capabilities"))
+    except InvalidInput as e:
+        raise ValueError(str(e)) from None
+    except (ValueError, KeyError, TypeError):
+        raise ValueError('is not {"capabilities": ["NET_RAW", ...]}') from None
+
+
+def _devices(text: str) -> list:
+    from isolators.devices import parse_whitelist
+    try:
+        return parse_whitelist(_file_or_text(text))
+    except InvalidInput as e:
+        raise ValueError(str(e)) from None
+
+
+def _directory(text: str) -> str:
+    if not os.path.isdir(text):
+        raise ValueError("is not a directory")
+    return os.path.abspath(text)
+
+
+def _positive_int(text: str) -> int:
+    if not text.strip().isdigit() or int(text) < 1:
+        raise ValueError("is not a positive integer")
+    return int(text)
+
+
 def _resources(text: str):
     from .resources import Resources
     try:
@@ -182,6 +214,20 @@ FLAGS = {flag.name: flag for flag in [
          "network/ports: end a container that listens on an agent port it was not given"),
     Flag("container_ports_watch_interval", _duration, "30secs", "network/ports: how often to look"),
     Flag("credentials", _credentials, None, "a file of principal/secret pairs; every API call needs HTTP basic auth"),
+    # Confinement (docs/confinement.md).
+    Flag("effective_capabilities", _capabilities, None,
+         'linux/capabilities: the effective set of a container that asks for none: {"capabilities": [...]}'),
+    Flag("bounding_capabilities", _capabilities, None,
+         "linux/capabilities: the most any container may have (default: Docker's default set)"),
+    Flag("seccomp_config_dir", _directory, None, "linux/seccomp: where the profiles containers name are"),
+    Flag("seccomp_profile_name", str, None,
+         "linux/seccomp: the default profile, in --seccomp_config_dir; unconfined for none "
+         "(default: corral's, with the effect of Docker's)"),
+    Flag("allowed_devices", _devices, None,
+         'cgroups/devices: devices every container may use beyond the defaults: {"allowed_devices": '
+         '[{"device": {"path": "/dev/fuse"}, "access": {"read": true, "write": true, "mknod": true}}]}'),
+    Flag("cgroups_pids_limit", _positive_int, None,
+         "cgroups/pids: the pids limit of a container that asks for none (default: none)"),
 ]}
 
 
@@ -216,6 +262,14 @@ def parse(argv: list[str], environ: dict | None = None) -> Flags:
         except ValueError as e:
             shown = text if len(text) <= 60 else text[:57] + "..."
             raise FlagError(f"--{name}={shown}: {e}") from None
+    if values["seccomp_profile_name"] not in (None, "unconfined"):
+        from isolators.seccomp import profile_path
+        try:
+            path = profile_path(values["seccomp_profile_name"], values["seccomp_config_dir"])
+        except InvalidInput as e:
+            raise FlagError(f"--seccomp_profile_name: {e}") from None
+        if not os.path.isfile(path):
+            raise FlagError(f"--seccomp_profile_name: {path} does not exist")
     if "external" in values["containerizers"] and not values["external_containerizer_path"]:
         raise FlagError("--containerizers=external needs --external_containerizer_path (the program to run)")
     return Flags(values, texts)

@@ -4,8 +4,11 @@ Each row launches /bin/true with cpu 0.5 and 64 MiB memory limits in new pid, mo
 ipc namespaces (host network) and waits for it to exit and be cleaned up:
 
   corral run (cold)   the CLI, a fresh interpreter per launch
-  corral warm         an already-running SyncMesosContainerizer in this process: launch, wait, destroy
-  runc run            an OCI bundle of busybox with the same limits and namespaces
+  corral warm         an already-running SyncMesosContainerizer in this process: launch, wait, destroy;
+                      with the default confinement (capabilities, no_new_privs, seccomp, masked paths,
+                      devices and pids cgroups, docs/confinement.md), and with it off (--privileged)
+  runc run            an OCI bundle of busybox with the same limits and namespaces (and `runc spec`'s
+                      confinement: Docker's capabilities, masked paths, runc's devices; no seccomp)
   crun run            the same bundle; crun refuses this host's hybrid cgroups, so its rows run in a
                       private mount namespace where /sys/fs/cgroup/unified is unmounted (as in
                       shared/bench/peer-anchors.sh); nothing of the host's mounts changes
@@ -137,6 +140,9 @@ def main() -> None:
     parser.add_argument("--burst", type=int, default=50)
     parser.add_argument("--burst-runs", type=int, default=3)
     parser.add_argument("--json", help="also write the figures to this file")
+    parser.add_argument("--warm-only", action="store_true",
+                        help="only the two warm rows (confinement on and off), interleaved: the added cost "
+                             "of confinement on a busy host, where the other rows' noise would hide it")
     opts = parser.parse_args()
     if os.geteuid() != 0:
         raise SystemExit("run the benchmark as root")
@@ -151,9 +157,9 @@ def main() -> None:
     config = dict(argv=["/bin/true"], resources=Resources(cpus=CPUS, mem_mb=MEM_MB), hostname="bench")
     counter = iter(range(10**9))
 
-    def warm_launch():
+    def warm_launch(**extra):
         cid = f"w{next(counter)}"
-        warm.launch(cid, ContainerConfig(**config))
+        warm.launch(cid, ContainerConfig(**config, **extra))
         warm.wait(cid)
         warm.destroy(cid, remove_sandbox=True)
 
@@ -161,8 +167,11 @@ def main() -> None:
     rows = {
         "corral run (cold CLI)": lambda: run_ok(cold_cmd, env),
         "corral warm containerizer": warm_launch,
+        "corral warm containerizer, confinement off": lambda: warm_launch(privileged=True),
         "runc run": lambda: run_ok(runtime_cmd("runc", bundle)),
     }
+    if opts.warm_only:
+        rows = {name: fn for name, fn in rows.items() if name.startswith("corral warm")}
     samples: dict[str, list[float]] = {name: [] for name in rows}
     try:
         for name, fn in rows.items():        # warm-up: page cache, pyc files, cgroup roots
@@ -170,6 +179,10 @@ def main() -> None:
         for _ in range(opts.runs):
             for name, fn in rows.items():
                 samples[name].append(timed(fn))
+
+        if opts.warm_only:
+            print_table("launch -> exit (warm)", samples, "corral warm containerizer, confinement off")
+            return
 
         def crun_rows():
             run_ok(runtime_cmd("crun", bundle))

@@ -103,6 +103,16 @@ class ContainerConfig(Record):
     volumes: list[str] = list           # HOST:CONTAINER[:ro] bind mounts, with a root filesystem or docker
     network: str | None = None          # docker: host (the default), bridge, none or a network's name
     ports: list[str] = list             # docker, off the host network: HOST_PORT:CONTAINER_PORT[/udp]
+    # Confinement (docs/confinement.md): what a container asks beyond, or short of, the defaults.
+    privileged: bool = False            # no confinement isolators at all (Docker's --privileged)
+    cap_add: list[str] = list           # Docker's --cap-add/--cap-drop: names, with or without CAP_, or ALL
+    cap_drop: list[str] = list
+    effective_capabilities: list[str] | None = None   # Mesos's LinuxInfo: capability names
+    bounding_capabilities: list[str] | None = None
+    seccomp_profile: str | None = None  # a profile file (Docker's/OCI's JSON), or "unconfined"
+    devices: list[str] = list           # HOST[:CONTAINER][:rwm]
+    pids_limit: int | None = None
+    rlimits: list[dict] = list          # Mesos's RLimitInfo: [{"type": "RLMT_NOFILE", "soft": N, "hard": N}]
 
     def __post_init__(self):
         # With an image the command may come from its Entrypoint and Cmd.
@@ -113,6 +123,8 @@ class ContainerConfig(Record):
         for key in self.env:
             if not key or "=" in key or "\0" in key:
                 raise InvalidInput(f"invalid environment variable name {key!r}")
+        if self.pids_limit is not None and (type(self.pids_limit) is not int or self.pids_limit < 1):
+            raise InvalidInput(f"the pids limit must be a positive integer, not {self.pids_limit!r}")
 
     @classmethod
     def from_dict(cls, data: dict) -> "ContainerConfig":

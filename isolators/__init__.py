@@ -22,6 +22,7 @@ class LaunchInfo(Record):
     mounts: list[Mount] = list             # in order, inside the rootfs
     symlinks: dict[str, str] = dict        # path in the rootfs -> what the link points to
     working_dir: str | None = None         # the task's default working directory in the rootfs
+    confinement: "Confinement | None" = None   # noqa: F821 - corral.confine's, applied by init before exec
 
     def merge(self, other: "LaunchInfo | None") -> None:
         if other is None:
@@ -32,6 +33,11 @@ class LaunchInfo(Record):
         self.symlinks.update(other.symlinks)
         for name in ("hostname", "rootfs", "rootfs_mount", "working_dir"):
             setattr(self, name, getattr(other, name) or getattr(self, name))
+        if other.confinement is not None:
+            if self.confinement is None:
+                from corral.confine import Confinement
+                self.confinement = Confinement()
+            self.confinement.merge(other.confinement)
 
 
 class Watch(Record):
@@ -102,6 +108,13 @@ class IsolatorFlags(Record):
     container_ports_isolated_range: list = list
     enforce_container_ports: bool = False
     container_ports_watch_interval: float = 30.0
+    # Confinement (docs/confinement.md). Capabilities as names (CHOWN, ...); None: the defaults.
+    effective_capabilities: list | None = None
+    bounding_capabilities: list | None = None
+    seccomp_config_dir: str | None = None
+    seccomp_profile_name: str | None = None    # in seccomp_config_dir; None: corral's default profile
+    allowed_devices: list = list               # devices every container may use, beyond the defaults
+    cgroups_pids_limit: int | None = None      # the pids limit of a container that asks for none
 
 
 def __getattr__(name: str):

@@ -6,11 +6,11 @@ cd "$(dirname "$0")/.."
 
 [ "$(id -u)" = 0 ] || { echo "setup.sh: run as root (corral uses cgroups and namespaces)" >&2; exit 1; }
 
-# libcap-dev: python-prctl builds against it. busybox-static, runc, crun: the benchmarks' peers
+# libcap-dev: python-prctl builds against it. libseccomp2: pyseccomp compiles seccomp profiles with it. busybox-static, runc, crun: the benchmarks' peers
 # and their rootfs. docker-registry, skopeo, umoci, openssl: the provisioner's tests (a real
 # registry, images built without an engine, signed tokens) and its benchmark. docker.io, iproute2,
 # procps: the docker containerizer's tests start a private dockerd (no daemon is left running).
-PACKAGES=(libcap-dev busybox-static runc crun python3-venv docker-registry skopeo umoci openssl docker.io iproute2 procps)
+PACKAGES=(libcap-dev libseccomp2 busybox-static runc crun python3-venv docker-registry skopeo umoci openssl docker.io iproute2 procps)
 missing=()
 for p in "${PACKAGES[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 if [ ${#missing[@]} -gt 0 ]; then

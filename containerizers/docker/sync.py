@@ -143,7 +143,8 @@ class SyncDockerContainerizer:
                 # on a host (as pid 1 it would ignore every signal it has no handler for), as in
                 # corral's own init.
                 "Init": True,
-                **_limits(config.resources, config.cgroups_enable_cfs or self.cgroups_enable_cfs)},
+                **_limits(config.resources, config.cgroups_enable_cfs or self.cgroups_enable_cfs),
+                **confinement(config)},
         }
         if config.user:
             create["User"] = config.user
@@ -334,6 +335,45 @@ def _limits(resources: Resources, cfs: bool) -> dict:
     if resources.mem_mb is not None:
         limits["Memory"] = limits["MemorySwap"] = int(resources.mem_mb * 1024 * 1024)
     return limits
+
+
+def confinement(config: ContainerConfig) -> dict:
+    """The container's confinement requests as the Engine API's HostConfig fields: dockerd applies
+    them (its defaults are the ones corral's Mesos containerizer copies)."""
+    from isolators.capabilities import names
+    from isolators.devices import parse_device
+    from isolators.rlimits import TYPES, UNLIMITED, parse_rlimits
+    host = {}
+    if config.privileged:
+        host["Privileged"] = True
+    cap_add, cap_drop = list(config.cap_add), list(config.cap_drop)
+    effective = config.effective_capabilities
+    if effective is None:
+        effective = config.bounding_capabilities
+    if effective is not None:       # Mesos's sets: docker has only add and drop, from its default
+        cap_drop, cap_add = ["ALL"], sorted(names(effective, "effective_capabilities")) + cap_add
+    if cap_add:
+        host["CapAdd"] = cap_add
+    if cap_drop:
+        host["CapDrop"] = cap_drop
+    if config.seccomp_profile == "unconfined":
+        host["SecurityOpt"] = ["seccomp=unconfined"]
+    elif config.seccomp_profile is not None:
+        if not os.path.isabs(config.seccomp_profile):
+            raise InvalidInput("the docker containerizer takes a seccomp profile file, not a profile name")
+        with open(config.seccomp_profile) as f:       # the Engine API wants the profile itself
+            host["SecurityOpt"] = [f"seccomp={f.read()}"]
+    if config.pids_limit is not None:
+        host["PidsLimit"] = config.pids_limit
+    if config.rlimits:
+        names_of = {number: name for name, number in TYPES.items()}
+        host["Ulimits"] = [{"Name": names_of[number][len("RLMT_"):].lower(),
+                            "Soft": -1 if soft == UNLIMITED else soft, "Hard": -1 if hard == UNLIMITED else hard}
+                           for number, soft, hard in parse_rlimits(config.rlimits)]
+    if config.devices:
+        host["Devices"] = [{"PathOnHost": d.host, "PathInContainer": d.path, "CgroupPermissions": d.access}
+                           for d in map(parse_device, config.devices)]
+    return host
 
 
 def resource_statistics(stats: dict, host_config: dict, processes: int) -> dict:

@@ -28,9 +28,14 @@ class Forked(Record):
     go_fd: int
 
     def release(self) -> None:
-        """Let init exec the task."""
-        os.write(self.go_fd, b"g")
-        os.close(self.go_fd)
+        """Let init exec the task. An init that failed before (its confinement, say) is gone and
+        its pipe with it: the error it reported to the supervisor is the container's end."""
+        try:
+            os.write(self.go_fd, b"g")
+        except BrokenPipeError:
+            pass
+        finally:
+            os.close(self.go_fd)
 
     def abort(self) -> None:
         """Never run the task: init exits on the closed pipe; make sure of it."""
@@ -88,6 +93,8 @@ class Launcher:
         forked = Forked(int(answer[1]), int(answer[2]), go_w)
         try:
             tracking.attach(forked.init_pid)
+        except ProcessLookupError:
+            pass            # init ended already (its set-up failed): nothing of it runs; its report says why
         except BaseException:
             forked.abort()
             raise

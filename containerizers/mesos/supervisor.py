@@ -53,6 +53,7 @@ class LaunchSpec(Record):
     uid: int | None = None
     gid: int | None = None
     groups: tuple[int, ...] = ()
+    confinement: object = None        # corral.confine.Confinement: applied last, before the task's exec
 
 
 def start(spec: LaunchSpec, ready_w: int, go_r: int) -> None:
@@ -141,6 +142,7 @@ def _init(spec: LaunchSpec, go_r: int, status_w: int) -> None:
             signal.signal(sig, forward)
         prctl.set_child_subreaper(True)
         _enter_namespaces(spec)
+        _confine(spec)                      # while the launcher places us in cgroups: in parallel
         if os.read(go_r, 1) != b"g":        # the launcher failed to isolate us: never run the task
             os._exit(1)
         os.close(go_r)
@@ -177,6 +179,16 @@ def _enter_namespaces(spec: LaunchSpec) -> None:
         linux.mount("proc", "/proc", "proc", linux.MS_NOSUID | linux.MS_NODEV | linux.MS_NOEXEC)
     if spec.hostname:
         linux.sethostname(spec.hostname)
+
+
+def _confine(spec: LaunchSpec) -> None:
+    """init's last step of its own: capabilities, no_new_privs, seccomp, masks, rlimits, device
+    nodes (corral/confine.py). It runs before init waits for the launcher's go, so that its cost
+    overlaps the launcher's cgroup writes. init itself is confined too: what it does after this
+    (wait for go, spawn the task, forward signals, reap) needs none of what confinement takes."""
+    if spec.confinement is not None:
+        from corral.confine import confine
+        confine(spec.confinement)
 
 
 def _spawn_task(spec: LaunchSpec) -> int:

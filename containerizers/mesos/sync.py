@@ -19,7 +19,7 @@ from corral.record import Record
 from corral.types import (DEFAULT_PATH, LAUNCHED, NOT_SUPPORTED, TASK_LOST, ContainerConfig,
                           CorralError, InvalidInput, Limitation, NoSuchContainer, Resources, Termination, verdict)
 from isolators import IsolatorFlags, LaunchInfo, Watch
-from isolators.registry import DEFAULT_ISOLATION, create_isolators
+from isolators.registry import CONFINEMENT, DEFAULT_ISOLATION, create_isolators
 
 from .. import state
 from .launcher import Launcher
@@ -107,8 +107,11 @@ class SyncMesosContainerizer:
                 "supervisor": {"pid": forked.supervisor_pid, "start": linux.process_start_time(forked.supervisor_pid)},
                 "init": {"pid": forked.init_pid, "start": linux.process_start_time(forked.init_pid)},
             })
-            for isolator in isolators:
-                isolator.isolate(container_id, forked.init_pid)
+            try:
+                for isolator in isolators:
+                    isolator.isolate(container_id, forked.init_pid)
+            except ProcessLookupError:
+                pass        # init ended already (its set-up failed, as it reported): nothing to place
             forked.release()
         except BaseException:
             if forked is not None:
@@ -136,8 +139,10 @@ class SyncMesosContainerizer:
 
     def _isolation_for(self, config: ContainerConfig) -> list[str]:
         """The isolators a container gets: those asked for (or the default), plus what its
-        options imply: a hostname needs a UTS namespace, a root filesystem filesystem/linux."""
-        names = list(config.isolation or self.isolation)
+        options imply: a hostname needs a UTS namespace, a root filesystem filesystem/linux;
+        a privileged container, none of the confinement isolators."""
+        names = [name for name in config.isolation or self.isolation
+                 if not (config.privileged and name in CONFINEMENT)]
         implied = (("namespaces/uts", config.hostname),
                    ("filesystem/linux", config.rootfs or config.image or config.volumes))
         return names + [name for name, wanted in implied if wanted and name not in names]
@@ -161,6 +166,7 @@ class SyncMesosContainerizer:
             namespaces=frozenset(launch_info.namespaces), hostname=launch_info.hostname,
             uid=identity.uid if identity else None, gid=identity.gid if identity else None,
             groups=identity.groups if identity else (),
+            confinement=launch_info.confinement,
         )
 
     # -- watching the end ------------------------------------------------------------------

@@ -14,7 +14,11 @@ def test_defaults():
     assert (flags.ip, flags.port, flags.recover, flags.strict) == ("127.0.0.1", 5051, "reconnect", True)
     assert flags.work_dir == "/var/lib/corral" and flags.resources is None and flags.credentials is None
     assert flags.container_ports_watch_interval == 30 and flags.enforce_container_ports is False
-    assert flags.isolation == ["cgroups/cpu", "cgroups/mem", "namespaces/pid", "namespaces/ipc"]
+    assert flags.isolation == ["cgroups/cpu", "cgroups/mem", "namespaces/pid", "namespaces/ipc",
+                               "linux/capabilities", "linux/nnp", "linux/seccomp", "linux/masked_paths",
+                               "cgroups/devices", "linux/devices", "cgroups/pids", "posix/rlimits"]
+    assert flags.effective_capabilities is None and flags.bounding_capabilities is None
+    assert flags.seccomp_profile_name is None and flags.allowed_devices is None and flags.cgroups_pids_limit is None
     assert flags.containerizers == ["mesos"] and flags.http_request_timeout == 30
     assert (flags.docker_socket, flags.docker_kill_orphans) == ("unix:///var/run/docker.sock", True)
     assert flags.external_containerizer_path is None and flags.external_containerizer_timeout == 30
@@ -72,6 +76,15 @@ def test_resources_and_credentials_from_files(tmp_path):
     (["--http_request_timeout=0"], "--http_request_timeout=0: must be longer than 0"),
     (["--credentials=/no/such"], "--credentials=/no/such: cannot be read"),
     (["--work_dirr=/x"], "unknown flag --work_dirr"),
+    (["--bounding_capabilities=NET_RAW"], 'is not {"capabilities": ["NET_RAW", ...]}'),
+    (['--effective_capabilities={"capabilities": ["WARP_DRIVE"]}'], "unknown capability 'WARP_DRIVE'"),
+    (["--seccomp_config_dir=/no/such"], "--seccomp_config_dir=/no/such: is not a directory"),
+    (["--seccomp_profile_name=default.json"], "a profile name needs the agent's --seccomp_config_dir"),
+    (["--seccomp_config_dir=/", "--seccomp_profile_name=nothing.json"], "/nothing.json does not exist"),
+    (['--allowed_devices={"allowed_devices": [{"device": {"path": "/etc/passwd"}}]}'],
+     "not a character or block device"),
+    (["--allowed_devices=[]"], 'not {"allowed_devices"'),
+    (["--cgroups_pids_limit=0"], "--cgroups_pids_limit=0: is not a positive integer"),
     (["--port"], "--port needs a value"),
     (["--no-port"], "--no-port: --port is not a boolean flag"),
     (["work_dir=/x"], "unexpected argument 'work_dir=/x': flags are --name=value"),
@@ -103,3 +116,16 @@ def test_max_layer_size_reaches_the_provisioner(tmp_path):
     assert containerizer_args(flags, Resources.parse("cpus:1"))["provisioner"].flags.max_layer_size == 64 << 20
     with pytest.raises(FlagError, match=r"^--max_layer_size=0: invalid size '0'"):
         parse(["--max_layer_size=0"], {})
+
+
+def test_confinement_flags(tmp_path):
+    (tmp_path / "mine.json").write_text('{"defaultAction": "SCMP_ACT_ALLOW"}')
+    flags = parse(['--bounding_capabilities={"capabilities": ["NET_RAW", "CAP_SYS_ADMIN", "chown"]}',
+                   '--effective_capabilities={"capabilities": ["NET_RAW"]}',
+                   f"--seccomp_config_dir={tmp_path}", "--seccomp_profile_name=mine.json",
+                   '--allowed_devices={"allowed_devices": [{"device": {"path": "/dev/loop-control"}, '
+                   '"access": {"read": true}}]}', "--cgroups_pids_limit=100"], {})
+    assert flags.bounding_capabilities == ["CHOWN", "NET_RAW", "SYS_ADMIN"]
+    assert flags.effective_capabilities == ["NET_RAW"]
+    assert (flags.seccomp_config_dir, flags.seccomp_profile_name) == (str(tmp_path), "mine.json")
+    assert [d.rule() for d in flags.allowed_devices] == ["c 10:237 r"] and flags.cgroups_pids_limit == 100

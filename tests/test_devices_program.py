@@ -1,0 +1,146 @@
+"""cgroups/devices on cgroup2: the BPF_PROG_TYPE_CGROUP_DEVICE program, loaded into this host's
+kernel and attached to a cgroup of the test's own in the cgroup2 hierarchy (the kernel runs a
+cgroup2 device program on hybrid hosts too), with a child process in it that opens devices
+read-only and makes nodes in a temporary directory."""
+
+from __future__ import annotations
+
+import errno
+import os
+import stat
+
+import pytest
+
+from isolators.cgroups import hierarchies
+from isolators.cgroups.devices import attach_program, device_program, load_program
+from isolators.devices import DEFAULT_RULES, Device
+
+
+def probe_in(cgroup_dir: str, tmp: str, probes) -> list:
+    """Fork a child, put it in `cgroup_dir`, run each probe there; the errno each got (0: allowed)."""
+    ready_r, ready_w = os.pipe()
+    result_r, result_w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.close(ready_w)
+            os.read(ready_r, 1)
+            answers = []
+            for kind, path, extra in probes:
+                try:
+                    if kind == "open":
+                        os.close(os.open(path, os.O_RDONLY | os.O_NONBLOCK))
+                    else:
+                        node = os.path.join(tmp, path)
+                        os.mknod(node, 0o600 | extra[0], os.makedev(*extra[1:]))
+                        os.unlink(node)
+                    answers.append("0")
+                except OSError as e:
+                    answers.append(str(e.errno))
+            os.write(result_w, " ".join(answers).encode())
+        finally:
+            os._exit(0)
+    os.close(ready_r)
+    os.close(result_w)
+    with open(os.path.join(cgroup_dir, "cgroup.procs"), "w") as f:
+        f.write(str(pid))
+    os.write(ready_w, b"g")
+    os.close(ready_w)
+    with os.fdopen(result_r) as f:
+        answers = f.read().split()
+    os.waitpid(pid, 0)
+    return [int(a) for a in answers]
+
+
+@pytest.fixture
+def v2_cgroup(corral):
+    if not hierarchies().v2:
+        pytest.skip("no cgroup2 hierarchy on this host")
+    path = os.path.join(hierarchies().v2, corral.cgroups_root, "devices")
+    os.makedirs(path)
+    yield path
+    os.rmdir(path)          # the attached program goes with the cgroup
+
+
+def test_program_allows_the_default_list_only(v2_cgroup, tmp_path):
+    try:
+        fd = load_program(device_program(DEFAULT_RULES))
+    except OSError as e:
+        pytest.skip(f"this kernel does not load cgroup device programs: {e}")
+    try:
+        attach_program(v2_cgroup, fd)
+    finally:
+        os.close(fd)
+    disk = os.stat("/").st_dev
+    probes = [
+        ("open", "/dev/null", None),
+        ("open", "/dev/zero", None),
+        ("open", "/dev/loop-control", None),                         # c 10:237, not in the list
+        ("mknod", "disk", (stat.S_IFBLK, os.major(disk) or 254, os.minor(disk))),   # m on anything
+        ("mknod", "char", (stat.S_IFCHR, 10, 237)),
+    ]
+    answers = probe_in(v2_cgroup, str(tmp_path), probes)
+    assert answers == [0, 0, errno.EPERM, 0, 0], answers
+
+
+def test_program_with_a_device_added_and_no_mknod(v2_cgroup, tmp_path):
+    rules = [Device("c", 1, 3, "rw"), Device("c", 10, 237, "r")]
+    try:
+        fd = load_program(device_program(rules))
+    except OSError as e:
+        pytest.skip(f"this kernel does not load cgroup device programs: {e}")
+    try:
+        attach_program(v2_cgroup, fd)
+    finally:
+        os.close(fd)
+    probes = [
+        ("open", "/dev/null", None),
+        ("open", "/dev/loop-control", None),
+        ("open", "/dev/zero", None),
+        ("mknod", "null", (stat.S_IFCHR, 1, 3)),                     # rw, but not m
+    ]
+    assert probe_in(v2_cgroup, str(tmp_path), probes) == [0, 0, errno.EPERM, errno.EPERM]
+
+
+def test_program_shape():
+    """Six loads first, then per rule one jump per condition (three for access) and two to allow."""
+    assert len(device_program([])) == 8 * 8
+    assert len(device_program([Device("a", None, None, "rwm")])) == 8 * (6 + 2 + 2)
+    assert len(device_program([Device("c", 1, 3, "rw")])) == 8 * (6 + 1 + 3 + 1 + 1 + 2 + 2)
+
+
+def test_v1_rules_allow_the_default_list_only(corral, tmp_path):
+    """The v1 devices controller's path, for hosts without cgroup2 (this one prefers the program)."""
+    from isolators.cgroups.devices import write_v1_rules
+    if "devices" not in hierarchies().v1:
+        pytest.skip("no v1 devices controller on this host")
+    path = os.path.join(hierarchies().v1["devices"], corral.cgroups_root, "devices")
+    os.makedirs(path)
+    try:
+        write_v1_rules(path, DEFAULT_RULES)
+        with open(os.path.join(path, "devices.list")) as f:
+            listed = f.read()
+        assert "c 1:3 rwm" in listed and "a *:* rwm" not in listed
+        disk = os.stat("/").st_dev
+        probes = [("open", "/dev/null", None), ("open", "/dev/loop-control", None),
+                  ("mknod", "disk", (stat.S_IFBLK, os.major(disk) or 254, os.minor(disk)))]
+        assert probe_in(path, str(tmp_path), probes) == [0, errno.EPERM, 0]
+    finally:
+        os.rmdir(path)
+
+
+def test_a_program_replaced_with_a_longer_list(v2_cgroup, tmp_path):
+    """DevicesIsolator.allow's way on cgroup2: the new program takes the old one's place."""
+    try:
+        old = load_program(device_program(DEFAULT_RULES))
+    except OSError as e:
+        pytest.skip(f"this kernel does not load cgroup device programs: {e}")
+    new = load_program(device_program([*DEFAULT_RULES, Device("c", 10, 237, "r")]))
+    try:
+        attach_program(v2_cgroup, old)
+        assert probe_in(v2_cgroup, str(tmp_path), [("open", "/dev/loop-control", None)]) == [errno.EPERM]
+        attach_program(v2_cgroup, new, replace_fd=old)
+        assert probe_in(v2_cgroup, str(tmp_path), [("open", "/dev/loop-control", None)]) == [0]
+    finally:
+        os.close(old)
+        os.close(new)
