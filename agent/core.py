@@ -25,13 +25,23 @@ from containerizers.composing import ComposingContainerizer
 from containerizers.mesos.containerizer import MesosContainerizer
 from corral import types
 from corral.files import remove_tree
-from corral.types import (LAUNCHED, TASK_LOST, TASK_RUNNING, ContainerConfig, ContainerExists, InvalidInput,
-                          NoSuchContainer, check_container_id)
+from corral.types import (LAUNCHED, TASK_LOST, TASK_RUNNING, ContainerConfig, ContainerExists, CorralError,
+                          InvalidInput, NoSuchContainer, check_container_id)
 
 from .allocator import Allocator
 from .checkpoint import TERMINAL_STATES, Checkpoint
 from .ports import HostPorts, port_env
-from .resources import Resources
+from .resources import DEFAULT_ROLE, Resources
+
+# Mesos's floor for a container's memory (MIN_MEMORY, 32 MB, in its cgroups memory isolator): a
+# container asking for less, or for none, is given this much, allocated as it is limited.
+MIN_MEMORY_MB = 32.0
+
+
+def with_minimum_memory(request: Resources) -> Resources:
+    """`request` with at least MIN_MEMORY_MB of mem, what is missing taken in the default role."""
+    missing = MIN_MEMORY_MB - (request.get("mem") or 0.0)
+    return request + Resources({("mem", DEFAULT_ROLE): missing}) if missing > 0 else request
 
 
 def make_containerizer(flags, total: Resources) -> Containerizer:
@@ -85,6 +95,7 @@ class Agent:
         self.watchers: dict[str, asyncio.Task] = {}    # container id -> the task that waits for its end
         self.launches: dict[str, asyncio.Future] = {}  # container id -> done once its launch is over
         self._writing = 0                              # durable checkpoint writes in threads now
+        self.waiting = 0                               # WAIT calls open now (metrics: corral/waits_open)
         self.agent_id: str | None = None
         self.started = time.time()
         self.counters: Counter[str] = Counter()        # statuses appended, launch errors, since start
@@ -155,7 +166,7 @@ class Agent:
         self._check_containerizer(config)
         if container_id in self.records:
             return False
-        given = self.allocator.allocate(container_id, request)
+        given = self.allocator.allocate(container_id, with_minimum_memory(request))
         ports = given.get("ports")
         config.resources = types.Resources(cpus=given.get("cpus"), mem_mb=given.get("mem"),
                                            ports=ports.to_list() if ports else None)
@@ -172,9 +183,12 @@ class Agent:
                                    f"{','.join(self.flags.containerizers)} takes it")
         except BaseException as e:
             self.counters["launch_errors"] += 1
-            self._forget(container_id)
             if isinstance(e, ContainerExists):
+                self._forget(container_id)
                 raise InvalidInput(f"container {container_id} exists, outside this agent's knowledge") from None
+            if isinstance(e, Exception):        # not the agent stopping: the next recovery sees to that
+                await self._destroy_leftovers(container_id)     # a launch cut short (its server killed, say)
+            self._forget(container_id)
             raise
         finally:
             self.launches.pop(container_id).set_result(None)
@@ -183,13 +197,22 @@ class Agent:
         return True
 
     async def wait(self, container_id: str) -> dict:
-        """The container's end: its terminal status (state, reason, message, exit_status)."""
+        """The container's end: its terminal status (state, reason, message, exit_status). A
+        caller that goes away leaves nothing behind, and the watch goes on."""
         stream = self.statuses(container_id)
         if _ended(stream):
             return stream[-1]
-        return await asyncio.shield(self.ends[container_id])    # a caller that goes away must not end the watch
+        self.waiting += 1
+        try:
+            return await asyncio.shield(self.ends[container_id])
+        finally:
+            self.waiting -= 1
 
     async def kill(self, container_id: str, sig: int = signal.SIGKILL) -> None:
+        """Signal the container's task; a caller that goes away does not cut it short."""
+        await asyncio.shield(asyncio.ensure_future(self._kill(container_id, sig)))
+
+    async def _kill(self, container_id: str, sig: int) -> None:
         self.statuses(container_id)                     # NoSuchContainer first
         launching = self.launches.get(container_id)
         if launching is not None:
@@ -198,7 +221,11 @@ class Agent:
             await self.containerizer.kill(container_id, sig)
 
     async def remove(self, container_id: str) -> None:
-        """Delete an ended container: sandbox, runtime dir, checkpoint."""
+        """Delete an ended container: sandbox, runtime dir, checkpoint. A caller that goes away
+        does not cut it short."""
+        await asyncio.shield(asyncio.ensure_future(self._remove(container_id)))
+
+    async def _remove(self, container_id: str) -> None:
         if not _ended(self.statuses(container_id)):
             raise InvalidInput(f"container {container_id} is still running: kill it, wait for it, then remove it")
         watcher = self.watchers.get(container_id)
@@ -270,6 +297,13 @@ class Agent:
         finally:
             self.ends.pop(container_id, None)
             self.watchers.pop(container_id, None)
+
+    async def _destroy_leftovers(self, container_id: str) -> None:
+        """Whatever a failed launch left of the container (most leave nothing)."""
+        try:
+            await self.containerizer.destroy(container_id, remove_sandbox=True)
+        except (CorralError, OSError):
+            pass        # nothing there, or nothing reachable now: the next recovery sees to it
 
     async def _release(self, container_id: str, alive: set[str] | None = None) -> None:
         """Destroy what is left of an ended container (its sandbox stays) and free its resources."""

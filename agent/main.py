@@ -2,8 +2,9 @@
 
 The order matters: the Mesos containerizer's launch server is forked first, while this process
 has one thread; only then do asyncio and aiohttp start (and the docker and external
-containerizers' threads, when first used). SIGTERM or SIGINT stops the agent and leaves its containers
-running, as mesos-agent does: the next agent re-attaches them.
+containerizers' threads, when first used). SIGTERM or SIGINT stops the agent within a second,
+whatever calls are open (a WAIT is cut, its client sees the connection close), and leaves its
+containers running, as mesos-agent does: the next agent, which can start at once, re-attaches them.
 """
 
 from __future__ import annotations
@@ -71,7 +72,9 @@ async def _run(flags, total: Resources, containerizer) -> int:
         raise CorralError(f"cannot listen on {flags.ip}:{flags.port}: {reason}") from None
     print(f"corral agent {agent.agent_id} listening on {flags.ip}:{flags.port}", file=sys.stderr, flush=True)
     await stop.wait()
-    await runner.cleanup()
+    print(f"corral agent {agent.agent_id} stopping; the containers it watches ({len(agent.watchers)}) run on",
+          file=sys.stderr, flush=True)
+    await runner.cleanup()      # the calls under way get api.SHUTDOWN_GRACE to answer, then are cut
     agent.allocator.flush()
     return 0
 

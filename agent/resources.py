@@ -230,7 +230,7 @@ def _from_json_item(item, index: int):
         raise InvalidInput(f"{where} needs a name, such as \"cpus\"")
     where = f"resource {index} ({name})"
     kind = item.get("type") or next((t for t, field in _TYPES.items() if field in item), None)
-    if kind not in _TYPES:
+    if not isinstance(kind, str) or kind not in _TYPES:
         raise InvalidInput(f"{where}: type must be SCALAR, RANGES or SET, not {item.get('type')!r}")
     body = item.get(_TYPES[kind])
     try:

@@ -37,6 +37,9 @@ class MesosContainerizer(Containerizer):
             return await self.launch_server.launch(container_id, config)
         return self.sync.launch(container_id, config)
 
+    async def healthy(self) -> bool:
+        return self.launch_server is None or await self.launch_server.healthy()
+
     def close(self) -> None:
         if self.launch_server is not None:
             self.launch_server.stop()

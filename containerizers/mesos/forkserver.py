@@ -7,6 +7,12 @@ runs SyncMesosContainerizer.launch for each request. The supervisors are its chi
 by the kernel (SIGCHLD ignored): their exits are read from the runtime dir, as always. A
 launch also never blocks the client's event loop, the cgroup writes' RCU waits included.
 
+The server outlives any request: a launch that fails, for whatever reason, answers its error
+and the next one is served. Should the server end anyway (killed, say), the client starts a
+new one, by posix_spawn (safe with threads) of `python -m` this module, which is handed the
+socket and the containerizer's arguments: a launch that finds it gone is served by the new
+one; the launch it was in answers Unavailable, alone.
+
 Requests and answers are JSON lines over a socketpair:
     -> {"container_id": "...", "config": {...ContainerConfig...}}
     <- {"result": "LAUNCHED"}  or  {"error": "InvalidInput", "message": "..."}
@@ -17,12 +23,26 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import pickle
 import signal
 import socket
+import struct
+import sys
+import time
 
-from corral.types import ContainerConfig, ContainerExists, CorralError, InvalidInput
+from corral.types import ContainerConfig, ContainerExists, CorralError, InvalidInput, Unavailable
 
-_ERRORS = {"InvalidInput": InvalidInput, "ContainerExists": ContainerExists}
+_SPAWNED_FD = 3         # where a spawned server finds its socket
+
+
+def _errors() -> dict[str, type]:
+    """The errors an answer may name, rebuilt as themselves on the client's side (any other is
+    a CorralError with the server's message)."""
+    from provisioner.errors import DigestMismatch, ImageNotFound, InvalidImage, RegistryError
+
+    from .launcher import LaunchFailed
+    return {e.__name__: e for e in (InvalidInput, Unavailable, DigestMismatch, ImageNotFound, InvalidImage,
+                                    RegistryError, LaunchFailed)}
 
 
 class LaunchServer:
@@ -60,28 +80,91 @@ class LaunchServer:
         line = await asyncio.shield(loop.create_task(self._exchange(loop, request)))
         answer = json.loads(line)
         if "error" in answer:
-            raise _ERRORS.get(answer["error"], CorralError)(answer["message"])
+            if answer["error"] == "ContainerExists":
+                raise ContainerExists(container_id)
+            raise _errors().get(answer["error"], CorralError)(answer["message"])
         return answer["result"]
+
+    async def healthy(self) -> bool:
+        """Whether a server runs, started anew if the last one ended."""
+        loop = asyncio.get_running_loop()
+        if self._loop is not loop:
+            self._loop, self._lock = loop, asyncio.Lock()
+        async with self._lock:
+            try:
+                await self._ensure(loop)
+            except Unavailable:
+                return False
+        return True
 
     async def _exchange(self, loop, request: bytes) -> bytes:
         async with self._lock:            # one request at a time: the server answers in order
-            await loop.sock_sendall(self._sock, request)
+            await self._ensure(loop)
+            try:
+                await loop.sock_sendall(self._sock, request)
+            except OSError:               # gone before our request: a new server takes it
+                await self._restart(loop)
+                await loop.sock_sendall(self._sock, request)
             while b"\n" not in self._buffer:
                 chunk = await loop.sock_recv(self._sock, 65536)
-                if not chunk:
-                    raise CorralError("the launch server is gone")
+                if not chunk:             # gone during our request: it fails alone
+                    await self._restart(loop)
+                    raise Unavailable("the launch server ended during this launch (a new one serves the next "
+                                      "launches): try again")
                 self._buffer += chunk
             line, _, self._buffer = self._buffer.partition(b"\n")
         return line
 
-    def stop(self) -> None:
-        """Close the connection; the server exits when it reads the end, and is reaped here."""
+    async def _ensure(self, loop) -> None:
+        """A server that has ended (killed, say) is replaced before it is asked anything."""
+        ended = self._sock is None
+        if not ended:
+            try:
+                ended = os.waitpid(self.pid, os.WNOHANG)[0] == self.pid
+            except ChildProcessError:
+                ended = True
+            if ended:
+                self.pid = None
+        if ended:
+            await self._restart(loop)
+
+    async def _restart(self, loop) -> None:
+        """Reap the server that ended and spawn another (the process has threads: no fork)."""
+        self._reap()
+        self._buffer = b""
+        ours, theirs = socket.socketpair()
+        try:
+            with theirs:
+                self.pid = os.posix_spawn(sys.executable, [sys.executable, "-m", __spec__.name], os.environ,
+                                          file_actions=[(os.POSIX_SPAWN_DUP2, theirs.fileno(), _SPAWNED_FD)])
+            ours.setblocking(False)
+            arguments = pickle.dumps(self._args)
+            await loop.sock_sendall(ours, struct.pack("!Q", len(arguments)) + arguments)
+        except OSError as e:
+            ours.close()
+            raise Unavailable(f"cannot start a new launch server: {e.strerror or e}") from None
+        self._sock = ours
+
+    def _reap(self, grace: float | None = None) -> None:
+        """Close the connection: the server exits when it reads the end, or at the end of the
+        launch it is in; past `grace` seconds it is killed (its half-made container is then a
+        stranger that the next agent's recovery destroys)."""
         if self._sock is not None:
             self._sock.close()
             self._sock = None
         if self.pid:
-            os.waitpid(self.pid, 0)
+            deadline = None if grace is None else time.monotonic() + grace
+            while os.waitpid(self.pid, 0 if deadline is None else os.WNOHANG)[0] != self.pid:
+                if time.monotonic() > deadline:
+                    os.kill(self.pid, signal.SIGKILL)
+                    deadline = None
+                else:
+                    time.sleep(0.01)
             self.pid = None
+
+    def stop(self, grace: float = 0.5) -> None:
+        """End the server, within `grace` seconds, and reap it."""
+        self._reap(grace)
 
 
 def _serve(sock: socket.socket, args: tuple, kwargs: dict) -> None:
@@ -96,15 +179,35 @@ def _serve(sock: socket.socket, args: tuple, kwargs: dict) -> None:
     containerizer = SyncMesosContainerizer(*args, **kwargs)
     with sock, sock.makefile("rwb") as stream:
         for line in stream:
-            request = json.loads(line)
             try:
+                request = json.loads(line)
                 config = ContainerConfig.from_dict(request["config"])
                 answer = {"result": containerizer.launch(request["container_id"], config)}
-            except ContainerExists as e:
-                answer = {"error": "ContainerExists", "message": str(e)}
-            except InvalidInput as e:
-                answer = {"error": "InvalidInput", "message": str(e)}
-            except (CorralError, OSError) as e:
-                answer = {"error": type(e).__name__, "message": str(e)}
+            except Exception as e:  # noqa: BLE001 - whatever one launch raises, the server serves on
+                message = str(e) if isinstance(e, (CorralError, OSError)) else f"{type(e).__name__}: {e}"
+                answer = {"error": type(e).__name__, "message": message}
             stream.write(json.dumps(answer).encode() + b"\n")
             stream.flush()
+
+
+def _serve_spawned() -> None:
+    """A server spawned in place of one that ended: the socket on fd 3, the arguments on it first."""
+    sock = socket.socket(fileno=_SPAWNED_FD)
+    with sock.makefile("rb", buffering=0) as stream:
+        size, = struct.unpack("!Q", _read_exactly(stream, 8))
+        args, kwargs = pickle.loads(_read_exactly(stream, size))
+    _serve(sock, args, kwargs)
+
+
+def _read_exactly(stream, size: int) -> bytes:
+    data = b""
+    while len(data) < size:
+        chunk = stream.read(size - len(data))
+        if not chunk:
+            raise SystemExit(0)     # the client went away first
+        data += chunk
+    return data
+
+
+if __name__ == "__main__":
+    _serve_spawned()
