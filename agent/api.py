@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import binascii
 import hmac
 import json
 import socket
@@ -124,7 +123,7 @@ def _authorized(header: str, credentials: dict[str, str]) -> bool:
         return False
     try:
         principal, _, secret = base64.b64decode(encoded, validate=True).decode().partition(":")
-    except (binascii.Error, UnicodeDecodeError):
+    except ValueError:          # not base64 (binascii.Error), not ASCII, or not UTF-8 once decoded
         return False
     expected = credentials.get(principal)
     return expected is not None and hmac.compare_digest(expected.encode(), secret.encode())

@@ -199,6 +199,10 @@ def test_credentials(agent_flags, tmp_path):
             assert status == 401
             assert (await a.call({"type": "GET_HEALTH"}, auth=("ops", "wrong")))[0] == 401
             assert (await a.call({"type": "GET_HEALTH"}, auth=("ops", "s3cret")))[0] == 200
+            for header in ("Basic é", "Basic ////", "Basic", "Bearer x", "Basic " + "A" * 4000):    # a 500 once
+                status, text = await a.call({"type": "GET_HEALTH"}, headers={
+                    "Content-Type": "application/json", "Authorization": header})
+                assert (status, text) == (401, "authentication required\n"), header
     asyncio.run(scenario())
 
 
