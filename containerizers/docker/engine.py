@@ -228,7 +228,8 @@ class _SdkErrors:
         import requests.exceptions as rex
         url = self.transport.url
         if isinstance(error, docker.errors.APIError):
-            raise EngineError(f"dockerd at {url}: {error.explanation or error}") from None
+            kind = NotFound if error.status_code == 404 else EngineError
+            raise kind(f"dockerd at {url}: {error.explanation or error}") from None
         if isinstance(error, docker.errors.DockerException):
             raise EngineError(f"docker: {error}") from None
         if isinstance(error, (rex.ConnectionError, rex.Timeout, rex.ChunkedEncodingError)):

@@ -197,3 +197,40 @@ def test_a_sigkilled_agent_reattaches_docker_containers(agent_argv, corral, dock
         for agent in agents:
             if agent.proc.poll() is None:
                 agent.stop()
+
+
+def test_an_image_no_registry_has_is_a_404_and_a_registry_down_a_503(agent_argv, tmp_path):
+    """Issue 9: both were 500s. dockerd pulls from registries on loopback only: an empty
+    docker-registry of the test's own, and a port nobody listens on."""
+    import socket
+    import subprocess
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    config = tmp_path / "registry.yml"
+    config.write_text(json.dumps({"version": 0.1, "log": {"level": "error"}, "http": {"addr": f"127.0.0.1:{port}"},
+                                  "storage": {"filesystem": {"rootdirectory": str(tmp_path / "data")}}}))
+    registry = subprocess.Popen(["/usr/bin/docker-registry", "serve", str(config)], stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL)
+    from agent.flags import parse
+
+    async def scenario():
+        async with InProcessAgent(parse(agent_argv("--containerizers=mesos,docker"), {})) as a:
+            for _ in range(500):
+                try:
+                    socket.create_connection(("127.0.0.1", port), 0.1).close()
+                    break
+                except OSError:
+                    await asyncio.sleep(0.01)
+            missing = {"type": "DOCKER", "docker": {"image": f"127.0.0.1:{port}/corral-test/absent:1"}}
+            status, text = await a.call(launch("missing", "true", container=missing))
+            assert status == 404 and "corral-test/absent:1" in text, text
+            down = {"type": "DOCKER", "docker": {"image": "127.0.0.1:1/corral-test/absent:1"}}
+            status, text = await a.call(launch("down", "true", container=down))
+            assert status == 503 and "could not be pulled" in text, text
+            assert a.agent.records == {} and a.agent.allocator.held == {}
+    try:
+        asyncio.run(scenario())
+    finally:
+        registry.terminate()
+        registry.wait()
