@@ -31,6 +31,9 @@ STRINGS = ["", "x", "\ud800", "\udfff", "a\u0000b", "é", "\U0001f600", "../..",
            "SIGTERM", "9", "-1", "DOCKER", "MESOS", "APPC", "HOST", "NONE", "BRIDGE", "SCALAR", "RANGES", "SET",
            "mem", "cpus", "ports", "disk", "gpus", "*", "LAUNCH_CONTAINER", "WAIT_CONTAINER", "busybox",
            "nothing-here", "f0", "  ", "\n", "%s%n", "{}", "[]", "null"]
+KEYS = ["value", "name", "type", "scalar", "ranges", "range", "begin", "end", "set", "item", "role", "reservations",
+        "signal", "user", "hostname", "shell", "arguments", "environment", "variables", "image", "docker", "mesos",
+        "appc", "network", "container", "command", "container_id", "resources"]
 NUMBERS = [0, 1, -1, 0.5, 31, 32, 1e308, -1e308, 2 ** 63, 2 ** 64 + 1, 10 ** 400, float("nan"), float("inf"),
            float("-inf"), -0.0, 65535, 65536]
 
@@ -52,8 +55,7 @@ def random_value(rng: random.Random, depth: int = 0):
         return rng.choice(STRINGS)
     if roll < 0.85:
         return [random_value(rng, depth + 1) for _ in range(rng.randrange(4))]
-    return {rng.choice(STRINGS + ["value", "name", "type", "scalar", "range", "begin", "end"]): random_value(rng, depth + 1)
-            for _ in range(rng.randrange(4))}
+    return {rng.choice(STRINGS + KEYS): random_value(rng, depth + 1) for _ in range(rng.randrange(4))}
 
 
 def valid_body(rng: random.Random) -> dict:
@@ -103,7 +105,7 @@ def mutate(rng: random.Random, body):
         else:
             parent.pop(key)
     elif isinstance(parent, dict):
-        parent[rng.choice(STRINGS)] = random_value(rng)
+        parent[rng.choice(KEYS + STRINGS)] = random_value(rng)
     else:
         parent.append(random_value(rng))
     return body

@@ -111,6 +111,20 @@ def test_a_killed_launch_server_is_replaced_and_the_agent_never_answers_500(agen
     assert agent.stop() == 0      # and the spawned server goes with the agent (stop() checks)
 
 
+def test_a_launch_naming_thousands_of_resources_is_refused_without_stalling_the_agent(agent_flags):
+    """Summing a request's resources was quadratic: 17,000 in a 1 MB body held the agent's loop
+    for half a minute (bounded here at 20 s, ten times what the linear sum takes on a busy host)."""
+    many = [scalar(f"r{i}", 1) for i in range(17_000)]
+
+    async def scenario():
+        async with InProcessAgent(agent_flags()) as a:
+            status, text = await asyncio.wait_for(a.call(launch("many", "true", many)), 20)
+            assert status == 409 and text.startswith("not enough free resources for many: r0: asked 1, none free;")
+            assert text.strip().endswith("; and 16990 more"), text[-200:]
+            assert a.agent.records == {} and a.agent.allocator.held == {}
+    asyncio.run(scenario())
+
+
 # -- images ----------------------------------------------------------------------------------
 
 def test_an_image_that_is_not_there_is_a_404_and_a_registry_down_a_503(agent_flags, tmp_path):
