@@ -44,14 +44,16 @@ def with_minimum_memory(request: Resources) -> Resources:
     return request + Resources({("mem", DEFAULT_ROLE): missing}) if missing > 0 else request
 
 
-def make_containerizer(flags, total: Resources) -> Containerizer:
+def make_containerizer(flags, total: Resources, lock: int | None = None) -> Containerizer:
     """The agent's containerizer: the one --containerizers names, or a ComposingContainerizer over
     them in the user's order. Call it while the process has one thread: the Mesos containerizer
     launches through a launch server that it forks (containerizers/mesos/forkserver.py), so it is
-    made first; the docker and external ones start their threads only when first used."""
+    made first; the docker and external ones start their threads only when first used. `lock`:
+    the agent's lock (Checkpoint.lock), which the launch server holds too."""
     made: dict[str, Containerizer] = {}
     if "mesos" in flags.containerizers:
-        made["mesos"] = MesosContainerizer(**containerizer_args(flags, total), launch_server=True)
+        made["mesos"] = MesosContainerizer(**containerizer_args(flags, total), launch_server=True,
+                                           hold=() if lock is None else (lock,))
     if "docker" in flags.containerizers:
         from containerizers.docker import DockerContainerizer
         # only=False: the docker containerizer takes only the containers that ask for it (a

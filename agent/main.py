@@ -34,8 +34,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"corral agent: {e}", file=sys.stderr)
         return 2
     try:
-        Checkpoint(flags.work_dir).lock()       # held until this process and its launch server are gone
-        containerizer = make_containerizer(flags, total)     # forks the launch server: no thread yet
+        lock = Checkpoint(flags.work_dir).lock()     # held until this process and its launch server are gone
+        containerizer = make_containerizer(flags, total, lock)     # forks the launch server: no thread yet
     except CorralError as e:
         print(f"corral agent: {e}", file=sys.stderr)
         return 1
@@ -57,10 +57,10 @@ async def _run(flags, total: Resources, containerizer) -> int:
     if flags.recover == "cleanup":
         await agent.cleanup()
         return 0
-    stop = asyncio.Event()
+    stop: asyncio.Future[int] = asyncio.get_running_loop().create_future()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
+        loop.add_signal_handler(sig, lambda sig=sig: stop.done() or stop.set_result(sig))
     runner = make_runner(agent)
     await runner.setup()
     site = web.TCPSite(runner, flags.ip, flags.port)
@@ -71,9 +71,9 @@ async def _run(flags, total: Resources, containerizer) -> int:
         reason = os.strerror(e.errno) if e.errno else str(e)
         raise CorralError(f"cannot listen on {flags.ip}:{flags.port}: {reason}") from None
     print(f"corral agent {agent.agent_id} listening on {flags.ip}:{flags.port}", file=sys.stderr, flush=True)
-    await stop.wait()
-    print(f"corral agent {agent.agent_id} stopping; the containers it watches ({len(agent.watchers)}) run on",
-          file=sys.stderr, flush=True)
+    sig = await stop
+    print(f"corral agent {agent.agent_id} stopping on {signal.Signals(sig).name}; containers left running: "
+          f"{len(agent.watchers)}", file=sys.stderr, flush=True)
     await runner.cleanup()      # the calls under way get api.SHUTDOWN_GRACE to answer, then are cut
     agent.allocator.flush()
     return 0

@@ -19,14 +19,15 @@ from .sync import SUPERVISOR_EXIT_TIMEOUT, SyncMesosContainerizer, Waiter
 
 class MesosContainerizer(Containerizer):
     """With launch_server=True, launches go through a LaunchServer forked at construction
-    (construct it before any thread starts): the way for a process that has threads."""
+    (construct it before any thread starts): the way for a process that has threads. The
+    server holds `hold` open (the agent's lock) for as long as it runs."""
     name = "mesos"
 
-    def __init__(self, *args, launch_server: bool = False, **kwargs):
+    def __init__(self, *args, launch_server: bool = False, hold: tuple[int, ...] = (), **kwargs):
         self.sync = SyncMesosContainerizer(*args, **kwargs)
         self.launch_server = None
         if launch_server:
-            self.launch_server = LaunchServer(args, kwargs)
+            self.launch_server = LaunchServer(args, kwargs, hold)
             self.launch_server.start()
 
     async def recover(self) -> list[str]:

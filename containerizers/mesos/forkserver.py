@@ -32,9 +32,6 @@ import time
 
 from corral.types import ContainerConfig, ContainerExists, CorralError, InvalidInput, Unavailable
 
-_SPAWNED_FD = 3         # where a spawned server finds its socket
-
-
 def _errors() -> dict[str, type]:
     """The errors an answer may name, rebuilt as themselves on the client's side (any other is
     a CorralError with the server's message)."""
@@ -46,10 +43,13 @@ def _errors() -> dict[str, type]:
 
 
 class LaunchServer:
-    """The client side: start() forks the server; launch() asks it to launch a container."""
+    """The client side: start() forks the server; launch() asks it to launch a container.
+    `hold`: fds the server keeps open while it runs (the agent's lock: a new agent waits until
+    the old one's server has finished the launch it was in)."""
 
-    def __init__(self, containerizer_args: tuple, containerizer_kwargs: dict):
+    def __init__(self, containerizer_args: tuple, containerizer_kwargs: dict, hold: tuple[int, ...] = ()):
         self._args = (containerizer_args, containerizer_kwargs)
+        self._hold = tuple(hold)
         self._sock: socket.socket | None = None
         self.pid: int | None = None
         self._loop = self._lock = None
@@ -63,7 +63,7 @@ class LaunchServer:
         if self.pid == 0:
             ours.close()
             try:
-                _serve(theirs, *self._args)
+                _serve(theirs, *self._args, self._hold)
             finally:
                 os._exit(0)
         theirs.close()
@@ -135,8 +135,12 @@ class LaunchServer:
         ours, theirs = socket.socketpair()
         try:
             with theirs:
-                self.pid = os.posix_spawn(sys.executable, [sys.executable, "-m", __spec__.name], os.environ,
-                                          file_actions=[(os.POSIX_SPAWN_DUP2, theirs.fileno(), _SPAWNED_FD)])
+                # Copied to fds above every source, so that no copy overwrites a source not yet copied.
+                sources = (theirs.fileno(), *self._hold)
+                targets = range(max(sources) + 1, max(sources) + 1 + len(sources))
+                self.pid = os.posix_spawn(sys.executable, [sys.executable, "-m", __spec__.name, *map(str, targets)],
+                                          os.environ, file_actions=[(os.POSIX_SPAWN_DUP2, fd, to)
+                                                                    for fd, to in zip(sources, targets)])
             ours.setblocking(False)
             arguments = pickle.dumps(self._args)
             await loop.sock_sendall(ours, struct.pack("!Q", len(arguments)) + arguments)
@@ -167,12 +171,12 @@ class LaunchServer:
         self._reap(grace)
 
 
-def _serve(sock: socket.socket, args: tuple, kwargs: dict) -> None:
+def _serve(sock: socket.socket, args: tuple, kwargs: dict, hold: tuple[int, ...]) -> None:
     from corral.linux import close_fds_except
 
     from .sync import SyncMesosContainerizer
     # Another LaunchServer's socket, inherited, would keep that server from ever reading its end.
-    close_fds_except({sock.fileno()})
+    close_fds_except({sock.fileno(), *hold})
     signal.signal(signal.SIGCHLD, signal.SIG_IGN)     # the kernel reaps the supervisors
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, signal.SIG_DFL)            # the parent's handlers are not ours
@@ -190,13 +194,14 @@ def _serve(sock: socket.socket, args: tuple, kwargs: dict) -> None:
             stream.flush()
 
 
-def _serve_spawned() -> None:
-    """A server spawned in place of one that ended: the socket on fd 3, the arguments on it first."""
-    sock = socket.socket(fileno=_SPAWNED_FD)
+def _serve_spawned(sock_fd: int, *hold: int) -> None:
+    """A server spawned in place of one that ended: its socket's fd, then those it holds, in
+    argv; the containerizer's arguments come first on the socket."""
+    sock = socket.socket(fileno=sock_fd)
     with sock.makefile("rb", buffering=0) as stream:
         size, = struct.unpack("!Q", _read_exactly(stream, 8))
         args, kwargs = pickle.loads(_read_exactly(stream, size))
-    _serve(sock, args, kwargs)
+    _serve(sock, args, kwargs, hold)
 
 
 def _read_exactly(stream, size: int) -> bytes:
@@ -210,4 +215,4 @@ def _read_exactly(stream, size: int) -> bytes:
 
 
 if __name__ == "__main__":
-    _serve_spawned()
+    _serve_spawned(*map(int, sys.argv[1:]))

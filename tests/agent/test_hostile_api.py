@@ -88,11 +88,17 @@ def test_the_launch_server_survives_any_request_that_reaches_it(agent_flags, tmp
     asyncio.run(scenario())
 
 
-def test_a_killed_launch_server_is_replaced_and_the_agent_never_answers_500(agent_process):
+def holds_the_lock(pid: int, work_dir: str) -> bool:
+    fds = os.listdir(f"/proc/{pid}/fd")
+    return f"{work_dir}/meta/lock" in {os.readlink(f"/proc/{pid}/fd/{fd}") for fd in fds}
+
+
+def test_a_killed_launch_server_is_replaced_and_the_agent_never_answers_500(agent_process, corral):
     agent = agent_process()
     assert agent.call(launch("before", "sleep 100"))[0] == 200
     for round in range(2):       # the first server, forked; then one that the agent spawned itself
         old = agent.launch_server
+        assert holds_the_lock(old, corral.work_dir)     # a new agent waits for the launch it is in
         os.kill(old, signal.SIGKILL)
         wait_dead(old)
         assert agent.call({"type": "GET_HEALTH"}) == (200, {"type": "GET_HEALTH", "get_health": {"healthy": True}})
@@ -102,6 +108,7 @@ def test_a_killed_launch_server_is_replaced_and_the_agent_never_answers_500(agen
         children = open(f"/proc/{agent.proc.pid}/task/{agent.proc.pid}/children").read().split()
         assert old not in map(int, children) and len(children) == 1
         agent.launch_server = int(children[0])
+    assert holds_the_lock(agent.launch_server, corral.work_dir)
     _, listed = agent.call({"type": "GET_CONTAINERS"})
     [before] = listed["get_containers"]["containers"]
     assert before["container_status"]["state"] == TASK_RUNNING     # the killed server's container runs on
@@ -238,6 +245,7 @@ def test_sigterm_stops_the_agent_at_once_with_waits_open_and_the_next_agent_take
     time.sleep(0.2)
     agent.proc.send_signal(signal.SIGTERM)
     assert agent.proc.wait(5) == 0           # aiohttp's shutdown timeout would have held it 60 s
+    assert agent.proc.stderr.read().endswith("stopping on SIGTERM; containers left running: 1\n")
     agent.proc.stderr.close()
     for s in [*waiters, half]:
         s.settimeout(5)
