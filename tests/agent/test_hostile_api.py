@@ -132,6 +132,30 @@ def test_a_launch_naming_thousands_of_resources_is_refused_without_stalling_the_
     asyncio.run(scenario())
 
 
+def test_a_launch_server_killed_in_a_launch_fails_that_launch_alone_and_leaves_nothing(agent_flags, corral):
+    """A pull from a registry that never answers (a loopback listener that accepts nothing) keeps
+    the server in the launch while it is killed."""
+    async def scenario(port):
+        async with InProcessAgent(agent_flags("--image_providers=docker", f"--docker_registry=127.0.0.1:{port}")) as a:
+            old = a.containerizer.launch_server.pid
+            stuck = asyncio.ensure_future(a.call(launch("stuck", "true", container=image("busybox"))))
+            containers = os.path.join(corral.runtime_dir, "containers")
+            await until(lambda: os.path.exists(os.path.join(containers, "stuck")))
+            os.kill(old, signal.SIGKILL)
+            status, text = await stuck
+            assert status == 503 and "the launch server ended during this launch" in text, text
+            assert os.listdir(containers) == [] and a.agent.records == {} and a.agent.allocator.held == {}
+            assert (await a.call(launch("next", "exit 0")))[0] == 200
+            _, waited = await a.call(by_id("WAIT_CONTAINER", "next"))
+            assert waited["wait_container"]["state"] == TASK_FINISHED
+            assert a.containerizer.launch_server.pid != old
+            await finish(a, "next")
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()
+        asyncio.run(scenario(silent.getsockname()[1]))
+
+
 # -- images ----------------------------------------------------------------------------------
 
 def test_an_image_that_is_not_there_is_a_404_and_a_registry_down_a_503(agent_flags, tmp_path):
