@@ -32,6 +32,7 @@ import time
 
 from corral.types import ContainerConfig, ContainerExists, CorralError, InvalidInput, Unavailable
 
+
 def _errors() -> dict[str, type]:
     """The errors an answer may name, rebuilt as themselves on the client's side (any other is
     a CorralError with the server's message)."""
@@ -70,10 +71,15 @@ class LaunchServer:
         ours.setblocking(False)
         self._sock = ours
 
-    async def launch(self, container_id: str, config: ContainerConfig) -> str:
+    def _running_loop(self):
+        """The caller's loop, with a lock of its own (a process may run one loop after another)."""
         loop = asyncio.get_running_loop()
         if self._loop is not loop:
             self._loop, self._lock = loop, asyncio.Lock()
+        return loop
+
+    async def launch(self, container_id: str, config: ContainerConfig) -> str:
+        loop = self._running_loop()
         request = json.dumps({"container_id": container_id, "config": config.to_dict()}).encode() + b"\n"
         # The exchange runs to its end even if our caller is cancelled: else its answer would be
         # left for the next caller to read.
@@ -87,9 +93,7 @@ class LaunchServer:
 
     async def healthy(self) -> bool:
         """Whether a server runs, started anew if the last one ended."""
-        loop = asyncio.get_running_loop()
-        if self._loop is not loop:
-            self._loop, self._lock = loop, asyncio.Lock()
+        loop = self._running_loop()
         async with self._lock:
             try:
                 await self._ensure(loop)

@@ -126,7 +126,8 @@ def request(rng: random.Random) -> tuple[bytes, str]:
         raw = raw.decode().encode("utf-16")
     content_type = "application/json"
     if rng.random() < 0.03:
-        content_type = rng.choice(["text/plain", "application/json; charset=latin-1", "", "application/x-www-form-urlencoded"])
+        content_type = rng.choice(["text/plain", "application/json; charset=latin-1", "",
+                                   "application/x-www-form-urlencoded"])
     return raw, content_type
 
 
@@ -175,7 +176,8 @@ def test_the_api_survives_thousands_of_random_and_mutated_calls(agent_flags, cor
             body = {"type": "LAUNCH_CONTAINER", "launch_container": {
                 "container_id": {"value": "normal"}, "command": {"value": "exit 0"}}}
             assert (await a.call(body))[0] == 200
-            _, waited = await a.call({"type": "WAIT_CONTAINER", "wait_container": {"container_id": {"value": "normal"}}})
+            _, waited = await a.call({"type": "WAIT_CONTAINER",
+                                      "wait_container": {"container_id": {"value": "normal"}}})
             assert waited["wait_container"]["state"] == TASK_FINISHED
             assert (await a.call({"type": "REMOVE_CONTAINER",
                                   "remove_container": {"container_id": {"value": "normal"}}}))[0] == 200

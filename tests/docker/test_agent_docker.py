@@ -200,7 +200,7 @@ def test_a_sigkilled_agent_reattaches_docker_containers(agent_argv, corral, dock
 
 
 def test_an_image_no_registry_has_is_a_404_and_a_registry_down_a_503(agent_argv, tmp_path):
-    """Issue 9: both were 500s. dockerd pulls from registries on loopback only: an empty
+    """Issue 9: both were 500s, as was a reference dockerd refuses (400). dockerd pulls from registries on loopback only: an empty
     docker-registry of the test's own, and a port nobody listens on."""
     import socket
     import subprocess
@@ -228,6 +228,9 @@ def test_an_image_no_registry_has_is_a_404_and_a_registry_down_a_503(agent_argv,
             down = {"type": "DOCKER", "docker": {"image": "127.0.0.1:1/corral-test/absent:1"}}
             status, text = await a.call(launch("down", "true", container=down))
             assert status == 503 and "could not be pulled" in text, text
+            malformed = {"type": "DOCKER", "docker": {"image": "Not/A:Valid:Reference"}}
+            status, text = await a.call(launch("malformed", "true", container=malformed))
+            assert status == 400 and "invalid reference format" in text, text
             assert a.agent.records == {} and a.agent.allocator.held == {}
     try:
         asyncio.run(scenario())
