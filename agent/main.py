@@ -40,12 +40,17 @@ def main(argv: list[str] | None = None) -> int:
         print(f"corral agent: {e}", file=sys.stderr)
         return 1
     try:
-        return asyncio.run(_run(flags, total, containerizer))
+        code = asyncio.run(_run(flags, total, containerizer))
     except CorralError as e:        # a damaged checkpoint with --strict, among others
         print(f"corral agent: {e}", file=sys.stderr)
-        return 1
+        code = 1
     finally:
         containerizer.close()
+    # A call still under way in the docker or external containerizer's threads (a pull, say)
+    # would hold the interpreter's exit: like a SIGKILL's, it is the next agent's to see to.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 async def _run(flags, total: Resources, containerizer) -> int:

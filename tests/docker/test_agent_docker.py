@@ -237,3 +237,36 @@ def test_an_image_no_registry_has_is_a_404_and_a_registry_down_a_503(agent_argv,
     finally:
         registry.terminate()
         registry.wait()
+
+
+def test_sigterm_does_not_wait_for_a_docker_pull(agent_argv):
+    """Issue 9: SIGTERM stops the agent at once whatever is open, a pull from a registry that
+    never answers (a loopback listener that accepts nothing) included."""
+    import signal
+    import socket
+    import threading
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()
+        agent = AgentProcess(agent_argv("--containerizers=mesos,docker"))
+        stuck = {"type": "DOCKER", "docker": {"image": f"127.0.0.1:{silent.getsockname()[1]}/corral-test/stuck:1"}}
+        answers = []
+
+        def call():
+            try:
+                answers.append(agent.call(launch("stuck", "true", container=stuck), timeout=60))
+            except OSError as e:        # the connection closed unanswered
+                answers.append(e)
+        caller = threading.Thread(target=call)
+        caller.start()
+        time.sleep(1.0)                 # the pull is under way
+        assert answers == []
+        agent.proc.send_signal(signal.SIGTERM)
+        assert agent.proc.wait(5) == 0
+        agent.proc.stderr.close()
+        caller.join(10)
+        assert len(answers) == 1 and not (isinstance(answers[0], tuple) and answers[0][0] == 200)
+    successor = AgentProcess(agent_argv("--containerizers=mesos,docker"))
+    _, listed = successor.call({"type": "GET_CONTAINERS"})
+    assert listed["get_containers"]["containers"] == []     # the launch cut short is forgotten
+    assert successor.stop() == 0
