@@ -161,7 +161,7 @@ class Agent:
         """True once launched; False when the id is known already. InsufficientResources,
         InvalidInput: nothing was launched and nothing is held. A caller that goes away (an
         HTTP client hanging up) does not cut the launch short: it goes on to its end."""
-        return await asyncio.shield(asyncio.ensure_future(self._launch(container_id, config, request)))
+        return await _to_its_end(self._launch(container_id, config, request))
 
     async def _launch(self, container_id: str, config: ContainerConfig, request: Resources) -> bool:
         check_container_id(container_id)
@@ -212,7 +212,7 @@ class Agent:
 
     async def kill(self, container_id: str, sig: int = signal.SIGKILL) -> None:
         """Signal the container's task; a caller that goes away does not cut it short."""
-        await asyncio.shield(asyncio.ensure_future(self._kill(container_id, sig)))
+        await _to_its_end(self._kill(container_id, sig))
 
     async def _kill(self, container_id: str, sig: int) -> None:
         self.statuses(container_id)                     # NoSuchContainer first
@@ -225,7 +225,7 @@ class Agent:
     async def remove(self, container_id: str) -> None:
         """Delete an ended container: sandbox, runtime dir, checkpoint. A caller that goes away
         does not cut it short."""
-        await asyncio.shield(asyncio.ensure_future(self._remove(container_id)))
+        await _to_its_end(self._remove(container_id))
 
     async def _remove(self, container_id: str) -> None:
         if not _ended(self.statuses(container_id)):
@@ -352,6 +352,14 @@ class Agent:
         if end is not None and not end.done():
             end.set_exception(NoSuchContainer(container_id))
             end.exception()         # retrieved: nobody need be waiting
+
+
+async def _to_its_end(work):
+    """Run `work` to its end even if our caller is cancelled (an HTTP client that hangs up); its
+    error, if nobody awaits it any more, is taken here rather than logged as never retrieved."""
+    task = asyncio.ensure_future(work)
+    task.add_done_callback(lambda t: t.cancelled() or t.exception())
+    return await asyncio.shield(task)
 
 
 async def _after_answers() -> None:

@@ -83,7 +83,9 @@ class LaunchServer:
         request = json.dumps({"container_id": container_id, "config": config.to_dict()}).encode() + b"\n"
         # The exchange runs to its end even if our caller is cancelled: else its answer would be
         # left for the next caller to read.
-        line = await asyncio.shield(loop.create_task(self._exchange(loop, request)))
+        exchange = loop.create_task(self._exchange(loop, request))
+        exchange.add_done_callback(lambda t: t.cancelled() or t.exception())    # retrieved if we are gone
+        line = await asyncio.shield(exchange)
         answer = json.loads(line)
         if "error" in answer:
             if answer["error"] == "ContainerExists":

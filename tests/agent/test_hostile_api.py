@@ -156,6 +156,31 @@ def test_a_launch_server_killed_in_a_launch_fails_that_launch_alone_and_leaves_n
         asyncio.run(scenario(silent.getsockname()[1]))
 
 
+def test_a_launch_whose_client_hung_up_fails_quietly(agent_flags, corral, caplog):
+    """The launch runs to its end without its client; an error at that end is nobody's to log."""
+    import gc
+
+    import aiohttp
+
+    async def scenario(port):
+        async with InProcessAgent(agent_flags("--image_providers=docker", f"--docker_registry=127.0.0.1:{port}")) as a:
+            with pytest.raises(asyncio.TimeoutError):
+                await a.call(launch("gone", "true", container=image("busybox")),
+                             timeout=aiohttp.ClientTimeout(total=0.3))
+            os.kill(a.containerizer.launch_server.pid, signal.SIGKILL)
+            await until(lambda: "gone" not in a.agent.records)
+            assert a.agent.allocator.held == {} and os.listdir(os.path.join(corral.runtime_dir, "containers")) == []
+            gc.collect()
+            await asyncio.sleep(0.1)
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()
+        asyncio.run(scenario(silent.getsockname()[1]))
+    gc.collect()
+    logged = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert not logged, logged
+
+
 # -- images ----------------------------------------------------------------------------------
 
 def test_an_image_that_is_not_there_is_a_404_and_a_registry_down_a_503(agent_flags, tmp_path):
