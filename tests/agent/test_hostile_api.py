@@ -132,6 +132,28 @@ def test_a_launch_naming_thousands_of_resources_is_refused_without_stalling_the_
     asyncio.run(scenario())
 
 
+def test_an_agent_that_cannot_replace_its_launch_server_says_it_is_unhealthy(agent_flags, monkeypatch, tmp_path):
+    """The fallback: no 500s while healthy. (The interpreter gone from under the agent is
+    played by pointing sys.executable, which the agent spawns a new server with, elsewhere.)"""
+    async def scenario():
+        async with InProcessAgent(agent_flags()) as a:
+            pid = a.containerizer.launch_server.pid
+            os.kill(pid, signal.SIGKILL)
+            await until(lambda: _state(pid) == "Z")
+            monkeypatch.setattr("sys.executable", str(tmp_path / "no-python"))
+            assert await a.call({"type": "GET_HEALTH"}) == (200, {"type": "GET_HEALTH",
+                                                                   "get_health": {"healthy": False}})
+            async with a.http.get(a.url + "/health") as r:
+                assert r.status == 503
+            status, text = await a.call(launch("while-down", "true"))
+            assert status == 503 and "cannot start a new launch server" in text, text
+            monkeypatch.undo()
+            assert (await a.call({"type": "GET_HEALTH"}))[1]["get_health"]["healthy"] is True
+            assert (await a.call(launch("after", "exit 0")))[0] == 200
+            await finish(a, "after")
+    asyncio.run(scenario())
+
+
 def test_a_launch_server_killed_in_a_launch_fails_that_launch_alone_and_leaves_nothing(agent_flags, corral):
     """A pull from a registry that never answers (a loopback listener that accepts nothing) keeps
     the server in the launch while it is killed."""
