@@ -375,9 +375,15 @@ def _config(call: _Object) -> ContainerConfig:
         image, network = _mesos_image(container.object("mesos")), None
     else:
         raise InvalidInput(f'"container.type" must be MESOS or DOCKER, not {kind!r}')
+    hostname = container.get("hostname", str)
+    if hostname is not None and len(hostname.encode()) > HOST_NAME_MAX:
+        raise InvalidInput(f'"{container.path("hostname")}" is longer than {HOST_NAME_MAX} bytes')
     return ContainerConfig(
-        argv=argv, env=env, user=command.get("user", str), hostname=container.get("hostname", str),
+        argv=argv, env=env, user=command.get("user", str), hostname=hostname,
         containerizer="docker" if kind == "DOCKER" else None, image=image, network=network)
+
+
+HOST_NAME_MAX = 64      # Linux's: sethostname refuses a longer name (the task would fail at its start)
 
 
 def _mesos_image(mesos: _Object) -> dict | None:

@@ -175,6 +175,8 @@ def test_a_launch_beyond_the_free_resources_is_refused_naming_what_is_short(agen
      '"launch_container.container.docker.image" must be a string, not a list'),
     (launch("c", "true", container={"type": ["DOCKER"]}), None, 400, '"launch_container.container.type" must be'),
     (launch("c", "true", container={"hostname": 5}), None, 400, '"launch_container.container.hostname" must be'),
+    (launch("c", "true", container={"hostname": "h" * 65}), None, 400,
+     '"launch_container.container.hostname" is longer than 64 bytes'),
     (by_id("KILL_CONTAINER", "c", signal=True), None, 400, '"kill_container.signal" must be a name or a number'),
     (by_id("KILL_CONTAINER", "c", signal=[9]), None, 400, '"kill_container.signal" must be a name or a number'),
     ({"type": 5}, None, 400, '"type" must be a string, not an integer'),
