@@ -25,8 +25,8 @@ from containerizers.composing import ComposingContainerizer
 from containerizers.mesos.containerizer import MesosContainerizer
 from corral import types
 from corral.files import remove_tree
-from corral.types import (LAUNCHED, TASK_LOST, TASK_RUNNING, ContainerConfig, ContainerExists, CorralError,
-                          InvalidInput, NoSuchContainer, check_container_id)
+from corral.types import (LAUNCHED, TASK_LOST, TASK_RUNNING, ContainerConfig, ContainerExists, InvalidInput,
+                          NoSuchContainer, check_container_id)
 
 from .allocator import Allocator
 from .checkpoint import TERMINAL_STATES, Checkpoint
@@ -185,12 +185,9 @@ class Agent:
                                    f"{','.join(self.flags.containerizers)} takes it")
         except BaseException as e:
             self.counters["launch_errors"] += 1
-            if isinstance(e, ContainerExists):
-                self._forget(container_id)
-                raise InvalidInput(f"container {container_id} exists, outside this agent's knowledge") from None
-            if isinstance(e, Exception):        # not the agent stopping: the next recovery sees to that
-                await self._destroy_leftovers(container_id)     # a launch cut short (its server killed, say)
             self._forget(container_id)
+            if isinstance(e, ContainerExists):
+                raise InvalidInput(f"container {container_id} exists, outside this agent's knowledge") from None
             raise
         finally:
             self.launches.pop(container_id).set_result(None)
@@ -299,13 +296,6 @@ class Agent:
         finally:
             self.ends.pop(container_id, None)
             self.watchers.pop(container_id, None)
-
-    async def _destroy_leftovers(self, container_id: str) -> None:
-        """Whatever a failed launch left of the container (most leave nothing)."""
-        try:
-            await self.containerizer.destroy(container_id, remove_sandbox=True)
-        except (CorralError, OSError):
-            pass        # nothing there, or nothing reachable now: the next recovery sees to it
 
     async def _release(self, container_id: str, alive: set[str] | None = None) -> None:
         """Destroy what is left of an ended container (its sandbox stays) and free its resources."""

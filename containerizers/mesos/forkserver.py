@@ -33,6 +33,10 @@ import time
 from corral.types import ContainerConfig, ContainerExists, CorralError, InvalidInput, Unavailable
 
 
+class LaunchCutShort(Unavailable):
+    """The server ended during this launch: what it made of the container is left as it was."""
+
+
 def _errors() -> dict[str, type]:
     """The errors an answer may name, rebuilt as themselves on the client's side (any other is
     a CorralError with the server's message)."""
@@ -115,7 +119,7 @@ class LaunchServer:
                 chunk = await loop.sock_recv(self._sock, 65536)
                 if not chunk:             # gone during our request: it fails alone
                     await self._restart(loop)
-                    raise Unavailable("the launch server ended during this launch (a new one serves the next "
+                    raise LaunchCutShort("the launch server ended during this launch (a new one serves the next "
                                       "launches): try again")
                 self._buffer += chunk
             line, _, self._buffer = self._buffer.partition(b"\n")
