@@ -66,7 +66,8 @@ class Allocator:
             else:
                 given += Resources({key: want})
         if short:
-            raise InsufficientResources(f"not enough free resources for {owner}: {'; '.join(short)}")
+            more = f"; and {len(short) - 10} more" if len(short) > 10 else ""
+            raise InsufficientResources(f"not enough free resources for {owner}: {'; '.join(short[:10])}{more}")
         self.held[owner] = given
         self._save()
         return given

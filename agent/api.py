@@ -6,8 +6,12 @@ input of any kind (JSON, call, content type, size, container id, resources) is a
 one-line message, never a 500.
 
     200 done   202 LAUNCH_CONTAINER of a known id   400 invalid or unsupported   401 no credentials
-    404 unknown container   408 the body came too late   409 not enough free resources
-    413 body too large   415 not JSON
+    404 unknown container or image   408 the body came too late   409 not enough free resources
+    413 body too large   415 not JSON   503 unavailable for now (dockerd or a registry down)
+
+A client that hangs up has its call dropped (aiohttp's handler cancellation): an open WAIT
+holds nothing once its client has gone. What a call set going in the agent (a launch, a kill,
+a removal) runs to its end all the same.
 
 Slow or stuck clients hold nothing for long (--http_request_timeout, T): a connection that sends
 no complete request headers within T of connecting or of its last response is closed (aiohttp's
@@ -21,7 +25,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import binascii
 import hmac
 import json
 import socket
@@ -31,11 +34,14 @@ from aiohttp import web
 import corral
 from corral.types import ContainerConfig, CorralError, InvalidInput, NoSuchContainer, Unavailable, parse_signal
 
+from provisioner.errors import DigestMismatch, ImageNotFound, InvalidImage, RegistryError
+
 from . import metrics
 from .allocator import InsufficientResources
 from .resources import Resources
 
 MAX_BODY = 1 << 20
+SHUTDOWN_GRACE = 0.25   # seconds the calls under way get to answer when the agent stops (not a WAIT's end)
 AGENT = web.AppKey("agent", object)
 
 
@@ -44,7 +50,8 @@ def make_runner(agent) -> web.AppRunner:
     keep-alive timer runs from the connection's start and from each response); so does the
     reading of what a client still sends after its answer (aiohttp's lingering close)."""
     timeout = agent.flags.http_request_timeout
-    return web.AppRunner(make_app(agent), handle_signals=False, keepalive_timeout=timeout, lingering_time=timeout)
+    return web.AppRunner(make_app(agent), handle_signals=False, keepalive_timeout=timeout, lingering_time=timeout,
+                         handler_cancellation=True, shutdown_timeout=SHUTDOWN_GRACE)
 
 
 def make_app(agent) -> web.Application:
@@ -60,7 +67,10 @@ def make_app(agent) -> web.Application:
 
 # -- middlewares -----------------------------------------------------------------------------------
 
-_STATUS = ((NoSuchContainer, 404), (InsufficientResources, 409), (InvalidInput, 400), (Unavailable, 503))
+# A missing image is the request's to fix (404, as a missing container); a registry that is down
+# or unusable, or that sent a blob that is not what its digest says, may do better later (503).
+_STATUS = ((NoSuchContainer, 404), (ImageNotFound, 404), (InsufficientResources, 409), (InvalidInput, 400),
+           (InvalidImage, 400), (Unavailable, 503), (RegistryError, 503), (DigestMismatch, 503))
 
 
 @web.middleware
@@ -93,7 +103,9 @@ async def _errors(request, handler):
         return await handler(request)
     except CorralError as e:
         status = next((code for kind, code in _STATUS if isinstance(e, kind)), 500)
-        return web.Response(status=status, text=str(e) + "\n")
+        # A message may quote the request: never let what it quotes fail the answer.
+        return web.Response(status=status, body=(str(e) + "\n").encode(errors="backslashreplace"),
+                            content_type="text/plain", charset="utf-8")
 
 
 @web.middleware
@@ -111,7 +123,7 @@ def _authorized(header: str, credentials: dict[str, str]) -> bool:
         return False
     try:
         principal, _, secret = base64.b64decode(encoded, validate=True).decode().partition(":")
-    except (binascii.Error, UnicodeDecodeError):
+    except ValueError:          # not base64 (binascii.Error), not ASCII, or not UTF-8 once decoded
         return False
     expected = credentials.get(principal)
     return expected is not None and hmac.compare_digest(expected.encode(), secret.encode())
@@ -120,6 +132,8 @@ def _authorized(header: str, credentials: dict[str, str]) -> bool:
 # -- the calls ------------------------------------------------------------------------------------
 
 async def _health(request):
+    if not await request.app[AGENT].containerizer.healthy():
+        return web.Response(status=503, text="unhealthy: the containerizer cannot launch\n")
     return web.Response(text="OK\n")
 
 
@@ -165,23 +179,29 @@ async def _call(request):
         response = web.Response(status=408, text=f"the request's body did not arrive within {timeout:g}s\n")
         response.force_close()
         return response
-    try:
-        body = json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as e:
-        raise InvalidInput(f"the body is not valid JSON: {e}") from None
-    if not isinstance(body, dict) or not isinstance(body.get("type"), str):
-        raise InvalidInput('the body must be a JSON object with a "type", such as {"type": "GET_HEALTH"}')
-    handler = CALLS.get(body["type"])
+    body = _Object(_parse(raw))
+    kind = body.get("type", str)
+    handler = CALLS.get(kind)
     if handler is None:
-        raise InvalidInput(f"unknown or unsupported call {body['type']!r} (known: {', '.join(sorted(CALLS))})")
-    answer = await handler(request.app[AGENT], body.get(body["type"].lower(), {}))
+        raise InvalidInput(f"unknown or unsupported call {kind!r} (known: {', '.join(sorted(CALLS))})" if kind else
+                           'the body must be a JSON object with a "type", such as {"type": "GET_HEALTH"}')
+    answer = await handler(request.app[AGENT], body.object(kind.lower()))
     if isinstance(answer, web.Response):
         return answer
-    return web.json_response({"type": body["type"], body["type"].lower(): answer} if answer is not None else {})
+    return web.json_response({"type": kind, kind.lower(): answer} if answer is not None else {})
+
+
+def _parse(raw: bytes):
+    try:
+        return json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as e:
+        raise InvalidInput(f"the body is not valid JSON: {e}") from None
+    except RecursionError:
+        raise InvalidInput("the body is not valid JSON: nested too deeply") from None
 
 
 async def get_health(agent, _):
-    return {"healthy": True}
+    return {"healthy": await agent.containerizer.healthy()}
 
 
 async def get_version(agent, _):
@@ -218,7 +238,7 @@ async def get_metrics(agent, _):
 async def launch_container(agent, call):
     container_id = _container_id(call)
     config = _config(call)
-    request = Resources.from_json(call.get("resources") or [])
+    request = Resources.from_json(call.data.get("resources") or [])     # Resources checks its JSON form
     if not await agent.launch(container_id, config, request):
         return web.Response(status=202)
     return web.Response(status=200)
@@ -230,8 +250,7 @@ async def wait_container(agent, call):
 
 
 async def kill_container(agent, call):
-    sig = call.get("signal", "SIGKILL")
-    await agent.kill(_container_id(call), parse_signal(sig) if isinstance(sig, (str, int)) else _bad_signal(sig))
+    await agent.kill(_container_id(call), _signal(call))
     return web.Response(status=200)
 
 
@@ -249,105 +268,168 @@ CALLS = {
 
 
 # -- request shapes ----------------------------------------------------------------------------
+# One place checks what each call's body holds: every field the agent reads is read through an
+# `_Object`, which answers InvalidInput naming the field and the type it must have. Nothing of a
+# body reaches the agent's core, its checkpoint or its launch server unchecked.
 
-def _bad_signal(value):
-    raise InvalidInput(f"invalid signal {value!r}")
+_JSON_TYPES = {dict: "a JSON object", list: "a list", str: "a string", int: "an integer", float: "a number",
+               bool: "true or false"}
 
 
-def _container_id(call) -> str:
-    container_id = call.get("container_id") if isinstance(call, dict) else None
-    value = container_id.get("value") if isinstance(container_id, dict) else None
-    if not isinstance(value, str):
-        raise InvalidInput('the call needs "container_id": {"value": "..."}')
+class _Object:
+    """A JSON object of a request, at `where` ("launch_container.command")."""
+
+    def __init__(self, data, where: str = ""):
+        if not isinstance(data, dict):
+            raise InvalidInput(f'{_quoted(where)} must be a JSON object, not {_json_type(data)}')
+        self.data, self.where = data, where
+
+    def path(self, key: str) -> str:
+        return f"{self.where}.{key}" if self.where else key
+
+    def get(self, key: str, kind: type, default=None):
+        """The field, which must be of `kind` (a str also valid Unicode) when present and not null."""
+        value = self.data.get(key)
+        if value is None:
+            return default
+        if not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool):
+            raise InvalidInput(f'"{self.path(key)}" must be {_JSON_TYPES[kind]}, not {_json_type(value)}')
+        if kind is str:
+            _sound_text(value, self.path(key))
+        return value
+
+    def object(self, key: str) -> "_Object":
+        """The field as an _Object ({} when absent)."""
+        return _Object(self.get(key, dict, {}), self.path(key))
+
+    def strings(self, key: str) -> list[str]:
+        values = self.get(key, list, [])
+        for index, value in enumerate(values):
+            if not isinstance(value, str):
+                raise InvalidInput(f'"{self.path(key)}" must be a list of strings ({index}: {_json_type(value)})')
+            _sound_text(value, f"{self.path(key)}[{index}]")
+        return values
+
+
+def _quoted(where: str) -> str:
+    return f'"{where}"' if where else "the body"
+
+
+def _json_type(value) -> str:
+    return "null" if value is None else next(
+        (name for kind, name in _JSON_TYPES.items() if type(value) is kind), type(value).__name__)
+
+
+def _sound_text(value: str, where: str) -> str:
+    """A string fit for a path, an argv or an answer: JSON's \\ud800 and \\u0000 escapes make
+    strings that none of these can hold."""
+    try:
+        value.encode()
+    except UnicodeEncodeError:
+        raise InvalidInput(f'"{where}" is not valid Unicode (a lone surrogate)') from None
+    if "\0" in value:
+        raise InvalidInput(f'"{where}" holds a NUL character')
     return value
 
 
-def _config(call: dict) -> ContainerConfig:
+def _container_id(call: _Object) -> str:
+    value = call.object("container_id").get("value", str)
+    if value is None:
+        raise InvalidInput(f'{_quoted(call.where)} needs "container_id": {{"value": "..."}}')
+    return value
+
+
+def _signal(call: _Object) -> int:
+    value = call.data.get("signal", "SIGKILL")
+    if not isinstance(value, (str, int)) or isinstance(value, bool):
+        raise InvalidInput(f'"{call.path("signal")}" must be a name or a number, not {_json_type(value)}')
+    return parse_signal(_sound_text(value, call.path("signal")) if isinstance(value, str) else value)
+
+
+def _config(call: _Object) -> ContainerConfig:
     """Mesos's CommandInfo and ContainerInfo, the parts corral honours."""
-    command = call.get("command")
-    if not isinstance(command, dict) or not isinstance(command.get("value", ""), str):
-        raise InvalidInput('LAUNCH_CONTAINER needs "command": {"value": "..."}')
-    value, arguments = command.get("value", ""), command.get("arguments", [])
-    if not isinstance(arguments, list) or not all(isinstance(a, str) for a in arguments):
-        raise InvalidInput('"command.arguments" must be a list of strings')
-    if command.get("shell", True):
+    if "command" not in call.data:
+        raise InvalidInput(f'{_quoted(call.where)} needs "command": {{"value": "..."}}')
+    command = call.object("command")
+    value, arguments = command.get("value", str, ""), command.strings("arguments")
+    if command.get("shell", bool, True):
         if not value:
             raise InvalidInput('a shell command needs "command.value"')
         argv = ["/bin/sh", "-c", value]
     else:
         argv = [value or arguments[0], *arguments[1:]] if (value or arguments) else []
-    environment = command.get("environment") or {}
-    variables = environment.get("variables", []) if isinstance(environment, dict) else None
-    if not isinstance(variables, list) or not all(
-            isinstance(v, dict) and isinstance(v.get("name"), str) and isinstance(v.get("value", ""), str)
-            for v in variables):
-        raise InvalidInput('"command.environment.variables" must be [{"name": ..., "value": ...}, ...]')
-    container = call.get("container") or {}
-    if not isinstance(container, dict):
-        raise InvalidInput('"container" must be a ContainerInfo object')
-    kind = container.get("type", "MESOS")
+    environment = command.object("environment")
+    variables = [_Object(v, f"{environment.path('variables')}[{i}]")
+                 for i, v in enumerate(environment.get("variables", list, []))]
+    env = {}
+    for variable in variables:
+        name = variable.get("name", str)
+        if name is None:
+            raise InvalidInput(f'"{variable.where}" needs a "name"')
+        env[name] = variable.get("value", str, "")
+    container = call.object("container")
+    kind = container.get("type", str, "MESOS")
     if kind == "DOCKER":
-        image, network = _docker(container.get("docker"))
+        image, network = _docker(container.object("docker"))
     elif kind == "MESOS":
-        image, network = _mesos_image(container.get("mesos")), None
+        image, network = _mesos_image(container.object("mesos")), None
     else:
         raise InvalidInput(f'"container.type" must be MESOS or DOCKER, not {kind!r}')
-    hostname = container.get("hostname")
+    hostname = container.get("hostname", str)
+    if hostname is not None and len(hostname.encode()) > HOST_NAME_MAX:
+        raise InvalidInput(f'"{container.path("hostname")}" is longer than {HOST_NAME_MAX} bytes')
     return ContainerConfig(
-        argv=argv, env={v["name"]: v.get("value", "") for v in variables},
-        user=command.get("user") if isinstance(command.get("user"), str) else None,
-        hostname=hostname if isinstance(hostname, str) else None,
+        argv=argv, env=env, user=command.get("user", str), hostname=hostname,
         containerizer="docker" if kind == "DOCKER" else None, image=image, network=network,
-        **_linux_info(container.get("linux_info")), rlimits=_rlimit_info(container.get("rlimit_info")))
+        **_linux_info(container.object("linux_info")), rlimits=_rlimit_info(container.object("rlimit_info")))
 
 
-def _linux_info(info) -> dict:
+def _linux_info(info: _Object) -> dict:
     """ContainerInfo.linux_info: capabilities (CapabilityInfo) and seccomp (SeccompInfo)."""
-    if info is None:
-        return {}
-    if not isinstance(info, dict):
-        raise InvalidInput('"container.linux_info" must be a LinuxInfo object')
     from isolators.capabilities import names
     config = {}
     for field in ("effective_capabilities", "bounding_capabilities"):
-        value = info.get(field)
-        if value is not None:
-            listed = value.get("capabilities", []) if isinstance(value, dict) else None
-            config[field] = sorted(names(listed, f'"container.linux_info.{field}.capabilities"'))
-    seccomp = info.get("seccomp")
-    if seccomp is not None:
-        if not isinstance(seccomp, dict):
-            raise InvalidInput('"container.linux_info.seccomp" must be {"profile_name": ...} or {"unconfined": true}')
-        name = seccomp.get("profile_name")
-        if seccomp.get("unconfined") is True:
+        if info.data.get(field) is not None:
+            listed = info.object(field).strings("capabilities")
+            config[field] = sorted(names(listed, f'"{info.path(field)}.capabilities"'))
+    if info.data.get("seccomp") is not None:
+        seccomp = info.object("seccomp")
+        name = seccomp.get("profile_name", str)
+        if seccomp.get("unconfined", bool) is True:
             config["seccomp_profile"] = "unconfined"
-        elif isinstance(name, str) and name and "/" not in name and name not in (".", ".."):
+        elif name and "/" not in name and name not in (".", ".."):
             config["seccomp_profile"] = name          # in the agent's --seccomp_config_dir
         else:
-            raise InvalidInput('"container.linux_info.seccomp" needs "profile_name" (a name in the agent\'s '
+            raise InvalidInput(f'"{seccomp.where}" needs "profile_name" (a name in the agent\'s '
                                '--seccomp_config_dir) or "unconfined": true')
     return config
 
 
-def _rlimit_info(info) -> list:
+def _rlimit_info(info: _Object) -> list:
     """ContainerInfo.rlimit_info: {"rlimits": [{"type": "RLMT_NOFILE", "soft": N, "hard": N}]}."""
-    if info is None:
+    if not info.data:
         return []
     from isolators.rlimits import parse_rlimits
-    rlimits = info.get("rlimits") if isinstance(info, dict) else None
+    rlimits = info.get("rlimits", list, [])
     parse_rlimits(rlimits)
     return rlimits
 
 
-def _mesos_image(mesos) -> dict | None:
+HOST_NAME_MAX = 64      # Linux's: sethostname refuses a longer name (the task would fail at its start)
+
+
+def _mesos_image(mesos: _Object) -> dict | None:
     """ContainerInfo.mesos.image: an image the Mesos containerizer provisions."""
-    image = mesos.get("image") if isinstance(mesos, dict) else None
-    if image is None:
+    if mesos.data.get("image") is None:
         return None
-    if not isinstance(image, dict) or image.get("type") not in ("DOCKER", "APPC"):
-        raise InvalidInput('"container.mesos.image" needs a type, DOCKER or APPC')
-    details = image.get(image["type"].lower()) or {}
-    return {"type": image["type"], "name": details.get("name") if isinstance(details, dict) else None}
+    image = mesos.object("image")
+    kind = image.get("type", str)
+    if kind not in ("DOCKER", "APPC"):
+        raise InvalidInput(f'"{image.where}" needs a type, DOCKER or APPC')
+    name = image.object(kind.lower()).get("name", str)
+    if not name:
+        raise InvalidInput(f'"{image.path(kind.lower())}" needs a "name", such as "busybox"')
+    return {"type": kind, "name": name}
 
 
 # Mesos's DockerInfo.network: the host's network (the default: PORT0.. are host ports) or none.
@@ -355,12 +437,12 @@ def _mesos_image(mesos) -> dict | None:
 _DOCKER_NETWORKS = {"HOST": None, "NONE": "none"}
 
 
-def _docker(docker) -> tuple[dict, str | None]:
+def _docker(docker: _Object) -> tuple[dict, str | None]:
     """ContainerInfo.docker: the image and network of a container for the docker containerizer."""
-    image = docker.get("image") if isinstance(docker, dict) else None
-    if not isinstance(image, str) or not image:
+    image = docker.get("image", str)
+    if not image:
         raise InvalidInput('a DOCKER container needs "container.docker.image", such as {"image": "busybox"}')
-    network = docker.get("network", "HOST")
+    network = docker.get("network", str, "HOST")
     if network not in _DOCKER_NETWORKS:
         raise InvalidInput(f'"container.docker.network" {network!r} is not supported: HOST (the default) or NONE')
     return {"type": "DOCKER", "name": image}, _DOCKER_NETWORKS[network]

@@ -31,17 +31,29 @@ from corral.types import (LAUNCHED, TASK_LOST, TASK_RUNNING, ContainerConfig, Co
 from .allocator import Allocator
 from .checkpoint import TERMINAL_STATES, Checkpoint
 from .ports import HostPorts, port_env
-from .resources import Resources
+from .resources import DEFAULT_ROLE, Resources
+
+# Mesos's floor for a container's memory (MIN_MEMORY, 32 MB, in its cgroups memory isolator): a
+# container asking for less, or for none, is given this much, allocated as it is limited.
+MIN_MEMORY_MB = 32.0
 
 
-def make_containerizer(flags, total: Resources) -> Containerizer:
+def with_minimum_memory(request: Resources) -> Resources:
+    """`request` with at least MIN_MEMORY_MB of mem, what is missing taken in the default role."""
+    missing = MIN_MEMORY_MB - (request.get("mem") or 0.0)
+    return request + Resources({("mem", DEFAULT_ROLE): missing}) if missing > 0 else request
+
+
+def make_containerizer(flags, total: Resources, lock: int | None = None) -> Containerizer:
     """The agent's containerizer: the one --containerizers names, or a ComposingContainerizer over
     them in the user's order. Call it while the process has one thread: the Mesos containerizer
     launches through a launch server that it forks (containerizers/mesos/forkserver.py), so it is
-    made first; the docker and external ones start their threads only when first used."""
+    made first; the docker and external ones start their threads only when first used. `lock`:
+    the agent's lock (Checkpoint.lock), which the launch server holds too."""
     made: dict[str, Containerizer] = {}
     if "mesos" in flags.containerizers:
-        made["mesos"] = MesosContainerizer(**containerizer_args(flags, total), launch_server=True)
+        made["mesos"] = MesosContainerizer(**containerizer_args(flags, total), launch_server=True,
+                                           hold=() if lock is None else (lock,))
     if "docker" in flags.containerizers:
         from containerizers.docker import DockerContainerizer
         # only=False: the docker containerizer takes only the containers that ask for it (a
@@ -90,6 +102,7 @@ class Agent:
         self.watchers: dict[str, asyncio.Task] = {}    # container id -> the task that waits for its end
         self.launches: dict[str, asyncio.Future] = {}  # container id -> done once its launch is over
         self._writing = 0                              # durable checkpoint writes in threads now
+        self.waiting = 0                               # WAIT calls open now (metrics: corral/waits_open)
         self.agent_id: str | None = None
         self.started = time.time()
         self.counters: Counter[str] = Counter()        # statuses appended, launch errors, since start
@@ -153,14 +166,14 @@ class Agent:
         """True once launched; False when the id is known already. InsufficientResources,
         InvalidInput: nothing was launched and nothing is held. A caller that goes away (an
         HTTP client hanging up) does not cut the launch short: it goes on to its end."""
-        return await asyncio.shield(asyncio.ensure_future(self._launch(container_id, config, request)))
+        return await _to_its_end(self._launch(container_id, config, request))
 
     async def _launch(self, container_id: str, config: ContainerConfig, request: Resources) -> bool:
         check_container_id(container_id)
         self._check_containerizer(config)
         if container_id in self.records:
             return False
-        given = self.allocator.allocate(container_id, request)
+        given = self.allocator.allocate(container_id, with_minimum_memory(request))
         ports = given.get("ports")
         config.resources = types.Resources(cpus=given.get("cpus"), mem_mb=given.get("mem"),
                                            ports=ports.to_list() if ports else None)
@@ -188,13 +201,22 @@ class Agent:
         return True
 
     async def wait(self, container_id: str) -> dict:
-        """The container's end: its terminal status (state, reason, message, exit_status)."""
+        """The container's end: its terminal status (state, reason, message, exit_status). A
+        caller that goes away leaves nothing behind, and the watch goes on."""
         stream = self.statuses(container_id)
         if _ended(stream):
             return stream[-1]
-        return await asyncio.shield(self.ends[container_id])    # a caller that goes away must not end the watch
+        self.waiting += 1
+        try:
+            return await asyncio.shield(self.ends[container_id])
+        finally:
+            self.waiting -= 1
 
     async def kill(self, container_id: str, sig: int = signal.SIGKILL) -> None:
+        """Signal the container's task; a caller that goes away does not cut it short."""
+        await _to_its_end(self._kill(container_id, sig))
+
+    async def _kill(self, container_id: str, sig: int) -> None:
         self.statuses(container_id)                     # NoSuchContainer first
         launching = self.launches.get(container_id)
         if launching is not None:
@@ -203,7 +225,11 @@ class Agent:
             await self.containerizer.kill(container_id, sig)
 
     async def remove(self, container_id: str) -> None:
-        """Delete an ended container: sandbox, runtime dir, checkpoint."""
+        """Delete an ended container: sandbox, runtime dir, checkpoint. A caller that goes away
+        does not cut it short."""
+        await _to_its_end(self._remove(container_id))
+
+    async def _remove(self, container_id: str) -> None:
         if not _ended(self.statuses(container_id)):
             raise InvalidInput(f"container {container_id} is still running: kill it, wait for it, then remove it")
         watcher = self.watchers.get(container_id)
@@ -321,6 +347,14 @@ class Agent:
         if end is not None and not end.done():
             end.set_exception(NoSuchContainer(container_id))
             end.exception()         # retrieved: nobody need be waiting
+
+
+async def _to_its_end(work):
+    """Run `work` to its end even if our caller is cancelled (an HTTP client that hangs up); its
+    error, if nobody awaits it any more, is taken here rather than logged as never retrieved."""
+    task = asyncio.ensure_future(work)
+    task.add_done_callback(lambda t: t.cancelled() or t.exception())
+    return await asyncio.shield(task)
 
 
 async def _after_answers() -> None:

@@ -2,8 +2,9 @@
 
 The order matters: the Mesos containerizer's launch server is forked first, while this process
 has one thread; only then do asyncio and aiohttp start (and the docker and external
-containerizers' threads, when first used). SIGTERM or SIGINT stops the agent and leaves its containers
-running, as mesos-agent does: the next agent re-attaches them.
+containerizers' threads, when first used). SIGTERM or SIGINT stops the agent within a second,
+whatever calls are open (a WAIT is cut, its client sees the connection close), and leaves its
+containers running, as mesos-agent does: the next agent, which can start at once, re-attaches them.
 """
 
 from __future__ import annotations
@@ -33,18 +34,23 @@ def main(argv: list[str] | None = None) -> int:
         print(f"corral agent: {e}", file=sys.stderr)
         return 2
     try:
-        Checkpoint(flags.work_dir).lock()       # held until this process and its launch server are gone
-        containerizer = make_containerizer(flags, total)     # forks the launch server: no thread yet
+        lock = Checkpoint(flags.work_dir).lock()     # held until this process and its launch server are gone
+        containerizer = make_containerizer(flags, total, lock)     # forks the launch server: no thread yet
     except CorralError as e:
         print(f"corral agent: {e}", file=sys.stderr)
         return 1
     try:
-        return asyncio.run(_run(flags, total, containerizer))
+        code = asyncio.run(_run(flags, total, containerizer))
     except CorralError as e:        # a damaged checkpoint with --strict, among others
         print(f"corral agent: {e}", file=sys.stderr)
-        return 1
+        code = 1
     finally:
         containerizer.close()
+    # A call still under way in the docker or external containerizer's threads (a pull, say)
+    # would hold the interpreter's exit: like a SIGKILL's, it is the next agent's to see to.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 async def _run(flags, total: Resources, containerizer) -> int:
@@ -56,10 +62,10 @@ async def _run(flags, total: Resources, containerizer) -> int:
     if flags.recover == "cleanup":
         await agent.cleanup()
         return 0
-    stop = asyncio.Event()
+    stop: asyncio.Future[int] = asyncio.get_running_loop().create_future()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
+        loop.add_signal_handler(sig, lambda sig=sig: stop.done() or stop.set_result(sig))
     runner = make_runner(agent)
     await runner.setup()
     site = web.TCPSite(runner, flags.ip, flags.port)
@@ -70,8 +76,10 @@ async def _run(flags, total: Resources, containerizer) -> int:
         reason = os.strerror(e.errno) if e.errno else str(e)
         raise CorralError(f"cannot listen on {flags.ip}:{flags.port}: {reason}") from None
     print(f"corral agent {agent.agent_id} listening on {flags.ip}:{flags.port}", file=sys.stderr, flush=True)
-    await stop.wait()
-    await runner.cleanup()
+    sig = await stop
+    print(f"corral agent {agent.agent_id} stopping on {signal.Signals(sig).name}; containers left running: "
+          f"{len(agent.watchers)}", file=sys.stderr, flush=True)
+    await runner.cleanup()      # the calls under way get api.SHUTDOWN_GRACE to answer, then are cut
     agent.allocator.flush()
     return 0
 

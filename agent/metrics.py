@@ -2,6 +2,7 @@
 
 Totals come from the agent's resources, use from its allocator; task counts in TASK_STARTING and
 TASK_RUNNING are the containers now in that state, the terminal ones count since the agent started.
+corral's own: corral/waits_open, the WAIT calls the agent holds now.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ def snapshot(agent) -> dict[str, float]:
         metrics[f"slave/tasks_{state[5:].lower()}"] = agent.counters[state]
     metrics["slave/container_launch_errors"] = agent.counters["launch_errors"]
     metrics["containerizer/mesos/containers"] = len(agent.records)
+    metrics["corral/waits_open"] = agent.waiting       # WAIT calls whose container has not ended
     return metrics
 
 

@@ -60,10 +60,8 @@ class Resources:
             except ValueError as e:
                 raise InvalidInput(f"resources are not valid JSON: {e}") from None
             return cls.from_json(data)
-        found = cls()
-        for token in filter(None, (t.strip() for t in stripped.split(";"))):
-            found = found._add_one(*_parse_token(token), token)
-        return found
+        return cls._gathered((*_parse_token(token), token)
+                             for token in filter(None, (t.strip() for t in stripped.split(";"))))
 
     @classmethod
     def from_json(cls, data) -> "Resources":
@@ -72,17 +70,22 @@ class Resources:
             data = [data]
         if not isinstance(data, list):
             raise InvalidInput("resources in JSON must be a list of Resource objects")
-        found = cls()
-        for index, item in enumerate(data):
-            key, value = _from_json_item(item, index)
-            found = found._add_one(key, value, item.get("name"))
-        return found
+        return cls._gathered((*_from_json_item(item, index), item.get("name")) for index, item in enumerate(data))
 
-    def _add_one(self, key, value, where) -> "Resources":
-        known = self.items.get(key)
-        if known is not None and type(known) is not type(value):
-            raise InvalidInput(f"resource {key[0]} is given as both {_kind(known)} and {_kind(value)} ({where})")
-        return self + Resources({key: value})
+    @classmethod
+    def _gathered(cls, parsed) -> "Resources":
+        """(key, value, where) triples summed, in time linear in their number (a request may
+        name thousands of resources)."""
+        items: dict = {}
+        for key, value, where in parsed:
+            known = items.get(key)
+            if known is None:
+                items[key] = value
+            elif type(known) is not type(value):
+                raise InvalidInput(f"resource {key[0]} is given as both {_kind(known)} and {_kind(value)} ({where})")
+            else:
+                items[key] = _scalar(known + value) if isinstance(value, float) else known | value
+        return cls(items)
 
     # -- forms ----------------------------------------------------------------------------------
 
@@ -230,7 +233,7 @@ def _from_json_item(item, index: int):
         raise InvalidInput(f"{where} needs a name, such as \"cpus\"")
     where = f"resource {index} ({name})"
     kind = item.get("type") or next((t for t, field in _TYPES.items() if field in item), None)
-    if kind not in _TYPES:
+    if not isinstance(kind, str) or kind not in _TYPES:
         raise InvalidInput(f"{where}: type must be SCALAR, RANGES or SET, not {item.get('type')!r}")
     body = item.get(_TYPES[kind])
     try:

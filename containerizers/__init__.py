@@ -48,3 +48,7 @@ class Containerizer(abc.ABC):
 
     @abc.abstractmethod
     async def containers(self) -> list[str]: ...
+
+    async def healthy(self) -> bool:
+        """Whether it can launch now (the agent's GET_HEALTH)."""
+        return True

@@ -95,6 +95,9 @@ class ComposingContainerizer(Containerizer):
     async def containers(self) -> list[str]:
         return sorted(self._owners)
 
+    async def healthy(self) -> bool:
+        return all([await c.healthy() for c in self.containerizers])
+
 
 class _Launch:
     """A launch under way: whether a destroy asked it to stop, and when it is over."""

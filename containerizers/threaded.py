@@ -54,8 +54,9 @@ class ThreadedContainerizer(Containerizer):
         return await future
 
     def close(self) -> None:
-        """Let the pool's threads go (the calls under way finish first)."""
-        self._pool.shutdown(wait=True, cancel_futures=True)
+        """Let the pool's threads go: queued calls are dropped, those under way finish on their
+        own (a stopping agent does not wait for a docker pull)."""
+        self._pool.shutdown(wait=False, cancel_futures=True)
 
     async def recover(self) -> list[str]:
         return await self.call(self.sync.recover)

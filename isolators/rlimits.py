@@ -27,7 +27,7 @@ def parse_rlimits(rlimits) -> list[tuple[int, int, int]]:
     parsed, seen = [], set()
     for limit in rlimits:
         kind = limit.get("type") if isinstance(limit, dict) else None
-        if kind not in TYPES:
+        if not isinstance(kind, str) or kind not in TYPES:
             raise InvalidInput(f"unknown rlimit type {kind!r} (known: {', '.join(sorted(TYPES))})")
         if kind in seen:
             raise InvalidInput(f"rlimit {kind} given twice")
@@ -37,7 +37,7 @@ def parse_rlimits(rlimits) -> list[tuple[int, int, int]]:
             raise InvalidInput(f"rlimit {kind}: give both soft and hard, or neither (unlimited)")
         if soft is None:
             soft = hard = UNLIMITED
-        if not all(type(v) is int and v >= 0 for v in (soft, hard)) or soft > hard:
+        if not all(type(v) is int and 0 <= v <= UNLIMITED for v in (soft, hard)) or soft > hard:
             raise InvalidInput(f"rlimit {kind}: soft and hard must be numbers with soft <= hard")
         parsed.append((TYPES[kind], soft, hard))
     return parsed

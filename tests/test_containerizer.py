@@ -150,6 +150,16 @@ def test_recover_removes_a_launch_cut_short(corral):
     assert not mc.launcher.tracking_cgroup("cut").exists()
 
 
+def test_destroy_removes_a_launch_cut_short_before_its_config(corral):
+    """A launch server killed right after claiming the id leaves only its dirs (issue 9)."""
+    from containerizers import state
+    mc = MesosContainerizer(corral.work_dir, corral.runtime_dir, corral.cgroups_root)
+    files = state.ContainerFiles(corral.runtime_dir, corral.work_dir, "claimed")
+    files.create()
+    assert asyncio.run(mc.destroy("claimed", remove_sandbox=True)).state == "TASK_LOST"
+    assert not files.exists() and not os.path.exists(files.sandbox)
+
+
 def test_supervisor_is_outside_the_containers_cgroups_and_init_inside(corral):
     mc = corral.sync()
     mc.launch("where", sh("sleep 1000"))

@@ -19,7 +19,7 @@ import json
 import os
 import socket
 
-from corral.types import CorralError, Unavailable
+from corral.types import CorralError, InvalidInput, Unavailable
 
 DEFAULT_SOCKET = "unix:///var/run/docker.sock"
 # Pinned, so that making a client costs no round trip: 1.41 is dockerd 20.10 (Debian 12's), and
@@ -38,6 +38,13 @@ class EngineError(CorralError):
 
 class NotFound(EngineError):
     """dockerd has no such container (or, for a create, no such image)."""
+
+
+class Refused(EngineError, InvalidInput):
+    """dockerd refused the call as malformed (HTTP 400: an invalid image reference, say)."""
+
+
+_ERRORS = {400: Refused, 404: NotFound}      # by dockerd's HTTP status
 
 
 class DockerUnavailable(Unavailable):
@@ -228,7 +235,8 @@ class _SdkErrors:
         import requests.exceptions as rex
         url = self.transport.url
         if isinstance(error, docker.errors.APIError):
-            raise EngineError(f"dockerd at {url}: {error.explanation or error}") from None
+            kind = _ERRORS.get(error.status_code, EngineError)
+            raise kind(f"dockerd at {url}: {error.explanation or error}") from None
         if isinstance(error, docker.errors.DockerException):
             raise EngineError(f"docker: {error}") from None
         if isinstance(error, (rex.ConnectionError, rex.Timeout, rex.ChunkedEncodingError)):
@@ -279,7 +287,7 @@ def _error(status: int, body: bytes, url: str) -> EngineError:
         message = json.loads(body)["message"]
     except (ValueError, KeyError, TypeError):
         message = body.decode(errors="replace").strip() or f"HTTP {status}"
-    return (NotFound if status == 404 else EngineError)(f"dockerd at {url}: {message}")
+    return _ERRORS.get(status, EngineError)(f"dockerd at {url}: {message}")
 
 
 def _read_exactly(body, size: int) -> bytes:

@@ -29,7 +29,8 @@ import time
 from corral.cpu import CFS_PERIOD_US, CPU_SHARES_PER_CPU, quota_for, shares_for
 from corral.types import (LAUNCHED, NOT_SUPPORTED,
                           REASON_CONTAINER_LIMITATION_MEMORY, TASK_KILLED, TASK_LOST, ContainerConfig,
-                          CorralError, InvalidInput, Limitation, NoSuchContainer, Resources, Termination, verdict)
+                          CorralError, InvalidInput, Limitation, NoSuchContainer, Resources, Termination, Unavailable,
+                          verdict)
 
 from ..state import ContainerFiles, container_ids
 from .engine import Engine, EngineError, NotFound, default_socket
@@ -112,10 +113,15 @@ class SyncDockerContainerizer:
         except NotFound:
             pass
         # As Mesos: an image dockerd lacks is pulled, then the create is tried once more.
+        # dockerd answers 404 for an image its registry does not have, 500 for a registry it
+        # cannot reach: the request's to fix (ImageNotFound), or to try again later (Unavailable).
         try:
             self.engine.pull(image)
+        except NotFound as e:
+            from provisioner.errors import ImageNotFound
+            raise ImageNotFound(f"image {image} is not in dockerd nor in its registry ({e})") from None
         except EngineError as e:
-            raise CorralError(f"image {image} is not in dockerd and could not be pulled ({e})") from None
+            raise Unavailable(f"image {image} is not in dockerd and could not be pulled ({e})") from None
         return self.engine.create(NAME_PREFIX + container_id, create)
 
     def _create_config(self, container_id: str, files: ContainerFiles, config: ContainerConfig) -> dict:

@@ -10,32 +10,44 @@ from __future__ import annotations
 import asyncio
 import signal
 
-from corral.types import ContainerConfig, Resources, Termination
+from corral.types import ContainerConfig, CorralError, Resources, Termination
 
 from .. import Containerizer
-from .forkserver import LaunchServer
+from .forkserver import LaunchCutShort, LaunchServer
 from .sync import SUPERVISOR_EXIT_TIMEOUT, SyncMesosContainerizer, Waiter
 
 
 class MesosContainerizer(Containerizer):
     """With launch_server=True, launches go through a LaunchServer forked at construction
-    (construct it before any thread starts): the way for a process that has threads."""
+    (construct it before any thread starts): the way for a process that has threads. The
+    server holds `hold` open (the agent's lock) for as long as it runs."""
     name = "mesos"
 
-    def __init__(self, *args, launch_server: bool = False, **kwargs):
+    def __init__(self, *args, launch_server: bool = False, hold: tuple[int, ...] = (), **kwargs):
         self.sync = SyncMesosContainerizer(*args, **kwargs)
         self.launch_server = None
         if launch_server:
-            self.launch_server = LaunchServer(args, kwargs)
+            self.launch_server = LaunchServer(args, kwargs, hold)
             self.launch_server.start()
 
     async def recover(self) -> list[str]:
         return self.sync.recover()
 
     async def launch(self, container_id: str, config: ContainerConfig) -> str:
-        if self.launch_server is not None:
+        if self.launch_server is None:
+            return self.sync.launch(container_id, config)
+        try:
             return await self.launch_server.launch(container_id, config)
-        return self.sync.launch(container_id, config)
+        except LaunchCutShort:
+            # Every other failed launch undoes itself; this one's server ended (killed) first.
+            try:
+                await self.destroy(container_id, remove_sandbox=True)
+            except (CorralError, OSError):
+                pass        # nothing of it was made, or nothing reachable: recovery sees to it
+            raise
+
+    async def healthy(self) -> bool:
+        return self.launch_server is None or await self.launch_server.healthy()
 
     def close(self) -> None:
         if self.launch_server is not None:

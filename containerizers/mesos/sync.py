@@ -241,7 +241,12 @@ class SyncMesosContainerizer:
 
     def finish_destroy(self, files: state.ContainerFiles, remove_sandbox: bool) -> Termination:
         termination = self.termination(files)
-        self._teardown(files.container_id, self._isolators_of(files), image=files.config().image)
+        try:
+            config = files.config()
+        except FileNotFoundError:
+            config = None       # a launch cut short right after claiming the id: nothing else of it exists
+        if config is not None:
+            self._teardown(files.container_id, self.isolators(config.isolation), image=config.image)
         files.remove(sandbox=remove_sandbox)
         return termination
 

@@ -16,8 +16,10 @@ from corral.types import (REASON_CONTAINER_LIMITATION, TASK_FAILED, TASK_FINISHE
                           TASK_STARTING)
 
 
-def launch(container_id, command, resources=None, **extra):
+def launch(container_id, command, resources=None, user=None, **extra):
     call = {"container_id": {"value": container_id}, "command": {"shell": True, "value": command}, **extra}
+    if user is not None:
+        call["command"]["user"] = user
     if resources is not None:
         call["resources"] = resources
     return {"type": "LAUNCH_CONTAINER", "launch_container": call}
@@ -122,7 +124,8 @@ def test_a_launch_beyond_the_free_resources_is_refused_naming_what_is_short(agen
 
 @pytest.mark.parametrize("body, headers, status, message", [
     ("{not json", None, 400, "the body is not valid JSON"),
-    ("[1]", None, 400, 'must be a JSON object with a "type"'),
+    ("[1]", None, 400, "the body must be a JSON object, not a list"),
+    ("{}", None, 400, 'the body must be a JSON object with a "type"'),
     ({"type": "SUBSCRIBE"}, None, 400, "unknown or unsupported call 'SUBSCRIBE'"),
     ({"type": "GET_HEALTH"}, {"Content-Type": "text/plain"}, 415, "send application/json"),
     ("x" * (2 << 20), None, 413, ""),
@@ -140,17 +143,43 @@ def test_a_launch_beyond_the_free_resources_is_refused_naming_what_is_short(agen
     (launch("c", "true", container={"type": "APPC"}), None, 400, '"container.type" must be MESOS or DOCKER'),
     (by_id("KILL_CONTAINER", "c", signal="SIGNOPE"), None, 400, "invalid signal 'SIGNOPE'"),
     (by_id("KILL_CONTAINER", "c"), None, 404, "no such container: c"),
-    ({"type": "LAUNCH_CONTAINER", "launch_container": "x"}, None, 400, '"container_id": {"value": "..."}'),
+    ({"type": "LAUNCH_CONTAINER", "launch_container": "x"}, None, 400,
+     '"launch_container" must be a JSON object, not a string'),
     ({"type": "LAUNCH_CONTAINER", "launch_container": {
         "container_id": {"value": "c"}, "command": {"value": "true", "environment": {"variables": [{"name": 1}]}}}},
-     None, 400, '"command.environment.variables" must be'),
+     None, 400, '"launch_container.command.environment.variables[0].name" must be a string, not an integer'),
     ({"type": "LAUNCH_CONTAINER", "launch_container": {
         "container_id": {"value": "c"}, "command": {"shell": False, "value": "/bin/true", "arguments": "x"}}},
-     None, 400, '"command.arguments" must be a list of strings'),
+     None, 400, '"launch_container.command.arguments" must be a list, not a string'),
     (launch("c", "true", "cpus:1"), None, 400, "must be a list of Resource objects"),
-    (launch("c", "true", container="x"), None, 400, '"container" must be a ContainerInfo object'),
+    (launch("c", "true", container="x"), None, 400, '"launch_container.container" must be a JSON object'),
     (launch("c", "true", [{"name": "cpus", "type": "SCALAR", "scalar": {"value": -1}}]), None, 400,
      "not a non-negative number"),
+    # issue 9: each of these was a 500
+    ({"type": "KILL_CONTAINER", "kill_container": "x"}, None, 400, '"kill_container" must be a JSON object'),
+    ({"type": "WAIT_CONTAINER", "wait_container": [1]}, None, 400, '"wait_container" must be a JSON object'),
+    ({"type": "REMOVE_CONTAINER", "remove_container": 7}, None, 400, '"remove_container" must be a JSON object'),
+    (launch("c", "true", [{"name": "cpus", "type": ["SCALAR"], "scalar": {"value": 1}}]), None, 400,
+     "type must be SCALAR, RANGES or SET, not ['SCALAR']"),
+    (by_id("WAIT_CONTAINER", "\ud800"), None, 400, '"wait_container.container_id.value" is not valid Unicode'),
+    (by_id("KILL_CONTAINER", "c\ud800"), None, 400, "is not valid Unicode"),
+    (launch("\udfff", "true"), None, 400, "is not valid Unicode"),
+    ("[" * 100_000, None, 400, "the body is not valid JSON: nested too deeply"),
+    (launch("c", "true", user=0), None, 400,
+     '"launch_container.command.user" must be a string, not an integer'),
+    (launch("c", "true", user=["root"]), None, 400, "must be a string, not a list"),
+    (launch("c", "true\u0000rm"), None, 400, '"launch_container.command.value" holds a NUL'),
+    (launch("c", "true", container={"type": "MESOS", "mesos": {"image": {"type": "DOCKER", "docker": {"name": 5}}}}),
+     None, 400, '"launch_container.container.mesos.image.docker.name" must be a string, not an integer'),
+    (launch("c", "true", container={"type": "DOCKER", "docker": {"image": ["busybox"]}}), None, 400,
+     '"launch_container.container.docker.image" must be a string, not a list'),
+    (launch("c", "true", container={"type": ["DOCKER"]}), None, 400, '"launch_container.container.type" must be'),
+    (launch("c", "true", container={"hostname": 5}), None, 400, '"launch_container.container.hostname" must be'),
+    (launch("c", "true", container={"hostname": "h" * 65}), None, 400,
+     '"launch_container.container.hostname" is longer than 64 bytes'),
+    (by_id("KILL_CONTAINER", "c", signal=True), None, 400, '"kill_container.signal" must be a name or a number'),
+    (by_id("KILL_CONTAINER", "c", signal=[9]), None, 400, '"kill_container.signal" must be a name or a number'),
+    ({"type": 5}, None, 400, '"type" must be a string, not an integer'),
 ])
 def test_bad_input_is_a_4xx_with_a_message(agent_flags, corral, body, headers, status, message):
     async def scenario():
@@ -172,6 +201,10 @@ def test_credentials(agent_flags, tmp_path):
             assert status == 401
             assert (await a.call({"type": "GET_HEALTH"}, auth=("ops", "wrong")))[0] == 401
             assert (await a.call({"type": "GET_HEALTH"}, auth=("ops", "s3cret")))[0] == 200
+            for header in ("Basic é", "Basic ////", "Basic", "Bearer x", "Basic " + "A" * 4000):    # a 500 once
+                status, text = await a.call({"type": "GET_HEALTH"}, headers={
+                    "Content-Type": "application/json", "Authorization": header})
+                assert (status, text) == (401, "authentication required\n"), header
     asyncio.run(scenario())
 
 

@@ -197,3 +197,76 @@ def test_a_sigkilled_agent_reattaches_docker_containers(agent_argv, corral, dock
         for agent in agents:
             if agent.proc.poll() is None:
                 agent.stop()
+
+
+def test_an_image_no_registry_has_is_a_404_and_a_registry_down_a_503(agent_argv, tmp_path):
+    """Issue 9: both were 500s, as was a reference dockerd refuses (400). dockerd pulls from registries on loopback only: an empty
+    docker-registry of the test's own, and a port nobody listens on."""
+    import socket
+    import subprocess
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    config = tmp_path / "registry.yml"
+    config.write_text(json.dumps({"version": 0.1, "log": {"level": "error"}, "http": {"addr": f"127.0.0.1:{port}"},
+                                  "storage": {"filesystem": {"rootdirectory": str(tmp_path / "data")}}}))
+    registry = subprocess.Popen(["/usr/bin/docker-registry", "serve", str(config)], stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL)
+    from agent.flags import parse
+
+    async def scenario():
+        async with InProcessAgent(parse(agent_argv("--containerizers=mesos,docker"), {})) as a:
+            for _ in range(500):
+                try:
+                    socket.create_connection(("127.0.0.1", port), 0.1).close()
+                    break
+                except OSError:
+                    await asyncio.sleep(0.01)
+            missing = {"type": "DOCKER", "docker": {"image": f"127.0.0.1:{port}/corral-test/absent:1"}}
+            status, text = await a.call(launch("missing", "true", container=missing))
+            assert status == 404 and "corral-test/absent:1" in text, text
+            down = {"type": "DOCKER", "docker": {"image": "127.0.0.1:1/corral-test/absent:1"}}
+            status, text = await a.call(launch("down", "true", container=down))
+            assert status == 503 and "could not be pulled" in text, text
+            malformed = {"type": "DOCKER", "docker": {"image": "Not/A:Valid:Reference"}}
+            status, text = await a.call(launch("malformed", "true", container=malformed))
+            assert status == 400 and "invalid reference format" in text, text
+            assert a.agent.records == {} and a.agent.allocator.held == {}
+    try:
+        asyncio.run(scenario())
+    finally:
+        registry.terminate()
+        registry.wait()
+
+
+def test_sigterm_does_not_wait_for_a_docker_pull(agent_argv):
+    """Issue 9: SIGTERM stops the agent at once whatever is open, a pull from a registry that
+    never answers (a loopback listener that accepts nothing) included."""
+    import signal
+    import socket
+    import threading
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()
+        agent = AgentProcess(agent_argv("--containerizers=mesos,docker"))
+        stuck = {"type": "DOCKER", "docker": {"image": f"127.0.0.1:{silent.getsockname()[1]}/corral-test/stuck:1"}}
+        answers = []
+
+        def call():
+            try:
+                answers.append(agent.call(launch("stuck", "true", container=stuck), timeout=60))
+            except OSError as e:        # the connection closed unanswered
+                answers.append(e)
+        caller = threading.Thread(target=call)
+        caller.start()
+        time.sleep(1.0)                 # the pull is under way
+        assert answers == []
+        agent.proc.send_signal(signal.SIGTERM)
+        assert agent.proc.wait(5) == 0
+        agent.proc.stderr.close()
+        caller.join(10)
+        assert len(answers) == 1 and not (isinstance(answers[0], tuple) and answers[0][0] == 200)
+    successor = AgentProcess(agent_argv("--containerizers=mesos,docker"))
+    _, listed = successor.call({"type": "GET_CONTAINERS"})
+    assert listed["get_containers"]["containers"] == []     # the launch cut short is forgotten
+    assert successor.stop() == 0
