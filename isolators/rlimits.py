@@ -37,7 +37,8 @@ def parse_rlimits(rlimits) -> list[tuple[int, int, int]]:
             raise InvalidInput(f"rlimit {kind}: give both soft and hard, or neither (unlimited)")
         if soft is None:
             soft = hard = UNLIMITED
-        if not all(type(v) is int and 0 <= v <= UNLIMITED for v in (soft, hard)) or soft > hard:
+        # setrlimit takes a signed 64-bit value (RLIM_INFINITY is -1 here).
+        elif not all(type(v) is int and 0 <= v < 2**63 for v in (soft, hard)) or soft > hard:
             raise InvalidInput(f"rlimit {kind}: soft and hard must be numbers with soft <= hard")
         parsed.append((TYPES[kind], soft, hard))
     return parsed

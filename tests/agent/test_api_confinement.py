@@ -70,12 +70,14 @@ def test_default_and_asked_capabilities_and_rlimits(agent_flags, corral):
                      "bounding_capabilities": {"capabilities": ["KILL"]}}},
      "effective capabilities beyond the bounding set: CHOWN"),
     ({"linux_info": {"effective_capabilities": {"capabilities": ["WARP"]}}}, "unknown capability 'WARP'"),
-    ({"linux_info": {"effective_capabilities": ["KILL"]}}, "must be a list of capability names"),
-    ({"linux_info": {"seccomp": {"profile_name": "../x"}}}, '"container.linux_info.seccomp" needs'),
+    ({"linux_info": {"effective_capabilities": ["KILL"]}}, "effective_capabilities\" must be a JSON object"),
+    ({"linux_info": {"seccomp": {"profile_name": "../x"}}}, 'container.linux_info.seccomp" needs'),
     ({"linux_info": {"seccomp": {"profile_name": "x.json"}}}, "needs the agent's --seccomp_config_dir"),
     ({"rlimit_info": {"rlimits": [{"type": "RLMT_WARP"}]}}, "unknown rlimit type 'RLMT_WARP'"),
     ({"rlimit_info": {"rlimits": [{"type": "RLMT_NOFILE", "soft": 10}]}}, "give both soft and hard"),
     ({"rlimit_info": {"rlimits": [{"type": "RLMT_NOFILE", "soft": 10, "hard": 5}]}}, "soft <= hard"),
+    ({"rlimit_info": {"rlimits": [{"type": ["RLMT_NOFILE"]}]}}, "unknown rlimit type ['RLMT_NOFILE']"),
+    ({"rlimit_info": {"rlimits": [{"type": "RLMT_NOFILE", "soft": 2**64, "hard": 2**64}]}}, "soft <= hard"),
 ])
 def test_bad_confinement_requests_are_400(agent_flags, corral, container, message):
     async def scenario():
