@@ -14,7 +14,7 @@ import signal
 import sys
 
 from corral.types import (NOT_SUPPORTED, ContainerConfig, CorralError, InvalidInput, NoSuchContainer, Resources,
-                          parse_signal)
+                          check_cgroups_root, parse_signal)
 
 # isolators.registry's DEFAULT_ISOLATION, written out: the help needs no import of the registry.
 DEFAULT_ISOLATION = ("cgroups/cpu,cgroups/mem,namespaces/pid,namespaces/ipc,linux/capabilities,linux/nnp,"
@@ -54,6 +54,7 @@ def _global_options(defaults: bool) -> argparse.ArgumentParser:
     parent.add_argument("--runtime-dir", default=default(env("CORRAL_RUNTIME_DIR", "/run/corral")),
                         help="per-container runtime state (env CORRAL_RUNTIME_DIR)")
     parent.add_argument("--cgroups-root", default=default(env("CORRAL_CGROUPS_ROOT", "corral")),
+                        type=_checked(check_cgroups_root),
                         help="the cgroup under which every container's cgroups live (env CORRAL_CGROUPS_ROOT)")
     # Other containerizers (agent/containerizers.py).
     parent.add_argument("--containerizers", default=default(env("CORRAL_CONTAINERIZERS", "mesos")),
@@ -66,6 +67,16 @@ def _global_options(defaults: bool) -> argparse.ArgumentParser:
     parent.add_argument("--external-containerizer-timeout", default=default(30.0), type=_positive_float,
                         metavar="SECONDS", help="time limit of each call of the program but wait (30)")
     return parent
+
+
+def _checked(check):
+    """An argparse type from one of corral.types's checks (its InvalidInput as argparse's error)."""
+    def convert(text: str):
+        try:
+            return check(text)
+        except InvalidInput as e:
+            raise argparse.ArgumentTypeError(str(e)) from None
+    return convert
 
 
 def _boolean(text: str) -> bool:

@@ -15,7 +15,7 @@ import json
 import os
 import re
 
-from corral.types import InvalidInput
+from corral.types import InvalidInput, check_cgroups_root
 from isolators.registry import DEFAULT_ISOLATION
 from provisioner.options import parse_size
 
@@ -123,6 +123,16 @@ def _positive_int(text: str) -> int:
     return int(text)
 
 
+def _checked(check):
+    """A flag's parser from one of corral.types's checks (its InvalidInput as the ValueError parse wants)."""
+    def parse(text: str):
+        try:
+            return check(text)
+        except InvalidInput as e:
+            raise ValueError(str(e)) from None
+    return parse
+
+
 def _resources(text: str):
     from .resources import Resources
     try:
@@ -208,7 +218,7 @@ FLAGS = {flag.name: flag for flag in [
     Flag("http_request_timeout", _duration, "30secs",
          "HTTP: how long a connection may sit idle or send a request's headers, then send its body "
          "(408 past it), then take the response; past any of these it is closed"),
-    Flag("cgroups_root", str, "corral", "the cgroup under which every container's cgroups live"),
+    Flag("cgroups_root", _checked(check_cgroups_root), "corral", "the cgroup under which every container's cgroups live"),
     Flag("cgroups_enable_cfs", _boolean, "false", "enforce cpus as a hard CFS quota"),
     Flag("enforce_container_ports", _boolean, "false",
          "network/ports: end a container that listens on an agent port it was not given"),

@@ -70,6 +70,17 @@ def check_container_id(value: str) -> str:
     return value
 
 
+def check_cgroups_root(value: str) -> str:
+    """A cgroups root is a relative name of plain components ('corral', 'system.slice/corral'):
+    it is joined under every cgroup mount, so an absolute path, '..', '.', an empty component
+    or a control character would put corral's cgroups (or plain files) anywhere on the host."""
+    parts = value.split("/") if isinstance(value, str) else [""]
+    if any(part in ("", ".", "..") or not part.isprintable() for part in parts):
+        raise InvalidInput(f"invalid cgroups root {value!r}: use a relative name such as 'corral' "
+                           f"(components separated by '/', none empty, '.' or '..')")
+    return value
+
+
 class Resources(Record):
     """The resources the Mesos containerizer isolates. None means unlimited."""
     cpus: float | None = None

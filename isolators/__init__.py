@@ -9,7 +9,7 @@ asyncio loop can wait on.
 from __future__ import annotations
 
 from corral.record import Record
-from corral.types import ContainerConfig, Limitation, Resources
+from corral.types import ContainerConfig, Limitation, Resources, check_cgroups_root
 
 
 class LaunchInfo(Record):
@@ -115,6 +115,9 @@ class IsolatorFlags(Record):
     seccomp_profile_name: str | None = None    # in seccomp_config_dir; None: corral's default profile
     allowed_devices: list = list               # devices every container may use, beyond the defaults
     cgroups_pids_limit: int | None = None      # the pids limit of a container that asks for none
+
+    def __post_init__(self):
+        check_cgroups_root(self.cgroups_root)     # isolators join it under every cgroup mount
 
 
 def __getattr__(name: str):

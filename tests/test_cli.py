@@ -296,3 +296,37 @@ def test_docker_networking_asked_of_the_mesos_containerizer_is_bad_input(corral)
     result = corral.run("run", "--network", "bridge", "--", "true")
     assert result.returncode == 2 and "need --containerizer docker" in result.stderr
     assert corral.sync().containers() == []
+
+
+def _escapes_into(tmp_path) -> list[str]:
+    """Bad cgroups roots that, were they taken, would land in this test's own tmp dir and nowhere
+    else: an absolute path, and '..' steps from the cgroup mounts down into it."""
+    from isolators.cgroups import hierarchies
+    target = tmp_path / "cgroups-root"
+    roots = [str(target)]
+    ups = {os.path.relpath(target, m) for m in hierarchies().mount_points}
+    if len(ups) == 1:      # every mount equally deep: one '..' path reaches the tmp dir from all
+        roots.append(ups.pop())
+    return roots
+
+
+def test_a_cgroups_root_is_a_relative_name_of_plain_components(corral, tmp_path):
+    """Refused before anything is touched, from the flag, the environment and the library alike."""
+    import subprocess
+    from containerizers.mesos.sync import SyncMesosContainerizer
+    from corral.types import InvalidInput
+    bad = _escapes_into(tmp_path) + ["", "a//b", "corral/.", "corral/", "x\ny"]
+    for root in bad:
+        by_flag = corral.run("--cgroups-root", root, "run", "--", "true")
+        by_env = subprocess.run([corral.executable, "run", "--", "true"], capture_output=True, text=True,
+                                env=dict(corral.env, CORRAL_CGROUPS_ROOT=root), timeout=60)
+        for result in (by_flag, by_env):
+            assert result.returncode == 2, (root, result.stderr)
+            assert result.stderr.startswith(f"corral: argument --cgroups-root: invalid cgroups root {root!r}")
+            assert result.stderr.count("\n") == 1
+    for root in bad + ["x\0y"]:
+        with pytest.raises(InvalidInput, match="invalid cgroups root"):
+            SyncMesosContainerizer(corral.work_dir, corral.runtime_dir, root)
+    assert not (tmp_path / "cgroups-root").exists()
+    assert not os.path.exists(os.path.join(corral.runtime_dir, "containers"))
+    corral.run("--cgroups-root", f"{corral.cgroups_root}/nested.name_1", "ps", check=True)   # nested names are fine

@@ -11,7 +11,7 @@ import os
 import signal
 from corral import linux
 from corral.record import Record
-from corral.types import CorralError
+from corral.types import CorralError, check_cgroups_root
 from isolators.cgroups import cgroup_for, hierarchies
 
 from . import supervisor
@@ -52,7 +52,7 @@ SUPERVISORS = ".supervisors"
 
 class Launcher:
     def __init__(self, cgroups_root: str, tracking: str | None = None):
-        self.cgroups_root = cgroups_root
+        self.cgroups_root = check_cgroups_root(cgroups_root)
         self.tracking = tracking or ("unified" if hierarchies().v2 else "freezer")
         self._children: set[int] = set()   # supervisors forked here, to be reaped once they exit
 
