@@ -14,7 +14,7 @@ import signal
 import sys
 
 from corral.types import (NOT_SUPPORTED, ContainerConfig, CorralError, InvalidInput, NoSuchContainer, Resources,
-                          check_cgroups_root, parse_signal)
+                          check_cgroups_root, check_cpus, check_mem_mb, parse_signal)
 
 # isolators.registry's DEFAULT_ISOLATION, written out: the help needs no import of the registry.
 DEFAULT_ISOLATION = ("cgroups/cpu,cgroups/mem,namespaces/pid,namespaces/ipc,linux/capabilities,linux/nnp,"
@@ -71,9 +71,9 @@ def _global_options(defaults: bool) -> argparse.ArgumentParser:
 
 def _checked(check):
     """An argparse type from one of corral.types's checks (its InvalidInput as argparse's error)."""
-    def convert(text: str):
+    def convert(value):
         try:
-            return check(text)
+            return check(value)
         except InvalidInput as e:
             raise argparse.ArgumentTypeError(str(e)) from None
     return convert
@@ -90,7 +90,7 @@ def _run_arguments(run: argparse.ArgumentParser) -> None:
     run.usage = ("corral run [OPTIONS] -- CMD [ARG...]  |  corral run [OPTIONS] --shell 'CMD'  |  "
                  "corral run --image REF [OPTIONS] [-- CMD [ARG...]]")
     run.add_argument("--shell", metavar="CMD", help="run CMD with /bin/sh -c")
-    run.add_argument("--cpus", type=_positive_float, help="CPUs (cpu shares; a CFS quota with --cgroups-enable-cfs)")
+    run.add_argument("--cpus", type=_cpus, help="CPUs (cpu shares; a CFS quota with --cgroups-enable-cfs)")
     run.add_argument("--mem", type=parse_mem_mb, metavar="MB", help="memory limit: MB, or a size such as 64M or 1G")
     run.add_argument("--isolation", default=DEFAULT_ISOLATION, help=f"isolators, comma separated ({DEFAULT_ISOLATION})")
     run.add_argument("--env", action="append", default=[], metavar="K=V", help="environment variable (repeatable)")
@@ -227,6 +227,14 @@ def _positive_float(text: str) -> float:
     return value
 
 
+def _cpus(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    return _checked(check_cpus)(value)
+
+
 _SIZE = re.compile(r"(\d+(?:\.\d+)?)\s*([kmgt]?)(i?b?)", re.IGNORECASE)
 _UNIT_MB = {"": None, "k": 1 / 1024, "m": 1, "g": 1024, "t": 1024 * 1024}
 
@@ -245,9 +253,10 @@ def parse_mem_mb(text: str) -> float:
         raise argparse.ArgumentTypeError(f"not a size: {text!r}")
     else:
         mb = number
-    if not mb > 0:
-        raise argparse.ArgumentTypeError(f"must be positive: {text!r}")
-    return mb
+    try:
+        return check_mem_mb(mb)
+    except InvalidInput:
+        raise argparse.ArgumentTypeError(f"must be more than 0 and at most 8 EiB: {text!r}") from None
 
 
 def _parse_env(items: list[str]) -> dict[str, str]:

@@ -173,7 +173,11 @@ class Agent:
         self._check_containerizer(config)
         if container_id in self.records:
             return False
-        given = self.allocator.allocate(container_id, with_minimum_memory(request))
+        # The limits the containerizer would refuse (cpus:1e30 on an agent declaring as much)
+        # are refused before anything is held.
+        request = with_minimum_memory(request)
+        types.Resources(cpus=request.get("cpus"), mem_mb=request.get("mem"))
+        given = self.allocator.allocate(container_id, request)
         ports = given.get("ports")
         config.resources = types.Resources(cpus=given.get("cpus"), mem_mb=given.get("mem"),
                                            ports=ports.to_list() if ports else None)

@@ -81,6 +81,30 @@ def check_cgroups_root(value: str) -> str:
     return value
 
 
+# The largest limits a container may ask for: beyond them the kernel's counters overflow.
+# cpus: CFS quotas of 100 ms per CPU stay far below the kernel's (2^44 us); shares are clamped
+# to the kernel's range in corral/cpu.py. mem: the kernel's page counters and docker's Memory
+# are signed 64-bit byte counts (16777216T was written as 2^64 and wrapped to 0).
+MAX_CPUS = 65536
+MAX_MEM_MB = 2 ** 43 - 1        # 8 EiB less 1 MiB
+
+
+def _number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def check_cpus(value: float) -> float:
+    if not _number(value) or not 0 < value <= MAX_CPUS:      # NaN fails both comparisons
+        raise InvalidInput(f"cpus must be a positive number at most {MAX_CPUS}, not {value!r}")
+    return value
+
+
+def check_mem_mb(value: float) -> float:
+    if not _number(value) or not 0 < value <= MAX_MEM_MB:
+        raise InvalidInput(f"mem must be a positive number of MB at most {MAX_MEM_MB} (8 EiB), not {value!r}")
+    return value
+
+
 class Resources(Record):
     """The resources the Mesos containerizer isolates. None means unlimited."""
     cpus: float | None = None
@@ -88,10 +112,10 @@ class Resources(Record):
     ports: list | None = None       # the host ports given to the container: [[begin, end], ...]
 
     def __post_init__(self):
-        if self.cpus is not None and not self.cpus > 0:
-            raise InvalidInput(f"cpus must be a positive number, not {self.cpus}")
-        if self.mem_mb is not None and not self.mem_mb > 0:
-            raise InvalidInput(f"mem must be a positive number of MB, not {self.mem_mb}")
+        if self.cpus is not None:
+            check_cpus(self.cpus)
+        if self.mem_mb is not None:
+            check_mem_mb(self.mem_mb)
         if self.ports is not None and not all(
                 isinstance(r, (list, tuple)) and len(r) == 2 and all(type(p) is int and 0 <= p < 65536 for p in r)
                 and r[0] <= r[1] for r in self.ports):

@@ -76,6 +76,29 @@ def test_limits_are_written_as_mesos_computes_them(corral):
     corral.run("destroy", cid, check=True)
 
 
+def test_the_largest_limits_fit_the_kernel(corral):
+    """cpus and mem at their bounds: shares within the kernel's range (cgroup v2's weight refuses
+    more than 10000), and a memory limit that is the number asked, not wrapped past 2^64."""
+    from corral.cpu import shares_for
+    from corral.types import MAX_CPUS, MAX_MEM_MB
+    from isolators.cgroups import cgroup_for
+    from isolators.cgroups.cpu import weight_for
+    assert weight_for(shares_for(MAX_CPUS)) == 10000 and weight_for(shares_for(300)) == 10000
+    cid = corral.run("run", "--detach", "--cpus", str(MAX_CPUS), "--mem", str(MAX_MEM_MB), "--cgroups-enable-cfs",
+                     "--", "sleep", "30", check=True).stdout.strip()
+    cpu = cgroup_for("cpu", f"{corral.cgroups_root}/{cid}")
+    mem = cgroup_for("memory", f"{corral.cgroups_root}/{cid}")
+    if cpu.version == 1:
+        assert cpu.read("cpu.shares").strip() == "262144"
+        assert cpu.read("cpu.cfs_quota_us").strip() == str(MAX_CPUS * 100_000)
+        assert int(mem.read("memory.limit_in_bytes")) == MAX_MEM_MB * 1024 * 1024
+    else:
+        assert cpu.read("cpu.weight").strip() == "10000"
+        assert cpu.read("cpu.max").split() == [str(MAX_CPUS * 100_000), "100000"]
+        assert mem.read("memory.max").strip() in ("max", str(MAX_MEM_MB * 1024 * 1024))
+    corral.run("destroy", cid, check=True)
+
+
 def test_oom_kill_is_a_memory_limitation(corral):
     hog = "x=$(head -c 300000000 /dev/zero | tr '\\0' a); echo survived"
     result = corral.run("run", "--mem", "48", "--shell", hog)
@@ -222,6 +245,13 @@ def test_foreground_run_forwards_sigterm(corral):
     (["run", "--cpus", "-1", "--", "true"], "must be a positive number"),
     (["run", "--cpus", "lots", "--", "true"], "not a number"),
     (["run", "--mem", "12X", "--", "true"], "not a size"),
+    (["run", "--cpus", "1e308", "--", "true"], "cpus must be a positive number at most 65536, not 1e+308"),
+    (["run", "--cpus", "1e30", "--", "true"], "cpus must be a positive number at most 65536"),
+    (["run", "--cpus", "nan", "--", "true"], "cpus must be a positive number"),
+    (["run", "--cpus", "inf", "--", "true"], "cpus must be a positive number"),
+    (["run", "--mem", "16777216T", "--", "true"], "--mem: must be more than 0 and at most 8 EiB: '16777216T'"),
+    (["run", "--mem", "9" * 400, "--", "true"], "at most 8 EiB"),
+    (["run", "--mem", "0", "--", "true"], "must be more than 0"),
     (["run", "--isolation", "cgroups/cpu,cgroups/nope", "--", "true"], "unknown isolator 'cgroups/nope'"),
     (["run", "--env", "NOEQUALS", "--", "true"], "--env wants K=V"),
     (["run", "--name", "../escape", "--", "true"], "invalid container id"),

@@ -326,3 +326,17 @@ def test_a_container_from_an_image(agent_flags, corral, tmp_path):
             assert (await a.call(by_id("REMOVE_CONTAINER", "img")))[0] == 200
             assert os.listdir(os.path.join(corral.work_dir, "provisioner", "containers")) == []
     asyncio.run(scenario())
+
+
+def test_limits_beyond_what_the_kernel_counts_are_refused_before_anything_is_held(agent_flags, corral):
+    async def scenario():
+        async with InProcessAgent(agent_flags("--resources=cpus:1e30;mem:1e30")) as a:
+            for resources, message in (([scalar("cpus", 1e30)], "cpus must be a positive number at most 65536"),
+                                       ([scalar("mem", 1e30)], "mem must be a positive number of MB at most")):
+                status, text = await a.call(launch("huge", "true", resources))
+                assert (status, message in str(text)) == (400, True), text
+                assert a.agent.records == {} and a.agent.allocator.held == {}
+            assert (await a.call(launch("fine", "true", [scalar("cpus", 1), scalar("mem", 64)])))[0] == 200
+            await a.call(by_id("WAIT_CONTAINER", "fine"))
+            await a.call(by_id("REMOVE_CONTAINER", "fine"))
+    asyncio.run(scenario())
