@@ -7,6 +7,7 @@ time, which (with its pid) names a process unambiguously although pids are reuse
 from __future__ import annotations
 
 import ctypes
+import errno
 import os
 
 CLONE_NEWNS = 0x00020000
@@ -72,8 +73,13 @@ def pivot_root(new_root: str, put_old: str) -> None:
     _check(_libc.syscall(_SYS_PIVOT_ROOT, _b(new_root), _b(put_old)), "pivot_root")
 
 
+HOST_NAME_MAX = 64
+
+
 def sethostname(name: str) -> None:
     raw = name.encode()
+    if len(raw) > HOST_NAME_MAX:     # the kernel's EINVAL would not say why
+        raise OSError(errno.EINVAL, f"sethostname: {name!r} is longer than {HOST_NAME_MAX} bytes")
     _check(_libc.sethostname(raw, len(raw)), "sethostname")
 
 

@@ -122,6 +122,10 @@ class Resources(Record):
             raise InvalidInput(f"ports must be ranges [[begin, end], ...] of ports 0-65535, not {self.ports}")
 
 
+# What sethostname(2) takes (64 bytes) in the alphabet of container ids, the default hostname.
+_HOSTNAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+
+
 class ContainerConfig(Record):
     """What to run and how: the parts of Mesos's ContainerConfig that corral honours."""
     argv: list[str]
@@ -160,6 +164,9 @@ class ContainerConfig(Record):
                 raise InvalidInput(f"invalid environment variable name {key!r}")
         if self.pids_limit is not None and (type(self.pids_limit) is not int or self.pids_limit < 1):
             raise InvalidInput(f"the pids limit must be a positive integer, not {self.pids_limit!r}")
+        if self.hostname is not None and not _HOSTNAME.fullmatch(self.hostname):
+            raise InvalidInput(f"invalid hostname {self.hostname!r}: use 1-64 of A-Z a-z 0-9 _ . -, "
+                               f"starting with a letter or digit (the kernel keeps 64 bytes)")
 
     @classmethod
     def from_dict(cls, data: dict) -> "ContainerConfig":

@@ -34,8 +34,13 @@ def parse_volume(spec: str, sandbox: str) -> Mount:
     if len(parts) != 2 or mode not in ("ro", "rw") or not all(parts):
         raise InvalidInput(f"invalid volume {spec!r}: use HOST:CONTAINER[:ro]")
     host, container = parts
-    if not os.path.isabs(container):
+    if not os.path.isabs(container) or "\0" in spec:
         raise InvalidInput(f"invalid volume {spec!r}: the container path must be absolute")
+    target = os.path.normpath(container)
+    if target == "/" or target == "/proc" or target.startswith("/proc/"):
+        # Over / nothing of the image is left to run; /proc is the container's own procfs
+        # (and a bind over /proc/sys or /proc/sysrq-trigger would be a way out), as in runc.
+        raise InvalidInput(f"invalid volume {spec!r}: a volume cannot be mounted at {target}")
     if os.path.isabs(host):
         if not os.path.exists(host):
             raise InvalidInput(f"invalid volume {spec!r}: {host} does not exist")

@@ -115,8 +115,39 @@ def test_a_relative_volume_lives_in_the_sandbox(corral, rootfs):
     ("../../escape:/x", "must stay in the sandbox"),
     ("/no/such/dir:/x", "does not exist"),
     ("/tmp:/x:rx", "use HOST:CONTAINER"),
+    ("x:/", "a volume cannot be mounted at /$"),
+    ("x:/proc/x", "a volume cannot be mounted at /proc/x"),
+    ("x:/proc", "a volume cannot be mounted at /proc$"),
+    ("x:/a/../proc/sys", "a volume cannot be mounted at /proc/sys"),
 ])
 def test_bad_volumes(corral, rootfs, volume, message):
     with pytest.raises(InvalidInput, match=message):
         corral.sync().launch("bad", ContainerConfig(argv=["true"], rootfs=str(rootfs), volumes=[volume]))
     assert corral.sync().containers() == []
+
+
+def test_volume_targets_that_cannot_work_are_bad_input_on_the_command_line(corral, rootfs):
+    for volume in ("x:/", "x:/proc/x"):
+        result = corral.run("run", "--rootfs", str(rootfs), "--volume", volume, "--", "/bin/true")
+        assert (result.returncode, result.stderr) == (
+            2, f"corral: invalid volume {volume!r}: a volume cannot be mounted at {volume[2:]}\n")
+    assert corral.sync().containers() == [] and os.listdir(os.path.join(corral.work_dir, "containers")) == []
+
+
+def test_a_setup_failure_reaches_the_user_with_its_step_and_cause(corral, rootfs):
+    """init fails to mount a directory over a file: the user reads that, every time (init used to
+    exit before the launcher had moved it into its cgroups, and the user read that move's ESRCH)."""
+    for _ in range(3):
+        result = corral.run("run", "--name", "setup", "--rootfs", str(rootfs), "--volume", "dir:/bin/busybox",
+                            "--", "/bin/true")
+        sandbox = os.path.join(corral.work_dir, "containers", "setup")
+        assert (result.returncode, result.stderr) == (1, (
+            "corral: REASON_CONTAINER_LAUNCH_FAILED: cannot set up the container: "
+            f"cannot mount {sandbox}/dir at /bin/busybox: Not a directory\n"))
+    mc = corral.sync()
+    mc.launch("setup", ContainerConfig(argv=["/bin/true"], rootfs=str(rootfs), hostname="h",
+                                       volumes=["dir:/bin/busybox"]))
+    termination = mc.wait("setup")
+    assert (termination.state, termination.reason) == ("TASK_FAILED", "REASON_CONTAINER_LAUNCH_FAILED")
+    assert termination.message.startswith("cannot set up the container: cannot mount ")
+    mc.destroy("setup", remove_sandbox=True)

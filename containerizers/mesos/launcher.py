@@ -28,8 +28,8 @@ class Forked(Record):
     go_fd: int
 
     def release(self) -> None:
-        """Let init exec the task. An init that failed before (its confinement, say) is gone and
-        its pipe with it: the error it reported to the supervisor is the container's end."""
+        """Let init exec the task. An init whose set-up failed waits for this (its report is the
+        container's end); one killed meanwhile cannot hear it, and the supervisor records its end."""
         try:
             os.write(self.go_fd, b"g")
         except BrokenPipeError:

@@ -70,12 +70,15 @@ def enter_rootfs(rootfs: str, rootfs_mount, mounts, symlinks: dict[str, str]) ->
             _make_target(target, directory=m.fstype is not None or os.path.isdir(m.source))
             make_mount(m, target)
         except OSError as e:
-            raise OSError(e.errno, f"cannot mount {m.source or m.fstype} at {m.target}: {e.strerror}") from None
+            raise OSError(e.errno,
+                          f"cannot mount {m.source or m.fstype} at {m.target}: {os.strerror(e.errno)}") from None
     for link, points_to in symlinks.items():
         try:
             os.symlink(points_to, resolve_in_root(rootfs, link))
         except FileExistsError:
             pass
+        except OSError as e:
+            raise OSError(e.errno, f"cannot make the symlink {link}: {os.strerror(e.errno)}") from None
     # pivot_root(".", ".") stacks the old root under the new one; detaching it leaves nothing
     # of the host's filesystem reachable (the trick runc uses, with no put_old directory).
     os.chdir(rootfs)

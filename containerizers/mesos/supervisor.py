@@ -74,7 +74,11 @@ def _report(fd: int, line: str) -> None:
 
 
 def _describe(e: BaseException) -> str:
-    return e.strerror if isinstance(e, OSError) and e.strerror else str(e)
+    """An error as one line: an OSError's own words (corral's name the step), and the file it
+    names when the step does not."""
+    if isinstance(e, OSError) and e.strerror:
+        return f"{e.strerror}: {e.filename}" if e.filename else e.strerror
+    return str(e) or type(e).__name__
 
 
 def _supervise(spec: LaunchSpec, ready_w: int, go_r: int) -> None:
@@ -143,6 +147,9 @@ def _init(spec: LaunchSpec, go_r: int, status_w: int) -> None:
         prctl.set_child_subreaper(True)
         _enter_namespaces(spec)
         _confine(spec)                      # while the launcher places us in cgroups: in parallel
+    except BaseException as e:  # noqa: BLE001
+        _setup_failed(status_w, go_r, f"cannot set up the container: {_describe(e)}")
+    try:
         if os.read(go_r, 1) != b"g":        # the launcher failed to isolate us: never run the task
             os._exit(1)
         os.close(go_r)
@@ -154,6 +161,18 @@ def _init(spec: LaunchSpec, go_r: int, status_w: int) -> None:
     for signum in pending:
         _signal(task, signum)
     _reap_until_task(task, status_w)
+
+
+def _setup_failed(status_w: int, go_r: int, message: str) -> None:
+    """Report why the container could not be set up, then exit once the launcher is done with
+    init (its "go", or the pipe closed): an init gone while the launcher still moves it into the
+    container's cgroups would turn the cause into that move's ESRCH."""
+    _report(status_w, f"error {message}")
+    try:
+        os.read(go_r, 1)
+    except OSError:
+        pass
+    os._exit(1)
 
 
 def _signal(pid: int, signum: int) -> None:

@@ -340,3 +340,12 @@ def test_limits_beyond_what_the_kernel_counts_are_refused_before_anything_is_hel
             await a.call(by_id("WAIT_CONTAINER", "fine"))
             await a.call(by_id("REMOVE_CONTAINER", "fine"))
     asyncio.run(scenario())
+
+
+def test_a_hostname_the_kernel_would_refuse_is_a_400(agent_flags):
+    async def scenario():
+        async with InProcessAgent(agent_flags()) as a:
+            status, text = await a.call(launch("h", "true", container={"type": "MESOS", "hostname": "h" * 65}))
+            assert (status, "invalid hostname" in str(text)) == (400, True), text
+            assert a.agent.records == {} and a.agent.allocator.held == {}
+    asyncio.run(scenario())
