@@ -349,8 +349,10 @@ def _foreground(mc, container_id: str) -> int:
         mc.kill(container_id, signum)
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, forward)
-    streams = [(open(files.stdout, "rb"), sys.stdout.buffer), (open(files.stderr, "rb"), sys.stderr.buffer)]
+    streams = []
     try:
+        for name, sink in (("stdout", sys.stdout.buffer), ("stderr", sys.stderr.buffer)):
+            streams.append((os.fdopen(files.open_in_sandbox(name), "rb"), sink))
         with mc.waiter(container_id) as waiter:
             while True:
                 termination = waiter.block(timeout=0.05)
@@ -437,7 +439,7 @@ def cmd_logs(args) -> int:
         from agent import containerizers
         return containerizers.docker_logs(mc, args.container_id, args.stderr, args.follow)
     files = mc.files(args.container_id)
-    stream = [(open(files.stderr if args.stderr else files.stdout, "rb"), sys.stdout.buffer)]
+    stream = [(os.fdopen(files.open_in_sandbox("stderr" if args.stderr else "stdout"), "rb"), sys.stdout.buffer)]
     try:
         _copy(stream)
         if args.follow:

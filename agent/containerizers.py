@@ -7,6 +7,7 @@ containerizers directly, as it does the Mesos one: no asyncio, no threads.
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
 
@@ -95,9 +96,9 @@ def foreground(containerizer, container_id: str) -> int:
         termination = containerizer.wait(container_id)
         if containerizer.name != "docker":
             files = containerizer.files(container_id)
-            for path, sink in ((files.stdout, sinks[1]), (files.stderr, sinks[2])):
+            for name, sink in (("stdout", sinks[1]), ("stderr", sinks[2])):
                 try:
-                    with open(path, "rb") as f:
+                    with os.fdopen(files.open_in_sandbox(name), "rb") as f:
                         sink.write(f.read())
                         sink.flush()
                 except FileNotFoundError:

@@ -26,6 +26,8 @@ from corral.types import (LAUNCHED, NOT_SUPPORTED, STATISTICS_FIELDS, TASK_FAILE
                           TASK_LOST, ContainerConfig, CorralError, NoSuchContainer, Resources,
                           Termination, signal_name)
 
+from corral.files import open_beneath
+
 from .state import ContainerFiles, container_ids
 from .threaded import ThreadedContainerizer
 
@@ -56,10 +58,10 @@ class SyncExternalContainerizer:
         what = f"external containerizer {self.path} {command}" + (f" {container_id}" if container_id else "")
         os.makedirs(self.program_dir, exist_ok=True)
         request = {"protocol": PROTOCOL_VERSION, "work_dir": self.program_dir, **request}
-        log_path = (os.path.join(self.files(container_id).sandbox, LOG_NAME) if container_id
-                    else os.path.join(self.state_dir, LOG_NAME))
-        with open(log_path, "ab") as log:
-            start = log.tell()
+        # The sandbox is the task's: its containerizer.log may be a link the task put there.
+        log_dir = self.files(container_id).sandbox if container_id else self.state_dir
+        with os.fdopen(open_beneath(log_dir, LOG_NAME, os.O_RDWR | os.O_CREAT | os.O_APPEND), "a+b") as log:
+            start = log.seek(0, os.SEEK_END)
             try:
                 proc = subprocess.Popen([self.path, command], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                         stderr=log, start_new_session=True, close_fds=True)
@@ -73,11 +75,11 @@ class SyncExternalContainerizer:
             except BaseException:
                 _kill_group(proc)
                 raise
-        if proc.returncode != 0:
-            reason = (f"exited with status {proc.returncode}" if proc.returncode > 0
-                      else f"was killed by {signal_name(-proc.returncode)}")
-            last = _last_line(log_path, start)
-            raise ExternalError(f"{what}: {reason}" + (f": {last}" if last else ""))
+            if proc.returncode != 0:
+                reason = (f"exited with status {proc.returncode}" if proc.returncode > 0
+                          else f"was killed by {signal_name(-proc.returncode)}")
+                last = _last_line(log, start)
+                raise ExternalError(f"{what}: {reason}" + (f": {last}" if last else ""))
         try:
             reply = json.loads(out)
         except ValueError as e:
@@ -207,9 +209,8 @@ def _kill_group(proc: subprocess.Popen) -> None:
     proc.communicate()
 
 
-def _last_line(path: str, start: int) -> str:
+def _last_line(log, start: int) -> str:
     """The last line the program wrote to its log during this call, to quote in the error."""
-    with open(path, "rb") as f:
-        f.seek(start)
-        lines = f.read()[-4096:].decode(errors="replace").strip().splitlines()
+    log.seek(start)
+    lines = log.read()[-4096:].decode(errors="replace").strip().splitlines()
     return lines[-1].strip()[:200] if lines else ""

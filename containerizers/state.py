@@ -16,7 +16,7 @@ from __future__ import annotations
 import os
 import signal
 
-from corral.files import read_json, remove_tree, write_json
+from corral.files import open_beneath, read_json, remove_tree, write_json
 from corral.types import ContainerConfig, ContainerExists, Termination, check_container_id
 
 
@@ -36,6 +36,11 @@ class ContainerFiles:
     @property
     def stderr(self) -> str:
         return os.path.join(self.sandbox, "stderr")
+
+    def open_in_sandbox(self, name: str, flags: int = os.O_RDONLY) -> int:
+        """An fd on the sandbox's file `name` (stdout, stderr, ...): the task may have put a link
+        or a device in its place, and corral reads and writes it as root (files.open_beneath)."""
+        return open_beneath(self.sandbox, name, flags)
 
     def exists(self) -> bool:
         return os.path.isdir(self.runtime)

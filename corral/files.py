@@ -1,9 +1,12 @@
-"""Atomic files: every piece of state corral keeps on disk is written through here."""
+"""Atomic files: every piece of state corral keeps on disk is written through here; and the one
+way corral opens a file in a directory that a task writes in (its sandbox)."""
 
 from __future__ import annotations
 
+import errno
 import json
 import os
+import stat
 
 from .types import CorralError
 
@@ -60,6 +63,42 @@ def read_json(path: str, default=FileNotFoundError):
         return json.loads(raw)
     except ValueError as e:
         raise DamagedFile(path, f"not valid JSON ({e})") from None
+
+
+class UnsafeFile(CorralError):
+    """A file in a task's directory that corral, as root, must not open: a link, a FIFO, a device."""
+
+
+def open_beneath(directory: str, name: str, flags: int = os.O_RDONLY, mode: int = 0o644) -> int:
+    """An fd on `name`, one component, in `directory`, a directory a task can write in, opened
+    as corral (root) must open the task's files: never through a symlink the task put there
+    (O_NOFOLLOW: a link to /etc/shadow would be read, or appended to, as root), and only a
+    regular file (a FIFO would hang the reader, a device would be read as root). A writer also
+    refuses a file with other hard links, and truncates (O_TRUNC) only once the file passed."""
+    if name in ("", ".", "..") or "/" in name:
+        raise ValueError(f"not a file name: {name!r}")
+    truncate = flags & os.O_TRUNC
+    dir_fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        fd = os.open(name, (flags & ~os.O_TRUNC) | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, mode,
+                     dir_fd=dir_fd)
+    except OSError as e:
+        if e.errno in (errno.ELOOP, errno.ENXIO):       # a symlink; a FIFO with no reader, opened to write
+            raise UnsafeFile(f"{os.path.join(directory, name)} is not a regular file (a link or a special "
+                             f"file put in its place): corral does not open it") from None
+        raise
+    finally:
+        os.close(dir_fd)
+    info = os.fstat(fd)
+    writer = flags & (os.O_WRONLY | os.O_RDWR)
+    if not stat.S_ISREG(info.st_mode) or (writer and info.st_nlink > 1):
+        os.close(fd)
+        raise UnsafeFile(f"{os.path.join(directory, name)} is not a regular file of its own (a special file "
+                         f"or a hard link put in its place): corral does not open it")
+    os.set_blocking(fd, True)
+    if truncate:
+        os.ftruncate(fd, 0)
+    return fd
 
 
 def read_text(path: str, default: str | None = None) -> str | None:

@@ -49,6 +49,11 @@ def parse_volume(spec: str, sandbox: str) -> Mount:
         if not host.startswith(sandbox + os.sep):
             raise InvalidInput(f"invalid volume {spec!r}: a relative host path must stay in the sandbox")
         os.makedirs(host, exist_ok=True)
+        # A sandbox kept from an earlier container of this id may hold its task's symlinks:
+        # mount(2) would follow one to anywhere on the host.
+        if not os.path.realpath(host).startswith(os.path.realpath(sandbox) + os.sep):
+            raise InvalidInput(f"invalid volume {spec!r}: a relative host path must stay in the sandbox "
+                               f"(a symlink there leads out of it)")
     return Mount(host, container, flags=linux.MS_BIND | linux.MS_REC, readonly=mode == "ro")
 
 

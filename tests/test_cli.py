@@ -363,3 +363,36 @@ def test_a_cgroups_root_is_a_relative_name_of_plain_components(corral, tmp_path)
     assert not (tmp_path / "cgroups-root").exists()
     assert not os.path.exists(os.path.join(corral.runtime_dir, "containers"))
     corral.run("--cgroups-root", f"{corral.cgroups_root}/nested.name_1", "ps", check=True)   # nested names are fine
+
+
+def test_logs_never_follow_a_link_the_task_put_in_place_of_its_output(corral, tmp_path):
+    """The task replaces its stdout with a link to a host file (root's, say) and its stderr with a
+    FIFO: `corral logs`, which runs as root, refuses both in one line and prints nothing of them."""
+    secret = tmp_path / "secret"
+    secret.write_text("host secret\n")
+    cid = corral.run("run", "--detach", "--shell", f"rm stdout stderr; ln -s {secret} stdout; mkfifo stderr",
+                     check=True).stdout.strip()
+    assert corral.run("wait", cid, check=True).stdout == "0\n"
+    for args in (["logs", cid], ["logs", "--follow", cid], ["logs", "--stderr", cid]):
+        result = corral.run(*args, timeout=10)
+        assert result.returncode == 1 and result.stdout == "", (args, result.stdout)
+        assert "is not a regular file" in result.stderr and result.stderr.count("\n") == 1
+    corral.run("destroy", cid, check=True)
+    assert secret.read_text() == "host secret\n"
+
+
+def test_a_kept_sandbox_with_a_planted_link_is_not_written_through(corral, tmp_path):
+    """A container's sandbox outlives it (destroy without removing it); a task of the same id later
+    must not have its output appended, as root, to wherever the first task's link pointed."""
+    from containerizers.mesos.launcher import LaunchFailed
+    from corral.types import ContainerConfig
+    victim = tmp_path / "victim"
+    victim.write_text("untouched\n")
+    mc = corral.sync()
+    mc.launch("kept", ContainerConfig(argv=["/bin/sh", "-c", f"rm stdout; ln -s {victim} stdout"]))
+    assert mc.wait("kept").exit_code == 0
+    mc.destroy("kept")
+    with pytest.raises(LaunchFailed, match="stdout is not a regular file"):
+        mc.launch("kept", ContainerConfig(argv=["/bin/echo", "written as root"]))
+    assert victim.read_text() == "untouched\n"
+    assert mc.containers() == []

@@ -151,3 +151,20 @@ def test_a_setup_failure_reaches_the_user_with_its_step_and_cause(corral, rootfs
     assert (termination.state, termination.reason) == ("TASK_FAILED", "REASON_CONTAINER_LAUNCH_FAILED")
     assert termination.message.startswith("cannot set up the container: cannot mount ")
     mc.destroy("setup", remove_sandbox=True)
+
+
+def test_a_relative_volume_never_follows_a_link_out_of_a_kept_sandbox(corral, rootfs, tmp_path):
+    """The first task of an id links its sandbox's `cache` to a host path; the sandbox is kept; a
+    later container of that id asking for the volume cache:/cache must not get the host's files."""
+    host = tmp_path / "host-only"
+    host.mkdir()
+    (host / "secret").write_text("host secret\n")
+    mc = corral.sync()
+    mc.launch("kept", ContainerConfig(argv=["/bin/sh", "-c", f"ln -s {host} /mnt/mesos/sandbox/cache"],
+                                      rootfs=str(rootfs)))
+    assert mc.wait("kept").state == "TASK_FINISHED"
+    mc.destroy("kept")
+    with pytest.raises(InvalidInput, match="a symlink there leads out of it"):
+        mc.launch("kept", ContainerConfig(argv=["/bin/cat", "/cache/secret"], rootfs=str(rootfs),
+                                          volumes=["cache:/cache"]))
+    assert mc.containers() == []

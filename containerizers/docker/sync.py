@@ -313,7 +313,9 @@ class SyncDockerContainerizer:
         """Write the container's whole output into the sandbox's stdout and stderr, following it
         until the container ends. Idempotent: each call rewrites both files from the start."""
         files = self.files(container_id)
-        with open(files.stdout, "wb") as out, open(files.stderr, "wb") as err:
+        write = os.O_WRONLY | os.O_CREAT | os.O_TRUNC
+        with (os.fdopen(files.open_in_sandbox("stdout", write), "wb") as out,
+              os.fdopen(files.open_in_sandbox("stderr", write), "wb") as err):
             for stream, chunk in self.output(container_id, follow=True):
                 sink = err if stream == 2 else out
                 sink.write(chunk)

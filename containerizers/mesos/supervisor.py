@@ -27,7 +27,7 @@ import signal
 import prctl
 
 from corral import linux
-from corral.files import write_atomic
+from corral.files import open_beneath, write_atomic
 from corral.record import Record
 
 # Signals init passes on to the task; synchronous faults and SIGCHLD are init's own.
@@ -88,8 +88,10 @@ def _supervise(spec: LaunchSpec, ready_w: int, go_r: int) -> None:
     signal.signal(signal.SIGCHLD, signal.SIG_DFL)
     prctl.set_child_subreaper(True)
     stdin = os.open("/dev/null", os.O_RDONLY)
-    stdout = os.open(spec.stdout_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-    stderr = os.open(spec.stderr_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    # A sandbox kept from an earlier container of this id may hold its task's links in their place.
+    stdout, stderr = (open_beneath(os.path.dirname(path), os.path.basename(path),
+                                   os.O_WRONLY | os.O_CREAT | os.O_APPEND)
+                      for path in (spec.stdout_path, spec.stderr_path))
     for fd, target in ((stdin, 0), (stdout, 1), (stderr, 2)):
         os.dup2(fd, target)
         os.close(fd)

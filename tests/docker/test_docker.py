@@ -45,6 +45,21 @@ def test_launch_exit_code_and_output_in_the_sandbox(docker_env):
     asyncio.run(main())
 
 
+def test_the_output_copy_never_writes_through_a_link_the_task_put_in_the_sandbox(docker_env, tmp_path):
+    """The agent copies dockerd's record of the output into the sandbox, as root: a task that put a
+    link to a host file there (its path as the host sees it) must not have that file overwritten."""
+    from corral.files import UnsafeFile
+    victim = tmp_path / "victim"
+    victim.write_text("untouched\n")
+    dc = docker_env.sync()
+    dc.launch("planted", docker_env.config("sh", "-c", f"ln -s {victim} $MESOS_SANDBOX/stdout; echo payload"))
+    assert dc.wait("planted").state == TASK_FINISHED
+    with pytest.raises(UnsafeFile, match="stdout is not a regular file"):
+        dc.copy_output("planted")
+    assert victim.read_text() == "untouched\n"
+    dc.destroy("planted", remove_sandbox=True)
+
+
 def test_finished_and_the_container_as_dockerd_sees_it(docker_env):
     dc = docker_env.sync(cgroups_enable_cfs=True)
     dc.launch("c2", docker_env.config("true", resources=Resources(cpus=0.5, mem_mb=64)))
