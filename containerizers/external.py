@@ -24,7 +24,7 @@ import time
 
 from corral.types import (LAUNCHED, NOT_SUPPORTED, STATISTICS_FIELDS, TASK_FAILED, TASK_FINISHED, TASK_KILLED,
                           TASK_LOST, ContainerConfig, CorralError, NoSuchContainer, Resources,
-                          Termination, signal_name)
+                          Termination, kill_can_have_ended, signal_name)
 
 from corral.files import open_beneath
 
@@ -133,7 +133,8 @@ class SyncExternalContainerizer:
         code, sig = reply.get("exit_code"), reply.get("signal")
         raw = (code & 0xFF) << 8 if isinstance(code, int) else (sig & 0x7F if isinstance(sig, int) else None)
         kill = files.kill_record() or {}
-        state = reply.get("state") or (TASK_LOST if raw is None else TASK_KILLED if kill.get("signal")
+        killed = kill.get("signal") and kill_can_have_ended(kill["signal"], raw)
+        state = reply.get("state") or (TASK_LOST if raw is None else TASK_KILLED if killed
                                        else TASK_FINISHED if code == 0 else TASK_FAILED)
         return Termination(files.container_id, raw, state, reply.get("reason"), reply.get("message") or "")
 

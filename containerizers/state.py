@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import signal
+import time
 
 from corral.files import open_beneath, read_json, remove_tree, write_json
 from corral.types import ContainerConfig, ContainerExists, Termination, check_container_id
@@ -69,15 +70,25 @@ class ContainerFiles:
     def kill_record(self) -> dict | None:
         return read_json(self.path("kill.json"), default=None)
 
-    def record_kill(self, sig: int, reason: str | None = None, message: str = "") -> None:
+    def record_kill(self, sig: int, reason: str | None = None, message: str = "") -> bool:
         """Say, before signalling, that corral itself ends the task (so its end reads TASK_KILLED,
-        or the limitation given); the first word stands. STOP and CONT end nothing."""
+        or the limitation given); the first word stands. STOP and CONT end nothing. The record
+        holds its time (CLOCK_MONOTONIC, as the task's recorded end: see ended_before). Whether
+        this call wrote it."""
         if sig in (signal.SIGSTOP, signal.SIGCONT) or self.kill_record() is not None:
-            return
-        record = {"signal": sig}
+            return False
+        record = {"signal": sig, "at": time.monotonic_ns()}
         if reason:
             record.update(reason=reason, message=message)
         self.write("kill.json", record)
+        return True
+
+    def withdraw_kill(self) -> None:
+        """Forget a kill whose signal reached nothing: the task had ended on its own."""
+        try:
+            os.unlink(self.path("kill.json"))
+        except FileNotFoundError:
+            pass
 
     def termination(self) -> Termination | None:
         data = read_json(self.path("termination.json"), default=None)
@@ -99,6 +110,13 @@ class ContainerFiles:
         remove_tree(self.runtime)
         if sandbox:
             remove_tree(self.sandbox)
+
+
+def ended_before(task_ended: int | None, kill: dict) -> bool:
+    """Whether the task's end (CLOCK_MONOTONIC ns, as init saw it) came before the kill was
+    recorded, and so before its signal was sent: then the task's own exit status tells its end.
+    Unknown times (records of older versions) leave the kill standing."""
+    return task_ended is not None and kill.get("at") is not None and task_ended <= kill["at"]
 
 
 def container_ids(runtime_dir: str) -> list[str]:

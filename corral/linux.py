@@ -83,19 +83,32 @@ def sethostname(name: str) -> None:
     _check(_libc.sethostname(raw, len(raw)), "sethostname")
 
 
-def process_start_time(pid: int) -> int | None:
-    """The process's start time in clock ticks since boot (/proc/PID/stat field 22), or None if gone."""
+def _stat(pid: int) -> list[bytes] | None:
+    """/proc/PID/stat's fields from the third (state) on, or None if the process is gone."""
     try:
         with open(f"/proc/{pid}/stat", "rb") as f:
             stat = f.read()
     except (FileNotFoundError, ProcessLookupError):
         return None
     # The command name (field 2) may hold spaces and parentheses: split after the last ')'.
-    return int(stat[stat.rindex(b")") + 2:].split()[19])
+    return stat[stat.rindex(b")") + 2:].split()
+
+
+def process_start_time(pid: int) -> int | None:
+    """The process's start time in clock ticks since boot (/proc/PID/stat field 22), or None if gone."""
+    fields = _stat(pid)
+    return int(fields[19]) if fields else None
 
 
 def is_same_process(pid: int | None, start_time: int | None) -> bool:
     return bool(pid) and start_time is not None and process_start_time(pid) == start_time
+
+
+def is_running(pid: int | None, start_time: int | None) -> bool:
+    """Whether that process exists and has not exited: a zombie (exited, not yet reaped by its
+    parent) is the same process, but it runs no more."""
+    fields = _stat(pid) if pid and start_time is not None else None
+    return fields is not None and int(fields[19]) == start_time and fields[0] not in (b"Z", b"X")
 
 
 def close_fds_except(keep: set[int]) -> None:

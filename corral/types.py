@@ -223,17 +223,29 @@ class Termination(Record):
 def verdict(container_id: str, raw: int, error: str | None = None, limitation: "Limitation | None" = None,
             killed_with: int | None = None) -> Termination:
     """How an ended container is reported, whichever containerizer ran it: a launch error, else a
-    broken limit, else a kill by corral (TASK_KILLED), else the command's own exit."""
+    broken limit, else a kill by corral that can have ended it (TASK_KILLED), else the command's
+    own exit. Callers pass `killed_with` only for a kill recorded before the task's end."""
     if error:
         return Termination(container_id, raw, TASK_FAILED, REASON_CONTAINER_LAUNCH_FAILED, error)
     if limitation is not None:
         return Termination(container_id, raw, TASK_FAILED, limitation.reason, limitation.message)
-    if killed_with:
+    if killed_with and kill_can_have_ended(killed_with, raw):
         return Termination(container_id, raw, TASK_KILLED, None,
                            f"Killed by corral with {signal_name(killed_with)}; command {describe_wait_status(raw)}")
     if os.WIFEXITED(raw) and os.WEXITSTATUS(raw) == 0:
         return Termination(container_id, raw, TASK_FINISHED, None, "Command exited with status 0")
     return Termination(container_id, raw, TASK_FAILED, None, f"Command {describe_wait_status(raw)}")
+
+
+def kill_can_have_ended(sig: int, raw: int | None) -> bool:
+    """Whether corral's `sig` can have ended a task whose wait status is `raw`. SIGKILL cannot be
+    caught: a task it ended died of it (docker reports that as exit code 128+9), and any other end
+    came on the task's own, before the signal reached it. A catchable signal's handler may end
+    the task in any way it chooses."""
+    if sig != signal.SIGKILL or raw is None:        # raw None: the end is unknown
+        return True
+    return ((os.WIFSIGNALED(raw) and os.WTERMSIG(raw) == signal.SIGKILL)
+            or (os.WIFEXITED(raw) and os.WEXITSTATUS(raw) == 128 + signal.SIGKILL))
 
 
 def describe_wait_status(status: int) -> str:

@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import time
 
 from containerizers.mesos.launcher import Launcher
 from containerizers.mesos.supervisor import LaunchSpec
+from corral.types import TASK_FAILED, TASK_FINISHED, TASK_KILLED, ContainerConfig
 
 
 def _state(pid: int) -> str | None:
@@ -40,3 +42,64 @@ def test_init_that_fails_its_setup_waits_for_the_launcher_and_reports_why(corral
         assert os.WEXITSTATUS(status["init_status"]) == 1
     finally:
         launcher.cleanup("setup-race")
+
+
+def _until(predicate, timeout: float = 10.0):
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.01)
+
+
+def test_a_zombie_supervisor_is_not_a_live_one(corral):
+    """The task exited 3; its supervisor has exited but this process (its parent) has not reaped
+    it yet. The container has ended: a SIGTERM now reaches nothing and must not make it killed."""
+    mc = corral.sync()
+    mc.launch("zombie", ContainerConfig(argv=["/bin/sh", "-c", "exit 3"]))
+    supervisor = mc.files("zombie").pids()["supervisor"]["pid"]
+    _until(lambda: _state(supervisor) == "Z")
+    assert mc.status("zombie")["state"] == "EXITED"
+    mc.kill("zombie", signal.SIGTERM)
+    assert mc.files("zombie").kill_record() is None
+    termination = mc.wait("zombie")
+    assert (termination.state, termination.exit_code, termination.message) == (
+        TASK_FAILED, 3, "Command exited with status 3")
+    mc.destroy("zombie", remove_sandbox=True)
+
+
+def test_a_kill_recorded_after_the_task_ended_does_not_make_it_killed(corral):
+    """A kill that got past its checks just as the task exited (the supervisor not yet gone) is
+    recorded after the end: the task's own exit status is its end."""
+    mc = corral.sync()
+    mc.launch("late", ContainerConfig(argv=["/bin/sh", "-c", "exit 3"]))
+    files = mc.files("late")
+    _until(lambda: files.status() is not None)
+    files.record_kill(signal.SIGTERM)
+    termination = mc.wait("late")
+    assert (termination.state, termination.exit_code, termination.message) == (
+        TASK_FAILED, 3, "Command exited with status 3")
+    mc.destroy("late", remove_sandbox=True)
+
+
+def test_a_task_that_exits_on_its_own_before_a_recorded_sigkill_reaches_it(corral):
+    """The SIGKILL is recorded (as kill() does before signalling), then the task exits 0 on its own
+    before any signal is sent: SIGKILL cannot be caught, so it ended nothing."""
+    mc = corral.sync()
+    mc.launch("race", ContainerConfig(argv=["/bin/sh", "-c", "while [ ! -e go ]; do sleep 0.01; done"]))
+    files = mc.files("race")
+    files.record_kill(signal.SIGKILL)
+    open(os.path.join(files.sandbox, "go"), "w").close()
+    termination = mc.wait("race")
+    assert (termination.state, termination.exit_code) == (TASK_FINISHED, 0)
+    mc.destroy("race", remove_sandbox=True)
+
+
+def test_kills_that_end_the_task_still_read_killed(corral):
+    mc = corral.sync()
+    for sig, script in ((signal.SIGKILL, "sleep 100"), (signal.SIGTERM, "trap 'exit 3' TERM; sleep 100 & wait")):
+        mc.launch("killed", ContainerConfig(argv=["/bin/sh", "-c", script]))
+        mc.kill("killed", sig)      # trapped or not, TERM ends it: killed
+        termination = mc.wait("killed")
+        assert termination.state == TASK_KILLED, termination
+        assert termination.message.startswith(f"Killed by corral with {sig.name}")
+        mc.destroy("killed", remove_sandbox=True)

@@ -198,7 +198,7 @@ class SyncDockerContainerizer:
         files = self.files(container_id)
         if files.termination() is not None:
             return
-        files.record_kill(sig)
+        recorded = files.record_kill(sig)
         try:
             self.engine.kill(self.docker_id(files), sig)
         except NotFound:
@@ -206,7 +206,8 @@ class SyncDockerContainerizer:
         except EngineError:
             if self.running(files):
                 raise
-            # It ended on its own before the signal arrived: nothing to do.
+            if recorded:    # it ended on its own before the signal arrived: its exit status tells
+                files.withdraw_kill()
 
     def running(self, files: ContainerFiles) -> bool:
         info = self.inspect(files)

@@ -23,6 +23,7 @@ import errno
 import json
 import os
 import signal
+import time
 
 import prctl
 
@@ -113,9 +114,9 @@ def _supervise(spec: LaunchSpec, ready_w: int, go_r: int) -> None:
     init_status = _reap_until(init)
     with os.fdopen(status_r, "rb") as f:
         report = f.read().decode(errors="replace").split(" ", 1)
-    status = {"init_status": init_status, "task_status": None, "error": None}
+    status = {"init_status": init_status, "task_status": None, "task_ended": None, "error": None}
     if report[0] == "exit" and len(report) > 1:
-        status["task_status"] = int(report[1])
+        status["task_status"], status["task_ended"] = (int(field) for field in report[1].split())
     elif report[0] == "error" and len(report) > 1:
         status["error"] = report[1].strip()
     write_atomic(spec.status_path, json.dumps(status) + "\n")
@@ -277,6 +278,7 @@ def _reap_until_task(task: int, status_w: int) -> None:
         except ChildProcessError:
             os._exit(1)
         if pid == task:
+            # When it ended, on the clock kill records use: a kill recorded later ended nothing.
+            _report(status_w, f"exit {status} {time.monotonic_ns()}")
             # Leaving now ends the pid namespace: the kernel kills what the task left behind.
-            _report(status_w, f"exit {status}")
             os._exit(0)

@@ -180,8 +180,10 @@ class SyncMesosContainerizer:
             return waiter.block(timeout)
 
     def supervisor_alive(self, files: state.ContainerFiles) -> bool:
+        """Whether the supervisor still runs: one that has exited (a zombie its parent has not
+        reaped yet) has written the task's end, and nothing more can reach the task."""
         sup = files.pids().get("supervisor", {})
-        return linux.is_same_process(sup.get("pid"), sup.get("start"))
+        return linux.is_running(sup.get("pid"), sup.get("start"))
 
     def termination(self, files: state.ContainerFiles, limitation: Limitation | None = None) -> Termination:
         """The verdict on an ended container, written once; later callers read it back."""
@@ -199,7 +201,10 @@ class SyncMesosContainerizer:
             return Termination(cid, None, TASK_LOST, None,
                                "the container's supervisor died before it recorded the exit status")
         raw = status["task_status"] if status["task_status"] is not None else status["init_status"]
-        return verdict(cid, raw, status.get("error"), limitation, kill.get("signal"))
+        killed_with = kill.get("signal")
+        if killed_with and state.ended_before(status.get("task_ended"), kill):
+            killed_with = None      # the kill was recorded after the task's end: it ended nothing
+        return verdict(cid, raw, status.get("error"), limitation, killed_with)
 
     # -- kill, destroy -----------------------------------------------------------------------
 

@@ -60,6 +60,17 @@ def test_the_output_copy_never_writes_through_a_link_the_task_put_in_the_sandbox
     dc.destroy("planted", remove_sandbox=True)
 
 
+def test_a_signal_to_a_container_that_had_ended_does_not_make_it_killed(docker_env):
+    dc = docker_env.sync()
+    dc.launch("ended", docker_env.config("true"))
+    docker_env.dockerd.docker("wait", "corral-ended")     # ended, as dockerd sees it; no verdict read yet
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        dc.kill("ended", sig)
+    termination = dc.wait("ended")
+    assert (termination.state, termination.message) == (TASK_FINISHED, "Command exited with status 0")
+    dc.destroy("ended", remove_sandbox=True)
+
+
 def test_finished_and_the_container_as_dockerd_sees_it(docker_env):
     dc = docker_env.sync(cgroups_enable_cfs=True)
     dc.launch("c2", docker_env.config("true", resources=Resources(cpus=0.5, mem_mb=64)))
