@@ -13,8 +13,8 @@ import re
 import signal
 import sys
 
-from corral.types import (NOT_SUPPORTED, ContainerConfig, CorralError, InvalidInput, NoSuchContainer, Resources,
-                          check_cgroups_root, check_cpus, check_mem_mb, parse_signal)
+from corral.types import (MAX_SECONDS, NOT_SUPPORTED, ContainerConfig, CorralError, InvalidInput, NoSuchContainer,
+                          Resources, check_cgroups_root, check_cpus, check_mem_mb, parse_signal)
 
 # isolators.registry's DEFAULT_ISOLATION, written out: the help needs no import of the registry.
 DEFAULT_ISOLATION = ("cgroups/cpu,cgroups/mem,namespaces/pid,namespaces/ipc,linux/capabilities,linux/nnp,"
@@ -49,9 +49,9 @@ def _global_options(defaults: bool) -> argparse.ArgumentParser:
     parent = _Parser(add_help=False)
     env = os.environ.get
     default = (lambda value: value) if defaults else (lambda value: argparse.SUPPRESS)
-    parent.add_argument("--work-dir", default=default(env("CORRAL_WORK_DIR", "/var/lib/corral")),
+    parent.add_argument("--work-dir", default=default(env("CORRAL_WORK_DIR", "/var/lib/corral")), type=_directory,
                         help="sandboxes and state that outlive a reboot (env CORRAL_WORK_DIR)")
-    parent.add_argument("--runtime-dir", default=default(env("CORRAL_RUNTIME_DIR", "/run/corral")),
+    parent.add_argument("--runtime-dir", default=default(env("CORRAL_RUNTIME_DIR", "/run/corral")), type=_directory,
                         help="per-container runtime state (env CORRAL_RUNTIME_DIR)")
     parent.add_argument("--cgroups-root", default=default(env("CORRAL_CGROUPS_ROOT", "corral")),
                         type=_checked(check_cgroups_root),
@@ -64,7 +64,7 @@ def _global_options(defaults: bool) -> argparse.ArgumentParser:
     parent.add_argument("--docker-kill-orphans", default=default(True), type=_boolean,
                         help="remove corral's docker containers that no checkpoint knows (default true)")
     parent.add_argument("--external-containerizer-path", default=default(None), metavar="PROGRAM")
-    parent.add_argument("--external-containerizer-timeout", default=default(30.0), type=_positive_float,
+    parent.add_argument("--external-containerizer-timeout", default=default(30.0), type=_seconds,
                         metavar="SECONDS", help="time limit of each call of the program but wait (30)")
     return parent
 
@@ -108,7 +108,8 @@ def _run_arguments(run: argparse.ArgumentParser) -> None:
     add_image_options(run)
     run.add_argument("--containerizer", choices=("mesos", "docker", "external"),
                      help="this containerizer alone (default: --containerizers, in order)")
-    run.add_argument("--rootfs", metavar="DIR", help="a root filesystem ready on the host to run the command in")
+    run.add_argument("--rootfs", metavar="DIR", type=_directory,
+                     help="a root filesystem ready on the host to run the command in")
     run.add_argument("--network", metavar="NAME", help="docker: host (default), bridge, none or a network")
     run.add_argument("--port", "-p", action="append", default=[], metavar="HOST:CONTAINER",
                      help="docker, off the host network: publish a port; repeatable")
@@ -217,14 +218,21 @@ def _positive_int(text: str) -> int:
     return int(text)
 
 
-def _positive_float(text: str) -> float:
+def _seconds(text: str) -> float:
     try:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not value > 0 or value != value or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"must be a positive number: {text!r}")
+    if not 0 < value <= MAX_SECONDS:       # NaN fails both comparisons
+        raise argparse.ArgumentTypeError(f"must be more than 0 and at most {MAX_SECONDS} seconds: {text!r}")
     return value
+
+
+def _directory(text: str) -> str:
+    """A directory, made absolute: the sandboxes' paths are recorded and bind-mounted as they are."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("must name a directory")
+    return os.path.abspath(text)
 
 
 def _cpus(text: str) -> float:
@@ -287,6 +295,8 @@ def cmd_run(args, command: list[str]) -> int:
     if args.shell is not None and command:
         raise InvalidInput("give either --shell 'CMD' or -- CMD [ARG...], not both")
     argv = ["/bin/sh", "-c", args.shell] if args.shell is not None else command
+    if args.image is not None and not args.image.strip():
+        raise InvalidInput("--image needs an image reference, such as busybox")
     if not argv and not args.image:
         raise InvalidInput("no command: corral run [OPTIONS] -- CMD [ARG...]")
     config = ContainerConfig(

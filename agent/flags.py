@@ -15,7 +15,7 @@ import json
 import os
 import re
 
-from corral.types import InvalidInput, check_cgroups_root
+from corral.types import MAX_SECONDS, InvalidInput, check_cgroups_root
 from isolators.registry import DEFAULT_ISOLATION
 from provisioner.options import parse_size
 
@@ -43,13 +43,22 @@ def _duration(text: str) -> float:
     seconds = float(match[1]) * _UNITS.get(match[2], 1)
     if not seconds > 0:
         raise ValueError("must be longer than 0")
+    if not seconds <= MAX_SECONDS:
+        raise ValueError("must be at most 1weeks")
     return seconds
 
 
 def _port(text: str) -> int:
-    if not text.strip().isdigit() or not 0 < int(text) < 65536:
+    if not (text.strip().isascii() and text.strip().isdigit()) or not 0 < int(text) < 65536:
         raise ValueError("is not a port number 1-65535")
     return int(text)
+
+
+def _absolute_directory(text: str) -> str:
+    """A directory, made absolute: the sandboxes' paths are recorded and bind-mounted as they are."""
+    if not text.strip() or "\0" in text:
+        raise ValueError("must name a directory")
+    return os.path.abspath(text)
 
 
 def _ip(text: str) -> str:
@@ -190,8 +199,9 @@ class Flag:
 
 
 FLAGS = {flag.name: flag for flag in [
-    Flag("work_dir", str, "/var/lib/corral", "sandboxes, images and the checkpoint (meta/)"),
-    Flag("runtime_dir", str, "/run/corral", "per-container runtime state (a tmpfs: gone after a reboot)"),
+    Flag("work_dir", _absolute_directory, "/var/lib/corral", "sandboxes, images and the checkpoint (meta/)"),
+    Flag("runtime_dir", _absolute_directory, "/run/corral",
+         "per-container runtime state (a tmpfs: gone after a reboot)"),
     Flag("resources", _resources, None,
          "the agent's resources: cpus:2;mem:1024;ports:[31000-32000], JSON, or file://PATH; "
          "cpus, mem, disk and ports not named are detected"),
@@ -218,7 +228,8 @@ FLAGS = {flag.name: flag for flag in [
     Flag("http_request_timeout", _duration, "30secs",
          "HTTP: how long a connection may sit idle or send a request's headers, then send its body "
          "(408 past it), then take the response; past any of these it is closed"),
-    Flag("cgroups_root", _checked(check_cgroups_root), "corral", "the cgroup under which every container's cgroups live"),
+    Flag("cgroups_root", _checked(check_cgroups_root), "corral",
+         "the cgroup under which every container's cgroups live (a relative name: no '..', '.' or leading '/')"),
     Flag("cgroups_enable_cfs", _boolean, "false", "enforce cpus as a hard CFS quota"),
     Flag("enforce_container_ports", _boolean, "false",
          "network/ports: end a container that listens on an agent port it was not given"),

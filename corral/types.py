@@ -86,6 +86,9 @@ def check_cgroups_root(value: str) -> str:
 # to the kernel's range in corral/cpu.py. mem: the kernel's page counters and docker's Memory
 # are signed 64-bit byte counts (16777216T was written as 2^64 and wrapped to 0).
 MAX_CPUS = 65536
+# The longest timeout or interval a flag may give: a week (poll(2) takes at most 2^31 ms, 24 days;
+# 1e308 seconds was an OverflowError).
+MAX_SECONDS = 7 * 86400
 MAX_MEM_MB = 2 ** 43 - 1        # 8 EiB less 1 MiB
 
 
@@ -164,6 +167,11 @@ class ContainerConfig(Record):
                 raise InvalidInput(f"invalid environment variable name {key!r}")
         if self.pids_limit is not None and (type(self.pids_limit) is not int or self.pids_limit < 1):
             raise InvalidInput(f"the pids limit must be a positive integer, not {self.pids_limit!r}")
+        if self.workdir and not os.path.isabs(self.workdir) and os.path.normpath(self.workdir).split("/")[0] == "..":
+            raise InvalidInput(f"invalid workdir {self.workdir!r}: a relative workdir is in the sandbox, "
+                               f"and '..' may not leave it")
+        if self.rootfs is not None and not os.path.isabs(self.rootfs):
+            raise InvalidInput(f"invalid root filesystem {self.rootfs!r}: give an absolute path")
         if self.hostname is not None and not _HOSTNAME.fullmatch(self.hostname):
             raise InvalidInput(f"invalid hostname {self.hostname!r}: use 1-64 of A-Z a-z 0-9 _ . -, "
                                f"starting with a letter or digit (the kernel keeps 64 bytes)")
@@ -266,7 +274,7 @@ def signal_name(number: int) -> str:
 def parse_signal(text: str | int) -> int:
     """'TERM', 'SIGTERM', 'sigterm' or '15' to 15."""
     raw = str(text).strip()
-    if raw.isdigit():
+    if raw.isascii() and raw.isdigit():     # str.isdigit alone takes '²', which int() refuses
         number = int(raw)
         if 0 < number < signal.NSIG:
             return number

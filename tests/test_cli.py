@@ -263,6 +263,13 @@ def test_foreground_run_forwards_sigterm(corral):
     (["run", "--user", "no-such-user-here", "--", "true"], "no such user"),
     (["run", "--workdir", "/no/such/dir", "--", "true"], "is not a directory"),
     (["kill", "x", "--signal", "SIGNOPE"], "invalid signal"),
+    (["kill", "x", "--signal", "\u00b2"], "invalid signal '\u00b2'"),
+    (["run", "--external-containerizer-timeout", "1e308", "--", "true"], "must be more than 0 and at most 604800"),
+    (["run", "--workdir", "../..", "--", "pwd"], "a relative workdir is in the sandbox, and '..' may not leave it"),
+    (["run", "--workdir", "a/../../b", "--", "pwd"], "may not leave it"),
+    (["run", "--image", "", "--", "true"], "--image needs an image reference"),
+    (["--work-dir", "", "ps"], "--work-dir: must name a directory"),
+    (["ps", "--runtime-dir", ""], "--runtime-dir: must name a directory"),
     (["frobnicate"], "invalid choice"),
     (["ps", "--", "x"], "only for corral run"),
 ])

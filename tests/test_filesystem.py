@@ -168,3 +168,10 @@ def test_a_relative_volume_never_follows_a_link_out_of_a_kept_sandbox(corral, ro
         mc.launch("kept", ContainerConfig(argv=["/bin/cat", "/cache/secret"], rootfs=str(rootfs),
                                           volumes=["cache:/cache"]))
     assert mc.containers() == []
+
+
+def test_a_relative_rootfs_is_taken_from_the_current_directory(corral, rootfs):
+    result = corral.run("run", "--rootfs", "rootfs", "--", "/bin/echo", "ok", cwd=rootfs.parent)
+    assert (result.returncode, result.stdout, result.stderr) == (0, "ok\n", "")
+    with pytest.raises(InvalidInput, match="give an absolute path"):
+        ContainerConfig(argv=["/bin/true"], rootfs="rootfs")

@@ -349,3 +349,11 @@ def test_a_hostname_the_kernel_would_refuse_is_a_400(agent_flags):
             assert (status, "invalid hostname" in str(text)) == (400, True), text
             assert a.agent.records == {} and a.agent.allocator.held == {}
     asyncio.run(scenario())
+
+
+def test_a_signal_number_in_other_digits_is_a_400(agent_flags):
+    async def scenario():
+        async with InProcessAgent(agent_flags()) as a:
+            status, text = await a.call(by_id("KILL_CONTAINER", "c", signal="\u00b2"))
+            assert (status, "invalid signal" in str(text)) == (400, True), text
+    asyncio.run(scenario())

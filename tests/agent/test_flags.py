@@ -78,6 +78,10 @@ def test_resources_and_credentials_from_files(tmp_path):
     (["--cgroups_root=/sys/fs/cgroup"], "--cgroups_root=/sys/fs/cgroup: invalid cgroups root '/sys/fs/cgroup'"),
     (["--cgroups_root=corral/../.."], "--cgroups_root=corral/../..: invalid cgroups root"),
     (["--cgroups_root="], "--cgroups_root=: invalid cgroups root ''"),
+    (["--http_request_timeout=" + "9" * 400], "must be at most 1weeks"),
+    (["--external_containerizer_timeout=2weeks"], "--external_containerizer_timeout=2weeks: must be at most 1weeks"),
+    (["--port=\u00b2"], "is not a port number 1-65535"),
+    (["--work_dir="], "--work_dir=: must name a directory"),
     (["--work_dirr=/x"], "unknown flag --work_dirr"),
     (["--bounding_capabilities=NET_RAW"], 'is not {"capabilities": ["NET_RAW", ...]}'),
     (['--effective_capabilities={"capabilities": ["WARP_DRIVE"]}'], "unknown capability 'WARP_DRIVE'"),
@@ -132,3 +136,9 @@ def test_confinement_flags(tmp_path):
     assert flags.effective_capabilities == ["NET_RAW"]
     assert (flags.seccomp_config_dir, flags.seccomp_profile_name) == (str(tmp_path), "mine.json")
     assert [d.rule() for d in flags.allowed_devices] == ["c 10:237 r"] and flags.cgroups_pids_limit == 100
+
+
+def test_directories_are_made_absolute(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    flags = parse(["--work_dir=w", "--runtime_dir=./r"], {})
+    assert (flags.work_dir, flags.runtime_dir) == (str(tmp_path / "w"), str(tmp_path / "r"))
