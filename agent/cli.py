@@ -14,7 +14,7 @@ import signal
 import sys
 
 from corral.types import (MAX_SECONDS, NOT_SUPPORTED, ContainerConfig, CorralError, InvalidInput, NoSuchContainer,
-                          Resources, check_cgroups_root, check_cpus, check_mem_mb, parse_signal)
+                          Resources, check_cgroups_root, check_cpus, check_mem_mb, check_pids_limit, parse_signal)
 
 # isolators.registry's DEFAULT_ISOLATION, written out: the help needs no import of the registry.
 DEFAULT_ISOLATION = ("cgroups/cpu,cgroups/mem,namespaces/pid,namespaces/ipc,linux/capabilities,linux/nnp,"
@@ -124,7 +124,7 @@ def _run_arguments(run: argparse.ArgumentParser) -> None:
                      help="a seccomp profile (Docker's JSON format), or unconfined (default: Docker's default)")
     run.add_argument("--device", action="append", default=[], metavar="HOST[:CONTAINER][:rwm]",
                      help="let the container use a host device; repeatable")
-    run.add_argument("--pids-limit", type=_positive_int, metavar="N", help="at most N processes and threads")
+    run.add_argument("--pids-limit", type=_pids_limit, metavar="N", help="at most N processes and threads")
     run.add_argument("--ulimit", action="append", default=[], metavar="NAME=SOFT[:HARD]",
                      help="a resource limit, as Docker's (nofile=1024:4096); repeatable")
 
@@ -212,10 +212,10 @@ def build_parser(invoked: str | None = None) -> argparse.ArgumentParser:
     return parser
 
 
-def _positive_int(text: str) -> int:
-    if not text.isdigit() or int(text) < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer: {text!r}")
-    return int(text)
+def _pids_limit(text: str) -> int:
+    if not (text.isascii() and text.isdigit()):
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}")
+    return _checked(check_pids_limit)(int(text))
 
 
 def _seconds(text: str) -> float:

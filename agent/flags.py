@@ -15,7 +15,7 @@ import json
 import os
 import re
 
-from corral.types import MAX_SECONDS, InvalidInput, check_cgroups_root
+from corral.types import MAX_SECONDS, InvalidInput, check_cgroups_root, check_pids_limit
 from isolators.registry import DEFAULT_ISOLATION
 from provisioner.options import parse_size
 
@@ -126,10 +126,10 @@ def _directory(text: str) -> str:
     return os.path.abspath(text)
 
 
-def _positive_int(text: str) -> int:
-    if not text.strip().isdigit() or int(text) < 1:
-        raise ValueError("is not a positive integer")
-    return int(text)
+def _pids_limit(text: str) -> int:
+    if not (text.strip().isascii() and text.strip().isdigit()):
+        raise ValueError("is not a whole number")
+    return _checked(check_pids_limit)(int(text))
 
 
 def _checked(check):
@@ -247,7 +247,7 @@ FLAGS = {flag.name: flag for flag in [
     Flag("allowed_devices", _devices, None,
          'cgroups/devices: devices every container may use beyond the defaults: {"allowed_devices": '
          '[{"device": {"path": "/dev/fuse"}, "access": {"read": true, "write": true, "mknod": true}}]}'),
-    Flag("cgroups_pids_limit", _positive_int, None,
+    Flag("cgroups_pids_limit", _pids_limit, None,
          "cgroups/pids: the pids limit of a container that asks for none (default: none)"),
 ]}
 

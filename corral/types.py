@@ -108,6 +108,16 @@ def check_mem_mb(value: float) -> float:
     return value
 
 
+# The kernel's PID_MAX_LIMIT: pids.max refuses more (EINVAL; ERANGE past 2^63).
+MAX_PIDS = 4 * 1024 * 1024
+
+
+def check_pids_limit(value: int) -> int:
+    if type(value) is not int or not 1 <= value <= MAX_PIDS:
+        raise InvalidInput(f"the pids limit must be an integer from 1 to {MAX_PIDS}, not {value!r}")
+    return value
+
+
 class Resources(Record):
     """The resources the Mesos containerizer isolates. None means unlimited."""
     cpus: float | None = None
@@ -165,8 +175,8 @@ class ContainerConfig(Record):
         for key in self.env:
             if not key or "=" in key or "\0" in key:
                 raise InvalidInput(f"invalid environment variable name {key!r}")
-        if self.pids_limit is not None and (type(self.pids_limit) is not int or self.pids_limit < 1):
-            raise InvalidInput(f"the pids limit must be a positive integer, not {self.pids_limit!r}")
+        if self.pids_limit is not None:
+            check_pids_limit(self.pids_limit)
         if self.workdir and not os.path.isabs(self.workdir) and os.path.normpath(self.workdir).split("/")[0] == "..":
             raise InvalidInput(f"invalid workdir {self.workdir!r}: a relative workdir is in the sandbox, "
                                f"and '..' may not leave it")

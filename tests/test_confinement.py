@@ -304,7 +304,7 @@ def test_confinement_isolators_are_on_by_default():
     (("--device", "dev/null"), "must be absolute"),
     (("--ulimit", "nofile=10:x"), "invalid ulimit"),
     (("--ulimit", "nosuch=1"), "invalid ulimit"),
-    (("--pids-limit", "0"), "positive integer"),
+    (("--pids-limit", "0"), "the pids limit must be an integer from 1 to 4194304"),
     (("--seccomp-profile", "/nonexistent.json"), "no such file"),
 ])
 def test_bad_confinement_input_is_one_line_and_exit_2(corral, options, message):
