@@ -49,7 +49,8 @@ def parse_ulimit(text: str) -> dict:
     name, sep, values = text.partition("=")
     soft, _, hard = values.partition(":")
     hard = hard or soft
-    if not sep or not soft.isdigit() or not hard.isdigit() or f"RLMT_{name.upper()}" not in TYPES:
+    numbers = soft.isascii() and soft.isdigit() and hard.isascii() and hard.isdigit()    # isdigit takes '²'
+    if not sep or not numbers or f"RLMT_{name.upper()}" not in TYPES:
         raise InvalidInput(f"invalid ulimit {text!r}: use NAME=SOFT[:HARD], e.g. nofile=1024:4096")
     return {"type": f"RLMT_{name.upper()}", "soft": int(soft), "hard": int(hard)}
 

@@ -267,6 +267,7 @@ def test_foreground_run_forwards_sigterm(corral):
     (["run", "--pids-limit", "5000000", "--", "true"], "the pids limit must be an integer from 1 to 4194304"),
     (["run", "--pids-limit", "9" * 23, "--", "true"], "the pids limit must be an integer from 1 to 4194304"),
     (["run", "--pids-limit", "\u00b2", "--", "true"], "--pids-limit: not a whole number"),
+    (["run", "--ulimit", "nofile=\u00b2", "--", "true"], "invalid ulimit 'nofile=\u00b2'"),
     (["run", "--external-containerizer-timeout", "1e308", "--", "true"], "must be more than 0 and at most 604800"),
     (["run", "--workdir", "../..", "--", "pwd"], "a relative workdir is in the sandbox, and '..' may not leave it"),
     (["run", "--workdir", "a/../../b", "--", "pwd"], "may not leave it"),
