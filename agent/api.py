@@ -346,6 +346,13 @@ def _signal(call: _Object) -> int:
     return parse_signal(_sound_text(value, call.path("signal")) if isinstance(value, str) else value)
 
 
+def container_config(call: dict, where: str = "") -> ContainerConfig:
+    """A ContainerConfig from a JSON object holding Mesos's "command" (CommandInfo) and
+    "container" (ContainerInfo), checked as LAUNCH_CONTAINER's are: for a framework's task
+    (agent/tasks.py) too. InvalidInput names what is wrong."""
+    return _config(_Object(call, where))
+
+
 def _config(call: _Object) -> ContainerConfig:
     """Mesos's CommandInfo and ContainerInfo, the parts corral honours."""
     if "command" not in call.data:

@@ -189,6 +189,42 @@ def _file_or_text(text: str) -> str:
         raise ValueError(f"cannot be read: {e.strerror}") from None
 
 
+def _master(text: str) -> str:
+    """--master: HOST:PORT, or file://PATH holding it; the text HOST:PORT."""
+    if text.startswith("zk://"):
+        raise ValueError("zk:// (ZooKeeper) masters are not supported yet: give the master as HOST:PORT")
+    address = _file_or_text(text).strip()
+    host, _, port = address.rpartition(":")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError("is not a master's HOST:PORT (or file://PATH holding it)")
+    return address
+
+
+def _attributes(text: str) -> list[dict]:
+    """Mesos's attributes, `rack:r1;level:3;zone:{a,b};slots:[1-4]` (a number is a scalar, [..]
+    ranges, {..} a set, anything else text), as Mesos's JSON Attribute objects."""
+    found = []
+    for token in filter(None, (t.strip() for t in _file_or_text(text).split(";"))):
+        name, colon, value = token.partition(":")
+        name, value = name.strip(), value.strip()
+        if not colon or not name or not value:
+            raise ValueError(f"{token!r} is not name:value")
+        if value.startswith("["):
+            spans = re.findall(r"(\d+)-(\d+)", value)
+            if not value.endswith("]") or not spans:
+                raise ValueError(f"{token!r}: ranges are [BEGIN-END,...]")
+            found.append({"name": name, "type": "RANGES",
+                          "ranges": {"range": [{"begin": int(b), "end": int(e)} for b, e in spans]}})
+        elif value.startswith("{"):
+            found.append({"name": name, "type": "SET",
+                          "set": {"item": [i.strip() for i in value.strip("{}").split(",") if i.strip()]}})
+        elif re.fullmatch(r"-?\d+(\.\d+)?", value):
+            found.append({"name": name, "type": "SCALAR", "scalar": {"value": float(value)}})
+        else:
+            found.append({"name": name, "type": "TEXT", "text": {"value": value}})
+    return found
+
+
 class Flag:
     def __init__(self, name: str, parse, default, help: str):
         """default: the text, or a function of the environment that returns it."""
@@ -234,6 +270,9 @@ FLAGS = {flag.name: flag for flag in [
     Flag("enforce_container_ports", _boolean, "false",
          "network/ports: end a container that listens on an agent port it was not given"),
     Flag("container_ports_watch_interval", _duration, "30secs", "network/ports: how often to look"),
+    Flag("master", _master, None, "the Mesos master to join: HOST:PORT or file://PATH (agent/master.py)"),
+    Flag("attributes", _attributes, None, "attributes offered with the agent's resources: rack:r1;level:3"),
+    Flag("hostname", str, None, "the hostname the master is given (default: the host's name)"),
     Flag("credentials", _credentials, None, "a file of principal/secret pairs; every API call needs HTTP basic auth"),
     # Confinement (docs/confinement.md).
     Flag("effective_capabilities", _capabilities, None,

@@ -67,6 +67,12 @@ async def _run(flags, total: Resources, containerizer) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, lambda sig=sig: stop.done() or stop.set_result(sig))
     runner = make_runner(agent)
+    master = None
+    if flags.master:
+        from .master import attach
+        # The master's ShutdownMessage stops the agent as a SIGTERM does (it says why itself).
+        master = await attach(agent, runner.app,
+                              on_shutdown=lambda: stop.done() or stop.set_result(signal.SIGTERM))
     await runner.setup()
     site = web.TCPSite(runner, flags.ip, flags.port)
     try:
@@ -76,9 +82,13 @@ async def _run(flags, total: Resources, containerizer) -> int:
         reason = os.strerror(e.errno) if e.errno else str(e)
         raise CorralError(f"cannot listen on {flags.ip}:{flags.port}: {reason}") from None
     print(f"corral agent {agent.agent_id} listening on {flags.ip}:{flags.port}", file=sys.stderr, flush=True)
+    if master is not None:
+        await master.start()
     sig = await stop
     print(f"corral agent {agent.agent_id} stopping on {signal.Signals(sig).name}; containers left running: "
           f"{len(agent.watchers)}", file=sys.stderr, flush=True)
+    if master is not None:
+        await master.close()
     await runner.cleanup()      # the calls under way get api.SHUTDOWN_GRACE to answer, then are cut
     agent.allocator.flush()
     return 0

@@ -1,0 +1,444 @@
+"""Frameworks' tasks on this agent: run, kill, shut down, recover; and their status updates,
+kept by Mesos's status update manager's rules.
+
+Each task runs as a container of the Agent (agent/core.py), as standalone containers do, so the
+two share one allocator and never overcommit each other; Mesos reports it under a command
+executor's identity, executor id = task id. The container's status stream (TASK_STARTING,
+TASK_RUNNING, its end, kept by the Agent's checkpoint) is the truth; the updates sent to the
+master are derived from it, once each, and the checkpoint below says which were made.
+
+Status updates, per task: each is appended durably to the task's updates file before it is
+sent; one at a time is in flight, the oldest unacknowledged, resent with backoff (10 s doubling
+to 10 min, as Mesos) until the master acknowledges its uuid; the next goes only then, so a
+framework sees them in order. A task is done once its terminal update is acknowledged.
+
+The checkpoint, corral's own layout under the Agent's meta/ (Mesos's record format for updates):
+
+    meta/frameworks/<framework id>/framework.info                     FrameworkInfo (protobuf)
+    meta/frameworks/<framework id>/runs/<container id>/task.info      TaskInfo (protobuf)
+    meta/frameworks/<framework id>/runs/<container id>/task.updates   StatusUpdateRecords, each
+                                                                      with a 4-byte length first
+
+Recovery (Mesos's rule): the tasks of a framework that asked for checkpointing
+(FrameworkInfo.checkpoint) live through an agent restart, are followed again, and their
+unacknowledged updates resent; those that ended while the agent was away report their real end.
+The tasks of a framework that did not are killed and forgotten: the master ends them for the
+framework when the agent goes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import os
+import re
+import signal
+import struct
+import time
+import uuid
+
+from google.protobuf.json_format import MessageToDict
+
+from corral.files import read_text, remove_tree, write_atomic
+from corral.types import CorralError, NoSuchContainer
+
+from . import messages as m
+from .checkpoint import TERMINAL_STATES as AGENT_TERMINAL_STATES
+from .checkpoint import _fsync_directory, _makedirs_durable
+from .resources import Resources
+
+log = logging.getLogger("corral.tasks")
+
+TERMINAL = frozenset({"TASK_FINISHED", "TASK_FAILED", "TASK_KILLED", "TASK_ERROR", "TASK_LOST", "TASK_DROPPED",
+                      "TASK_GONE", "TASK_GONE_BY_OPERATOR"})
+RETRY_MIN, RETRY_MAX = 10.0, 600.0      # Mesos's STATUS_UPDATE_RETRY_INTERVAL_MIN and _MAX
+COMMAND_EXECUTOR_GRACE = 3.0            # the command executor's kill grace period without a KillPolicy
+# The states a command executor reports itself; the rest (a limitation, a failed launch, a loss)
+# come from the agent.
+_EXECUTOR_SOURCED_REASONS = (None, "")
+
+
+class Run:
+    """One task's run: its container, the updates made for it, those not yet acknowledged."""
+
+    def __init__(self, framework_id: str, task, container_id: str, directory: str):
+        self.framework_id, self.task, self.container_id, self.directory = framework_id, task, container_id, directory
+        self.made: list[str] = []                   # the states an update was made for, in order
+        self.pending: collections.deque = collections.deque()    # StatusUpdates not acknowledged
+        self.backoff = RETRY_MIN
+        self.retry: asyncio.TimerHandle | None = None
+        self.launched = asyncio.get_running_loop().create_future()   # the launch is over, however it went
+        self.orphaned = False                       # its framework was shut down: nobody takes its updates
+
+    @property
+    def task_id(self) -> str:
+        return self.task.task_id.value
+
+    @property
+    def latest(self) -> str | None:
+        return self.made[-1] if self.made else None
+
+    @property
+    def done(self) -> bool:
+        return self.latest in TERMINAL and not self.pending
+
+
+class Tasks:
+    def __init__(self, agent):
+        self.agent = agent
+        self.root = os.path.join(agent.flags.work_dir, "meta", "frameworks")
+        self.frameworks: dict[str, object] = {}         # framework id -> FrameworkInfo
+        self.runs: dict[tuple[str, str], Run] = {}      # (framework id, task id) -> its run, until done
+        self.slave_id: str | None = None
+        self.send = None                                # async send(message) -> bool, set by the master link
+        self.pid = ""                                   # the agent's libprocess id, where acknowledgements go
+        self.connected = False                          # registered: updates may go out
+        self._background: set[asyncio.Task] = set()
+
+    # -- the master's messages ------------------------------------------------------------------
+
+    def run_task(self, message) -> None:
+        framework, task = message.framework, message.task
+        framework_id = framework.id.value or message.framework_id.value
+        if not _is_id(framework_id) or (framework_id, task.task_id.value) in self.runs:
+            log.warning("ignoring task %r of framework %r: a bad or duplicate id", task.task_id.value, framework_id)
+            return
+        if not framework.HasField("id"):
+            framework.id.value = framework_id
+        self.frameworks[framework_id] = framework
+        container_id = str(uuid.uuid4())
+        directory = os.path.join(self.root, framework_id, "runs", container_id)
+        _makedirs_durable(directory)
+        write_atomic(os.path.join(self.root, framework_id, "framework.info"), framework.SerializeToString(),
+                     durable=True)
+        write_atomic(os.path.join(directory, "task.info"), task.SerializeToString(), durable=True)
+        run = self.runs[(framework_id, task.task_id.value)] = Run(framework_id, task, container_id, directory)
+        self._spawn(self._run(run))
+
+    def acknowledge(self, message) -> None:
+        run = self.runs.get((message.framework_id.value, message.task_id.value))
+        if run is None or not run.pending or run.pending[0].status.uuid != message.uuid:
+            return                                      # a late or repeated acknowledgement
+        _append(run, m.StatusUpdateRecord(type=m.ENUMS["RecordType"]["ACK"], uuid=message.uuid))
+        run.pending.popleft()
+        self._cancel_retry(run)
+        run.backoff = RETRY_MIN
+        if run.done:
+            del self.runs[(run.framework_id, run.task_id)]
+        elif run.pending:
+            self._send_oldest(run)
+
+    def kill_task(self, message) -> None:
+        run = self.runs.get((message.framework_id.value, message.task_id.value))
+        if run is None or run.latest in TERMINAL:
+            return
+        policy = message.kill_policy if message.HasField("kill_policy") else run.task.kill_policy
+        grace = policy.grace_period.nanoseconds / 1e9 if policy.HasField("grace_period") else COMMAND_EXECUTOR_GRACE
+        self._spawn(self._kill(run, grace))
+
+    def shutdown_framework(self, framework_id: str) -> None:
+        """Kill the framework's tasks; the master has forgotten the framework, so their updates are
+        recorded but not sent."""
+        for run in [r for r in self.runs.values() if r.framework_id == framework_id]:
+            run.orphaned = True
+            self._cancel_retry(run)
+            for update in run.pending:
+                _append(run, m.StatusUpdateRecord(type=m.ENUMS["RecordType"]["ACK"], uuid=update.status.uuid))
+            run.pending.clear()
+            if run.done:
+                del self.runs[(run.framework_id, run.task_id)]
+            else:
+                self._spawn(self._kill(run, COMMAND_EXECUTOR_GRACE))
+
+    def connected_to_master(self, slave_id: str) -> None:
+        """(Re)registered: send every task's oldest unacknowledged update now."""
+        self.slave_id, self.connected = slave_id, True
+        for run in list(self.runs.values()):
+            if run.pending:
+                self._cancel_retry(run)
+                self._send_oldest(run)
+
+    def disconnected(self) -> None:
+        self.connected = False
+
+    def reconcile(self, reconciliations) -> None:
+        """SlaveReregisteredMessage: tasks the master believes run here and this agent does not know
+        are unknown to it; Mesos's agent answers those with TASK_DROPPED through the master, which
+        then tells the framework. Not done yet: logged."""
+        for reconciliation in reconciliations:
+            for status in reconciliation.statuses:
+                if (reconciliation.framework_id.value, status.task_id.value) not in self.runs:
+                    log.warning("the master believes task %s of framework %s runs here; it does not",
+                                status.task_id.value, reconciliation.framework_id.value)
+
+    # -- re-registration ------------------------------------------------------------------------
+
+    def reregistration(self, message) -> None:
+        """Fill a ReregisterSlaveMessage's tasks and frameworks: every task not yet done. Command
+        executors are the agent's own, so no ExecutorInfo is listed (as mesos-agent does)."""
+        listed = set()
+        for run in self.runs.values():
+            if run.orphaned:
+                continue
+            task = message.tasks.add(name=run.task.name, state=m.ENUMS["TaskState"][run.latest or "TASK_STAGING"])
+            task.task_id.CopyFrom(run.task.task_id)
+            task.framework_id.value = run.framework_id
+            task.slave_id.value = self.slave_id
+            task.resources.extend(run.task.resources)
+            if run.task.HasField("container"):
+                task.container.CopyFrom(run.task.container)
+            if run.task.HasField("kill_policy"):
+                task.kill_policy.CopyFrom(run.task.kill_policy)
+            if run.pending:
+                task.status_update_state = run.pending[0].status.state
+                task.status_update_uuid = run.pending[0].status.uuid
+                task.statuses.append(run.pending[0].status)
+            listed.add(run.framework_id)
+        for framework_id in sorted(listed):
+            message.frameworks.append(self.frameworks[framework_id])
+
+    # -- running --------------------------------------------------------------------------------
+
+    async def _run(self, run: Run) -> None:
+        try:
+            config = self._config(run)
+            request = Resources.from_json([MessageToDict(r, preserving_proto_field_name=True)
+                                           for r in run.task.resources])
+            await self.agent.launch(run.container_id, config, request)
+        except CorralError as e:
+            self._update(run, "TASK_FAILED", "REASON_CONTAINER_LAUNCH_FAILED", f"Failed to launch container: {e}")
+            return
+        finally:
+            run.launched.set_result(None)
+        await self._follow(run)
+
+    async def _follow(self, run: Run) -> None:
+        """Make the container's updates as its stream grows: now, and at its end."""
+        try:
+            self._sync(run)
+            await self.agent.wait(run.container_id)
+            self._sync(run)
+        except NoSuchContainer:
+            self._update(run, "TASK_LOST", "REASON_EXECUTOR_TERMINATED", "the agent no longer knows its container")
+
+    def _sync(self, run: Run) -> None:
+        for status in self.agent.statuses(run.container_id):
+            if status["state"] not in run.made and run.latest not in TERMINAL:
+                self._update(run, status["state"], status.get("reason"), status.get("message") or "")
+
+    async def _kill(self, run: Run, grace: float) -> None:
+        """SIGTERM, then SIGKILL past the grace period, as the command executor kills."""
+        await run.launched
+        if run.latest in TERMINAL:
+            return
+        framework = self.frameworks.get(run.framework_id)
+        if framework is not None and not run.orphaned and any(
+                c.type == m.FRAMEWORK_TASK_KILLING_STATE for c in framework.capabilities):
+            self._sync(run)
+            self._update(run, "TASK_KILLING", None, "")
+        try:
+            await self.agent.kill(run.container_id, signal.SIGTERM)
+            try:
+                await asyncio.wait_for(self.agent.wait(run.container_id), grace)
+            except TimeoutError:
+                await self.agent.kill(run.container_id, signal.SIGKILL)
+        except NoSuchContainer:
+            pass
+
+    def _config(self, run: Run):
+        """The task's command and container as a ContainerConfig, by the operator API's rules,
+        with the environment a command executor gives its task."""
+        from .api import container_config
+        task = run.task
+        call: dict = {"command": MessageToDict(task.command, preserving_proto_field_name=True)}
+        if task.HasField("container"):
+            info = task.container
+            container: dict = {"type": "DOCKER" if info.type == m.CONTAINER_DOCKER else "MESOS"}
+            if info.HasField("hostname"):
+                container["hostname"] = info.hostname
+            if info.HasField("docker"):
+                networks = {m.DOCKER_HOST: "HOST", m.DOCKER_BRIDGE: "BRIDGE", m.DOCKER_NONE: "NONE", m.DOCKER_USER: "USER"}
+                container["docker"] = {"image": info.docker.image, "network": networks.get(info.docker.network)}
+            if info.mesos.HasField("image"):
+                image = info.mesos.image
+                kind = "DOCKER" if image.type == m.IMAGE_DOCKER else "APPC"
+                container["mesos"] = {"image": {"type": kind, "docker": {"name": image.docker.name}}}
+            call["container"] = container
+        config = container_config(call, "task")
+        config.env = {**config.env, "MESOS_TASK_ID": run.task_id, "MESOS_EXECUTOR_ID": run.task_id,
+                      "MESOS_FRAMEWORK_ID": run.framework_id}
+        return config
+
+    # -- status updates -------------------------------------------------------------------------
+
+    def _update(self, run: Run, state: str, reason: str | None, message: str) -> None:
+        """Make an update: durable first, then queued, and sent if it is the oldest."""
+        if run.latest in TERMINAL:
+            return
+        source = "SOURCE_EXECUTOR" if reason in _EXECUTOR_SOURCED_REASONS else "SOURCE_SLAVE"
+        now = time.time()
+        status = m.TaskStatus(state=m.ENUMS["TaskState"][state], message=message, source=m.ENUMS["Source"][source],
+                              timestamp=now, uuid=uuid.uuid4().bytes)
+        status.task_id.CopyFrom(run.task.task_id)
+        status.executor_id.value = run.task_id
+        status.slave_id.value = self.slave_id or ""
+        status.container_status.container_id.value = run.container_id
+        if reason:
+            status.reason = m.ENUMS["Reason"][reason]
+        update = m.StatusUpdate(status=status, timestamp=now, uuid=status.uuid)
+        update.framework_id.value = run.framework_id
+        update.executor_id.value = run.task_id
+        update.slave_id.value = self.slave_id or ""
+        _append(run, m.StatusUpdateRecord(type=m.ENUMS["RecordType"]["UPDATE"], update=update))
+        run.made.append(state)
+        if run.orphaned:
+            _append(run, m.StatusUpdateRecord(type=m.ENUMS["RecordType"]["ACK"], uuid=status.uuid))
+            if run.done:
+                self.runs.pop((run.framework_id, run.task_id), None)
+            return
+        run.pending.append(update)
+        if len(run.pending) == 1:
+            self._send_oldest(run)
+
+    def _send_oldest(self, run: Run) -> None:
+        if not self.connected or not run.pending or self.send is None:
+            return
+        update = m.StatusUpdate()
+        update.CopyFrom(run.pending[0])
+        update.latest_state = m.ENUMS["TaskState"][run.latest]
+        self._spawn(self.send(m.StatusUpdateMessage(update=update, pid=self.pid)))
+        run.retry = asyncio.get_running_loop().call_later(run.backoff, self._resend, run)
+
+    def _resend(self, run: Run) -> None:
+        run.retry = None
+        if self.runs.get((run.framework_id, run.task_id)) is run:
+            run.backoff = min(run.backoff * 2, RETRY_MAX)
+            self._send_oldest(run)
+
+    def _cancel_retry(self, run: Run) -> None:
+        if run.retry is not None:
+            run.retry.cancel()
+            run.retry = None
+
+    # -- recovery -------------------------------------------------------------------------------
+
+    async def recover(self, slave_id: str | None) -> None:
+        """After Agent.recover: read every run back, follow those of checkpointing frameworks,
+        kill and forget the others."""
+        self.slave_id = slave_id
+        for framework_id in _listdir(self.root):
+            framework_dir = os.path.join(self.root, framework_id)
+            raw = _read_bytes(os.path.join(framework_dir, "framework.info"))
+            if raw is None:
+                remove_tree(framework_dir)
+                continue
+            framework = self.frameworks[framework_id] = m.FrameworkInfo.FromString(raw)
+            for container_id in _listdir(os.path.join(framework_dir, "runs")):
+                directory = os.path.join(framework_dir, "runs", container_id)
+                raw = _read_bytes(os.path.join(directory, "task.info"))
+                if raw is None:             # cut short before anything was launched
+                    remove_tree(directory)
+                    continue
+                run = Run(framework_id, m.TaskInfo.FromString(raw), container_id, directory)
+                _replay(run)
+                if run.done:
+                    continue
+                if not framework.checkpoint:
+                    await self._forget(run)
+                    continue
+                self.runs[(framework_id, run.task_id)] = run
+                run.launched.set_result(None)
+                if container_id in self.agent.records:
+                    self._spawn(self._follow(run))
+                else:
+                    self._update(run, "TASK_FAILED", "REASON_CONTAINER_LAUNCH_FAILED",
+                                 "the agent stopped before the task's container was launched")
+
+    async def _forget(self, run: Run) -> None:
+        if run.container_id in self.agent.records:
+            if self.agent.statuses(run.container_id)[-1]["state"] not in AGENT_TERMINAL_STATES:
+                await self.agent.kill(run.container_id, signal.SIGKILL)
+                await self.agent.wait(run.container_id)
+        remove_tree(run.directory)
+
+    # -- helpers --------------------------------------------------------------------------------
+
+    def _spawn(self, coroutine) -> None:
+        task = asyncio.get_running_loop().create_task(coroutine)
+        self._background.add(task)
+        task.add_done_callback(self._finished)
+
+    def _finished(self, task: asyncio.Task) -> None:
+        self._background.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("a task's work failed", exc_info=task.exception())
+
+    async def close(self) -> None:
+        for run in self.runs.values():
+            self._cancel_retry(run)
+        for task in list(self._background):
+            task.cancel()
+        await asyncio.gather(*self._background, return_exceptions=True)
+
+
+def _append(run: Run, record) -> None:
+    """Append a record to the task's updates file, durably (file, and the entry when it is new)."""
+    path = os.path.join(run.directory, "task.updates")
+    new = not os.path.exists(path)
+    body = record.SerializeToString()
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        os.write(fd, struct.pack("<I", len(body)) + body)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    if new:
+        _fsync_directory(run.directory)
+
+
+def _replay(run: Run) -> None:
+    """Rebuild the run's updates from its file; a record cut short by a crash ends the file."""
+    raw = _read_bytes(os.path.join(run.directory, "task.updates")) or b""
+    offset = 0
+    while offset + 4 <= len(raw):
+        (size,) = struct.unpack_from("<I", raw, offset)
+        if offset + 4 + size > len(raw):
+            break
+        record = m.StatusUpdateRecord.FromString(raw[offset + 4:offset + 4 + size])
+        offset += 4 + size
+        if record.type == m.ENUMS["RecordType"]["UPDATE"]:
+            run.made.append(m.state_name(record.update.status.state))
+            run.pending.append(record.update)
+        elif run.pending and run.pending[0].status.uuid == record.uuid:
+            run.pending.popleft()
+    if offset != len(raw):
+        with open(os.path.join(run.directory, "task.updates"), "r+b") as f:
+            f.truncate(offset)
+
+
+def _read_bytes(path: str) -> bytes | None:
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except FileNotFoundError:
+        return None
+
+
+def _listdir(path: str) -> list[str]:
+    try:
+        return sorted(os.listdir(path))
+    except FileNotFoundError:
+        return []
+
+
+def _is_id(text: str) -> bool:
+    return bool(re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,200}", text))
+
+
+def read_slave_id(work_dir: str) -> str | None:
+    return (read_text(os.path.join(work_dir, "meta", "slave_id")) or "").strip() or None
+
+
+def write_slave_id(work_dir: str, slave_id: str) -> None:
+    write_atomic(os.path.join(work_dir, "meta", "slave_id"), slave_id + "\n", durable=True)

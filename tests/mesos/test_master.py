@@ -1,0 +1,83 @@
+"""corral's agent under a real Mesos 1.11.1 master, with mesos-execute as the framework: it
+registers, runs command tasks with the states a mesos-execute user sees, kills them."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from conftest import until, updates
+
+
+def _our_agent(master, agent_port: int) -> dict | None:
+    return next((a for a in master.agents() if a["port"] == agent_port and a["active"]), None)
+
+
+def test_the_master_lists_the_agent_with_its_resources_and_attributes(mesos_master, joined_agent, port_block_10):
+    master = mesos_master()
+    agent = joined_agent(master, "--attributes=rack:r1;level:3;zone:{a,b}", "--hostname=corral-test")
+    listed = until(lambda: _our_agent(master, agent.port), what="the agent in /master/state")
+    assert listed["hostname"] == "corral-test"
+    assert listed["pid"] == f"slave(1)@127.0.0.1:{agent.port}"
+    assert listed["attributes"] == {"rack": "r1", "level": 3.0, "zone": "{a, b}"}
+    assert listed["resources"]["cpus"] == 4.0 and listed["resources"]["mem"] == 2048.0
+    assert listed["resources"]["ports"] == f"[{port_block_10}-{port_block_10 + 9}]"
+    # The id the master gave is kept for re-registration.
+    slave_id = Path(agent_work_dir(agent), "meta", "slave_id")
+    until(lambda: slave_id.exists() and slave_id.read_text().strip() == listed["id"], what="meta/slave_id")
+
+
+def agent_work_dir(agent) -> str:
+    return next(f.split("=", 1)[1] for f in agent.proc.args if f.startswith("--work_dir="))
+
+
+def test_a_command_task_finishes_and_its_output_is_in_the_sandbox(mesos_master, joined_agent):
+    master = mesos_master()
+    agent = joined_agent(master)
+    until(lambda: _our_agent(master, agent.port))
+    done = master.execute("--name=hello", "--command=echo hi from corral", "--resources=cpus:0.1;mem:32")
+    assert updates(done.stdout) == ["TASK_STARTING", "TASK_RUNNING", "TASK_FINISHED"], done.stdout + done.stderr
+    assert "message: 'Command exited with status 0'" in done.stdout
+    (container,) = agent.call({"type": "GET_CONTAINERS"})[1]["get_containers"]["containers"]
+    sandbox = Path(agent_work_dir(agent), "containers", container["container_id"]["value"])
+    assert (sandbox / "stdout").read_text() == "hi from corral\n"
+    # The master saw it end, and the resources it held are free again.
+    task = until(lambda: _completed_tasks(master), what="the task among the master's completed tasks")[0]
+    assert task["state"] == "TASK_FINISHED"
+    assert [s["state"] for s in task["statuses"]][:3] == ["TASK_STARTING", "TASK_RUNNING", "TASK_FINISHED"]
+    assert _our_agent(master, agent.port)["used_resources"]["cpus"] == 0
+
+
+def _completed_tasks(master) -> list[dict]:
+    return [t for f in master.state()["completed_frameworks"] for t in f["completed_tasks"]]
+
+
+def test_a_failing_command_task_fails_with_its_exit_status(mesos_master, joined_agent):
+    master = mesos_master()
+    agent = joined_agent(master)
+    until(lambda: _our_agent(master, agent.port))
+    done = master.execute("--name=three", "--command=exit 3", "--resources=cpus:0.1;mem:32")
+    assert updates(done.stdout) == ["TASK_STARTING", "TASK_RUNNING", "TASK_FAILED"], done.stdout + done.stderr
+    assert "message: 'Command exited with status 3'" in done.stdout
+    assert "source: SOURCE_EXECUTOR" in done.stdout
+
+
+def test_the_framework_kills_a_task(mesos_master, joined_agent):
+    master = mesos_master()
+    agent = joined_agent(master)
+    until(lambda: _our_agent(master, agent.port))
+    done = master.execute("--name=sleeper", "--command=sleep 100", "--kill_after=1secs", "--resources=cpus:0.1;mem:32")
+    assert updates(done.stdout) == ["TASK_STARTING", "TASK_RUNNING", "TASK_KILLING", "TASK_KILLED"], done.stdout
+    (container,) = agent.call({"type": "GET_CONTAINERS"})[1]["get_containers"]["containers"]
+    assert container["container_status"]["state"] == "TASK_KILLED"
+
+
+def test_a_task_that_does_not_fit_fails_to_launch_and_holds_nothing(mesos_master, joined_agent):
+    """A task whose image this agent cannot provision: TASK_FAILED with Mesos's launch reason."""
+    master = mesos_master()
+    agent = joined_agent(master)
+    until(lambda: _our_agent(master, agent.port))
+    done = master.execute("--name=imaged", "--command=true", "--docker_image=busybox", "--resources=cpus:0.1;mem:32")
+    assert updates(done.stdout) == ["TASK_FAILED"], done.stdout
+    assert "reason: REASON_CONTAINER_LAUNCH_FAILED" in done.stdout and "--image_providers=docker" in done.stdout
+    assert json.dumps(agent.call({"type": "GET_CONTAINERS"})[1]["get_containers"]["containers"]) == "[]"
