@@ -84,10 +84,11 @@ class InProcessAgent:
 class AgentProcess:
     """`python -m agent.main` as a real process, and a blocking client for its API."""
 
-    def __init__(self, flags: list[str]):
+    def __init__(self, flags: list[str], port: int | None = None):
+        """`port`: the API's port (a restarted agent's, say); a free one by default."""
         import subprocess
         import sys
-        self.port = free_port_block(1)
+        self.port = port or free_port_block(1)
         self.proc = subprocess.Popen([sys.executable, "-m", "agent.main", *flags, f"--port={self.port}"],
                                      stderr=subprocess.PIPE, text=True)
         line = self.proc.stderr.readline()

@@ -165,10 +165,12 @@ def joined_agent(corral, port_block_10):
     base = port_block_10
     started = []
 
-    def start(master: Master, *extra: str) -> AgentProcess:
+    def start(master: Master, *extra: str, port: int | None = None) -> AgentProcess:
+        """`port`: the port of the agent this one restarts."""
         process = AgentProcess([f"--master={master.address}", f"--work_dir={corral.work_dir}",
                                 f"--runtime_dir={corral.runtime_dir}", f"--cgroups_root={corral.cgroups_root}",
-                                f"--resources=cpus:4;mem:2048;disk:1024;ports:[{base}-{base + 9}]", *extra])
+                                f"--resources=cpus:4;mem:2048;disk:1024;ports:[{base}-{base + 9}]", *extra],
+                               port=port)
         started.append(process)
         return process
     yield start
