@@ -81,3 +81,54 @@ def test_a_task_that_does_not_fit_fails_to_launch_and_holds_nothing(mesos_master
     assert updates(done.stdout) == ["TASK_FAILED"], done.stdout
     assert "reason: REASON_CONTAINER_LAUNCH_FAILED" in done.stdout and "--image_providers=docker" in done.stdout
     assert json.dumps(agent.call({"type": "GET_CONTAINERS"})[1]["get_containers"]["containers"]) == "[]"
+
+
+def test_a_task_over_its_memory_is_reported_as_mesos_reports_an_oom(mesos_master, joined_agent):
+    master = mesos_master()
+    agent = joined_agent(master, "--isolation=cgroups/cpu,cgroups/mem")
+    until(lambda: _our_agent(master, agent.port))
+    hog = "head -c 400m /dev/zero | tail"      # tail keeps the whole of its input in memory
+    done = master.execute("--name=hog", f"--command={hog}", "--resources=cpus:0.1;mem:32")
+    assert updates(done.stdout) == ["TASK_STARTING", "TASK_RUNNING", "TASK_FAILED"], done.stdout
+    assert "reason: REASON_CONTAINER_LIMITATION_MEMORY" in done.stdout
+    assert "source: SOURCE_AGENT" in done.stdout
+
+
+def test_a_docker_image_task_runs_in_its_image(mesos_master, joined_agent):
+    """mesos-execute --docker_image: a MESOS container with a docker image, from the local tar
+    store that scripts/setup.sh fills (busybox)."""
+    store = Path("/var/lib/corral/images/busybox:latest.tar")
+    if not store.exists():
+        import pytest
+        pytest.skip(f"no {store}: scripts/setup.sh makes it")
+    master = mesos_master()
+    agent = joined_agent(master, "--image_providers=docker", f"--docker_registry={store.parent}",
+                         "--isolation=cgroups/cpu,cgroups/mem,filesystem/linux,namespaces/pid")
+    until(lambda: _our_agent(master, agent.port))
+    done = master.execute("--name=boxed", "--docker_image=busybox", "--command=ls /bin/busybox; echo $MESOS_TASK_ID",
+                          "--resources=cpus:0.1;mem:64")
+    assert updates(done.stdout) == ["TASK_STARTING", "TASK_RUNNING", "TASK_FINISHED"], done.stdout
+    (container,) = agent.call({"type": "GET_CONTAINERS"})[1]["get_containers"]["containers"]
+    sandbox = Path(agent_work_dir(agent), "containers", container["container_id"]["value"])
+    assert (sandbox / "stdout").read_text() == "/bin/busybox\nboxed\n"
+
+
+def test_a_framework_that_goes_away_has_its_tasks_killed(mesos_master, joined_agent):
+    """mesos-execute killed: the master removes its framework (no failover timeout) and sends
+    ShutdownFrameworkMessage; the agent kills the framework's tasks."""
+    import signal
+    master = mesos_master()
+    agent = joined_agent(master)
+    until(lambda: _our_agent(master, agent.port))
+    framework = master.execute_async("--name=orphan", "--command=sleep 100", "--resources=cpus:0.1;mem:32")
+    until(lambda: agent.call({"type": "GET_CONTAINERS"})[1]["get_containers"]["containers"], what="a container")
+    until(lambda: master.state()["frameworks"] and master.state()["frameworks"][0]["tasks"]
+          and master.state()["frameworks"][0]["tasks"][0]["state"] == "TASK_RUNNING", what="the task running")
+    framework.send_signal(signal.SIGKILL)
+    framework.communicate()
+
+    def ended() -> bool:
+        (container,) = agent.call({"type": "GET_CONTAINERS"})[1]["get_containers"]["containers"]
+        return container["container_status"]["state"] == "TASK_KILLED"
+    until(ended, timeout=60, what="the orphan's container killed")
+    until(lambda: _our_agent(master, agent.port)["used_resources"]["cpus"] == 0, what="its resources free")
