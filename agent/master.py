@@ -82,7 +82,8 @@ class MasterLink:
         tasks.send, tasks.pid = self.send, str(self.me)
 
     def add_routes(self, app: web.Application) -> None:
-        app.router.add_post(f"/{ME}/{{name}}", self._receive)
+        from .api import PEER_ROUTE
+        app.router.add_post(f"/{ME}/{{name}}", self._receive, name=PEER_ROUTE + "libprocess")
 
     async def start(self) -> None:
         self._register()
@@ -159,7 +160,7 @@ class MasterLink:
         kind = m.message_class(request.match_info["name"])
         sender = request.headers.get("Libprocess-From") or request.headers.get("User-Agent", "")[len("libprocess/"):]
         try:
-            if UPID.parse(sender) != self.master:
+            if UPID.parse(sender) != self.master or request.remote != self.master.host:
                 return web.Response(status=202)     # not our master's: dropped, as mesos-agent drops it
         except InvalidInput:
             return web.Response(status=400, text="a libprocess message needs Libprocess-From: id@host:port\n")

@@ -57,6 +57,7 @@ COMMAND_EXECUTOR_GRACE = 3.0            # the command executor's kill grace peri
 # The states a command executor reports itself; the rest (a limitation, a failed launch, a loss)
 # come from the agent.
 _EXECUTOR_SOURCED_REASONS = (None, "")
+_NETWORKS = {m.DOCKER_HOST: "HOST", m.DOCKER_BRIDGE: "BRIDGE", m.DOCKER_NONE: "NONE", m.DOCKER_USER: "USER"}
 
 
 class Run:
@@ -258,8 +259,7 @@ class Tasks:
             if info.HasField("hostname"):
                 container["hostname"] = info.hostname
             if info.HasField("docker"):
-                networks = {m.DOCKER_HOST: "HOST", m.DOCKER_BRIDGE: "BRIDGE", m.DOCKER_NONE: "NONE", m.DOCKER_USER: "USER"}
-                container["docker"] = {"image": info.docker.image, "network": networks.get(info.docker.network)}
+                container["docker"] = {"image": info.docker.image, "network": _NETWORKS.get(info.docker.network)}
             if info.mesos.HasField("image"):
                 image = info.mesos.image
                 kind = "DOCKER" if image.type == m.IMAGE_DOCKER else "APPC"

@@ -132,3 +132,16 @@ def test_a_framework_that_goes_away_has_its_tasks_killed(mesos_master, joined_ag
         return container["container_status"]["state"] == "TASK_KILLED"
     until(ended, timeout=60, what="the orphan's container killed")
     until(lambda: _our_agent(master, agent.port)["used_resources"]["cpus"] == 0, what="its resources free")
+
+
+def test_an_agent_with_credentials_still_takes_the_masters_messages(mesos_master, joined_agent, tmp_path):
+    """--credentials guards the operator API; the master's libprocess messages carry no HTTP
+    credentials (as with mesos-agent), and were answered 401 and lost: the agent never registered."""
+    secrets = tmp_path / "credentials"
+    secrets.write_text("operator s3cret\n")
+    master = mesos_master()
+    agent = joined_agent(master, f"--credentials={secrets}")
+    until(lambda: _our_agent(master, agent.port), what="the agent in /master/state")
+    done = master.execute("--name=guarded", "--command=true", "--resources=cpus:0.1;mem:32")
+    assert updates(done.stdout) == ["TASK_STARTING", "TASK_RUNNING", "TASK_FINISHED"], done.stdout
+    assert agent.call({"type": "GET_HEALTH"})[0] == 401          # the operator API still wants them
