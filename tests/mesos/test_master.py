@@ -6,17 +6,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from conftest import until, updates
-
-
-def _our_agent(master, agent_port: int) -> dict | None:
-    return next((a for a in master.agents() if a["port"] == agent_port and a["active"]), None)
+from mesoskit import agent_work_dir, joined, until, updates
 
 
 def test_the_master_lists_the_agent_with_its_resources_and_attributes(mesos_master, joined_agent, port_block_10):
     master = mesos_master()
     agent = joined_agent(master, "--attributes=rack:r1;level:3;zone:{a,b}", "--hostname=corral-test")
-    listed = until(lambda: _our_agent(master, agent.port), what="the agent in /master/state")
+    listed = until(lambda: joined(master, agent.port), what="the agent in /master/state")
     assert listed["hostname"] == "corral-test"
     assert listed["pid"] == f"slave(1)@127.0.0.1:{agent.port}"
     assert listed["attributes"] == {"rack": "r1", "level": 3.0, "zone": "{a, b}"}
@@ -27,14 +23,10 @@ def test_the_master_lists_the_agent_with_its_resources_and_attributes(mesos_mast
     until(lambda: slave_id.exists() and slave_id.read_text().strip() == listed["id"], what="meta/slave_id")
 
 
-def agent_work_dir(agent) -> str:
-    return next(f.split("=", 1)[1] for f in agent.proc.args if f.startswith("--work_dir="))
-
-
 def test_a_command_task_finishes_and_its_output_is_in_the_sandbox(mesos_master, joined_agent):
     master = mesos_master()
     agent = joined_agent(master)
-    until(lambda: _our_agent(master, agent.port))
+    until(lambda: joined(master, agent.port))
     done = master.execute("--name=hello", "--command=echo hi from corral", "--resources=cpus:0.1;mem:32")
     assert updates(done.stdout) == ["TASK_STARTING", "TASK_RUNNING", "TASK_FINISHED"], done.stdout + done.stderr
     assert "message: 'Command exited with status 0'" in done.stdout
@@ -45,7 +37,7 @@ def test_a_command_task_finishes_and_its_output_is_in_the_sandbox(mesos_master, 
     task = until(lambda: _completed_tasks(master), what="the task among the master's completed tasks")[0]
     assert task["state"] == "TASK_FINISHED"
     assert [s["state"] for s in task["statuses"]][:3] == ["TASK_STARTING", "TASK_RUNNING", "TASK_FINISHED"]
-    assert _our_agent(master, agent.port)["used_resources"]["cpus"] == 0
+    assert joined(master, agent.port)["used_resources"]["cpus"] == 0
 
 
 def _completed_tasks(master) -> list[dict]:
@@ -55,7 +47,7 @@ def _completed_tasks(master) -> list[dict]:
 def test_a_failing_command_task_fails_with_its_exit_status(mesos_master, joined_agent):
     master = mesos_master()
     agent = joined_agent(master)
-    until(lambda: _our_agent(master, agent.port))
+    until(lambda: joined(master, agent.port))
     done = master.execute("--name=three", "--command=exit 3", "--resources=cpus:0.1;mem:32")
     assert updates(done.stdout) == ["TASK_STARTING", "TASK_RUNNING", "TASK_FAILED"], done.stdout + done.stderr
     assert "message: 'Command exited with status 3'" in done.stdout
@@ -65,7 +57,7 @@ def test_a_failing_command_task_fails_with_its_exit_status(mesos_master, joined_
 def test_the_framework_kills_a_task(mesos_master, joined_agent):
     master = mesos_master()
     agent = joined_agent(master)
-    until(lambda: _our_agent(master, agent.port))
+    until(lambda: joined(master, agent.port))
     done = master.execute("--name=sleeper", "--command=sleep 100", "--kill_after=1secs", "--resources=cpus:0.1;mem:32")
     assert updates(done.stdout) == ["TASK_STARTING", "TASK_RUNNING", "TASK_KILLING", "TASK_KILLED"], done.stdout
     (container,) = agent.call({"type": "GET_CONTAINERS"})[1]["get_containers"]["containers"]
@@ -76,7 +68,7 @@ def test_a_task_that_does_not_fit_fails_to_launch_and_holds_nothing(mesos_master
     """A task whose image this agent cannot provision: TASK_FAILED with Mesos's launch reason."""
     master = mesos_master()
     agent = joined_agent(master)
-    until(lambda: _our_agent(master, agent.port))
+    until(lambda: joined(master, agent.port))
     done = master.execute("--name=imaged", "--command=true", "--docker_image=busybox", "--resources=cpus:0.1;mem:32")
     assert updates(done.stdout) == ["TASK_FAILED"], done.stdout
     assert "reason: REASON_CONTAINER_LAUNCH_FAILED" in done.stdout and "--image_providers=docker" in done.stdout
@@ -86,7 +78,7 @@ def test_a_task_that_does_not_fit_fails_to_launch_and_holds_nothing(mesos_master
 def test_a_task_over_its_memory_is_reported_as_mesos_reports_an_oom(mesos_master, joined_agent):
     master = mesos_master()
     agent = joined_agent(master, "--isolation=cgroups/cpu,cgroups/mem")
-    until(lambda: _our_agent(master, agent.port))
+    until(lambda: joined(master, agent.port))
     hog = "head -c 400m /dev/zero | tail"      # tail keeps the whole of its input in memory
     done = master.execute("--name=hog", f"--command={hog}", "--resources=cpus:0.1;mem:32")
     assert updates(done.stdout) == ["TASK_STARTING", "TASK_RUNNING", "TASK_FAILED"], done.stdout
@@ -104,7 +96,7 @@ def test_a_docker_image_task_runs_in_its_image(mesos_master, joined_agent):
     master = mesos_master()
     agent = joined_agent(master, "--image_providers=docker", f"--docker_registry={store.parent}",
                          "--isolation=cgroups/cpu,cgroups/mem,filesystem/linux,namespaces/pid")
-    until(lambda: _our_agent(master, agent.port))
+    until(lambda: joined(master, agent.port))
     done = master.execute("--name=boxed", "--docker_image=busybox", "--command=ls /bin/busybox; echo $MESOS_TASK_ID",
                           "--resources=cpus:0.1;mem:64")
     assert updates(done.stdout) == ["TASK_STARTING", "TASK_RUNNING", "TASK_FINISHED"], done.stdout
@@ -119,7 +111,7 @@ def test_a_framework_that_goes_away_has_its_tasks_killed(mesos_master, joined_ag
     import signal
     master = mesos_master()
     agent = joined_agent(master)
-    until(lambda: _our_agent(master, agent.port))
+    until(lambda: joined(master, agent.port))
     framework = master.execute_async("--name=orphan", "--command=sleep 100", "--resources=cpus:0.1;mem:32")
     until(lambda: agent.call({"type": "GET_CONTAINERS"})[1]["get_containers"]["containers"], what="a container")
     until(lambda: master.state()["frameworks"] and master.state()["frameworks"][0]["tasks"]
@@ -131,7 +123,7 @@ def test_a_framework_that_goes_away_has_its_tasks_killed(mesos_master, joined_ag
         (container,) = agent.call({"type": "GET_CONTAINERS"})[1]["get_containers"]["containers"]
         return container["container_status"]["state"] == "TASK_KILLED"
     until(ended, timeout=60, what="the orphan's container killed")
-    until(lambda: _our_agent(master, agent.port)["used_resources"]["cpus"] == 0, what="its resources free")
+    until(lambda: joined(master, agent.port)["used_resources"]["cpus"] == 0, what="its resources free")
 
 
 def test_an_agent_with_credentials_still_takes_the_masters_messages(mesos_master, joined_agent, tmp_path):
@@ -141,7 +133,7 @@ def test_an_agent_with_credentials_still_takes_the_masters_messages(mesos_master
     secrets.write_text("operator s3cret\n")
     master = mesos_master()
     agent = joined_agent(master, f"--credentials={secrets}")
-    until(lambda: _our_agent(master, agent.port), what="the agent in /master/state")
+    until(lambda: joined(master, agent.port), what="the agent in /master/state")
     done = master.execute("--name=guarded", "--command=true", "--resources=cpus:0.1;mem:32")
     assert updates(done.stdout) == ["TASK_STARTING", "TASK_RUNNING", "TASK_FINISHED"], done.stdout
     assert agent.call({"type": "GET_HEALTH"})[0] == 401          # the operator API still wants them

@@ -11,7 +11,7 @@ import urllib.request
 import pytest
 
 from agent.flags import FlagError, parse
-from conftest import until
+from mesoskit import until
 
 
 def test_master_and_attributes_as_mesos_agent_takes_them(tmp_path):
@@ -80,7 +80,8 @@ def test_a_message_not_from_the_master_is_dropped(corral, mesos_master):
         send(f"scheduler@127.0.0.1:{master.port}")
         # The same message as the master's runs (from this address, the master's): the two above were dropped.
         send(f"master@127.0.0.1:{master.port}")
-        until(containers, what="the master's task launched")
+        until(lambda: [c for c in containers() if c["container_status"]["state"] == "TASK_FINISHED"],
+              what="the master's task run")
         assert len(containers()) == 1
     finally:
         agent.stop()

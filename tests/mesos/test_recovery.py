@@ -6,8 +6,7 @@ from __future__ import annotations
 
 import time
 
-from conftest import until, updates
-from test_master import _our_agent
+from mesoskit import joined, until, updates
 
 
 def _wait_for_line(process, text: str, timeout: float = 60) -> list[str]:
@@ -48,7 +47,7 @@ def _finish(process, timeout: float = 90) -> str:
 def test_a_checkpointing_frameworks_task_lives_through_an_agent_sigkill(mesos_master, joined_agent, corral):
     master = mesos_master()
     agent = joined_agent(master)
-    until(lambda: _our_agent(master, agent.port))
+    until(lambda: joined(master, agent.port))
     framework = master.execute_async("--name=survivor", "--checkpoint", "--command=sleep 4",
                                      "--resources=cpus:0.1;mem:32")
     seen = _wait_for_line(framework, "TASK_RUNNING")
@@ -66,7 +65,7 @@ def test_a_checkpointing_frameworks_task_lives_through_an_agent_sigkill(mesos_ma
 def test_a_task_that_ends_while_the_agent_is_down_reports_its_real_end_once(mesos_master, joined_agent, corral):
     master = mesos_master()
     agent = joined_agent(master)
-    until(lambda: _our_agent(master, agent.port))
+    until(lambda: joined(master, agent.port))
     framework = master.execute_async("--name=ender", "--checkpoint", "--command=sleep 1; exit 7",
                                      "--resources=cpus:0.1;mem:32")
     seen = _wait_for_line(framework, "TASK_RUNNING")
@@ -82,7 +81,7 @@ def test_a_task_that_ends_while_the_agent_is_down_reports_its_real_end_once(meso
 def test_a_non_checkpointing_frameworks_task_ends_with_the_agent(mesos_master, joined_agent):
     master = mesos_master()
     agent = joined_agent(master)
-    until(lambda: _our_agent(master, agent.port))
+    until(lambda: joined(master, agent.port))
     framework = master.execute_async("--name=fleeting", "--command=sleep 100", "--resources=cpus:0.1;mem:32")
     seen = _wait_for_line(framework, "TASK_RUNNING")
     agent.sigkill()
@@ -96,10 +95,10 @@ def test_a_non_checkpointing_frameworks_task_ends_with_the_agent(mesos_master, j
 def test_the_agent_re_registers_with_a_restarted_master(mesos_master, joined_agent):
     master = mesos_master()
     agent = joined_agent(master)
-    first = until(lambda: _our_agent(master, agent.port))
+    first = until(lambda: joined(master, agent.port))
     master.stop()
     again = mesos_master(port=master.port)          # an in-memory registry: it knows no agent
-    listed = until(lambda: _our_agent(again, agent.port), timeout=60, what="the agent re-registered")
+    listed = until(lambda: joined(again, agent.port), timeout=60, what="the agent re-registered")
     assert listed["id"] == first["id"]
     done = again.execute("--name=after", "--command=true", "--resources=cpus:0.1;mem:32")
     assert updates(done.stdout)[-1] == "TASK_FINISHED", done.stdout
