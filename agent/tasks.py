@@ -19,6 +19,9 @@ The checkpoint, corral's own layout under the Agent's meta/ (Mesos's record form
     meta/frameworks/<framework id>/runs/<container id>/task.updates   StatusUpdateRecords, each
                                                                       with a 4-byte length first
 
+A run's directory goes once all its updates are acknowledged, and a framework's with its last run:
+recovery reads only what may still need sending.
+
 Recovery (Mesos's rule): the tasks of a framework that asked for checkpointing
 (FrameworkInfo.checkpoint) live through an agent restart, are followed again, and their
 unacknowledged updates resent; those that ended while the agent was away report their real end.
@@ -126,13 +129,17 @@ class Tasks:
         self._cancel_retry(run)
         run.backoff = RETRY_MIN
         if run.done:
-            del self.runs[(run.framework_id, run.task_id)]
+            self._done(run)
         elif run.pending:
             self._send_oldest(run)
 
     def kill_task(self, message) -> None:
         run = self.runs.get((message.framework_id.value, message.task_id.value))
-        if run is None or run.latest in TERMINAL:
+        if run is None:
+            self._unknown(message.framework_id.value, message.task_id, None, "REASON_TASK_UNKNOWN",
+                          "Cannot find the task to kill")
+            return
+        if run.latest in TERMINAL:
             return
         policy = message.kill_policy if message.HasField("kill_policy") else run.task.kill_policy
         grace = policy.grace_period.nanoseconds / 1e9 if policy.HasField("grace_period") else COMMAND_EXECUTOR_GRACE
@@ -148,7 +155,7 @@ class Tasks:
                 _append(run, m.StatusUpdateRecord(type=m.ENUMS["RecordType"]["ACK"], uuid=update.status.uuid))
             run.pending.clear()
             if run.done:
-                del self.runs[(run.framework_id, run.task_id)]
+                self._done(run)
             else:
                 self._spawn(self._kill(run, COMMAND_EXECUTOR_GRACE))
 
@@ -164,14 +171,31 @@ class Tasks:
         self.connected = False
 
     def reconcile(self, reconciliations) -> None:
-        """SlaveReregisteredMessage: tasks the master believes run here and this agent does not know
-        are unknown to it; Mesos's agent answers those with TASK_DROPPED through the master, which
-        then tells the framework. Not done yet: logged."""
+        """SlaveReregisteredMessage: a task the master believes runs here and this agent does not
+        know is answered TASK_DROPPED (TASK_LOST to a framework that is not partition-aware), as
+        mesos-agent answers; the master then tells the framework."""
         for reconciliation in reconciliations:
+            framework = reconciliation.framework if reconciliation.HasField("framework") else None
             for status in reconciliation.statuses:
                 if (reconciliation.framework_id.value, status.task_id.value) not in self.runs:
-                    log.warning("the master believes task %s of framework %s runs here; it does not",
-                                status.task_id.value, reconciliation.framework_id.value)
+                    self._unknown(reconciliation.framework_id.value, status.task_id, framework,
+                                  "REASON_RECONCILIATION", "Reconciliation: task unknown to the agent")
+
+    def _unknown(self, framework_id: str, task_id, framework, reason: str, message: str) -> None:
+        """Tell the master once that a task is not here. Nothing of it is kept to resend: there is
+        nothing to recover, and the master asks again when it re-registers the agent."""
+        framework = framework or self.frameworks.get(framework_id)
+        aware = framework is not None and any(c.type == m.FRAMEWORK_PARTITION_AWARE for c in framework.capabilities)
+        status = m.TaskStatus(state=m.ENUMS["TaskState"]["TASK_DROPPED" if aware else "TASK_LOST"], message=message,
+                              source=m.ENUMS["Source"]["SOURCE_SLAVE"], reason=m.ENUMS["Reason"][reason],
+                              timestamp=time.time(), uuid=uuid.uuid4().bytes)
+        status.task_id.CopyFrom(task_id)
+        status.slave_id.value = self.slave_id or ""
+        update = m.StatusUpdate(status=status, timestamp=status.timestamp, uuid=status.uuid)
+        update.framework_id.value = framework_id
+        update.slave_id.value = self.slave_id or ""
+        if self.send is not None:
+            self._spawn(self.send(m.StatusUpdateMessage(update=update, pid=self.pid)))
 
     # -- re-registration ------------------------------------------------------------------------
 
@@ -295,11 +319,20 @@ class Tasks:
         if run.orphaned:
             _append(run, m.StatusUpdateRecord(type=m.ENUMS["RecordType"]["ACK"], uuid=status.uuid))
             if run.done:
-                self.runs.pop((run.framework_id, run.task_id), None)
+                self._done(run)
             return
         run.pending.append(update)
         if len(run.pending) == 1:
             self._send_oldest(run)
+
+    def _done(self, run: Run) -> None:
+        """Every update of the run acknowledged: nothing of it is left to recover or resend. Its
+        container, ended, stays with its sandbox (GET_CONTAINERS, REMOVE_CONTAINER)."""
+        self.runs.pop((run.framework_id, run.task_id), None)
+        remove_tree(run.directory)
+        if not any(r.framework_id == run.framework_id for r in self.runs.values()):
+            self.frameworks.pop(run.framework_id, None)
+            remove_tree(os.path.join(self.root, run.framework_id))
 
     def _send_oldest(self, run: Run) -> None:
         if not self.connected or not run.pending or self.send is None:
@@ -330,7 +363,7 @@ class Tasks:
         for framework_id in _listdir(self.root):
             framework_dir = os.path.join(self.root, framework_id)
             raw = _read_bytes(os.path.join(framework_dir, "framework.info"))
-            if raw is None:
+            if raw is None or not _listdir(os.path.join(framework_dir, "runs")):
                 remove_tree(framework_dir)
                 continue
             framework = self.frameworks[framework_id] = m.FrameworkInfo.FromString(raw)
@@ -343,6 +376,7 @@ class Tasks:
                 run = Run(framework_id, m.TaskInfo.FromString(raw), container_id, directory)
                 _replay(run)
                 if run.done:
+                    remove_tree(directory)          # a removal cut short
                     continue
                 if not framework.checkpoint:
                     await self._forget(run)

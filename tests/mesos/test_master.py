@@ -38,6 +38,9 @@ def test_a_command_task_finishes_and_its_output_is_in_the_sandbox(mesos_master, 
     assert task["state"] == "TASK_FINISHED"
     assert [s["state"] for s in task["statuses"]][:3] == ["TASK_STARTING", "TASK_RUNNING", "TASK_FINISHED"]
     assert joined(master, agent.port)["used_resources"]["cpus"] == 0
+    # Its updates all acknowledged, nothing of the task is left to recover.
+    frameworks = Path(agent_work_dir(agent), "meta", "frameworks")
+    until(lambda: not list(frameworks.iterdir()), what="the done task's checkpoint removed")
 
 
 def _completed_tasks(master) -> list[dict]:
@@ -137,3 +140,22 @@ def test_an_agent_with_credentials_still_takes_the_masters_messages(mesos_master
     done = master.execute("--name=guarded", "--command=true", "--resources=cpus:0.1;mem:32")
     assert updates(done.stdout) == ["TASK_STARTING", "TASK_RUNNING", "TASK_FINISHED"], done.stdout
     assert agent.call({"type": "GET_HEALTH"})[0] == 401          # the operator API still wants them
+
+
+def test_standalone_containers_and_framework_tasks_never_overcommit(mesos_master, joined_agent):
+    """The master offers what it knows of; a standalone container holds what it took from the
+    same allocator, so a task that no longer fits is refused at launch, not run on top of it."""
+    master = mesos_master()
+    agent = joined_agent(master)
+    until(lambda: joined(master, agent.port))
+    status, _ = agent.call({"type": "LAUNCH_CONTAINER", "launch_container": {
+        "container_id": {"value": "standalone"}, "command": {"value": "sleep 100"},
+        "resources": [{"name": "cpus", "type": "SCALAR", "scalar": {"value": 3.95}}]}})
+    assert status == 200
+    try:
+        done = master.execute("--name=squeezed", "--command=true", "--resources=cpus:0.1;mem:32")
+        assert updates(done.stdout) == ["TASK_FAILED"], done.stdout
+        assert "reason: REASON_CONTAINER_LAUNCH_FAILED" in done.stdout and "cpus" in done.stdout
+    finally:
+        agent.call({"type": "KILL_CONTAINER", "kill_container": {"container_id": {"value": "standalone"}}})
+        agent.call({"type": "WAIT_CONTAINER", "wait_container": {"container_id": {"value": "standalone"}}})
