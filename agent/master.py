@@ -213,6 +213,9 @@ class MasterLink:
     def _on_RunTaskMessage(self, message) -> None:
         self.tasks.run_task(message)
 
+    def _on_RunTaskGroupMessage(self, message) -> None:
+        self.tasks.run_task_group(message)
+
     def _on_KillTaskMessage(self, message) -> None:
         self.tasks.kill_task(message)
 

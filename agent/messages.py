@@ -91,6 +91,9 @@ MESSAGES = {
     "StatusUpdateRecord": "type=1:RecordType update=2:StatusUpdate uuid=3:bytes",
     "RunTaskMessage": "framework_id=1:FrameworkID framework=2:FrameworkInfo task=4:TaskInfo pid=3:string "
                       "launch_executor=6:bool",
+    "TaskGroupInfo": "*tasks=1:TaskInfo",
+    "RunTaskGroupMessage": "framework=1:FrameworkInfo executor=2:ExecutorInfo task_group=3:TaskGroupInfo "
+                           "launch_executor=5:bool",
     "KillTaskMessage": "framework_id=1:FrameworkID task_id=2:TaskID kill_policy=3:KillPolicy",
     "StatusUpdateMessage": "update=1:StatusUpdate pid=2:string",
     "StatusUpdateAcknowledgementMessage": "slave_id=1:SlaveID framework_id=2:FrameworkID task_id=3:TaskID "

@@ -103,11 +103,33 @@ class Tasks:
     # -- the master's messages ------------------------------------------------------------------
 
     def run_task(self, message) -> None:
-        framework, task = message.framework, message.task
-        framework_id = framework.id.value or message.framework_id.value
+        run = self._new_run(message.framework, message.task, message.framework_id.value)
+        if run is None:
+            return
+        if run.task.HasField("executor"):
+            self._refuse(run, "custom executors (TaskInfo.executor) are not supported yet: give the task a command")
+        else:
+            self._spawn(self._run(run))
+
+    def run_task_group(self, message) -> None:
+        """Task groups need Mesos's default executor, which corral does not have yet: each task
+        fails at once, saying so."""
+        for task in message.task_group.tasks:
+            run = self._new_run(message.framework, task, "")
+            if run is not None:
+                self._refuse(run, "task groups (the default executor) are not supported yet")
+
+    def _refuse(self, run: Run, why: str) -> None:
+        run.launched.set_result(None)
+        self._update(run, "TASK_FAILED", "REASON_CONTAINER_LAUNCH_FAILED", f"Failed to launch container: {why}")
+
+    def _new_run(self, framework, task, framework_id: str) -> Run | None:
+        """Checkpoint the framework and the task (durably) and make the task's run; None for a
+        bad or duplicate id (logged)."""
+        framework_id = framework.id.value or framework_id
         if not _is_id(framework_id) or (framework_id, task.task_id.value) in self.runs:
             log.warning("ignoring task %r of framework %r: a bad or duplicate id", task.task_id.value, framework_id)
-            return
+            return None
         if not framework.HasField("id"):
             framework.id.value = framework_id
         self.frameworks[framework_id] = framework
@@ -118,7 +140,7 @@ class Tasks:
                      durable=True)
         write_atomic(os.path.join(directory, "task.info"), task.SerializeToString(), durable=True)
         run = self.runs[(framework_id, task.task_id.value)] = Run(framework_id, task, container_id, directory)
-        self._spawn(self._run(run))
+        return run
 
     def acknowledge(self, message) -> None:
         run = self.runs.get((message.framework_id.value, message.task_id.value))
