@@ -412,6 +412,7 @@ class Tasks:
                                  "the agent stopped before the task's container was launched")
 
     async def _forget(self, run: Run) -> None:
+        """End the run's container and drop its checkpoint: nobody will be told of it."""
         if run.container_id in self.agent.records:
             if self.agent.statuses(run.container_id)[-1]["state"] not in AGENT_TERMINAL_STATES:
                 await self.agent.kill(run.container_id, signal.SIGKILL)
@@ -431,11 +432,17 @@ class Tasks:
             log.error("a task's work failed", exc_info=task.exception())
 
     async def close(self) -> None:
+        """The agent stops: the tasks of frameworks that did not ask for checkpointing end with it
+        (a command executor of such a framework exits when its agent does); the others run on."""
         for run in self.runs.values():
             self._cancel_retry(run)
         for task in list(self._background):
             task.cancel()
         await asyncio.gather(*self._background, return_exceptions=True)
+        for run in list(self.runs.values()):
+            framework = self.frameworks.get(run.framework_id)
+            if framework is not None and not framework.checkpoint:
+                await self._forget(run)
 
 
 def _append(run: Run, record) -> None:

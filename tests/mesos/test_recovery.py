@@ -102,3 +102,28 @@ def test_the_agent_re_registers_with_a_restarted_master(mesos_master, joined_age
     assert listed["id"] == first["id"]
     done = again.execute("--name=after", "--command=true", "--resources=cpus:0.1;mem:32")
     assert updates(done.stdout)[-1] == "TASK_FINISHED", done.stdout
+
+
+def test_a_non_checkpointing_frameworks_task_ends_when_the_agent_stops(mesos_master, joined_agent, corral):
+    master = mesos_master()
+    agent = joined_agent(master)
+    until(lambda: joined(master, agent.port))
+    framework = master.execute_async("--name=fleeting", "--command=sleep 100", "--resources=cpus:0.1;mem:32")
+    _wait_for_line(framework, "TASK_RUNNING")
+    checkpointing = master.execute_async("--name=lasting", "--checkpoint", "--command=sleep 100",
+                                         "--resources=cpus:0.1;mem:32")
+    _wait_for_line(checkpointing, "TASK_RUNNING")
+    assert agent.stop() == 0
+    running = {entry.split(corral.cgroups_root + "/")[1].split("/")[0] for entry in corral.leftovers()
+               if entry.startswith("processes") and "/.supervisors" not in entry}
+    assert len(running) == 1, running          # the checkpointing framework's task alone runs on
+    framework.kill()
+    framework.communicate()
+    restarted = joined_agent(master, port=agent.port)
+    states = {c["container_status"]["state"] for c in
+              restarted.call({"type": "GET_CONTAINERS"})[1]["get_containers"]["containers"]}
+    assert states == {"TASK_KILLED", "TASK_RUNNING"}
+    checkpointing.kill()                        # the master then shuts its framework down here
+    checkpointing.communicate()
+    until(lambda: not [c for c in restarted.call({"type": "GET_CONTAINERS"})[1]["get_containers"]["containers"]
+                       if c["container_status"]["state"] == "TASK_RUNNING"], timeout=60, what="all ended")
