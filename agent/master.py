@@ -84,6 +84,7 @@ class MasterLink:
     def add_routes(self, app: web.Application) -> None:
         from .api import PEER_ROUTE
         app.router.add_post(f"/{ME}/{{name}}", self._receive, name=PEER_ROUTE + "libprocess")
+        self.tasks.executors.add_routes(app)
 
     async def start(self) -> None:
         self._register()

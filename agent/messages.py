@@ -75,9 +75,13 @@ MESSAGES = {
     "DurationInfo": "nanoseconds=1:int64",
     "KillPolicy": "grace_period=1:DurationInfo",
     "ExecutorInfo": "type=15:int32 executor_id=1:ExecutorID framework_id=8:FrameworkID command=7:CommandInfo "
-                    "container=11:ContainerInfo *resources=5:Resource name=9:string",
+                    "container=11:ContainerInfo *resources=5:Resource name=9:string data=4:bytes "
+                    "shutdown_grace_period=13:DurationInfo labels=14:Labels",
+    "Label": "key=1:string value=2:string",
+    "Labels": "*labels=1:Label",
     "TaskInfo": "name=1:string task_id=2:TaskID slave_id=3:SlaveID *resources=4:Resource executor=5:ExecutorInfo "
-                "command=7:CommandInfo container=9:ContainerInfo kill_policy=12:KillPolicy data=6:bytes",
+                "command=7:CommandInfo container=9:ContainerInfo kill_policy=12:KillPolicy data=6:bytes "
+                "labels=10:Labels",
     "ContainerStatus": "container_id=4:ContainerID executor_pid=3:uint32",
     "TaskStatus": "task_id=1:TaskID state=2:TaskState message=4:string source=9:Source reason=10:Reason "
                   "data=3:bytes slave_id=5:SlaveID executor_id=7:ExecutorID timestamp=6:double uuid=11:bytes "
@@ -114,6 +118,7 @@ MESSAGES = {
     "ShutdownFrameworkMessage": "framework_id=1:FrameworkID",
     "ShutdownExecutorMessage": "executor_id=1:ExecutorID framework_id=2:FrameworkID",
     "ShutdownMessage": "message=1:string",
+    "ExitedExecutorMessage": "slave_id=1:SlaveID framework_id=2:FrameworkID executor_id=3:ExecutorID status=4:int32",
     "UpdateFrameworkMessage": "framework_id=1:FrameworkID pid=2:string framework_info=3:FrameworkInfo",
 }
 

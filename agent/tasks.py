@@ -74,6 +74,7 @@ class Run:
         self.retry: asyncio.TimerHandle | None = None
         self.launched = asyncio.get_running_loop().create_future()   # the launch is over, however it went
         self.orphaned = False                       # its framework was shut down: nobody takes its updates
+        self.executor = None                        # agent.executors.Executor: a custom executor runs it
 
     @property
     def task_id(self) -> str:
@@ -99,6 +100,8 @@ class Tasks:
         self.pid = ""                                   # the agent's libprocess id, where acknowledgements go
         self.connected = False                          # registered: updates may go out
         self._background: set[asyncio.Task] = set()
+        from .executors import Executors
+        self.executors = Executors(self)
 
     # -- the master's messages ------------------------------------------------------------------
 
@@ -107,7 +110,7 @@ class Tasks:
         if run is None:
             return
         if run.task.HasField("executor"):
-            self._refuse(run, "custom executors (TaskInfo.executor) are not supported yet: give the task a command")
+            self.executors.run(message.framework, run)
         else:
             self._spawn(self._run(run))
 
@@ -150,6 +153,8 @@ class Tasks:
         run.pending.popleft()
         self._cancel_retry(run)
         run.backoff = RETRY_MIN
+        if run.executor is not None:
+            run.executor.acknowledged(run, message.uuid)
         if run.done:
             self._done(run)
         elif run.pending:
@@ -162,6 +167,9 @@ class Tasks:
                           "Cannot find the task to kill")
             return
         if run.latest in TERMINAL:
+            return
+        if run.executor is not None:
+            run.executor.kill(run, message.kill_policy if message.HasField("kill_policy") else None)
             return
         policy = message.kill_policy if message.HasField("kill_policy") else run.task.kill_policy
         grace = policy.grace_period.nanoseconds / 1e9 if policy.HasField("grace_period") else COMMAND_EXECUTOR_GRACE
@@ -178,8 +186,9 @@ class Tasks:
             run.pending.clear()
             if run.done:
                 self._done(run)
-            else:
+            elif run.executor is None:
                 self._spawn(self._kill(run, COMMAND_EXECUTOR_GRACE))
+        self.executors.shutdown_framework(framework_id)
 
     def connected_to_master(self, slave_id: str) -> None:
         """(Re)registered: send every task's oldest unacknowledged update now."""
@@ -237,6 +246,8 @@ class Tasks:
                 task.container.CopyFrom(run.task.container)
             if run.task.HasField("kill_policy"):
                 task.kill_policy.CopyFrom(run.task.kill_policy)
+            if run.executor is not None:
+                task.executor_id.value = run.executor.id
             if run.pending:
                 task.status_update_state = run.pending[0].status.state
                 task.status_update_uuid = run.pending[0].status.uuid
@@ -244,6 +255,10 @@ class Tasks:
             listed.add(run.framework_id)
         for framework_id in sorted(listed):
             message.frameworks.append(self.frameworks[framework_id])
+        for executor in self.executors.running.values():
+            info = message.executor_infos.add()
+            info.CopyFrom(executor.info)
+            info.framework_id.value = executor.framework_id
 
     # -- running --------------------------------------------------------------------------------
 
@@ -293,14 +308,17 @@ class Tasks:
         except NoSuchContainer:
             pass
 
-    def _config(self, run: Run):
-        """The task's command and container as a ContainerConfig, by the operator API's rules,
-        with the environment a command executor gives its task."""
+    def _config(self, run: Run, command=None, container_info=None):
+        """The task's command and container (or those given: a custom executor's) as a
+        ContainerConfig, by the operator API's rules, with the environment a command executor
+        gives its task."""
         from .api import container_config
         task = run.task
-        call: dict = {"command": MessageToDict(task.command, preserving_proto_field_name=True)}
-        if task.HasField("container"):
-            info = task.container
+        command = command if command is not None else task.command
+        info = container_info if container_info is not None else (
+            task.container if task.HasField("container") else None)
+        call: dict = {"command": MessageToDict(command, preserving_proto_field_name=True)}
+        if info is not None:
             container: dict = {"type": "DOCKER" if info.type == m.CONTAINER_DOCKER else "MESOS"}
             if info.HasField("hostname"):
                 container["hostname"] = info.hostname
@@ -327,17 +345,24 @@ class Tasks:
         status = m.TaskStatus(state=m.ENUMS["TaskState"][state], message=message, source=m.ENUMS["Source"][source],
                               timestamp=now, uuid=uuid.uuid4().bytes)
         status.task_id.CopyFrom(run.task.task_id)
-        status.executor_id.value = run.task_id
+        status.executor_id.value = run.executor.id if run.executor is not None else run.task_id
         status.slave_id.value = self.slave_id or ""
         status.container_status.container_id.value = run.container_id
         if reason:
             status.reason = m.ENUMS["Reason"][reason]
-        update = m.StatusUpdate(status=status, timestamp=now, uuid=status.uuid)
+        self.record(run, status)
+
+    def record(self, run: Run, status) -> None:
+        """The status update manager: a status (the agent's, or a custom executor's with its own
+        uuid) made durable, queued, and sent if it is the task's oldest unacknowledged one."""
+        if run.latest in TERMINAL:
+            return
+        update = m.StatusUpdate(status=status, timestamp=status.timestamp, uuid=status.uuid)
         update.framework_id.value = run.framework_id
-        update.executor_id.value = run.task_id
+        update.executor_id.CopyFrom(status.executor_id)
         update.slave_id.value = self.slave_id or ""
         _append(run, m.StatusUpdateRecord(type=m.ENUMS["RecordType"]["UPDATE"], update=update))
-        run.made.append(state)
+        run.made.append(m.state_name(status.state))
         if run.orphaned:
             _append(run, m.StatusUpdateRecord(type=m.ENUMS["RecordType"]["ACK"], uuid=status.uuid))
             if run.done:
@@ -405,11 +430,24 @@ class Tasks:
                     continue
                 self.runs[(framework_id, run.task_id)] = run
                 run.launched.set_result(None)
-                if container_id in self.agent.records:
+                if run.task.HasField("executor"):
+                    await self._executor_gone(run)
+                elif container_id in self.agent.records:
                     self._spawn(self._follow(run))
                 else:
                     self._update(run, "TASK_FAILED", "REASON_CONTAINER_LAUNCH_FAILED",
                                  "the agent stopped before the task's container was launched")
+
+    async def _executor_gone(self, run: Run) -> None:
+        """Re-attaching a custom executor after a restart is not done yet: its container is ended
+        and its task fails, saying so."""
+        run.container_id = (read_text(os.path.join(run.directory, "executor.container")) or "").strip()
+        if run.container_id in self.agent.records:
+            if self.agent.statuses(run.container_id)[-1]["state"] not in AGENT_TERMINAL_STATES:
+                await self.agent.kill(run.container_id, signal.SIGKILL)
+                await self.agent.wait(run.container_id)
+        self._update(run, "TASK_FAILED", "REASON_EXECUTOR_TERMINATED",
+                     "the agent restarted; re-attaching custom executors is not supported yet")
 
     async def _forget(self, run: Run) -> None:
         """End the run's container and drop its checkpoint: nobody will be told of it."""
@@ -434,6 +472,7 @@ class Tasks:
     async def close(self) -> None:
         """The agent stops: the tasks of frameworks that did not ask for checkpointing end with it
         (a command executor of such a framework exits when its agent does); the others run on."""
+        self.executors.close()
         for run in self.runs.values():
             self._cancel_retry(run)
         for task in list(self._background):

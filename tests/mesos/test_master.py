@@ -161,19 +161,13 @@ def test_standalone_containers_and_framework_tasks_never_overcommit(mesos_master
         agent.call({"type": "WAIT_CONTAINER", "wait_container": {"container_id": {"value": "standalone"}}})
 
 
-def test_custom_executors_and_task_groups_fail_saying_they_are_not_supported(mesos_master, joined_agent):
+def test_task_groups_fail_saying_they_are_not_supported(mesos_master, joined_agent):
     import json as _json
     master = mesos_master()
     agent = joined_agent(master)
     until(lambda: joined(master, agent.port))
     resources = [{"name": "cpus", "type": "SCALAR", "scalar": {"value": 0.1}},
                  {"name": "mem", "type": "SCALAR", "scalar": {"value": 32}}]
-    custom = {"name": "custom", "task_id": {"value": "custom"}, "agent_id": {"value": ""}, "resources": resources,
-              "executor": {"executor_id": {"value": "mine"}, "command": {"value": "./my-executor"},
-                           "resources": resources}}
-    done = master.execute(f"--task={_json.dumps(custom)}")
-    assert updates(done.stdout) == ["TASK_FAILED"], done.stdout + done.stderr
-    assert "custom executors (TaskInfo.executor) are not supported yet" in done.stdout
     group = {"tasks": [{"name": "grouped", "task_id": {"value": "grouped"}, "agent_id": {"value": ""},
                         "resources": resources, "command": {"value": "true"}}]}
     done = master.execute(f"--task_group={_json.dumps(group)}")
