@@ -114,8 +114,8 @@ async def _errors(request, handler):
 @web.middleware
 async def _authenticate(request, handler):
     credentials = request.app[AGENT].flags.credentials
-    peer = (request.match_info.route.name or "").startswith(PEER_ROUTE)
-    if credentials and not peer and not _authorized(request.headers.get("Authorization", ""), credentials):
+    if (credentials and not (request.match_info.route.name or "").startswith(PEER_ROUTE)
+            and not _authorized(request.headers.get("Authorization", ""), credentials)):
         return web.Response(status=401, text="authentication required\n",
                             headers={"WWW-Authenticate": 'Basic realm="corral"'})
     return await handler(request)

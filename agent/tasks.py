@@ -231,8 +231,9 @@ class Tasks:
     # -- re-registration ------------------------------------------------------------------------
 
     def reregistration(self, message) -> None:
-        """Fill a ReregisterSlaveMessage's tasks and frameworks: every task not yet done. Command
-        executors are the agent's own, so no ExecutorInfo is listed (as mesos-agent does)."""
+        """Fill a ReregisterSlaveMessage's tasks, frameworks and executors: every task not yet done,
+        and the custom executors running. Command executors are the agent's own, so no
+        ExecutorInfo is listed for them (as mesos-agent does)."""
         listed = set()
         for run in self.runs.values():
             if run.orphaned:
