@@ -11,6 +11,13 @@ cd "$(dirname "$0")/.."
 # registry, images built without an engine, signed tokens) and its benchmark. docker.io, iproute2,
 # procps: the docker containerizer's tests start a private dockerd (no daemon is left running).
 PACKAGES=(libcap-dev libseccomp2 busybox-static runc crun python3-venv docker-registry skopeo umoci openssl docker.io iproute2 procps)
+# Where ../shared/mesos holds a Mesos build (beside this checkout, or beside the main checkout of a
+# git worktree), the libraries its master, agent and mesos-execute need: tests/mesos run them.
+MAIN=$(dirname "$(git rev-parse --path-format=absolute --git-common-dir 2>/dev/null || echo "$PWD/.git")")
+if [ -e ../shared/mesos/mesos-1.11.1-debian12-amd64.tar.zst ] || [ -e "$MAIN/../shared/mesos/mesos-1.11.1-debian12-amd64.tar.zst" ]; then
+    PACKAGES+=(zstd libapr1 libaprutil1 libarchive13 libcurl4 libgrpc++1.51 libleveldb1d libprotobuf32 libsasl2-2
+               libsvn1 libunwind8 libzookeeper-mt2 libabsl20220623)
+fi
 missing=()
 for p in "${PACKAGES[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 if [ ${#missing[@]} -gt 0 ]; then
