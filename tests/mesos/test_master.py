@@ -65,6 +65,7 @@ def test_the_framework_kills_a_task(mesos_master, joined_agent):
     assert updates(done.stdout) == ["TASK_STARTING", "TASK_RUNNING", "TASK_KILLING", "TASK_KILLED"], done.stdout
     (container,) = agent.call({"type": "GET_CONTAINERS"})[1]["get_containers"]["containers"]
     assert container["container_status"]["state"] == "TASK_KILLED"
+    assert "command terminated by SIGTERM" in done.stdout          # within the default grace period
 
 
 def test_a_task_that_does_not_fit_fails_to_launch_and_holds_nothing(mesos_master, joined_agent):
@@ -173,3 +174,19 @@ def test_task_groups_fail_saying_they_are_not_supported(mesos_master, joined_age
     done = master.execute(f"--task_group={_json.dumps(group)}")
     assert updates(done.stdout) == ["TASK_FAILED"], done.stdout + done.stderr
     assert "task groups (the default executor) are not supported yet" in done.stdout
+
+
+def test_a_kill_past_the_kill_policys_grace_period_is_a_sigkill(mesos_master, joined_agent):
+    """A task that ignores SIGTERM is SIGKILLed once its kill policy's grace period is over."""
+    import json as _json
+    master = mesos_master()
+    agent = joined_agent(master)
+    until(lambda: joined(master, agent.port))
+    task = {"name": "stubborn", "task_id": {"value": "stubborn"}, "agent_id": {"value": ""},
+            "resources": [{"name": "cpus", "type": "SCALAR", "scalar": {"value": 0.1}},
+                          {"name": "mem", "type": "SCALAR", "scalar": {"value": 32}}],
+            "command": {"value": "trap '' TERM; sleep 100 & wait; wait"},
+            "kill_policy": {"grace_period": {"nanoseconds": 500_000_000}}}
+    done = master.execute(f"--task={_json.dumps(task)}", "--kill_after=1secs")
+    assert updates(done.stdout)[-1] == "TASK_KILLED", done.stdout
+    assert "command terminated by SIGKILL" in done.stdout, done.stdout      # SIGTERM first, ignored
