@@ -13,8 +13,11 @@ Mesos's v1 executor HTTP API (`POST /api/v1/executor`, JSON).
                        and ExitedExecutorMessage tells the master, which frees what it held
 
 A task after the first is given its resources from the Agent's allocator too, for as long as it
-runs. Not yet: MESSAGE calls and events (framework messages), re-attaching an executor after an
-agent restart (its container is killed and its tasks fail), executor authentication tokens.
+runs. After an agent restart, a checkpointing framework's executor still running is waited for:
+it subscribes again (its SUBSCRIBE lists the tasks it holds, which are not launched again) and
+goes on; past --executor_reregistration_timeout (2 s, as mesos-agent's default) it is killed and
+its tasks fail with REASON_EXECUTOR_REREGISTRATION_TIMEOUT. Not yet: MESSAGE calls and events
+(framework messages), executor authentication tokens.
 """
 
 from __future__ import annotations
@@ -39,6 +42,7 @@ from .resources import Resources
 log = logging.getLogger("corral.executors")
 
 HEARTBEAT = 30.0                    # seconds between HEARTBEAT events
+REREGISTRATION_TIMEOUT = 2.0        # mesos-agent's --executor_reregistration_timeout
 SHUTDOWN_GRACE = 5.0                # ExecutorInfo.shutdown_grace_period's default
 
 
@@ -51,6 +55,8 @@ class Executor:
         self.waiting: list = []                     # Runs not yet given to the executor
         self.stream: web.StreamResponse | None = None
         self.unsubscribed = asyncio.Event()         # set to end the stream (the agent stops)
+        self.subscribed_once = False
+        self.end_reason = "REASON_EXECUTOR_TERMINATED"
         self.launched = asyncio.get_running_loop().create_future()
 
     # -- from the master ------------------------------------------------------------------------
@@ -136,6 +142,51 @@ class Executors:
             self.tasks._spawn(self._give(executor, run))
         write_atomic(os.path.join(run.directory, "executor.container"), executor.container_id, durable=True)
 
+    def recovered(self, framework, run) -> None:
+        """After an agent restart: a checkpointing framework's task under a custom executor. A
+        live executor is waited for: it subscribes again (as Mesos's executors do when their
+        framework checkpoints) and goes on; one that does not within the re-registration timeout
+        is shut down, its tasks failed."""
+        agent = self.tasks.agent
+        alive = (run.container_id in agent.records
+                 and agent.statuses(run.container_id)[-1]["state"] not in _AGENT_ENDED)
+        if not alive:
+            self.tasks._update(run, "TASK_FAILED", "REASON_EXECUTOR_TERMINATED",
+                               "the executor ended while the agent was away")
+            return
+        key = (framework.id.value, run.task.executor.executor_id.value)
+        executor = self.running.get(key)
+        if executor is None:
+            executor = self.running[key] = Executor(self, framework, run.task.executor, run.container_id)
+            executor.launched.set_result(None)
+            self.tasks._spawn(self._watch(executor))
+        executor.add(run)
+        if run.made:                                # the executor had it: it will not be launched again
+            executor.waiting.remove(run)
+        if len(executor.runs) > 1:
+            try:                                    # a task after the first: its resources again
+                agent.allocator.allocate(_owner(executor, run), _resources(run.task.resources))
+            except CorralError as e:
+                log.warning("task %s of a recovered executor: %s", run.task_id, e)
+
+    def await_reregistration(self) -> None:
+        """Shut down the recovered executors that have not subscribed again in time."""
+        async def deadline():
+            await asyncio.sleep(REREGISTRATION_TIMEOUT)
+            for executor in list(self.running.values()):
+                if not executor.subscribed_once:
+                    executor.end_reason = "REASON_EXECUTOR_REREGISTRATION_TIMEOUT"
+                    await self.tasks.agent.kill(executor.container_id, signal.SIGKILL)
+        if self.running:
+            self.tasks._spawn(deadline())
+
+    async def _watch(self, executor: Executor) -> None:
+        try:
+            await self.tasks.agent.wait(executor.container_id)
+        except NoSuchContainer:
+            pass
+        self._ended(executor)
+
     def shutdown_framework(self, framework_id: str) -> None:
         for (owner, _), executor in list(self.running.items()):
             if owner == framework_id:
@@ -158,11 +209,7 @@ class Executors:
                                    f"Failed to launch the executor's container: {e}")
             return
         executor.launched.set_result(None)
-        try:
-            await agent.wait(executor.container_id)
-        except NoSuchContainer:
-            pass
-        self._ended(executor)
+        await self._watch(executor)
 
     async def _give(self, executor: Executor, run) -> None:
         """A task for a running executor: its resources from the Agent's allocator too."""
@@ -183,7 +230,7 @@ class Executors:
         executor.unsubscribed.set()
         for run in executor.runs.values():
             self.tasks.agent.allocator.release(_owner(executor, run))
-            self.tasks._update(run, "TASK_FAILED", "REASON_EXECUTOR_TERMINATED", "Executor terminated")
+            self.tasks._update(run, "TASK_FAILED", executor.end_reason, "Executor terminated")
         if self.tasks.send is not None and self.tasks.slave_id:
             status = (self.tasks.agent.statuses(executor.container_id)[-1].get("exit_status")
                       if executor.container_id in self.tasks.agent.records else None)
@@ -222,17 +269,21 @@ class Executors:
         if executor is None:
             raise InvalidInput(f"no executor {executor_id} of framework {framework_id} runs here")
         if kind == "SUBSCRIBE":
-            return await self._subscribe(request, executor)
+            return await self._subscribe(request, executor, call)
         if kind == "UPDATE":
             return self._update(executor, call.get("update") or {})
         if kind == "HEARTBEAT":
             return web.Response(status=202)
         raise InvalidInput(f"the executor call {kind!r} is not supported (SUBSCRIBE, UPDATE, HEARTBEAT)")
 
-    async def _subscribe(self, request: web.Request, executor: Executor) -> web.StreamResponse:
+    async def _subscribe(self, request: web.Request, executor: Executor, call: dict) -> web.StreamResponse:
         stream = web.StreamResponse(status=200, headers={"Content-Type": "application/json"})
         await stream.prepare(request)
         executor.stream = stream
+        executor.subscribed_once = True
+        subscribe = call.get("subscribe") or {}
+        held = {t.get("task_id", {}).get("value") for t in subscribe.get("unacknowledged_tasks") or []
+                if isinstance(t, dict)}
         agent_info = {"hostname": self.tasks.agent.flags.hostname or os.uname().nodename,
                       "port": self.tasks.agent.flags.port, "id": {"value": self.tasks.slave_id or ""}}
         executor.send("SUBSCRIBED", {"executor_info": _v1(executor.info), "framework_info": _v1(executor.framework),
@@ -240,7 +291,7 @@ class Executors:
         waiting, executor.waiting = executor.waiting, []
         for run in waiting:
             await run.launched
-            if run.task_id in executor.runs and run.latest not in _TERMINAL:
+            if run.task_id in executor.runs and run.latest not in _TERMINAL and run.task_id not in held:
                 executor.send("LAUNCH", {"task": _v1(run.task)})
         try:
             while executor.stream is stream and not (request.transport is None or request.transport.is_closing()):
@@ -276,6 +327,7 @@ class Executors:
         return web.Response(status=202)
 
 
+_AGENT_ENDED = frozenset({"TASK_FINISHED", "TASK_FAILED", "TASK_KILLED", "TASK_LOST"})
 _TERMINAL = frozenset({"TASK_FINISHED", "TASK_FAILED", "TASK_KILLED", "TASK_ERROR", "TASK_LOST", "TASK_DROPPED",
                        "TASK_GONE", "TASK_GONE_BY_OPERATOR"})
 

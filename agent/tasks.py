@@ -422,6 +422,8 @@ class Tasks:
                     remove_tree(directory)
                     continue
                 run = Run(framework_id, m.TaskInfo.FromString(raw), container_id, directory)
+                if run.task.HasField("executor"):       # the container is its executor's
+                    run.container_id = (read_text(os.path.join(directory, "executor.container")) or "").strip()
                 _replay(run)
                 if run.done:
                     remove_tree(directory)          # a removal cut short
@@ -432,23 +434,13 @@ class Tasks:
                 self.runs[(framework_id, run.task_id)] = run
                 run.launched.set_result(None)
                 if run.task.HasField("executor"):
-                    await self._executor_gone(run)
+                    self.executors.recovered(framework, run)
                 elif container_id in self.agent.records:
                     self._spawn(self._follow(run))
                 else:
                     self._update(run, "TASK_FAILED", "REASON_CONTAINER_LAUNCH_FAILED",
                                  "the agent stopped before the task's container was launched")
-
-    async def _executor_gone(self, run: Run) -> None:
-        """Re-attaching a custom executor after a restart is not done yet: its container is ended
-        and its task fails, saying so."""
-        run.container_id = (read_text(os.path.join(run.directory, "executor.container")) or "").strip()
-        if run.container_id in self.agent.records:
-            if self.agent.statuses(run.container_id)[-1]["state"] not in AGENT_TERMINAL_STATES:
-                await self.agent.kill(run.container_id, signal.SIGKILL)
-                await self.agent.wait(run.container_id)
-        self._update(run, "TASK_FAILED", "REASON_EXECUTOR_TERMINATED",
-                     "the agent restarted; re-attaching custom executors is not supported yet")
+        self.executors.await_reregistration()
 
     async def _forget(self, run: Run) -> None:
         """End the run's container and drop its checkpoint: nobody will be told of it."""

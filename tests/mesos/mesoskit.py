@@ -146,3 +146,20 @@ def joined(master: Master, agent_port: int) -> dict | None:
 def agent_work_dir(agent) -> str:
     """An AgentProcess's --work_dir."""
     return next(f.split("=", 1)[1] for f in agent.proc.args if f.startswith("--work_dir="))
+
+
+def acknowledged(work_dir: str) -> int:
+    """How many updates the agent has recorded as acknowledged, over all its tasks."""
+    import glob
+    import struct
+
+    from agent import messages
+    count = 0
+    for path in glob.glob(f"{work_dir}/meta/frameworks/*/runs/*/task.updates"):
+        raw, offset = open(path, "rb").read(), 0
+        while offset + 4 <= len(raw):
+            (size,) = struct.unpack_from("<I", raw, offset)
+            record = messages.StatusUpdateRecord.FromString(raw[offset + 4:offset + 4 + size])
+            count += record.type == messages.ENUMS["RecordType"]["ACK"]
+            offset += 4 + size
+    return count

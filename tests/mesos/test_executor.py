@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 import sys
 
-from mesoskit import joined, until, updates
+from mesoskit import acknowledged, agent_work_dir, joined, until, updates
 
 EXECUTOR = r'''
 import base64, http.client, json, os, subprocess, sys, uuid
@@ -109,3 +109,115 @@ def test_an_executor_that_dies_fails_the_tasks_it_leaves(mesos_master, joined_ag
     assert updates(done.stdout) == ["TASK_STARTING", "TASK_RUNNING", "TASK_FAILED"], done.stdout + done.stderr
     assert "reason: REASON_EXECUTOR_TERMINATED" in done.stdout and "source: SOURCE_AGENT" in done.stdout
     until(lambda: joined(master, agent.port)["used_resources"]["cpus"] == 0, what="the executor's resources free")
+
+
+# An executor that keeps going while the agent is away, as Mesos's executors of checkpointing
+# frameworks do: it subscribes again (listing the task it holds) and resends what was refused.
+RECONNECTING = r'''
+import base64, http.client, json, os, subprocess, sys, threading, time, uuid
+
+host, port = os.environ["MESOS_AGENT_ENDPOINT"].split(":")
+ids = {"framework_id": {"value": os.environ["MESOS_FRAMEWORK_ID"]},
+       "executor_id": {"value": os.environ["MESOS_EXECUTOR_ID"]}}
+held = {}
+
+
+def call(body):
+    while True:
+        try:
+            conn = http.client.HTTPConnection(host, int(port), timeout=60)
+            conn.request("POST", "/api/v1/executor", json.dumps({**ids, **body}),
+                         {"Content-Type": "application/json", "Accept": "application/json"})
+            answer = conn.getresponse()
+            if answer.status in (200, 202):
+                return answer
+        except OSError:
+            pass
+        time.sleep(0.1)                     # the agent is away: again, until it is back
+
+
+def update(task_id, state):
+    status = {"task_id": task_id, "state": state, "source": "SOURCE_EXECUTOR",
+              "uuid": base64.b64encode(uuid.uuid4().bytes).decode()}
+    call({"type": "UPDATE", "update": {"status": status}})
+
+
+def run(task):
+    update(task["task_id"], "TASK_RUNNING")
+    subprocess.run(["/bin/sh", "-c", base64.b64decode(task["data"]).decode()])
+    update(task["task_id"], "TASK_FINISHED")
+
+
+while True:
+    events = call({"type": "SUBSCRIBE", "subscribe": {"unacknowledged_tasks": list(held.values())}})
+    while True:
+        size = b""
+        while not size.endswith(b"\n"):
+            try:
+                byte = events.read(1)
+            except Exception:               # the connection reset, or a chunk cut short
+                byte = b""
+            if not byte:
+                break
+            size += byte
+        if not size.endswith(b"\n"):
+            break                           # the agent went away
+        event = json.loads(events.read(int(size)))
+        if event["type"] == "LAUNCH":
+            task = event["launch"]["task"]
+            held[task["task_id"]["value"]] = task
+            threading.Thread(target=run, args=(task,)).start()
+        elif event["type"] == "ACKNOWLEDGED" or event["type"] == "SHUTDOWN":
+            if event["type"] == "SHUTDOWN" or held and os.path.exists(os.environ["MESOS_SANDBOX"] + "/done"):
+                sys.exit(0)
+'''
+
+
+def test_a_checkpointing_frameworks_executor_goes_on_through_an_agent_sigkill(mesos_master, joined_agent,
+                                                                              tmp_path):
+    script = tmp_path / "executor.py"
+    script.write_text(RECONNECTING)
+    master = mesos_master()
+    agent = joined_agent(master)
+    until(lambda: joined(master, agent.port))
+    task = _task("lasting", "sleep 2; touch $MESOS_SANDBOX/done", f"{sys.executable} {script}")
+    framework = master.execute_async("--checkpoint", f"--task={task}")
+    seen = []
+    for line in framework.stdout:
+        seen.append(line)
+        if "TASK_RUNNING" in line:
+            break
+    # Once RUNNING is acknowledged (one unacknowledged at the crash would be sent again: at least once).
+    until(lambda: acknowledged(agent_work_dir(agent)) == 1, what="TASK_RUNNING acknowledged")
+    agent.sigkill()
+    restarted = joined_agent(master, port=agent.port)
+    out = "".join(seen) + framework.communicate(timeout=90)[0]
+    assert updates(out) == ["TASK_RUNNING", "TASK_FINISHED"], out
+    until(lambda: all(c["container_status"]["state"] == "TASK_FINISHED"     # it exits once FINISHED is acknowledged
+                      for c in restarted.call({"type": "GET_CONTAINERS"})[1]["get_containers"]["containers"]),
+          what="the executor exited")
+
+
+def test_an_executor_that_does_not_subscribe_again_is_shut_down(mesos_master, joined_agent, tmp_path):
+    script = tmp_path / "executor.py"
+    # The agent gone, this one only waits: it never subscribes again.
+    script.write_text(EXECUTOR.replace("        byte = events.read(1)\n        if not byte:\n            sys.exit(0)",
+                                       "        try:\n            byte = events.read(1)\n        except Exception:\n"
+                                       "            byte = b''\n        if not byte:\n            time.sleep(100)")
+                      .replace("import base64,", "import time, base64,"))
+    master = mesos_master()
+    agent = joined_agent(master)
+    until(lambda: joined(master, agent.port))
+    task = _task("abandoned", "sleep 100", f"{sys.executable} {script}")
+    framework = master.execute_async("--checkpoint", f"--task={task}")
+    seen = []
+    for line in framework.stdout:
+        seen.append(line)
+        if "TASK_RUNNING" in line:
+            break
+    until(lambda: acknowledged(agent_work_dir(agent)) == 2, what="STARTING and RUNNING acknowledged")
+    agent.sigkill()
+    joined_agent(master, port=agent.port)
+    out = "".join(seen) + framework.communicate(timeout=90)[0]
+    assert updates(out) == ["TASK_STARTING", "TASK_RUNNING", "TASK_FAILED"], out
+    assert "reason: REASON_EXECUTOR_REREGISTRATION_TIMEOUT" in out

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import time
 
-from mesoskit import joined, until, updates
+from mesoskit import acknowledged, joined, until, updates
 
 
 def _wait_for_line(process, text: str, timeout: float = 60) -> list[str]:
@@ -20,23 +20,6 @@ def _wait_for_line(process, text: str, timeout: float = 60) -> list[str]:
         if text in line:
             return lines
     raise AssertionError(f"no {text!r} in mesos-execute's output: {''.join(lines)}")
-
-
-def _acknowledged(work_dir: str) -> int:
-    """How many updates the agent has recorded as acknowledged, over all its tasks."""
-    import glob
-    import struct
-
-    from agent import messages
-    count = 0
-    for path in glob.glob(f"{work_dir}/meta/frameworks/*/runs/*/task.updates"):
-        raw, offset = open(path, "rb").read(), 0
-        while offset + 4 <= len(raw):
-            (size,) = struct.unpack_from("<I", raw, offset)
-            record = messages.StatusUpdateRecord.FromString(raw[offset + 4:offset + 4 + size])
-            count += record.type == messages.ENUMS["RecordType"]["ACK"]
-            offset += 4 + size
-    return count
 
 
 def _finish(process, timeout: float = 90) -> str:
@@ -53,7 +36,7 @@ def test_a_checkpointing_frameworks_task_lives_through_an_agent_sigkill(mesos_ma
     seen = _wait_for_line(framework, "TASK_RUNNING")
     # Once the framework's acknowledgements are in: an update unacknowledged at the crash is sent
     # again (at least once, as mesos-agent's; the next test has the end happen meanwhile).
-    until(lambda: _acknowledged(corral.work_dir) == 2, what="STARTING and RUNNING acknowledged")
+    until(lambda: acknowledged(corral.work_dir) == 2, what="STARTING and RUNNING acknowledged")
     agent.sigkill()
     restarted = joined_agent(master, port=agent.port)
     out = "".join(seen) + _finish(framework)
@@ -69,7 +52,7 @@ def test_a_task_that_ends_while_the_agent_is_down_reports_its_real_end_once(meso
     framework = master.execute_async("--name=ender", "--checkpoint", "--command=sleep 1; exit 7",
                                      "--resources=cpus:0.1;mem:32")
     seen = _wait_for_line(framework, "TASK_RUNNING")
-    until(lambda: _acknowledged(corral.work_dir) == 2, what="STARTING and RUNNING acknowledged")
+    until(lambda: acknowledged(corral.work_dir) == 2, what="STARTING and RUNNING acknowledged")
     agent.sigkill()
     time.sleep(2.5)                 # it ends meanwhile; nobody is there to see it
     joined_agent(master, port=agent.port)
