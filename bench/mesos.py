@@ -102,17 +102,25 @@ class ApacheAgent:
             f"--resources={RESOURCES}", "--no-systemd_enable_support"],
             env=environment(), stdout=self.log, stderr=self.log)
 
-    def containers(self) -> list:
+    def containers(self) -> list | None:
         import urllib.request
-        with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/containers", timeout=10) as r:
-            return json.load(r)
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/containers", timeout=30) as r:
+                return json.load(r)
+        except OSError:
+            return None                     # busy: ask again
 
     def stop(self) -> None:
-        # Its command executors linger a moment after their tasks: let it destroy their containers.
-        until(lambda: not self.containers(), timeout=60, what="mesos-agent's containers destroyed")
-        self.proc.terminate()
-        self.proc.wait(30)
-        self.log.close()
+        try:
+            # Its command executors linger a moment after their tasks: let it destroy their containers.
+            until(lambda: self.containers() == [], timeout=120, what="mesos-agent's containers destroyed")
+        finally:
+            self.proc.terminate()
+            self.proc.wait(30)
+            self.log.close()
+            self._unmount()
+
+    def _unmount(self) -> None:
         # It bind-mounts its work dir onto itself (filesystem/linux): undo that, and only that.
         with open("/proc/self/mountinfo") as f:
             mounted = [line.split()[4] for line in f]
