@@ -198,7 +198,7 @@ def main() -> None:
     finally:
         for cid in warm.containers():
             warm.destroy(cid, remove_sandbox=True)
-        from isolators.cgroups import remove_root
+        from corral.cgroups import remove_root
         remove_root(root)
         shutil.rmtree(top, ignore_errors=True)
 

@@ -9,9 +9,9 @@ import time
 
 import pytest
 
-from isolators.cgroups import _read_mounts, cgroup_for, hierarchies
+from corral.cgroups import _read_mounts, cgroup_for, hierarchies
 from corral.cpu import quota_for, shares_for
-from isolators.cgroups.cpu import weight_for, weight_to_shares
+from corral.cgroups.fs2.cpu import shares_for_weight, weight_for
 
 
 def test_detects_this_hosts_hierarchies():
@@ -44,7 +44,7 @@ def test_mesos_cpu_arithmetic():
     assert shares_for(0.001) == 2 and shares_for(1) == 1024 and shares_for(2.5) == 2560
     assert quota_for(0.5) == 50_000 and quota_for(0.0001) == 1_000
     assert weight_for(2) == 1 and weight_for(262144) == 10000 and weight_for(1024) == 39
-    assert weight_to_shares(weight_for(1024)) in range(990, 1030)   # lossy: 10000 weights for 262142 shares
+    assert shares_for_weight(weight_for(1024)) in range(990, 1030)   # lossy: 10000 weights for 262142 shares
 
 
 @pytest.fixture
@@ -92,14 +92,15 @@ def test_v2_procs_events_freeze_and_kill(v2_cgroup):
             child.wait()
 
 
-def test_v1_controllers_through_cgroupspy(corral):
-    if "memory" not in hierarchies().v1:
-        pytest.skip("no v1 memory controller")
+def test_memory_limit_in_either_version(corral):
+    """The memory controller's limit, through v1's memory.limit_in_bytes or cgroup2's memory.max."""
     memory = cgroup_for("memory", f"{corral.cgroups_root}/probe")
     memory.create()
     try:
-        memory.controller.limit_in_bytes = 64 * 1024 * 1024
-        assert int(memory.read("memory.limit_in_bytes")) == 64 * 1024 * 1024
-        assert memory.controller.limit_in_bytes == 64 * 1024 * 1024
+        memory.set_limit(64 * 1024 * 1024)
+        limit_file = "memory.limit_in_bytes" if memory.version == 1 else "memory.max"
+        assert int(memory.read(limit_file)) == 64 * 1024 * 1024
+        assert memory.limit() == 64 * 1024 * 1024
+        assert memory.usage().limit == 64 * 1024 * 1024 and memory.oom_kills() == 0
     finally:
         memory.remove()

@@ -64,7 +64,7 @@ def test_cgroups_hold_the_task(corral):
 
 
 def test_limits_are_written_as_mesos_computes_them(corral):
-    from isolators.cgroups import cgroup_for
+    from corral.cgroups import cgroup_for
     cid = corral.run("run", "--detach", "--cpus", "0.25", "--mem", "1G", "--cgroups-enable-cfs",
                      "--", "sleep", "30", check=True).stdout.strip()
     cpu = cgroup_for("cpu", f"{corral.cgroups_root}/{cid}")

@@ -13,7 +13,7 @@ from containerizers.mesos.containerizer import MesosContainerizer
 from containerizers.mesos.launcher import SUPERVISORS
 from corral.types import (LAUNCHED, NOT_SUPPORTED, STATISTICS_FIELDS, ContainerConfig, ContainerExists, InvalidInput,
                           Resources, TASK_FAILED, TASK_FINISHED, TASK_KILLED, TASK_LOST)
-from isolators.cgroups import cgroup_for
+from corral.cgroups import cgroup_for
 
 
 def _mc(corral, **kwargs) -> MesosContainerizer:

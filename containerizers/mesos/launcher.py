@@ -1,18 +1,17 @@
 """The launcher: forks a container's supervisor and init, and tracks every process of the
 container in one cgroup so that all of them can be killed (Mesos: LinuxLauncher).
 
-Tracking uses the cgroup2 hierarchy wherever one is mounted (v2 and hybrid hosts: cgroup.kill
-and cgroup.events need no controller), else the v1 freezer.
+Tracking uses the hierarchy corral.cgroups.tracking_controller() names: cgroup2's wherever one
+is mounted, else the v1 freezer's.
 """
 
 from __future__ import annotations
 
 import os
 import signal
-from corral import linux
+from corral import cgroups, linux
 from corral.record import Record
 from corral.types import CorralError
-from isolators.cgroups import cgroup_for, hierarchies
 
 from . import supervisor
 
@@ -48,11 +47,11 @@ SUPERVISORS = ".supervisors"
 class Launcher:
     def __init__(self, cgroups_root: str, tracking: str | None = None):
         self.cgroups_root = cgroups_root
-        self.tracking = tracking or ("unified" if hierarchies().v2 else "freezer")
+        self.tracking = tracking or cgroups.tracking_controller()
         self._children: set[int] = set()   # supervisors forked here, to be reaped once they exit
 
     def tracking_cgroup(self, container_id: str):
-        return cgroup_for(self.tracking, f"{self.cgroups_root}/{container_id}")
+        return cgroups.container(self.tracking, self.cgroups_root, container_id)
 
     def fork(self, container_id: str, spec: supervisor.LaunchSpec) -> Forked:
         # fork() copies only the calling thread: another thread's locks would stay held forever
@@ -61,7 +60,7 @@ class Launcher:
             raise LaunchFailed("the launcher must fork from a single-threaded process")
         tracking = self.tracking_cgroup(container_id)
         tracking.create()
-        supervisors = cgroup_for(self.tracking, f"{self.cgroups_root}/{SUPERVISORS}")
+        supervisors = self.tracking_cgroup(SUPERVISORS)
         supervisors.create()
         ready_r, ready_w = os.pipe()
         go_r, go_w = os.pipe()
@@ -116,11 +115,7 @@ class Launcher:
 
     def container_ids(self) -> set[str]:
         """Containers that have a tracking cgroup: what recovery compares with the checkpoint."""
-        top = os.path.dirname(self.tracking_cgroup("x").path)
-        try:
-            return {e.name for e in os.scandir(top) if e.is_dir() and e.name != SUPERVISORS}
-        except FileNotFoundError:
-            return set()
+        return cgroups.container_ids(self.tracking, self.cgroups_root) - {SUPERVISORS}
 
 
 def alive(pid: int | None, start_time: int | None) -> bool:
