@@ -10,8 +10,7 @@ import time
 import pytest
 
 from corral.cgroups import _read_mounts, cgroup_for, hierarchies
-from corral.cpu import quota_for, shares_for
-from corral.cgroups.fs2.cpu import shares_for_weight, weight_for
+from corral.cpu import quota_for, shares_for, weight_for
 
 
 def test_detects_this_hosts_hierarchies():
@@ -43,8 +42,9 @@ def test_mode_from_mountinfo(tmp_path):
 def test_mesos_cpu_arithmetic():
     assert shares_for(0.001) == 2 and shares_for(1) == 1024 and shares_for(2.5) == 2560
     assert quota_for(0.5) == 50_000 and quota_for(0.0001) == 1_000
-    assert weight_for(2) == 1 and weight_for(262144) == 10000 and weight_for(1024) == 39
-    assert shares_for_weight(weight_for(1024)) in range(990, 1030)   # lossy: 10000 weights for 262142 shares
+    # cgroup2: 100 per cpu (Mesos's cgroups2 mapping), within cpu.weight's [1, 10000].
+    assert weight_for(1) == 100 and weight_for(0.25) == 25 and weight_for(0.29) == 29
+    assert weight_for(0.001) == 1 and weight_for(500) == 10000
 
 
 @pytest.fixture

@@ -15,6 +15,8 @@ from corral.types import (LAUNCHED, NOT_SUPPORTED, STATISTICS_FIELDS, ContainerC
                           Resources, TASK_FAILED, TASK_FINISHED, TASK_KILLED, TASK_LOST)
 from corral.cgroups import cgroup_for
 
+from cgroupkit import cgroup_of
+
 
 def _mc(corral, **kwargs) -> MesosContainerizer:
     return MesosContainerizer(corral.work_dir, corral.runtime_dir, corral.cgroups_root, **kwargs)
@@ -159,7 +161,7 @@ def test_supervisor_is_outside_the_containers_cgroups_and_init_inside(corral):
     with open(f"/proc/{pids['init']['pid']}/cgroup") as f:
         init_cgroups = f.read()
     for controller in ("memory", "cpu"):
-        assert f":{controller}:/{corral.cgroups_root}/where\n" in init_cgroups
+        assert cgroup_of(init_cgroups, controller) == f"/{corral.cgroups_root}/where"
     assert os.getsid(pids["supervisor"]["pid"]) == pids["supervisor"]["pid"]   # a session of its own
     mc.destroy("where")
 

@@ -1,5 +1,5 @@
-"""cgroups/cpu: CPU shares (cgroup2: the weight they map to) from cpus, and with
---cgroups-enable-cfs a CFS quota.
+"""cgroups/cpu: CPU shares (cgroup2: a weight) from cpus, and with --cgroups-enable-cfs a
+CFS quota.
 
 The arithmetic is Mesos's (corral/cpu.py); the files, v1 or v2, are corral.cgroups's.
 """
@@ -7,7 +7,6 @@ The arithmetic is Mesos's (corral/cpu.py); the files, v1 or v2, are corral.cgrou
 from __future__ import annotations
 
 from corral import cgroups
-from corral.cpu import CFS_PERIOD_US, CPU_SHARES_PER_CPU, quota_for, shares_for
 from corral.types import Resources
 
 from .. import Isolator
@@ -28,27 +27,22 @@ class CpuIsolator(Isolator):
 
     def update(self, container_id, resources: Resources):
         cpu = self._cgroup(container_id)
-        self._apply(cpu, resources, cpu.quota() is not None or self.flags.cgroups_enable_cfs)
+        self._apply(cpu, resources, cpu.has_quota() or self.flags.cgroups_enable_cfs)
 
     @staticmethod
     def _apply(cpu, resources: Resources, cfs: bool) -> None:
-        if resources.cpus is None:
-            return
-        if cfs:
-            cpu.set(shares_for(resources.cpus), quota_for(resources.cpus), CFS_PERIOD_US)
-        else:
-            cpu.set(shares_for(resources.cpus))
+        if resources.cpus is not None:
+            cpu.set(resources.cpus, cfs)
 
     def usage(self, container_id):
         cpu = self._cgroup(container_id)
         if not cpu.exists():
             return {}
-        quota = cpu.quota()
         times = cpu.times()
         return {
             "cpus_user_time_secs": times.user,
             "cpus_system_time_secs": times.system,
-            "cpus_limit": quota[0] / quota[1] if quota else cpu.shares() / CPU_SHARES_PER_CPU,
+            "cpus_limit": cpu.limit(),
             "cpus_nr_periods": times.nr_periods,
             "cpus_nr_throttled": times.nr_throttled,
             "cpus_throttled_time_secs": times.throttled,

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import os
 
+from corral.cpu import CFS_PERIOD_US, CPU_SHARES_PER_CPU, quota_for, shares_for
+
 from ..base import CpuTimes
 from . import V1Cgroup
 
@@ -37,21 +39,23 @@ class Cpu(V1Cgroup):
         for cgroup in self._both:
             V1Cgroup.remove(cgroup, timeout)
 
-    def set(self, shares: int, quota_us: int | None = None, period_us: int | None = None) -> None:
-        """cpu.shares, and with `quota_us` a CFS quota per `period_us`."""
+    def set(self, cpus: float, cfs: bool = False) -> None:
+        """cpu.shares for `cpus`, and with `cfs` a CFS quota of `cpus` per period."""
         controller = self.cgroupspy("CpuController")
-        controller.shares = shares
-        if quota_us is not None:
-            controller.cfs_period_us = period_us
-            controller.cfs_quota_us = quota_us
+        controller.shares = shares_for(cpus)
+        if cfs:
+            controller.cfs_period_us = CFS_PERIOD_US
+            controller.cfs_quota_us = quota_for(cpus)
 
-    def shares(self) -> int:
-        return int(self.read("cpu.shares"))
+    def has_quota(self) -> bool:
+        return int(self.read("cpu.cfs_quota_us")) >= 0
 
-    def quota(self) -> tuple[int, int] | None:
-        """(quota, period) in microseconds, or None without a CFS quota."""
+    def limit(self) -> float:
+        """The cpus the cgroup may use: its CFS quota, else its share."""
         quota = int(self.read("cpu.cfs_quota_us"))
-        return None if quota < 0 else (quota, int(self.read("cpu.cfs_period_us")))
+        if quota >= 0:
+            return quota / int(self.read("cpu.cfs_period_us"))
+        return int(self.read("cpu.shares")) / CPU_SHARES_PER_CPU
 
     def times(self) -> CpuTimes:
         stat = self.read_keyed("cpu.stat")

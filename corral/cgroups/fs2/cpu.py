@@ -1,42 +1,31 @@
-"""cgroup2 cpu: cpu.weight (from Mesos's cpu.shares), cpu.max (the CFS quota), cpu.stat.
-
-The weight is the conversion runc, crun and Kubernetes use, a linear map of the shares range
-[2, 262144] onto the weight range [1, 10000]:  weight = 1 + (shares - 2) * 9999 / 262142.
-So 1 cpu (1024 shares) is weight 39, not cgroup2's default 100; what counts is the ratio between
-containers, which the map keeps (to within the rounding of 10000 weights for 262142 shares).
-"""
+"""cgroup2 cpu: cpu.weight (100 per cpu, Mesos's cgroups2 mapping: corral/cpu.py), cpu.max
+(the CFS quota, '<quota> <period>' or 'max <period>'), and cpu.stat's times and throttling."""
 
 from __future__ import annotations
+
+from corral.cpu import CFS_PERIOD_US, CPU_WEIGHT_PER_CPU, quota_for, weight_for
 
 from ..base import CpuTimes
 from . import V2Cgroup
 
 
-def weight_for(shares: int) -> int:
-    """cgroup2 cpu.weight for cpu.shares."""
-    return 1 + ((shares - 2) * 9999) // 262142
-
-
-def shares_for_weight(weight: int) -> int:
-    """The inverse (lossy) map: the cpu.shares a cpu.weight stands for."""
-    return 2 + ((weight - 1) * 262142) // 9999
-
-
 class Cpu(V2Cgroup):
 
-    def set(self, shares: int, quota_us: int | None = None, period_us: int | None = None) -> None:
-        """cpu.weight from `shares`, and with `quota_us` cpu.max = '<quota> <period>'."""
-        self.write("cpu.weight", str(weight_for(shares)))
-        if quota_us is not None:
-            self.write("cpu.max", f"{quota_us} {period_us}")
+    def set(self, cpus: float, cfs: bool = False) -> None:
+        """cpu.weight for `cpus`, and with `cfs` cpu.max = a quota of `cpus` per period."""
+        self.write("cpu.weight", str(weight_for(cpus)))
+        if cfs:
+            self.write("cpu.max", f"{quota_for(cpus)} {CFS_PERIOD_US}")
 
-    def shares(self) -> int:
-        return shares_for_weight(int(self.read("cpu.weight")))
+    def has_quota(self) -> bool:
+        return not self.read("cpu.max").startswith("max")
 
-    def quota(self) -> tuple[int, int] | None:
-        """(quota, period) in microseconds, or None without a quota (cpu.max 'max <period>')."""
+    def limit(self) -> float:
+        """The cpus the cgroup may use: its quota, else its weight."""
         quota, _, period = self.read("cpu.max").partition(" ")
-        return None if quota == "max" else (int(quota), int(period))
+        if quota != "max":
+            return int(quota) / int(period)
+        return int(self.read("cpu.weight")) / CPU_WEIGHT_PER_CPU
 
     def times(self) -> CpuTimes:
         stat = self.read_keyed("cpu.stat")
