@@ -104,3 +104,28 @@ def test_memory_limit_in_either_version(corral):
         assert memory.usage().limit == 64 * 1024 * 1024 and memory.oom_kills() == 0
     finally:
         memory.remove()
+
+
+def test_fork_into_cgroup_starts_the_child_there(v2_cgroup):
+    """clone3(CLONE_INTO_CGROUP): the child is in the cgroup from its first instruction, with no
+    cgroup.procs write (the launcher's way on a pure cgroup2 host)."""
+    from corral import linux
+    from corral.cgroups import hierarchies
+    fd = os.open(v2_cgroup.path, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    r, w = os.pipe()
+    try:
+        pid = linux.fork_into_cgroup(fd)
+        if pid is None:
+            pytest.skip("this kernel lacks clone3 with CLONE_INTO_CGROUP (Linux 5.7+)")
+        if pid == 0:
+            with open("/proc/self/cgroup") as f:
+                os.write(w, f.read().encode())
+            os._exit(0)
+        os.close(w)
+        with os.fdopen(r) as f:
+            seen = f.read()
+        assert os.waitpid(pid, 0)[1] == 0
+    finally:
+        os.close(fd)
+    relative = os.path.relpath(v2_cgroup.path, hierarchies().v2)
+    assert f"0::/{relative}\n" in seen

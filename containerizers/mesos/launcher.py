@@ -2,7 +2,9 @@
 container in one cgroup so that all of them can be killed (Mesos: LinuxLauncher).
 
 Tracking uses the hierarchy corral.cgroups.tracking_controller() names: cgroup2's wherever one
-is mounted, else the v1 freezer's.
+is mounted, else the v1 freezer's. On a pure cgroup2 host, where the tracking cgroup is every
+controller's cgroup too, the supervisor and init are cloned straight into their cgroups (clone3,
+CLONE_INTO_CGROUP): no cgroup.procs write stands on the launch path.
 """
 
 from __future__ import annotations
@@ -40,6 +42,8 @@ class Forked(Record):
             pass
 
 
+_CGROUP_DIR = os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC    # what CLONE_INTO_CGROUP takes
+
 # The tracking cgroup of every supervisor. A leading dot: no container id can take the name.
 SUPERVISORS = ".supervisors"
 
@@ -48,6 +52,9 @@ class Launcher:
     def __init__(self, cgroups_root: str, tracking: str | None = None):
         self.cgroups_root = cgroups_root
         self.tracking = tracking or cgroups.tracking_controller()
+        # Elsewhere the v1 controllers need their cgroup.procs writes anyway, and the supervisor's
+        # early one (below) makes them quick.
+        self.clone_into_cgroup = self.tracking == "unified" and cgroups.single_hierarchy()
         self._children: set[int] = set()   # supervisors forked here, to be reaped once they exit
 
     def tracking_cgroup(self, container_id: str):
@@ -62,23 +69,36 @@ class Launcher:
         tracking.create()
         supervisors = self.tracking_cgroup(SUPERVISORS)
         supervisors.create()
+        child = cloned = into_supervisors = into_tracking = None
+        if self.clone_into_cgroup:
+            into_supervisors = os.open(supervisors.path, _CGROUP_DIR)
+            into_tracking = os.open(tracking.path, _CGROUP_DIR)
         ready_r, ready_w = os.pipe()
         go_r, go_w = os.pipe()
-        child = os.fork()
-        if child == 0:
-            os.close(ready_r)
-            os.close(go_w)
-            supervisor.start(spec, ready_w, go_r)   # never returns
+        try:
+            if into_supervisors is not None:
+                child = cloned = linux.fork_into_cgroup(into_supervisors)
+            if cloned is None:
+                child = os.fork()
+            if child == 0:
+                os.close(ready_r)
+                os.close(go_w)
+                supervisor.start(spec, ready_w, go_r, into_tracking)   # never returns
+        finally:
+            for fd in (into_supervisors, into_tracking):
+                if fd is not None and child != 0:
+                    os.close(fd)
         self._children.add(child)
         os.close(ready_w)
         os.close(go_r)
         # The first cgroup write after a quiet spell waits for an RCU grace period (the kernel's
         # cgroup_threadgroup_rwsem): started here, that wait overlaps the supervisor's start, and
         # init's attach below comes while the lock is still quick to take.
-        try:
-            supervisors.attach(child)
-        except ProcessLookupError:
-            pass            # it died at once: its answer below says why
+        if cloned is None:
+            try:
+                supervisors.attach(child)
+            except ProcessLookupError:
+                pass            # it died at once: its answer below says why
         with os.fdopen(ready_r, "rb") as f:
             answer = f.readline().decode(errors="replace").split()
         if len(answer) != 3 or answer[0] != "ok":
@@ -86,7 +106,7 @@ class Launcher:
             raise LaunchFailed(" ".join(answer[1:]) or "the supervisor died before starting init")
         forked = Forked(int(answer[1]), int(answer[2]), go_w)
         try:
-            tracking.attach(forked.init_pid)
+            tracking.attach(forked.init_pid)     # nothing to do where init was cloned into it
         except BaseException:
             forked.abort()
             raise

@@ -121,6 +121,12 @@ def tracking_controller() -> str:
     return "unified" if hierarchies().v2 else "freezer"
 
 
+def single_hierarchy() -> bool:
+    """Whether one hierarchy holds every controller (a pure cgroup2 host): a process placed in a
+    container's tracking cgroup is then in all of its cgroups."""
+    return hierarchies().mode == "v2"
+
+
 def tracked_pids(root: str, container_id: str) -> set[int]:
     """Every process of the container, from whichever tracking hierarchy holds it (a launcher
     may have been told to track in the v1 freezer on a host that also mounts cgroup2)."""
