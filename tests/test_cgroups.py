@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from corral.cgroups import _read_mounts, cgroup_for, hierarchies
+from corral.cgroups import CgroupsUnavailable, _read_mounts, cgroup_for, hierarchies
 from corral.cpu import quota_for, shares_for, weight_for
 
 
@@ -129,3 +129,37 @@ def test_fork_into_cgroup_starts_the_child_there(v2_cgroup):
         os.close(fd)
     relative = os.path.relpath(v2_cgroup.path, hierarchies().v2)
     assert f"0::/{relative}\n" in seen
+
+
+def test_pids_limit_in_either_version(corral):
+    """pids.max and pids.current, the same files on v1 and cgroup2."""
+    try:
+        pids = cgroup_for("pids", f"{corral.cgroups_root}/probe")
+    except CgroupsUnavailable:
+        pytest.skip("no pids controller on this host")
+    pids.create()
+    try:
+        assert pids.max() is None and pids.current() == 0
+        pids.set_max(5)
+        assert pids.max() == 5 and pids.read("pids.max").strip() == "5"
+        pids.set_max(None)
+        assert pids.max() is None
+    finally:
+        pids.remove()
+
+
+def test_device_rules_on_v1_and_the_cgroup2_hook(corral):
+    """v1: devices.deny / devices.allow make the access list; cgroup2 has no such files (its
+    rules are a BPF program): asking for them there fails plainly."""
+    devices = cgroup_for("devices", f"{corral.cgroups_root}/probe")
+    devices.create()
+    try:
+        if devices.version == 2:
+            with pytest.raises(CgroupsUnavailable, match="BPF"):
+                devices.allow("c 1:3 rwm")
+            return
+        devices.deny("a")
+        devices.allow("c 1:3 rwm")
+        assert devices.rules() == ["c 1:3 rwm"]
+    finally:
+        devices.remove()
