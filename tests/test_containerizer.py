@@ -162,6 +162,9 @@ def test_supervisor_is_outside_the_containers_cgroups_and_init_inside(corral):
         init_cgroups = f.read()
     for controller in ("memory", "cpu"):
         assert cgroup_of(init_cgroups, controller) == f"/{corral.cgroups_root}/where"
+    for top in corral.cgroup_dirs():     # processes only in leaves: never in corral's root itself
+        with open(os.path.join(top, "cgroup.procs")) as f:
+            assert f.read() == "", top
     assert os.getsid(pids["supervisor"]["pid"]) == pids["supervisor"]["pid"]   # a session of its own
     mc.destroy("where")
 
