@@ -52,8 +52,9 @@ class Launcher:
     def __init__(self, cgroups_root: str, tracking: str | None = None):
         self.cgroups_root = cgroups_root
         self.tracking = tracking or cgroups.tracking_controller()
-        # Elsewhere the v1 controllers need their cgroup.procs writes anyway, and the supervisor's
-        # early one (below) makes them quick.
+        # Clone the supervisor and init into their cgroups only on a pure cgroup2 host: elsewhere
+        # the v1 controllers need their cgroup.procs writes anyway, and the supervisor's early
+        # one (below) makes them quick.
         self.clone_into_cgroup = self.tracking == "unified" and cgroups.single_hierarchy()
         self._children: set[int] = set()   # supervisors forked here, to be reaped once they exit
 
