@@ -147,7 +147,7 @@ def main() -> None:
     finally:
         agent.stop()
         subprocess.run([sys.executable, "-m", "agent.main", *flags, "--recover=cleanup"], check=False)
-        from isolators.cgroups import remove_root
+        from corral.cgroups import remove_root
         remove_root(root)
         shutil.rmtree(top, ignore_errors=True)
 

@@ -95,7 +95,7 @@ def main() -> None:
         for line in open("/proc/self/mountinfo").read().splitlines():
             if line.split()[4].startswith(top):
                 subprocess.run(["umount", "-l", line.split()[4]], check=False)
-        from isolators.cgroups import remove_root
+        from corral.cgroups import remove_root
         remove_root(daemon.cgroup_parent)
         shutil.rmtree(top, ignore_errors=True)
 

@@ -142,7 +142,7 @@ def main() -> None:
     except Missing as e:
         raise SystemExit(f"bench/mesos.py: {e}") from None
 
-    from isolators.cgroups import remove_root
+    from corral.cgroups import remove_root
     top = Path(tempfile.mkdtemp(prefix="corral-bench-mesos-"))
     (top / "master").mkdir()
     corral_root, apache_root = f"corral-bench-{uuid.uuid4().hex[:8]}", f"mesos-bench-{uuid.uuid4().hex[:8]}"

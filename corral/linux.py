@@ -1,7 +1,8 @@
 """The Linux system calls Python 3.11's os module lacks, through ctypes, in one place.
 
-unshare, setns, mount, umount2, pivot_root and sethostname; plus reading a process's start
-time, which (with its pid) names a process unambiguously although pids are reused.
+unshare, setns, mount, umount2, pivot_root, sethostname, and a fork through clone3 that starts
+the child in a given cgroup; plus reading a process's start time, which (with its pid) names a
+process unambiguously although pids are reused.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import ctypes
 import errno
 import os
+import signal
 
 CLONE_NEWNS = 0x00020000
 CLONE_NEWCGROUP = 0x02000000
@@ -81,6 +83,51 @@ def sethostname(name: str) -> None:
     if len(raw) > HOST_NAME_MAX:     # the kernel's EINVAL would not say why
         raise OSError(errno.EINVAL, f"sethostname: {name!r} is longer than {HOST_NAME_MAX} bytes")
     _check(_libc.sethostname(raw, len(raw)), "sethostname")
+
+
+CLONE_INTO_CGROUP = 0x200000000
+_SYS_CLONE3 = 435          # the same number on x86_64 and aarch64
+
+
+class _CloneArgs(ctypes.Structure):
+    """struct clone_args, as far as its cgroup field (CLONE_ARGS_SIZE_VER2, Linux 5.7)."""
+    _fields_ = [(name, ctypes.c_uint64) for name in ("flags", "pidfd", "child_tid", "parent_tid", "exit_signal", "stack",
+                                                     "stack_size", "tls", "set_tid", "set_tid_size", "cgroup")]
+
+
+# PyDLL keeps the GIL across the call, as os.fork does; PyOS_*Fork* do os.fork's bookkeeping.
+_pyapi = ctypes.PyDLL(None, use_errno=True)
+_pyapi.PyOS_BeforeFork.restype = _pyapi.PyOS_AfterFork_Parent.restype = _pyapi.PyOS_AfterFork_Child.restype = None
+_clone3_works: bool | None = None       # learnt on first use: None until then
+
+
+def fork_into_cgroup(cgroup_fd: int) -> int | None:
+    """os.fork(), the child starting in the cgroup2 directory open as `cgroup_fd`: clone3 with
+    CLONE_INTO_CGROUP (Linux 5.7+), so that no cgroup.procs write has to move it there. None
+    where the kernel lacks it (nothing forked: fork and move the child instead).
+
+    Unlike glibc's fork(), the raw system call leaves the child's thread descriptor with the
+    parent's thread id: the child must not use pthread_kill() or raise() (Python does not)."""
+    global _clone3_works
+    if _clone3_works is False:
+        return None
+    args = _CloneArgs(flags=CLONE_INTO_CGROUP, exit_signal=signal.SIGCHLD, cgroup=cgroup_fd)
+    _pyapi.PyOS_BeforeFork()
+    pid = _pyapi.syscall(ctypes.c_long(_SYS_CLONE3), ctypes.byref(args), ctypes.c_size_t(ctypes.sizeof(args)))
+    if pid == 0:
+        _pyapi.PyOS_AfterFork_Child()
+        return 0
+    err = ctypes.get_errno()
+    _pyapi.PyOS_AfterFork_Parent()
+    if pid > 0:
+        _clone3_works = True
+        return pid
+    if err in (errno.ENOSYS, errno.E2BIG) or (err == errno.EINVAL and _clone3_works is None):
+        _clone3_works = False     # no clone3 (< 5.3), or none with a cgroup field (< 5.7)
+        return None
+    raise OSError(err, f"clone3: {os.strerror(err)}")
+
+
 
 
 def _stat(pid: int) -> list[bytes] | None:

@@ -14,13 +14,12 @@ from __future__ import annotations
 
 import os
 
-from corral import sockets
+from corral import cgroups, sockets
 from corral.files import read_json, write_json
 from corral.ranges import Ranges
 from corral.types import REASON_CONTAINER_LIMITATION, Limitation
 
 from . import Isolator, Watch
-from .cgroups import CgroupsUnavailable, cgroup_for
 
 
 class PortsIsolator(Isolator):
@@ -55,7 +54,7 @@ class PortsIsolator(Isolator):
     def listening(self, container_id: str) -> set[int]:
         """The TCP ports the container's processes listen on, read in each of their network namespaces."""
         held_by_namespace: dict[str, tuple[int, set[int]]] = {}
-        for pid in self._pids(container_id):
+        for pid in cgroups.tracked_pids(self.flags.cgroups_root, container_id):
             namespace = sockets.net_namespace(pid)
             if namespace is None:
                 continue        # exited meanwhile
@@ -66,17 +65,6 @@ class PortsIsolator(Isolator):
             if inodes:
                 ports |= {s.port for s in sockets.sockets(pid, ("tcp", "tcp6")) if s.listening and s.inode in inodes}
         return ports
-
-    def _pids(self, container_id: str) -> set[int]:
-        # The launcher tracks every process of the container in one cgroup: cgroup2's wherever
-        # it is mounted, else (or when told so) the v1 freezer's. Either one that exists counts.
-        pids = set()
-        for tracking in ("unified", "freezer"):
-            try:
-                pids.update(cgroup_for(tracking, f"{self.flags.cgroups_root}/{container_id}").procs())
-            except CgroupsUnavailable:
-                pass
-        return pids
 
     def cleanup(self, container_id):
         try:

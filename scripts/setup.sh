@@ -10,7 +10,9 @@ cd "$(dirname "$0")/.."
 # and their rootfs. docker-registry, skopeo, umoci, openssl: the provisioner's tests (a real
 # registry, images built without an engine, signed tokens) and its benchmark. docker.io, iproute2,
 # procps: the docker containerizer's tests start a private dockerd (no daemon is left running).
-PACKAGES=(libcap-dev libseccomp2 busybox-static runc crun python3-venv docker-registry skopeo umoci openssl docker.io iproute2 procps)
+# user-mode-linux, e2fsprogs: the pure cgroup2 guest that .ci/run runs the cgroup tests in.
+PACKAGES=(libcap-dev libseccomp2 busybox-static runc crun python3-venv docker-registry skopeo umoci openssl docker.io iproute2 procps
+          user-mode-linux e2fsprogs)
 # Where ../shared/mesos holds a Mesos build (beside this checkout, or beside the main checkout of a
 # git worktree), the libraries its master, agent and mesos-execute need: tests/mesos run them.
 MAIN=$(dirname "$(git rev-parse --path-format=absolute --git-common-dir 2>/dev/null || echo "$PWD/.git")")

@@ -53,7 +53,7 @@ class Corral:
         return SyncMesosContainerizer(self.work_dir, self.runtime_dir, self.cgroups_root, **kwargs)
 
     def cgroup_dirs(self) -> list[str]:
-        from isolators.cgroups import root_dirs
+        from corral.cgroups import root_dirs
         return root_dirs(self.cgroups_root)
 
     def leftovers(self) -> list[str]:
@@ -79,7 +79,7 @@ class Corral:
 
     def cleanup(self) -> list[str]:
         """Destroy whatever is left through corral itself, then remove the cgroups root."""
-        from isolators.cgroups import remove_root
+        from corral.cgroups import remove_root
         sync = self.sync()
         for container_id in sync.containers():
             try:

@@ -9,9 +9,8 @@ import time
 
 import pytest
 
-from isolators.cgroups import _read_mounts, cgroup_for, hierarchies
-from corral.cpu import quota_for, shares_for
-from isolators.cgroups.cpu import weight_for, weight_to_shares
+from corral.cgroups import CgroupsUnavailable, _read_mounts, cgroup_for, hierarchies
+from corral.cpu import quota_for, shares_for, weight_for
 
 
 def test_detects_this_hosts_hierarchies():
@@ -43,8 +42,9 @@ def test_mode_from_mountinfo(tmp_path):
 def test_mesos_cpu_arithmetic():
     assert shares_for(0.001) == 2 and shares_for(1) == 1024 and shares_for(2.5) == 2560
     assert quota_for(0.5) == 50_000 and quota_for(0.0001) == 1_000
-    assert weight_for(2) == 1 and weight_for(262144) == 10000 and weight_for(1024) == 39
-    assert weight_to_shares(weight_for(1024)) in range(990, 1030)   # lossy: 10000 weights for 262142 shares
+    # cgroup2: 100 per cpu (Mesos's cgroups2 mapping), within cpu.weight's [1, 10000].
+    assert weight_for(1) == 100 and weight_for(0.25) == 25 and weight_for(0.29) == 29
+    assert weight_for(0.001) == 1 and weight_for(500) == 10000
 
 
 @pytest.fixture
@@ -92,14 +92,74 @@ def test_v2_procs_events_freeze_and_kill(v2_cgroup):
             child.wait()
 
 
-def test_v1_controllers_through_cgroupspy(corral):
-    if "memory" not in hierarchies().v1:
-        pytest.skip("no v1 memory controller")
+def test_memory_limit_in_either_version(corral):
+    """The memory controller's limit, through v1's memory.limit_in_bytes or cgroup2's memory.max."""
     memory = cgroup_for("memory", f"{corral.cgroups_root}/probe")
     memory.create()
     try:
-        memory.controller.limit_in_bytes = 64 * 1024 * 1024
-        assert int(memory.read("memory.limit_in_bytes")) == 64 * 1024 * 1024
-        assert memory.controller.limit_in_bytes == 64 * 1024 * 1024
+        memory.set_limit(64 * 1024 * 1024)
+        limit_file = "memory.limit_in_bytes" if memory.version == 1 else "memory.max"
+        assert int(memory.read(limit_file)) == 64 * 1024 * 1024
+        assert memory.limit() == 64 * 1024 * 1024
+        assert memory.usage().limit == 64 * 1024 * 1024 and memory.oom_kills() == 0
     finally:
         memory.remove()
+
+
+def test_fork_into_cgroup_starts_the_child_there(v2_cgroup):
+    """clone3(CLONE_INTO_CGROUP): the child is in the cgroup from its first instruction, with no
+    cgroup.procs write (the launcher's way on a pure cgroup2 host)."""
+    from corral import linux
+    from corral.cgroups import hierarchies
+    fd = os.open(v2_cgroup.path, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    r, w = os.pipe()
+    try:
+        pid = linux.fork_into_cgroup(fd)
+        if pid is None:
+            pytest.skip("this kernel lacks clone3 with CLONE_INTO_CGROUP (Linux 5.7+)")
+        if pid == 0:
+            with open("/proc/self/cgroup") as f:
+                os.write(w, f.read().encode())
+            os._exit(0)
+        os.close(w)
+        with os.fdopen(r) as f:
+            seen = f.read()
+        assert os.waitpid(pid, 0)[1] == 0
+    finally:
+        os.close(fd)
+    relative = os.path.relpath(v2_cgroup.path, hierarchies().v2)
+    assert f"0::/{relative}\n" in seen
+
+
+def test_pids_limit_in_either_version(corral):
+    """pids.max and pids.current, the same files on v1 and cgroup2."""
+    try:
+        pids = cgroup_for("pids", f"{corral.cgroups_root}/probe")
+    except CgroupsUnavailable:
+        pytest.skip("no pids controller on this host")
+    pids.create()
+    try:
+        assert pids.max() is None and pids.current() == 0
+        pids.set_max(5)
+        assert pids.max() == 5 and pids.read("pids.max").strip() == "5"
+        pids.set_max(None)
+        assert pids.max() is None
+    finally:
+        pids.remove()
+
+
+def test_device_rules_on_v1_and_the_cgroup2_hook(corral):
+    """v1: devices.deny / devices.allow make the access list; cgroup2 has no such files (its
+    rules are a BPF program): asking for them there fails plainly."""
+    devices = cgroup_for("devices", f"{corral.cgroups_root}/probe")
+    devices.create()
+    try:
+        if devices.version == 2:
+            with pytest.raises(CgroupsUnavailable, match="BPF"):
+                devices.allow("c 1:3 rwm")
+            return
+        devices.deny("a")
+        devices.allow("c 1:3 rwm")
+        assert devices.rules() == ["c 1:3 rwm"]
+    finally:
+        devices.remove()

@@ -13,7 +13,9 @@ from containerizers.mesos.containerizer import MesosContainerizer
 from containerizers.mesos.launcher import SUPERVISORS
 from corral.types import (LAUNCHED, NOT_SUPPORTED, STATISTICS_FIELDS, ContainerConfig, ContainerExists, InvalidInput,
                           Resources, TASK_FAILED, TASK_FINISHED, TASK_KILLED, TASK_LOST)
-from isolators.cgroups import cgroup_for
+from corral.cgroups import cgroup_for
+
+from cgroupkit import cgroup_of
 
 
 def _mc(corral, **kwargs) -> MesosContainerizer:
@@ -169,7 +171,10 @@ def test_supervisor_is_outside_the_containers_cgroups_and_init_inside(corral):
     with open(f"/proc/{pids['init']['pid']}/cgroup") as f:
         init_cgroups = f.read()
     for controller in ("memory", "cpu"):
-        assert f":{controller}:/{corral.cgroups_root}/where\n" in init_cgroups
+        assert cgroup_of(init_cgroups, controller) == f"/{corral.cgroups_root}/where"
+    for top in corral.cgroup_dirs():     # processes only in leaves: never in corral's root itself
+        with open(os.path.join(top, "cgroup.procs")) as f:
+            assert f.read() == "", top
     assert os.getsid(pids["supervisor"]["pid"]) == pids["supervisor"]["pid"]   # a session of its own
     mc.destroy("where")
 

@@ -11,9 +11,22 @@ import stat
 
 import pytest
 
-from isolators.cgroups import hierarchies
-from isolators.cgroups.devices import attach_program, device_program, load_program
+from corral.cgroups import hierarchies
+from corral.cgroups.fs.devices import Devices as V1Devices
+from corral.cgroups.fs2.devices import Devices as V2Devices
+from corral.cgroups.fs2.devices import device_program
 from isolators.devices import DEFAULT_RULES, Device
+
+
+def lines(devices) -> list[str]:
+    return [device.rule() for device in devices]
+
+
+def set_or_skip(cgroup: V2Devices, rules: list[str]) -> None:
+    try:
+        cgroup.set_rules(rules)
+    except OSError as e:
+        pytest.skip(f"this kernel does not load cgroup device programs: {e}")
 
 
 def probe_in(cgroup_dir: str, tmp: str, probes) -> list:
@@ -63,14 +76,7 @@ def v2_cgroup(corral):
 
 
 def test_program_allows_the_default_list_only(v2_cgroup, tmp_path):
-    try:
-        fd = load_program(device_program(DEFAULT_RULES))
-    except OSError as e:
-        pytest.skip(f"this kernel does not load cgroup device programs: {e}")
-    try:
-        attach_program(v2_cgroup, fd)
-    finally:
-        os.close(fd)
+    set_or_skip(V2Devices("devices", v2_cgroup), lines(DEFAULT_RULES))
     disk = os.stat("/").st_dev
     probes = [
         ("open", "/dev/null", None),
@@ -84,15 +90,7 @@ def test_program_allows_the_default_list_only(v2_cgroup, tmp_path):
 
 
 def test_program_with_a_device_added_and_no_mknod(v2_cgroup, tmp_path):
-    rules = [Device("c", 1, 3, "rw"), Device("c", 10, 237, "r")]
-    try:
-        fd = load_program(device_program(rules))
-    except OSError as e:
-        pytest.skip(f"this kernel does not load cgroup device programs: {e}")
-    try:
-        attach_program(v2_cgroup, fd)
-    finally:
-        os.close(fd)
+    set_or_skip(V2Devices("devices", v2_cgroup), ["c 1:3 rw", "c 10:237 r"])
     probes = [
         ("open", "/dev/null", None),
         ("open", "/dev/loop-control", None),
@@ -105,19 +103,18 @@ def test_program_with_a_device_added_and_no_mknod(v2_cgroup, tmp_path):
 def test_program_shape():
     """Six loads first, then per rule one jump per condition (three for access) and two to allow."""
     assert len(device_program([])) == 8 * 8
-    assert len(device_program([Device("a", None, None, "rwm")])) == 8 * (6 + 2 + 2)
-    assert len(device_program([Device("c", 1, 3, "rw")])) == 8 * (6 + 1 + 3 + 1 + 1 + 2 + 2)
+    assert len(device_program(lines([Device("a", None, None, "rwm")]))) == 8 * (6 + 2 + 2)
+    assert len(device_program(["c 1:3 rw"])) == 8 * (6 + 1 + 3 + 1 + 1 + 2 + 2)
 
 
 def test_v1_rules_allow_the_default_list_only(corral, tmp_path):
-    """The v1 devices controller's path, for hosts without cgroup2 (this one prefers the program)."""
-    from isolators.cgroups.devices import write_v1_rules
+    """The v1 devices controller's rules (what hybrid and v1 hosts use)."""
     if "devices" not in hierarchies().v1:
         pytest.skip("no v1 devices controller on this host")
     path = os.path.join(hierarchies().v1["devices"], corral.cgroups_root, "devices")
     os.makedirs(path)
     try:
-        write_v1_rules(path, DEFAULT_RULES)
+        V1Devices("devices", path).set_rules(lines(DEFAULT_RULES))
         with open(os.path.join(path, "devices.list")) as f:
             listed = f.read()
         assert "c 1:3 rwm" in listed and "a *:* rwm" not in listed
@@ -131,16 +128,8 @@ def test_v1_rules_allow_the_default_list_only(corral, tmp_path):
 
 def test_a_program_replaced_with_a_longer_list(v2_cgroup, tmp_path):
     """DevicesIsolator.allow's way on cgroup2: the new program takes the old one's place."""
-    try:
-        old = load_program(device_program(DEFAULT_RULES))
-    except OSError as e:
-        pytest.skip(f"this kernel does not load cgroup device programs: {e}")
-    new = load_program(device_program([*DEFAULT_RULES, Device("c", 10, 237, "r")]))
-    try:
-        attach_program(v2_cgroup, old)
-        assert probe_in(v2_cgroup, str(tmp_path), [("open", "/dev/loop-control", None)]) == [errno.EPERM]
-        attach_program(v2_cgroup, new, replace_fd=old)
-        assert probe_in(v2_cgroup, str(tmp_path), [("open", "/dev/loop-control", None)]) == [0]
-    finally:
-        os.close(old)
-        os.close(new)
+    cgroup = V2Devices("devices", v2_cgroup)
+    set_or_skip(cgroup, lines(DEFAULT_RULES))
+    assert probe_in(v2_cgroup, str(tmp_path), [("open", "/dev/loop-control", None)]) == [errno.EPERM]
+    cgroup.add_rules(["c 10:237 r"])
+    assert probe_in(v2_cgroup, str(tmp_path), [("open", "/dev/loop-control", None)]) == [0]

@@ -1,18 +1,19 @@
 """The launcher: forks a container's supervisor and init, and tracks every process of the
 container in one cgroup so that all of them can be killed (Mesos: LinuxLauncher).
 
-Tracking uses the cgroup2 hierarchy wherever one is mounted (v2 and hybrid hosts: cgroup.kill
-and cgroup.events need no controller), else the v1 freezer.
+Tracking uses the hierarchy corral.cgroups.tracking_controller() names: cgroup2's wherever one
+is mounted, else the v1 freezer's. On a pure cgroup2 host, where the tracking cgroup is every
+controller's cgroup too, the supervisor and init are cloned straight into their cgroups (clone3,
+CLONE_INTO_CGROUP): no cgroup.procs write stands on the launch path.
 """
 
 from __future__ import annotations
 
 import os
 import signal
-from corral import linux
+from corral import cgroups, linux
 from corral.record import Record
 from corral.types import CorralError, check_cgroups_root
-from isolators.cgroups import cgroup_for, hierarchies
 
 from . import supervisor
 
@@ -46,6 +47,8 @@ class Forked(Record):
             pass
 
 
+_CGROUP_DIR = os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC    # what CLONE_INTO_CGROUP takes
+
 # The tracking cgroup of every supervisor. A leading dot: no container id can take the name.
 SUPERVISORS = ".supervisors"
 
@@ -53,11 +56,15 @@ SUPERVISORS = ".supervisors"
 class Launcher:
     def __init__(self, cgroups_root: str, tracking: str | None = None):
         self.cgroups_root = check_cgroups_root(cgroups_root)
-        self.tracking = tracking or ("unified" if hierarchies().v2 else "freezer")
+        self.tracking = tracking or cgroups.tracking_controller()
+        # Clone the supervisor and init into their cgroups only on a pure cgroup2 host: elsewhere
+        # the v1 controllers need their cgroup.procs writes anyway, and the supervisor's early
+        # one (below) makes them quick.
+        self.clone_into_cgroup = self.tracking == "unified" and cgroups.single_hierarchy()
         self._children: set[int] = set()   # supervisors forked here, to be reaped once they exit
 
     def tracking_cgroup(self, container_id: str):
-        return cgroup_for(self.tracking, f"{self.cgroups_root}/{container_id}")
+        return cgroups.container(self.tracking, self.cgroups_root, container_id)
 
     def fork(self, container_id: str, spec: supervisor.LaunchSpec) -> Forked:
         # fork() copies only the calling thread: another thread's locks would stay held forever
@@ -66,25 +73,38 @@ class Launcher:
             raise LaunchFailed("the launcher must fork from a single-threaded process")
         tracking = self.tracking_cgroup(container_id)
         tracking.create()
-        supervisors = cgroup_for(self.tracking, f"{self.cgroups_root}/{SUPERVISORS}")
+        supervisors = self.tracking_cgroup(SUPERVISORS)
         supervisors.create()
+        child = cloned = into_supervisors = into_tracking = None
+        if self.clone_into_cgroup:
+            into_supervisors = os.open(supervisors.path, _CGROUP_DIR)
+            into_tracking = os.open(tracking.path, _CGROUP_DIR)
         ready_r, ready_w = os.pipe()
         go_r, go_w = os.pipe()
-        child = os.fork()
-        if child == 0:
-            os.close(ready_r)
-            os.close(go_w)
-            supervisor.start(spec, ready_w, go_r)   # never returns
+        try:
+            if into_supervisors is not None:
+                child = cloned = linux.fork_into_cgroup(into_supervisors)
+            if cloned is None:
+                child = os.fork()
+            if child == 0:
+                os.close(ready_r)
+                os.close(go_w)
+                supervisor.start(spec, ready_w, go_r, into_tracking)   # never returns
+        finally:
+            for fd in (into_supervisors, into_tracking):
+                if fd is not None and child != 0:
+                    os.close(fd)
         self._children.add(child)
         os.close(ready_w)
         os.close(go_r)
         # The first cgroup write after a quiet spell waits for an RCU grace period (the kernel's
         # cgroup_threadgroup_rwsem): started here, that wait overlaps the supervisor's start, and
         # init's attach below comes while the lock is still quick to take.
-        try:
-            supervisors.attach(child)
-        except ProcessLookupError:
-            pass            # it died at once: its answer below says why
+        if cloned is None:
+            try:
+                supervisors.attach(child)
+            except ProcessLookupError:
+                pass            # it died at once: its answer below says why
         with os.fdopen(ready_r, "rb") as f:
             answer = f.readline().decode(errors="replace").split()
         if len(answer) != 3 or answer[0] != "ok":
@@ -92,7 +112,7 @@ class Launcher:
             raise LaunchFailed(" ".join(answer[1:]) or "the supervisor died before starting init")
         forked = Forked(int(answer[1]), int(answer[2]), go_w)
         try:
-            tracking.attach(forked.init_pid)
+            tracking.attach(forked.init_pid)     # nothing to do where init was cloned into it
         except ProcessLookupError:
             pass            # init ended already (its set-up failed): nothing of it runs; its report says why
         except BaseException:
@@ -123,11 +143,7 @@ class Launcher:
 
     def container_ids(self) -> set[str]:
         """Containers that have a tracking cgroup: what recovery compares with the checkpoint."""
-        top = os.path.dirname(self.tracking_cgroup("x").path)
-        try:
-            return {e.name for e in os.scandir(top) if e.is_dir() and e.name != SUPERVISORS}
-        except FileNotFoundError:
-            return set()
+        return cgroups.container_ids(self.tracking, self.cgroups_root) - {SUPERVISORS}
 
 
 def alive(pid: int | None, start_time: int | None) -> bool:

@@ -4,6 +4,7 @@
                           │ unshare(NEWPID), fork
                           ▼
                          init             PID 1 of the container; placed in its cgroups while it waits
+                                          (on pure cgroup2: cloned into them)
                           │ "go": spawn
                           ▼
                          task             the command
@@ -57,11 +58,12 @@ class LaunchSpec(Record):
     confinement: object = None        # corral.confine.Confinement: applied last, before the task's exec
 
 
-def start(spec: LaunchSpec, ready_w: int, go_r: int) -> None:
-    """Run in the launcher's child: become the supervisor; never return."""
+def start(spec: LaunchSpec, ready_w: int, go_r: int, init_cgroup: int | None = None) -> None:
+    """Run in the launcher's child: become the supervisor; never return. `init_cgroup`: an open
+    cgroup2 directory to clone init straight into (else the launcher moves it there)."""
     try:
         os.setsid()
-        _supervise(spec, ready_w, go_r)
+        _supervise(spec, ready_w, go_r, init_cgroup)
     except BaseException as e:  # noqa: BLE001 - nothing may escape into the launcher's code
         _report(ready_w, f"error supervisor: {e}")
     os._exit(1)
@@ -82,7 +84,7 @@ def _describe(e: BaseException) -> str:
     return str(e) or type(e).__name__
 
 
-def _supervise(spec: LaunchSpec, ready_w: int, go_r: int) -> None:
+def _supervise(spec: LaunchSpec, ready_w: int, go_r: int, init_cgroup: int | None) -> None:
     # Only SIGKILL ends the supervisor; the launcher's own handlers must not run here.
     for sig in FORWARDED:
         signal.signal(sig, signal.SIG_IGN)
@@ -98,14 +100,20 @@ def _supervise(spec: LaunchSpec, ready_w: int, go_r: int) -> None:
         os.close(fd)
     status_r, status_w = os.pipe()
     # Close what the launcher had open (its sockets, pidfds, pipes): the supervisor lives long.
-    linux.close_fds_except({ready_w, go_r, status_r, status_w})
+    linux.close_fds_except({ready_w, go_r, status_r, status_w, init_cgroup})
     if "pid" in spec.namespaces:
         linux.unshare(linux.CLONE_NEWPID)   # the next child is PID 1 of a new namespace
-    init = os.fork()
+    init = linux.fork_into_cgroup(init_cgroup) if init_cgroup is not None else None
+    if init is None:
+        init = os.fork()
     if init == 0:
         os.close(ready_w)
         os.close(status_r)
+        if init_cgroup is not None:
+            os.close(init_cgroup)
         _init(spec, go_r, status_w)
+    if init_cgroup is not None:
+        os.close(init_cgroup)
     os.close(go_r)
     os.close(status_w)
     _report(ready_w, f"ok {os.getpid()} {init}")

@@ -8,23 +8,15 @@ beyond the limit fails with EAGAIN, so a fork bomb stops there and the host is u
 
 from __future__ import annotations
 
+from corral import cgroups
+
 from .. import Isolator
-from . import cgroup_for
-
-
-def write_limit(cgroup, limit: int | None) -> None:
-    cgroup.write("pids.max", "max" if limit is None else str(limit))
-
-
-def read_current(cgroup) -> int:
-    """How many processes and threads the cgroup holds."""
-    return int(cgroup.read("pids.current"))
 
 
 class PidsIsolator(Isolator):
 
     def _cgroup(self, container_id: str):
-        return cgroup_for("pids", f"{self.flags.cgroups_root}/{container_id}")
+        return cgroups.container("pids", self.flags.cgroups_root, container_id)
 
     def prepare(self, container_id, config):
         limit = config.pids_limit if config.pids_limit is not None else self.flags.cgroups_pids_limit
@@ -32,7 +24,7 @@ class PidsIsolator(Isolator):
             return              # no limit: no cgroup, and nothing for a launch to pay
         cgroup = self._cgroup(container_id)
         cgroup.create()
-        write_limit(cgroup, limit)
+        cgroup.set_max(limit)
 
     def isolate(self, container_id, pid):
         cgroup = self._cgroup(container_id)

@@ -228,7 +228,7 @@ def test_an_image_that_is_not_there_is_a_404_and_a_registry_down_a_503(agent_fla
                                              ([scalar("mem", 31.5)], 32), ([scalar("mem", 48)], 48)])
 def test_a_launch_with_too_little_memory_gets_mesos_minimum_allocated_and_limited(agent_flags, corral,
                                                                                  resources, held):
-    from isolators.cgroups import cgroup_for
+    from corral.cgroups import cgroup_for
 
     async def scenario():
         async with InProcessAgent(agent_flags()) as a:

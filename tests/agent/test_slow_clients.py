@@ -46,8 +46,8 @@ async def closed_after(reader: asyncio.StreamReader, start: float) -> tuple[byte
 def test_a_slowloris_is_closed_and_others_are_served_meanwhile(agent_flags):
     async def scenario():
         async with InProcessAgent(agent_flags(f"--http_request_timeout={TIMEOUT}")) as a:
+            start = asyncio.get_running_loop().time()     # before the server accepts: its clock starts there
             reader, writer = await connect(a.url)
-            start = asyncio.get_running_loop().time()
             request = (f"POST /api/v1 HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
                        f"Content-Length: {len(HEALTH)}\r\n\r\n{HEALTH}").encode()
 
@@ -70,8 +70,8 @@ def test_a_slowloris_is_closed_and_others_are_served_meanwhile(agent_flags):
 def test_a_body_that_never_arrives_is_answered_408_and_closed(agent_flags):
     async def scenario():
         async with InProcessAgent(agent_flags(f"--http_request_timeout={TIMEOUT}")) as a:
+            start = asyncio.get_running_loop().time()     # before the server accepts: its clock starts there
             reader, writer = await connect(a.url)
-            start = asyncio.get_running_loop().time()
             writer.write(b"POST /api/v1 HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
                          b"Content-Length: 100\r\n\r\n{\"type\": ")
             others = [await health_takes(a) for _ in range(5)]
@@ -88,8 +88,8 @@ def test_a_body_that_never_arrives_is_answered_408_and_closed(agent_flags):
 def test_a_body_declared_too_large_is_refused_without_reading_it(agent_flags):
     async def scenario():
         async with InProcessAgent(agent_flags(f"--http_request_timeout={TIMEOUT}")) as a:
+            start = asyncio.get_running_loop().time()     # before the server accepts: its clock starts there
             reader, writer = await connect(a.url)
-            start = asyncio.get_running_loop().time()
             writer.write(b"POST /api/v1 HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
                          b"Content-Length: 10000000000\r\n\r\n")
             head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
@@ -104,8 +104,8 @@ def test_a_client_that_never_reads_its_answers_is_closed(agent_flags, caplog):
     server waits for room; after the timeout it gives up on the connection."""
     async def scenario():
         async with InProcessAgent(agent_flags(f"--http_request_timeout={TIMEOUT}")) as a:
+            start = asyncio.get_running_loop().time()     # before the server accepts: its clock starts there
             reader, writer = await connect(a.url, rcvbuf=4096)
-            start = asyncio.get_running_loop().time()
             writer.write(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n" * 3000)
             await asyncio.sleep(TIMEOUT)
             others = [await health_takes(a) for _ in range(5)]

@@ -18,7 +18,7 @@ from private_dockerd import BUSYBOX_IMAGE, PrivateDockerd
 from threads import only_thread
 
 from containerizers.docker import LABEL_ID
-from isolators.cgroups import remove_root
+from corral.cgroups import remove_root
 from corral import linux
 
 

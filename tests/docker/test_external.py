@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import os
 import shutil
 import signal
@@ -34,7 +35,10 @@ def ext(tmp_path):
         if os.path.isdir(root):
             listed = subprocess.run(["runc", "--root", root, "list", "-q"], capture_output=True, text=True).stdout
             assert not listed.split(), f"runc containers left: {listed.split()}"
-    assert not [p for p in Path("/sys/fs/cgroup/memory").glob("corral-runc-*")], "runc cgroups left"
+        # The example's cgroups: /corral-runc-<tag>-<id>, <tag> from its runc root (v1 memory or cgroup2).
+        tag = hashlib.sha1(os.path.realpath(root).encode()).hexdigest()[:10]
+        left = [p for top in ("/sys/fs/cgroup/memory", "/sys/fs/cgroup") for p in Path(top).glob(f"corral-runc-{tag}-*")]
+        assert not left, f"runc cgroups left: {left}"
 
 
 def test_runc_example_end_to_end(ext, rootfs):

@@ -1,10 +1,13 @@
-"""What a cgroup is in either version: a directory of files holding processes."""
+"""What a cgroup is in either version: a directory of files holding processes; and the
+version-neutral records its controllers report."""
 
 from __future__ import annotations
 
 import errno
 import os
 import time
+
+from corral.record import Record
 
 
 class Cgroup:
@@ -67,3 +70,22 @@ class Cgroup:
                 if e.errno != errno.EBUSY or time.monotonic() > deadline:
                     raise
                 time.sleep(0.001)
+
+
+# -- what the controllers report, the same in either version ----------------------------------
+
+class CpuTimes(Record):
+    """cpu controller's accounting: CPU time and CFS throttling, in seconds."""
+    user: float = 0.0
+    system: float = 0.0
+    nr_periods: int = 0
+    nr_throttled: int = 0
+    throttled: float = 0.0
+
+
+class MemoryUsage(Record):
+    """memory controller's accounting, in bytes; limit None when there is none."""
+    total: int = 0
+    rss: int = 0          # anonymous memory (v1 total_rss, v2 anon)
+    cache: int = 0        # page cache (v1 total_cache, v2 file)
+    limit: int | None = None

@@ -1,0 +1,28 @@
+"""What a test needs to know of this host's cgroups layout (v1, hybrid or pure cgroup2)."""
+
+from __future__ import annotations
+
+import pytest
+
+from corral.cgroups import hierarchies
+
+
+def cgroup_of(proc_cgroup: str, controller: str) -> str | None:
+    """The cgroup that /proc/PID/cgroup text puts the process in for `controller`: the line of
+    the v1 hierarchy that holds it, else cgroup2's ('0::/path'), where it lives on this host."""
+    on_v1 = controller in hierarchies().v1
+    for line in proc_cgroup.splitlines():
+        _, controllers, path = line.split(":", 2)
+        if (controller in controllers.split(",")) if on_v1 else controllers == "":
+            return path
+    return None
+
+
+def needs_hierarchy(controller: str):
+    """Skip unless this host mounts `controller`'s hierarchy: 'unified' is cgroup2's (v2 and
+    hybrid hosts), any other a v1 controller (v1 and hybrid hosts)."""
+    h = hierarchies()
+    if controller == "unified":
+        return pytest.mark.skipif(h.v2 is None, reason=f"needs a cgroup2 mount (this host: {h.mode})")
+    return pytest.mark.skipif(controller not in h.v1,
+                              reason=f"needs the v1 {controller} hierarchy of a v1 or hybrid host (this host: {h.mode})")
