@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from corral.cgroups import hierarchies
@@ -26,3 +28,14 @@ def needs_hierarchy(controller: str):
         return pytest.mark.skipif(h.v2 is None, reason=f"needs a cgroup2 mount (this host: {h.mode})")
     return pytest.mark.skipif(controller not in h.v1,
                               reason=f"needs the v1 {controller} hierarchy of a v1 or hybrid host (this host: {h.mode})")
+
+
+def outside_device() -> tuple[str, int, int]:
+    """A character device this host has that runc's default device list does not allow, to be
+    opened read-only only: loop-control (the cgroup2 guest has no loop driver: kmsg there);
+    its path, major and minor."""
+    for path in ("/dev/loop-control", "/dev/kmsg"):
+        if os.path.exists(path):
+            rdev = os.stat(path).st_rdev
+            return path, os.major(rdev), os.minor(rdev)
+    pytest.skip("neither /dev/loop-control nor /dev/kmsg exists here")

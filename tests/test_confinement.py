@@ -10,6 +10,7 @@ are bounded, and every mount happens in a container's private mount namespace.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -17,6 +18,8 @@ import tempfile
 
 import pytest
 
+from cgroupkit import outside_device
+from corral.cgroups import hierarchies
 from isolators.capabilities import DEFAULT, NUMBERS
 from isolators.registry import CONFINEMENT, DEFAULT_ISOLATION
 
@@ -142,19 +145,21 @@ def test_mknod_of_the_host_disk_in_a_rootfs_cannot_be_opened(corral, rootfs):
 
 def test_host_devices_outside_the_list_are_refused(corral):
     """Without an image the host's /dev is there: its nodes open only if the list allows them."""
-    script = ("import os\nfor p in ('/dev/null', '/dev/loop-control'):\n"
+    device = outside_device()[0]
+    script = (f"import os\nfor p in ('/dev/null', '{device}'):\n"
               "    try: os.close(os.open(p, os.O_RDONLY)); print(p, 'ok')\n"
               "    except OSError as e: print(p, e.errno)")
     result = run(corral, script, python=True)
-    assert "/dev/null ok" in result.stdout and "/dev/loop-control 1" in result.stdout, result
-    allowed = run(corral, script, "--device", "/dev/loop-control:r", python=True)
-    assert "/dev/loop-control ok" in allowed.stdout, allowed
+    assert "/dev/null ok" in result.stdout and f"{device} 1" in result.stdout, result
+    allowed = run(corral, script, "--device", f"{device}:r", python=True)
+    assert f"{device} ok" in allowed.stdout, allowed
 
 
 def test_device_node_made_in_the_containers_dev(corral, rootfs):
-    result = run(corral, "ls -l /dev/lc; cat /dev/lc </dev/null >/dev/null 2>&1; echo open=$?",
-                 "--rootfs", str(rootfs), "--device", "/dev/loop-control:/dev/lc:r")
-    assert result.stdout.startswith("c") and "10,  237" in result.stdout.replace("10, 237", "10,  237"), result
+    device, major, minor = outside_device()
+    result = run(corral, "ls -l /dev/lc; : </dev/lc; echo open=$?",
+                 "--rootfs", str(rootfs), "--device", f"{device}:/dev/lc:r")
+    assert result.stdout.startswith("c") and re.search(rf"\b{major}, +{minor}\b", result.stdout), result
     # Read-only access: the open for reading gets past the devices cgroup (the driver answers).
     assert "open=" in result.stdout
 
@@ -207,9 +212,10 @@ def test_seccomp_refuses_a_user_namespace(corral):
     # unshare(CLONE_NEWUSER) needs no capability: only the seccomp filter refuses it.
     script = ("import ctypes\nlibc = ctypes.CDLL(None, use_errno=True)\n"
               "print(libc.unshare(0x10000000), ctypes.get_errno())")
-    assert run(corral, script, python=True).stdout.split() == ["-1", "1"]
     allowed = run(corral, script, "--seccomp-profile", "unconfined", python=True)
-    assert allowed.stdout.split()[0] == "0", allowed
+    if allowed.stdout.split()[0] != "0":
+        pytest.skip(f"this kernel refuses root a user namespace without any filter: {allowed.stdout.strip()}")
+    assert run(corral, script, python=True).stdout.split() == ["-1", "1"]
 
 
 def test_seccomp_profile_file(corral, tmp_path):
@@ -282,7 +288,7 @@ def test_each_isolator_left_out(corral, left_out, field, value):
 
 def test_masked_paths_and_devices_left_out(corral):
     script = ("import os\nprint(os.statvfs('/proc/sys').f_flag & os.ST_RDONLY)\n"
-              "try: os.close(os.open('/dev/loop-control', os.O_RDONLY)); print('ok')\n"
+              f"try: os.close(os.open('{outside_device()[0]}', os.O_RDONLY)); print('ok')\n"
               "except OSError as e: print(e.errno)")
     result = run(corral, script, "--isolation", without("linux/masked_paths", "cgroups/devices"), python=True)
     assert result.stdout.split() == ["0", "ok"], result
@@ -354,7 +360,9 @@ def test_devices_are_confined_whatever_the_tracking(corral, tracking):
     the v1 freezer instead, the isolator places init there itself, and removes the cgroup after."""
     from corral.types import ContainerConfig
     mc = corral.sync(tracking=tracking)
-    script = "import os\ntry: os.open('/dev/loop-control', os.O_RDONLY); print('ok')\nexcept OSError as e: print(e.errno)"
+    if tracking == "freezer" and "freezer" not in hierarchies().v1:
+        pytest.skip("needs the v1 freezer hierarchy of a v1 or hybrid host")
+    script = f"import os\ntry: os.open('{outside_device()[0]}', os.O_RDONLY); print('ok')\nexcept OSError as e: print(e.errno)"
     mc.launch("dev", ContainerConfig(argv=[PYTHON, "-c", script]))
     mc.wait("dev")
     out = open(mc.files("dev").stdout).read()

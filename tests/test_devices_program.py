@@ -17,6 +17,8 @@ from corral.cgroups.fs2.devices import Devices as V2Devices
 from corral.cgroups.fs2.devices import device_program
 from isolators.devices import DEFAULT_RULES, Device
 
+from cgroupkit import outside_device
+
 
 def lines(devices) -> list[str]:
     return [device.rule() for device in devices]
@@ -81,7 +83,7 @@ def test_program_allows_the_default_list_only(v2_cgroup, tmp_path):
     probes = [
         ("open", "/dev/null", None),
         ("open", "/dev/zero", None),
-        ("open", "/dev/loop-control", None),                         # c 10:237, not in the list
+        ("open", outside_device()[0], None),                         # not in the list
         ("mknod", "disk", (stat.S_IFBLK, os.major(disk) or 254, os.minor(disk))),   # m on anything
         ("mknod", "char", (stat.S_IFCHR, 10, 237)),
     ]
@@ -90,10 +92,12 @@ def test_program_allows_the_default_list_only(v2_cgroup, tmp_path):
 
 
 def test_program_with_a_device_added_and_no_mknod(v2_cgroup, tmp_path):
-    set_or_skip(V2Devices("devices", v2_cgroup), ["c 1:3 rw", "c 10:237 r"])
+    device, major, minor = outside_device()
+    rule = f"c {major}:{minor}"
+    set_or_skip(V2Devices("devices", v2_cgroup), ["c 1:3 rw", f"{rule} r"])
     probes = [
         ("open", "/dev/null", None),
-        ("open", "/dev/loop-control", None),
+        ("open", device, None),
         ("open", "/dev/zero", None),
         ("mknod", "null", (stat.S_IFCHR, 1, 3)),                     # rw, but not m
     ]
@@ -119,7 +123,7 @@ def test_v1_rules_allow_the_default_list_only(corral, tmp_path):
             listed = f.read()
         assert "c 1:3 rwm" in listed and "a *:* rwm" not in listed
         disk = os.stat("/").st_dev
-        probes = [("open", "/dev/null", None), ("open", "/dev/loop-control", None),
+        probes = [("open", "/dev/null", None), ("open", outside_device()[0], None),
                   ("mknod", "disk", (stat.S_IFBLK, os.major(disk) or 254, os.minor(disk)))]
         assert probe_in(path, str(tmp_path), probes) == [0, errno.EPERM, 0]
     finally:
@@ -130,6 +134,8 @@ def test_a_program_replaced_with_a_longer_list(v2_cgroup, tmp_path):
     """DevicesIsolator.allow's way on cgroup2: the new program takes the old one's place."""
     cgroup = V2Devices("devices", v2_cgroup)
     set_or_skip(cgroup, lines(DEFAULT_RULES))
-    assert probe_in(v2_cgroup, str(tmp_path), [("open", "/dev/loop-control", None)]) == [errno.EPERM]
-    cgroup.add_rules(["c 10:237 r"])
-    assert probe_in(v2_cgroup, str(tmp_path), [("open", "/dev/loop-control", None)]) == [0]
+    device, major, minor = outside_device()
+    rule = f"c {major}:{minor}"
+    assert probe_in(v2_cgroup, str(tmp_path), [("open", device, None)]) == [errno.EPERM]
+    cgroup.add_rules([f"{rule} r"])
+    assert probe_in(v2_cgroup, str(tmp_path), [("open", device, None)]) == [0]
