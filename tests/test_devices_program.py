@@ -139,3 +139,14 @@ def test_a_program_replaced_with_a_longer_list(v2_cgroup, tmp_path):
     assert probe_in(v2_cgroup, str(tmp_path), [("open", device, None)]) == [errno.EPERM]
     cgroup.add_rules([f"{rule} r"])
     assert probe_in(v2_cgroup, str(tmp_path), [("open", device, None)]) == [0]
+
+
+def test_a_program_whose_fd_was_closed_is_loaded_again(v2_cgroup, tmp_path):
+    """The agent's launch server closes the fds it inherits: a program loaded before that is
+    loaded again, not attached through a dead (or reused) fd number (EBADF on cgroup2 hosts)."""
+    from corral.cgroups.fs2 import devices
+    cgroup = V2Devices("devices", v2_cgroup)
+    set_or_skip(cgroup, ["c 1:3 rw"])
+    os.close(devices._loaded[("c 1:3 rw",)])
+    cgroup.set_rules(["c 1:3 rw"])
+    assert probe_in(v2_cgroup, str(tmp_path), [("open", "/dev/null", None)]) == [0]

@@ -125,9 +125,18 @@ _attached: dict[str, tuple[str, ...]] = {}     # cgroup path -> the rules of the
 
 def _program_fd(rules: tuple[str, ...]) -> int:
     fd = _loaded.get(rules)
-    if fd is None:
+    # A process that closes the fds it inherited (the agent's launch server) may have closed it,
+    # and the number may name another file since: one readlink says whether it is still ours.
+    if fd is None or not _is_program(fd):
         fd = _loaded[rules] = load_program(device_program(list(rules)))
     return fd
+
+
+def _is_program(fd: int) -> bool:
+    try:
+        return os.readlink(f"/proc/self/fd/{fd}") == "anon_inode:bpf-prog"
+    except OSError:
+        return False
 
 
 class Devices(V2Cgroup):
