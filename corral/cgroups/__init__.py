@@ -94,13 +94,17 @@ def cgroup_for(controller: str, path: str):
     `controller`, with that controller's operations.
 
     v1 is preferred where the controller is mounted there (hybrid hosts keep their controllers
-    on v1); 'unified' names the cgroup2 hierarchy itself, which tracks processes even when it
-    offers no controllers; cgroup2 has no devices controller, its device rules are a BPF program
-    on the cgroup.
+    on v1), but for devices; 'unified' names the cgroup2 hierarchy itself, which tracks processes
+    even when it offers no controllers; cgroup2 has no devices controller, its device rules are a
+    BPF program on the cgroup.
     """
     h = hierarchies()
-    if controller != "unified" and controller in h.v1:
-        return _class(_V1, controller, "fs:V1Cgroup")(controller, os.path.join(h.v1[controller], path))
+    # Devices: cgroup2's device program wherever a cgroup2 hierarchy is mounted (the kernel runs it
+    # on hybrid hosts too): one bpf(2) attach to the cgroup the tracking made, where a v1 devices
+    # cgroup would cost a mkdir, a dozen writes and a migration per launch.
+    if controller not in ("unified", "devices") or not h.v2:
+        if controller in h.v1:
+            return _class(_V1, controller, "fs:V1Cgroup")(controller, os.path.join(h.v1[controller], path))
     if h.v2 and (controller in ("unified", "devices") or controller in h.v2_controllers):
         return _class(_V2, controller, "fs2:V2Cgroup")(controller, os.path.join(h.v2, path))
     raise CgroupsUnavailable(f"the {controller} cgroup controller is not available on this host "
