@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import signal
-from corral import linux
 from corral.record import Record
 from corral.types import CorralError
 from isolators.cgroups import cgroup_for, hierarchies
@@ -128,7 +127,3 @@ class Launcher:
             return {e.name for e in os.scandir(top) if e.is_dir() and e.name != SUPERVISORS}
         except FileNotFoundError:
             return set()
-
-
-def alive(pid: int | None, start_time: int | None) -> bool:
-    return linux.is_same_process(pid, start_time)
