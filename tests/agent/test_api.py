@@ -11,7 +11,7 @@ import signal
 import aiohttp
 import pytest
 
-from agentkit import InProcessAgent, until
+from tests.agent.agentkit import InProcessAgent, until
 from corral.types import (REASON_CONTAINER_LIMITATION, TASK_FAILED, TASK_FINISHED, TASK_KILLED, TASK_RUNNING,
                           TASK_STARTING)
 

@@ -13,7 +13,7 @@ import pytest
 from provisioner import ImageNotFound, InvalidImage, RegistryError, mountns
 from provisioner.progress import NoProgress
 
-from prov_images import (DOCKER_LIST, OCI_INDEX, OCI_MANIFEST, busybox_layer, tar)
+from tests.provisioner.prov_images import (DOCKER_LIST, OCI_INDEX, OCI_MANIFEST, busybox_layer, tar)
 
 
 def repo(prefix="test"):
@@ -233,7 +233,7 @@ def test_a_bad_layer_fails_the_pull_cleanly(make_provisioner, registry, front, t
         f.write('{"auths": {"%s": {"username": "bob", "password": "hunter2"}}}' % front.host)
     p = make_provisioner(front.host, docker_config=config, max_parallel_downloads=4)
     import gzip
-    from prov_images import sha256
+    from tests.provisioner.prov_images import sha256
     front.corrupt.add(sha256(gzip.compress(big[0], compresslevel=1, mtime=0)))
     with pytest.raises(Exception, match="content is sha256:.*expected"):
         p.pull(f"{front.host}/{name}:v1")

@@ -17,7 +17,9 @@ from containerizers.external import ExternalContainerizer, ExternalError, SyncEx
 from corral.types import (LAUNCHED, NOT_SUPPORTED, REASON_CONTAINER_LIMITATION_MEMORY, TASK_FAILED, TASK_KILLED,
                           TASK_LOST, ContainerConfig, NoSuchContainer, Resources)
 
-RUNC_EXAMPLE = str(Path(__file__).parents[2] / "examples" / "runc-containerizer")
+RUNC_EXAMPLE = str(Path(__file__).parents[1] / "examples" / "runc-containerizer")
+
+pytestmark = pytest.mark.usefixtures("no_threads_left")     # its asyncio face runs on threads
 
 
 @pytest.fixture
