@@ -253,6 +253,8 @@ def test_state_and_metrics(agent_flags):
             assert (snap["slave/tasks_running"], snap["slave/tasks_killed"]) == (1, 0)
             await a.call(by_id("KILL_CONTAINER", "s"))
             await a.call(by_id("WAIT_CONTAINER", "s"))
+            # WAIT answers before the release (the destroy, off the loop) frees the resources.
+            await until(lambda: "s" not in a.agent.watchers)
             _, metrics = await a.call({"type": "GET_METRICS"})
             named = {m["name"]: m["value"] for m in metrics["get_metrics"]["metrics"]}
             assert (named["slave/tasks_running"], named["slave/tasks_killed"], named["slave/cpus_used"]) == (0, 1, 0)

@@ -179,12 +179,8 @@ def test_malicious_layer_is_refused(make_provisioner, registry, tmp):
 
 
 def _closed_port() -> int:
-    # Not conftest's free_port by `from conftest import`: with tests/agent collected too, that
-    # name is tests/agent's conftest.
-    import socket
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    from tests.provisioner.conftest import free_port
+    return free_port()
 
 
 def test_token_auth(make_provisioner, token_registry, tmp):
