@@ -29,7 +29,7 @@ import signal
 import time
 
 from corral.record import Record
-from corral.types import (LAUNCHED, NOT_SUPPORTED, TASK_KILLED, TASK_LOST, ContainerConfig, Limitation,
+from corral.types import (NOT_SUPPORTED, TASK_KILLED, TASK_LOST, ContainerConfig, Limitation,
                           NoSuchContainer, Resources, Termination, verdict)
 
 from .state import ContainerFiles, container_ids

@@ -23,7 +23,6 @@ output into its sandbox's stdout and stderr, as Mesos's docker executor does.
 from __future__ import annotations
 
 import os
-import signal
 import time
 
 from corral.cpu import CFS_PERIOD_US, CPU_SHARES_PER_CPU, quota_for, shares_for
