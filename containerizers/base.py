@@ -43,7 +43,6 @@ class Capabilities(Record):
     images: bool = False        # runs a container from config.image
     networks: bool = False      # named networks and published ports (config.network, config.ports)
     exec: bool = False          # runs another command in a running container (none does yet)
-    output: str = "sandbox"     # where the task's output is: "sandbox" files, or "engine" (output() reads it)
     wait_timeout: bool = True   # a wait can be cut short (wait(timeout=...)): destroy waits for the end
     #                             of its SIGKILL, and output is followed as it comes; without, its
     #                             _release stops the container, and output is read once it has ended

@@ -41,8 +41,7 @@ SANDBOX = "/mnt/mesos/sandbox"
 
 class SyncDockerContainerizer(SyncContainerizer):
     name = "docker"
-    # dockerd keeps the output: the agent's asyncio face copies it into the sandbox, the CLI reads it.
-    capabilities = Capabilities(images=True, networks=True, output="engine")
+    capabilities = Capabilities(images=True, networks=True)
 
     def __init__(self, work_dir: str, runtime_dir: str, socket: str | None = None,
                  cgroups_enable_cfs: bool = False, kill_orphans: bool = True, only: bool = False,
@@ -241,8 +240,8 @@ class SyncDockerContainerizer(SyncContainerizer):
     # -- output -----------------------------------------------------------------------------
 
     def output(self, container_id: str, follow: bool = False):
-        """(stream, bytes) pairs of the container's output from its start, stream 1 stdout, 2 stderr;
-        with follow, until it ends. dockerd's follow can end a moment before it has sent the last
+        """(stream, bytes) pairs of the container's output from its start, stream 1 stdout, 2 stderr,
+        read from dockerd, which keeps it (the base reads the sandbox); with follow, until it ends. dockerd's follow can end a moment before it has sent the last
         lines: once it has, one more read without follow gives what it left out."""
         docker_id = self.docker_id(self.files(container_id))
         have: dict[int, int] = {}
