@@ -9,7 +9,7 @@ import os
 
 import pytest
 from tests.agent.agentkit import InProcessAgent
-from test_api import by_id, launch
+from tests.agent.test_api import by_id, launch
 
 from corral.types import TASK_FINISHED
 from isolators.capabilities import DEFAULT, NUMBERS
