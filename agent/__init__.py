@@ -1,1 +1,3 @@
-"""The agent side of corral: the CLI today; the `corral agent` loop, resources and the operator API next."""
+"""The agent side of corral: the `corral` CLI (cli.py, and containerizers.py for its other
+containerizers) and the `corral agent` program (main.py: flags, resources, allocation,
+checkpoint, recovery and the v1 operator API)."""

@@ -322,8 +322,6 @@ def cmd_run(args, command: list[str]) -> int:
     if args.detach:
         print(container_id)
         return 0
-    if mc.name != "mesos":
-        return containerizers.foreground(mc, container_id)
     return _foreground(mc, container_id)
 
 
@@ -351,40 +349,25 @@ def _new_container_id() -> str:
 
 
 def _foreground(mc, container_id: str) -> int:
-    """Stream the task's output while it runs, pass our signals on to it; remove it at the end,
-    however the end comes (a closed pipe on our stdout, say), as `docker run --rm` does."""
-    files = mc.files(container_id)
-
+    """Stream the task's output while it runs (where its containerizer can follow it; else once it
+    has ended), pass our signals on to it; remove it at the end, however the end comes (a closed
+    pipe on our stdout, say), as `docker run --rm` does."""
     def forward(signum, _frame):
         mc.kill(container_id, signum)
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, forward)
-    streams = []
+    sinks = {1: sys.stdout.buffer, 2: sys.stderr.buffer}
     try:
-        for name, sink in (("stdout", sys.stdout.buffer), ("stderr", sys.stderr.buffer)):
-            streams.append((os.fdopen(files.open_in_sandbox(name), "rb"), sink))
-        with mc.waiter(container_id) as waiter:
-            while True:
-                termination = waiter.block(timeout=0.05)
-                _copy(streams)
-                if termination is not None:
-                    break
+        for stream, chunk in mc.output(container_id, follow=True):
+            sink = sinks.get(stream, sinks[1])
+            sink.write(chunk)
+            sink.flush()
+        termination = mc.wait(container_id)
     finally:
-        for source, _ in streams:
-            source.close()
         mc.destroy(container_id, remove_sandbox=True)
     if termination.reason:
         print(f"corral: {termination.reason}: {termination.message}", file=sys.stderr)
     return termination.shell_exit_code()
-
-
-def _copy(streams) -> None:
-    """Pass on what the task has written since the last call, a bounded chunk at a time
-    (a task can write faster than we read: never hold more than a chunk)."""
-    for source, sink in streams:
-        while chunk := source.read(1 << 20):
-            sink.write(chunk)
-            sink.flush()
 
 
 def cmd_ps(args) -> int:
@@ -444,21 +427,10 @@ def cmd_usage(args) -> int:
 
 
 def cmd_logs(args) -> int:
-    mc = _containerizer(args)
-    if mc.name == "docker":
-        from agent import containerizers
-        return containerizers.docker_logs(mc, args.container_id, args.stderr, args.follow)
-    files = mc.files(args.container_id)
-    stream = [(os.fdopen(files.open_in_sandbox("stderr" if args.stderr else "stdout"), "rb"), sys.stdout.buffer)]
-    try:
-        _copy(stream)
-        if args.follow:
-            with mc.waiter(args.container_id) as waiter:
-                while waiter.block(timeout=0.1) is None:
-                    _copy(stream)
-            _copy(stream)
-    finally:
-        stream[0][0].close()
+    for stream, chunk in _containerizer(args).output(args.container_id, follow=args.follow):
+        if (stream == 2) == args.stderr:
+            sys.stdout.buffer.write(chunk)
+            sys.stdout.buffer.flush()
     return 0
 
 

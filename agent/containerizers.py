@@ -7,10 +7,6 @@ containerizers directly, as it does the Mesos one: no asyncio, no threads.
 
 from __future__ import annotations
 
-import os
-import signal
-import sys
-
 from corral.types import NOT_SUPPORTED, InvalidInput, NoSuchContainer
 
 NAMES = ("mesos", "docker", "external")
@@ -68,43 +64,3 @@ def launch(args, container_id: str, config):
             return containerizer
     hint = "" if config.image else " (docker runs images: add --image REF)"
     raise InvalidInput(f"no containerizer of {', '.join(names(args))} takes this container{hint}")
-
-
-def docker_logs(containerizer, container_id: str, stderr: bool, follow: bool) -> int:
-    """dockerd keeps a docker container's output (the CLI copies none into the sandbox)."""
-    for stream, chunk in containerizer.output(container_id, follow=follow):
-        if (stream == 2) == stderr:
-            sys.stdout.buffer.write(chunk)
-            sys.stdout.buffer.flush()
-    return 0
-
-
-def foreground(containerizer, container_id: str) -> int:
-    """Docker: stream the output as it comes; external: print it at the end. Signals are passed
-    on to the task; the container is removed at the end however the end comes (a closed pipe on
-    our stdout, say), as the Mesos containerizer's foreground run does."""
-    def forward(signum, _frame):
-        containerizer.kill(container_id, signum)
-    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-        signal.signal(sig, forward)
-    sinks = {1: sys.stdout.buffer, 2: sys.stderr.buffer}
-    try:
-        if containerizer.name == "docker":
-            for stream, chunk in containerizer.output(container_id, follow=True):
-                sinks.get(stream, sinks[1]).write(chunk)
-                sinks.get(stream, sinks[1]).flush()
-        termination = containerizer.wait(container_id)
-        if containerizer.name != "docker":
-            files = containerizer.files(container_id)
-            for name, sink in (("stdout", sinks[1]), ("stderr", sinks[2])):
-                try:
-                    with os.fdopen(files.open_in_sandbox(name), "rb") as f:
-                        sink.write(f.read())
-                        sink.flush()
-                except FileNotFoundError:
-                    pass
-    finally:
-        containerizer.destroy(container_id, remove_sandbox=True)
-    if termination.reason:
-        print(f"corral: {termination.reason}: {termination.message}", file=sys.stderr)
-    return termination.shell_exit_code()

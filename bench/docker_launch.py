@@ -1,6 +1,6 @@
 """Docker launch benchmark: `corral run --containerizer docker` against plain `docker run --rm`.
 
-A private dockerd (tests/docker/private_dockerd.py: own socket, data-root, exec-root, no
+A private dockerd (tests/private_dockerd.py: own socket, data-root, exec-root, no
 iptables, no bridge) with a busybox image built from /bin/busybox; every row runs `true` in that
 image on the host network (corral's default) and waits for it to end and be removed:
 
@@ -30,10 +30,10 @@ import tempfile
 import uuid
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path[:0] = [ROOT, os.path.join(ROOT, "bench"), os.path.join(ROOT, "tests", "docker")]
+sys.path[:0] = [ROOT, os.path.join(ROOT, "bench")]
 
 from launch import print_table, timed  # noqa: E402
-from private_dockerd import BUSYBOX_IMAGE, PrivateDockerd  # noqa: E402
+from tests.private_dockerd import BUSYBOX_IMAGE, PrivateDockerd  # noqa: E402
 
 from containerizers.docker import SyncDockerContainerizer  # noqa: E402
 from corral.types import ContainerConfig  # noqa: E402

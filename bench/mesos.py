@@ -35,12 +35,10 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 sys.path.append(str(HERE))             # after the repository: bench/agent.py is not the agent package
-sys.path.append(str(HERE.parent / "tests" / "mesos"))
-sys.path.append(str(HERE.parent / "tests" / "agent"))
 
-from agentkit import free_port_block  # noqa: E402
 from launch import print_table  # noqa: E402
-from mesoskit import Master, Missing, environment, home, joined, until  # noqa: E402
+from tests.agent.agentkit import free_port_block  # noqa: E402
+from tests.mesos.mesoskit import Master, Missing, environment, home, joined, until  # noqa: E402
 
 RESOURCES = "cpus:4;mem:4096;disk:4096;ports:[31000-31999]"
 TASK = "cpus:0.1;mem:32"

@@ -1,6 +1,9 @@
-"""Containerizers: the Containerizer interface that every containerizer implements.
+"""Containerizers: the two faces of a containerizer.
 
-The interface is asyncio, as the agent drives many containers from one loop. Mesos names:
+base.py's SyncContainerizer is the blocking one, which every containerizer is (mesos/, docker/,
+external.py) and the CLI drives. `Containerizer`, here, is the asyncio one, as the agent drives
+many containers from one loop: ThreadedContainerizer (threaded.py) puts any SyncContainerizer
+behind it, and ComposingContainerizer (composing.py) routes between several. Mesos names:
 launch answers LAUNCHED or NOT_SUPPORTED (another containerizer may take the container),
 wait resolves with the Termination, destroy kills everything and cleans up.
 """
@@ -33,8 +36,9 @@ class Containerizer(abc.ABC):
         """Send the container's task a signal."""
 
     @abc.abstractmethod
-    async def destroy(self, container_id: str) -> Termination:
-        """Kill every process of the container and release everything it held."""
+    async def destroy(self, container_id: str, remove_sandbox: bool = False) -> Termination:
+        """Kill every process of the container, release everything it held and forget it (with
+        remove_sandbox, its sandbox too)."""
 
     @abc.abstractmethod
     async def update(self, container_id: str, resources: Resources) -> None: ...
@@ -52,3 +56,6 @@ class Containerizer(abc.ABC):
     async def healthy(self) -> bool:
         """Whether it can launch now (the agent's GET_HEALTH)."""
         return True
+
+    def close(self) -> None:
+        """Let go of what this object holds (threads, a launch server); the containers stay."""

@@ -31,9 +31,7 @@ class ComposingContainerizer(Containerizer):
 
     def close(self) -> None:
         for containerizer in self.containerizers:
-            close = getattr(containerizer, "close", None)
-            if close is not None:
-                close()
+            containerizer.close()
 
     def owner(self, container_id: str) -> Containerizer:
         owner = self._owners.get(container_id)
@@ -71,7 +69,7 @@ class ComposingContainerizer(Containerizer):
     async def kill(self, container_id: str, sig: int = signal.SIGKILL) -> None:
         await self.owner(container_id).kill(container_id, sig)
 
-    async def destroy(self, container_id: str, **kwargs) -> Termination:
+    async def destroy(self, container_id: str, remove_sandbox: bool = False) -> Termination:
         launch = self._launching.get(container_id)
         if launch is not None:
             launch.destroying = True
@@ -79,7 +77,7 @@ class ComposingContainerizer(Containerizer):
             if container_id not in self._owners:
                 return Termination(container_id, None, TASK_KILLED, None,
                                    "destroyed before any containerizer took it")
-        termination = await self.owner(container_id).destroy(container_id, **kwargs)
+        termination = await self.owner(container_id).destroy(container_id, remove_sandbox)
         self._owners.pop(container_id, None)
         return termination
 

@@ -10,8 +10,9 @@ object, hangs past the timeout) fails the call it was asked, on that container, 
 error that says which; the hung program's whole process group is killed. Nothing else is touched.
 
 corral keeps its own record of each container (<runtime-dir>/external/containers/<id>/: config,
-kill record, termination), so unknown ids are refused without asking the program and a verdict
-once read is never asked for again.
+kill record, termination; SyncContainerizer's, as every containerizer's), so unknown ids are
+refused without asking the program, a verdict once read is never asked for again, and the
+program's account of an end is judged by the verdict every containerizer shares.
 """
 
 from __future__ import annotations
@@ -22,13 +23,12 @@ import signal
 import subprocess
 import time
 
-from corral.types import (LAUNCHED, NOT_SUPPORTED, STATISTICS_FIELDS, TASK_FAILED, TASK_FINISHED, TASK_KILLED,
-                          TASK_LOST, ContainerConfig, CorralError, NoSuchContainer, Resources,
-                          Termination, kill_can_have_ended, signal_name)
-
 from corral.files import open_beneath
+from corral.types import (LAUNCHED, NOT_SUPPORTED, STATISTICS_FIELDS, TASK_KILLED, ContainerConfig,
+                          CorralError, Limitation, Resources, Termination, signal_name)
 
-from .state import ContainerFiles, container_ids
+from .base import Capabilities, End, SyncContainerizer
+from .state import ContainerFiles
 from .threaded import ThreadedContainerizer
 
 PROTOCOL_VERSION = 1
@@ -39,12 +39,15 @@ class ExternalError(CorralError):
     """The external program failed, or broke the protocol, on one call."""
 
 
-class SyncExternalContainerizer:
+class SyncExternalContainerizer(SyncContainerizer):
     name = "external"
+    # The program is handed whatever the config asks for (and may answer NOT_SUPPORTED). Its wait
+    # cannot be cut short (a call past its time limit is killed), and its destroy stops the container.
+    capabilities = Capabilities(images=True, networks=True, wait_timeout=False)
+    keeps_failed_sandbox = True     # the program's log of the failure, containerizer.log, is there
 
     def __init__(self, work_dir: str, runtime_dir: str, path: str, timeout: float = 30.0):
-        self.work_dir = work_dir
-        self.state_dir = os.path.join(runtime_dir, "external")
+        super().__init__(work_dir, os.path.join(runtime_dir, "external"))
         self.program_dir = os.path.join(self.state_dir, "program")     # the program's own, to keep state in
         self.path = path
         self.timeout = timeout
@@ -88,72 +91,29 @@ class SyncExternalContainerizer:
             raise ExternalError(f"{what}: its output is not a JSON object: {out[:80]!r}")
         return reply
 
-    def files(self, container_id: str) -> ContainerFiles:
-        files = ContainerFiles(self.state_dir, self.work_dir, container_id)
-        if not files.exists():
-            raise NoSuchContainer(container_id)
-        return files
-
     # -- the interface ----------------------------------------------------------------------
 
-    def launch(self, container_id: str, config: ContainerConfig) -> str:
-        if config.containerizer not in (None, self.name):
-            return NOT_SUPPORTED
-        files = ContainerFiles(self.state_dir, self.work_dir, container_id)
-        files.create()
-        try:
-            files.write("config.json", {"config": config.to_dict(), "created": time.time(), "sandbox": files.sandbox})
-            reply = self.call("launch", {"container_id": container_id, "config": config.to_dict(),
-                                         "sandbox": files.sandbox}, container_id)
-            result = reply.get("result")
-            if result not in (LAUNCHED, NOT_SUPPORTED):
-                raise ExternalError(f"external containerizer {self.path} launch {container_id}: "
-                                    f"'result' must be {LAUNCHED} or {NOT_SUPPORTED}, not {result!r}")
-        except BaseException:
-            files.remove(sandbox=False)
-            raise
-        if result == NOT_SUPPORTED:
-            files.remove(sandbox=True)          # the next containerizer starts from a clean slate
+    def _start(self, files: ContainerFiles, config: ContainerConfig, record: dict) -> str:
+        container_id = files.container_id
+        reply = self.call("launch", {"container_id": container_id, "config": config.to_dict(),
+                                     "sandbox": files.sandbox}, container_id)
+        result = reply.get("result")
+        if result not in (LAUNCHED, NOT_SUPPORTED):
+            raise ExternalError(f"external containerizer {self.path} launch {container_id}: "
+                                f"'result' must be {LAUNCHED} or {NOT_SUPPORTED}, not {result!r}")
         return result
 
-    def wait(self, container_id: str, timeout: float | None = None) -> Termination:
-        files = self.files(container_id)
-        known = files.termination()
-        if known is not None:
-            return known
-        reply = self.call("wait", {"container_id": container_id}, container_id, timeout=timeout)
-        return self._termination(files, reply)
+    def _wait(self, files: ContainerFiles, timeout: float | None) -> Termination:
+        reply = self.call("wait", {"container_id": files.container_id}, files.container_id, timeout=timeout)
+        return self.termination(files, _end(reply))
 
-    def _termination(self, files: ContainerFiles, reply: dict) -> Termination:
-        """The program's {"exit_code"|"signal", "state", "reason", "message"} as a Termination, written once."""
-        return files.settle(lambda: self._verdict(files, reply))
+    def _signal(self, files: ContainerFiles, sig: int) -> None:
+        self.call("kill", {"container_id": files.container_id, "signal": sig}, files.container_id)
 
-    @staticmethod
-    def _verdict(files: ContainerFiles, reply: dict) -> Termination:
-        code, sig = reply.get("exit_code"), reply.get("signal")
-        raw = (code & 0xFF) << 8 if isinstance(code, int) else (sig & 0x7F if isinstance(sig, int) else None)
-        kill = files.kill_record() or {}
-        killed = kill.get("signal") and kill_can_have_ended(kill["signal"], raw)
-        state = reply.get("state") or (TASK_LOST if raw is None else TASK_KILLED if killed
-                                       else TASK_FINISHED if code == 0 else TASK_FAILED)
-        return Termination(files.container_id, raw, state, reply.get("reason"), reply.get("message") or "")
-
-    def kill(self, container_id: str, sig: int = signal.SIGTERM) -> None:
-        files = self.files(container_id)
-        if files.termination() is not None:
-            return
-        files.record_kill(sig)
-        self.call("kill", {"container_id": container_id, "signal": sig}, container_id)
-
-    def destroy(self, container_id: str, remove_sandbox: bool = False) -> Termination:
-        files = self.files(container_id)
-        if files.termination() is None and files.kill_record() is None:
-            files.write("kill.json", {"signal": signal.SIGKILL})
-        reply = self.call("destroy", {"container_id": container_id}, container_id)
-        termination = self._termination(files, reply.get("termination") or {"state": TASK_KILLED,
-                                                                             "message": "destroyed"})
-        files.remove(sandbox=remove_sandbox)
-        return termination
+    def _release(self, files: ContainerFiles) -> End:
+        """The program's destroy: it kills, waits and releases in one; its account of the end."""
+        reply = self.call("destroy", {"container_id": files.container_id}, files.container_id)
+        return _end(reply.get("termination") or {"state": TASK_KILLED, "message": "destroyed"})
 
     def update(self, container_id: str, resources: Resources) -> None:
         self.files(container_id)
@@ -164,23 +124,6 @@ class SyncExternalContainerizer:
         stats = self.call("usage", {"container_id": container_id}, container_id).get("statistics") or {}
         return {"timestamp": time.time(), **{k: v for k, v in stats.items() if k in STATISTICS_FIELDS}}
 
-    def status(self, container_id: str) -> dict:
-        files = self.files(container_id)
-        record, termination = files.launch_record(), files.termination()
-        return {
-            "container_id": container_id,
-            "containerizer": self.name,
-            "state": "EXITED" if termination else "RUNNING",
-            "pid": None,
-            "created": record.get("created"),
-            "sandbox": record.get("sandbox"),
-            "config": record["config"],
-            "termination": termination.to_dict() if termination else None,
-        }
-
-    def containers(self) -> list[str]:
-        return container_ids(self.state_dir)
-
     def recover(self) -> list[str]:
         """The program is told what corral knows and cleans up the rest; what it no longer has is lost."""
         known = self.containers()
@@ -189,8 +132,7 @@ class SyncExternalContainerizer:
         for container_id in known:
             files = self.files(container_id)
             if container_id not in alive and files.termination() is None:
-                self._termination(files, {"state": TASK_LOST,
-                                          "message": "the external containerizer no longer knows this container"})
+                self.termination(files, End(None, message="the external containerizer no longer knows this container"))
         return known
 
 
@@ -199,6 +141,15 @@ class ExternalContainerizer(ThreadedContainerizer):
 
     def __init__(self, *args, **kwargs):
         super().__init__(SyncExternalContainerizer(*args, **kwargs))
+
+
+def _end(reply: dict) -> End:
+    """The program's {"exit_code"|"signal", "state", "reason", "message"}: the inputs to the verdict."""
+    code, sig = reply.get("exit_code"), reply.get("signal")
+    raw = (code & 0xFF) << 8 if isinstance(code, int) else (sig & 0x7F if isinstance(sig, int) else None)
+    message = reply.get("message") or ""
+    limitation = Limitation(reply["reason"], message) if reply.get("reason") else None
+    return End(raw, limitation=limitation, message=message, state=reply.get("state"))
 
 
 def _kill_group(proc: subprocess.Popen) -> None:

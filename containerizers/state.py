@@ -8,7 +8,9 @@ status, termination) and the sandbox.
                                   termination.json  the verdict, written by whoever saw the end first
     <work-dir>/containers/<id>/                     the sandbox: stdout, stderr, the task's files
 
-Every file is written atomically, so any process can read any container's state at any time.
+Every file is written atomically, so any process can read any container's state at any time;
+kill.json and termination.json are written once, by the first writer (link(2): a later writer,
+in this process or another, finds the file there and reads it back).
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import os
 import signal
 import time
 
-from corral.files import open_beneath, read_json, remove_tree, write_json
+from corral.files import open_beneath, read_json, remove_tree, write_json, write_json_once
 from corral.types import ContainerConfig, ContainerExists, Termination, check_container_id
 
 
@@ -80,8 +82,7 @@ class ContainerFiles:
         record = {"signal": sig, "at": time.monotonic_ns()}
         if reason:
             record.update(reason=reason, message=message)
-        self.write("kill.json", record)
-        return True
+        return write_json_once(self.path("kill.json"), record)
 
     def withdraw_kill(self) -> None:
         """Forget a kill whose signal reached nothing: the task had ended on its own."""
@@ -96,11 +97,13 @@ class ContainerFiles:
 
     def settle(self, decide) -> Termination:
         """The container's verdict, written once: the one on file, else decide()'s, written now.
-        Whoever sees the end first decides; every later caller reads that verdict back."""
+        The first to write it decides; every later caller, a racing one too, reads that back."""
         known = self.termination()
         if known is None:
-            known = decide()
-            self.write("termination.json", known.to_dict())
+            decided = decide()
+            if write_json_once(self.path("termination.json"), decided.to_dict()):
+                return decided
+            known = self.termination() or decided       # another's, unless it was removed meanwhile
         return known
 
     def write(self, name: str, value) -> None:

@@ -1,10 +1,13 @@
-"""ThreadedContainerizer: the asyncio face of a containerizer whose work is blocking calls.
+"""ThreadedContainerizer: the asyncio face of any blocking containerizer (base.SyncContainerizer).
 
-The docker SDK and the external containerizer's programs block. Short calls run on a small
-pool of this containerizer's own; a wait, which lasts as long as its container, gets a thread
-of its own, so a thousand waiting containers never starve a kill or a usage. The loop itself
-never blocks. (asyncio is imported where it is used: the CLI imports this module's neighbours
-for their blocking classes, and asyncio alone costs it 50-90 ms.)
+Every call of the blocking containerizer runs off the loop. Short calls run on a small pool of
+this containerizer's own; a wait or a destroy, which can last as long as a container takes to
+end, gets a thread of its own, so a thousand waiting containers never starve a kill or a usage.
+The loop itself never blocks. (asyncio is imported where it is used: the CLI imports this
+module's neighbours for their blocking classes, and asyncio alone costs it 50-90 ms.)
+
+With threads=False every call runs inline instead: for a process that forks its containers
+itself (the Mesos containerizer without a launch server), which must keep a single thread.
 """
 
 from __future__ import annotations
@@ -21,20 +24,24 @@ from . import Containerizer
 
 class ThreadedContainerizer(Containerizer):
 
-    def __init__(self, sync, max_workers: int = 16):
+    def __init__(self, sync, max_workers: int = 16, threads: bool = True):
         self.sync = sync
         self.name = sync.name
-        self._pool = ThreadPoolExecutor(max_workers, thread_name_prefix=f"corral-{sync.name}")
+        self.capabilities = sync.capabilities
+        self._pool = ThreadPoolExecutor(max_workers, thread_name_prefix=f"corral-{sync.name}") if threads else None
 
     async def call(self, fn, *args, **kwargs):
-        """fn(*args) on the pool: for calls that return in about the time dockerd takes to answer."""
+        """fn(*args) on the pool: for calls that return in about the time a system call or dockerd takes."""
+        if self._pool is None:
+            return fn(*args, **kwargs)
         import asyncio
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._pool, functools.partial(fn, *args, **kwargs))
 
-    @staticmethod
-    async def call_long(fn, *args, **kwargs):
+    async def call_long(self, fn, *args, **kwargs):
         """fn(*args) on a thread of its own: for calls that block until a container ends."""
+        if self._pool is None:
+            return fn(*args, **kwargs)
         import asyncio
         loop = asyncio.get_running_loop()
         future = loop.create_future()
@@ -56,7 +63,8 @@ class ThreadedContainerizer(Containerizer):
     def close(self) -> None:
         """Let the pool's threads go: queued calls are dropped, those under way finish on their
         own (a stopping agent does not wait for a docker pull)."""
-        self._pool.shutdown(wait=False, cancel_futures=True)
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
 
     async def recover(self) -> list[str]:
         return await self.call(self.sync.recover)

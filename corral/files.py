@@ -7,6 +7,7 @@ import errno
 import json
 import os
 import stat
+from _thread import get_ident     # threading's, without importing threading on the cold path
 
 from .types import CorralError
 
@@ -23,9 +24,35 @@ def write_atomic(path: str, data: bytes | str, *, durable: bool = False) -> None
     durable=True also fsyncs the file and its directory, for state that must survive a power loss
     (the runtime dir is a tmpfs, where that buys nothing).
     """
+    tmp = _write_temp(path, data, durable)
+    try:
+        os.rename(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise
+    if durable:
+        _sync_dir(path)
+
+
+def write_once(path: str, data: bytes | str) -> bool:
+    """Write `path`, whole, unless it exists: of writers racing for it the first wins (link(2)
+    never replaces a file, where rename(2) would). False when another's file was there first."""
+    tmp = _write_temp(path, data, False)
+    try:
+        os.link(tmp, path)
+        return True
+    except FileExistsError:
+        return False
+    finally:
+        os.unlink(tmp)
+
+
+def _write_temp(path: str, data: bytes | str, durable: bool) -> str:
+    """A temp file beside `path` holding `data`: named per process and thread, so that no two
+    writers share one."""
     if isinstance(data, str):
         data = data.encode()
-    tmp = f"{path}.tmp.{os.getpid()}"
+    tmp = f"{path}.tmp.{os.getpid()}.{get_ident()}"
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
     try:
         os.write(fd, data)
@@ -33,21 +60,28 @@ def write_atomic(path: str, data: bytes | str, *, durable: bool = False) -> None
             os.fsync(fd)
     finally:
         os.close(fd)
+    return tmp
+
+
+def _sync_dir(path: str) -> None:
+    dfd = os.open(os.path.dirname(path) or ".", os.O_RDONLY | os.O_DIRECTORY)
     try:
-        os.rename(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
-    if durable:
-        dfd = os.open(os.path.dirname(path) or ".", os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            os.fsync(dfd)
-        finally:
-            os.close(dfd)
+        os.fsync(dfd)
+    finally:
+        os.close(dfd)
 
 
 def write_json(path: str, value, *, durable: bool = False) -> None:
-    write_atomic(path, json.dumps(value, sort_keys=True) + "\n", durable=durable)
+    write_atomic(path, _json(value), durable=durable)
+
+
+def write_json_once(path: str, value) -> bool:
+    """write_once for a JSON value: False when another writer's value was there first."""
+    return write_once(path, _json(value))
+
+
+def _json(value) -> str:
+    return json.dumps(value, sort_keys=True) + "\n"
 
 
 def read_json(path: str, default=FileNotFoundError):

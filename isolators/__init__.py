@@ -53,23 +53,17 @@ class Watch(Record):
     close: "Callable[[], None]" = lambda: None   # noqa: F821
 
 
-class ContainerState(Record):
-    """What recover() learns about a container that survived its containerizer (Mesos: ContainerState)."""
-    container_id: str
-    config: ContainerConfig
-    pid: int | None
-
-
 class Isolator:
-    """Base class: every method is optional; cleanup must accept ids it never prepared."""
+    """Base class: every method is optional; cleanup must accept ids it never prepared.
+
+    Isolators keep no state in memory (what they need is in cgroups and files), so, unlike
+    Mesos's, they have no recover(): after a restart, the containers' own files say it all;
+    the cleanup of an orphan (a container no runtime dir knows) is its cleanup()."""
 
     name: str = ""
 
     def __init__(self, flags: "IsolatorFlags"):
         self.flags = flags
-
-    def recover(self, states: list[ContainerState], orphans: set[str]) -> None:
-        """Re-learn known containers; `orphans` are container ids no one knows, to be cleaned up."""
 
     def prepare(self, container_id: str, config: ContainerConfig) -> LaunchInfo | None:
         """Before the container's init is forked: set up, and say what the launch needs."""
@@ -88,9 +82,6 @@ class Isolator:
 
     def usage(self, container_id: str) -> dict:
         """ResourceStatistics fields this isolator knows."""
-        return {}
-
-    def status(self, container_id: str) -> dict:
         return {}
 
     def cleanup(self, container_id: str) -> None:

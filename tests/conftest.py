@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from corral import linux
+from tests.dockerd import docker_env, dockerd, no_threads_left, rootfs  # noqa: F401 - shared fixtures
 
 CORRAL = str(Path(sys.executable).with_name("corral"))
 

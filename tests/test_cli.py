@@ -11,7 +11,7 @@ import pytest
 
 from corral.types import STATISTICS_FIELDS
 
-from cgroupkit import cgroup_of, needs_hierarchy
+from tests.cgroupkit import cgroup_of, needs_hierarchy
 
 
 def test_exit_code_and_output_streams(corral):

@@ -15,7 +15,7 @@ from corral.types import (LAUNCHED, NOT_SUPPORTED, STATISTICS_FIELDS, ContainerC
                           Resources, TASK_FAILED, TASK_FINISHED, TASK_KILLED, TASK_LOST)
 from corral.cgroups import cgroup_for
 
-from cgroupkit import cgroup_of
+from tests.cgroupkit import cgroup_of
 
 
 def _mc(corral, **kwargs) -> MesosContainerizer:

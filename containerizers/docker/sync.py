@@ -23,35 +23,32 @@ output into its sandbox's stdout and stderr, as Mesos's docker executor does.
 from __future__ import annotations
 
 import os
-import signal
 import time
 
 from corral.cpu import CFS_PERIOD_US, CPU_SHARES_PER_CPU, quota_for, shares_for
-from corral.types import (LAUNCHED, NOT_SUPPORTED,
-                          REASON_CONTAINER_LIMITATION_MEMORY, TASK_KILLED, TASK_LOST, ContainerConfig,
-                          CorralError, InvalidInput, Limitation, NoSuchContainer, Resources, Termination, Unavailable,
-                          verdict)
+from corral.types import (LAUNCHED, REASON_CONTAINER_LIMITATION_MEMORY, ContainerConfig, CorralError, InvalidInput,
+                          Limitation, NoSuchContainer, Resources, Termination, Unavailable)
 
-from ..state import ContainerFiles, container_ids
+from ..base import Capabilities, End, SyncContainerizer
+from ..state import ContainerFiles
 from .engine import Engine, EngineError, NotFound, default_socket
 
 NAME_PREFIX = "corral-"
 LABEL_ID = "io.corral.container-id"
 LABEL_OWNER = "io.corral.runtime-dir"      # which corral made it: two corrals never touch each other's
 SANDBOX = "/mnt/mesos/sandbox"
-STOP_TIMEOUT = 10.0
 
 
-class SyncDockerContainerizer:
+class SyncDockerContainerizer(SyncContainerizer):
     name = "docker"
+    capabilities = Capabilities(images=True, networks=True)
 
     def __init__(self, work_dir: str, runtime_dir: str, socket: str | None = None,
                  cgroups_enable_cfs: bool = False, kill_orphans: bool = True, only: bool = False,
                  timeout: float = 30.0, sdk: bool = True):
         """`sdk`: False speaks plain HTTP on a unix socket instead of importing the docker SDK
         (the CLI's choice: the SDK's import alone costs more than a `docker run`)."""
-        self.work_dir = work_dir
-        self.state_dir = os.path.join(runtime_dir, "docker")
+        super().__init__(work_dir, os.path.join(runtime_dir, "docker"))
         self.owner = os.path.realpath(runtime_dir)
         self.socket = socket or default_socket()
         self.cgroups_enable_cfs = cgroups_enable_cfs
@@ -59,12 +56,6 @@ class SyncDockerContainerizer:
         self.only = only
         self.timeout = timeout
         self.engine = Engine(self.socket, timeout, sdk=sdk)
-
-    def files(self, container_id: str) -> ContainerFiles:
-        files = ContainerFiles(self.state_dir, self.work_dir, container_id)
-        if not files.exists():
-            raise NoSuchContainer(container_id)
-        return files
 
     @staticmethod
     def docker_id(files: ContainerFiles) -> str:
@@ -81,20 +72,10 @@ class SyncDockerContainerizer:
         asked = config.containerizer == self.name or (config.containerizer is None and self.only)
         return docker_image and asked
 
-    def launch(self, container_id: str, config: ContainerConfig) -> str:
-        if not self.supports(config):
-            return NOT_SUPPORTED
-        files = ContainerFiles(self.state_dir, self.work_dir, container_id)
-        files.create()
+    def _start(self, files: ContainerFiles, config: ContainerConfig, record: dict) -> str:
+        create = self._create_config(files.container_id, files, config)
         try:
-            create = self._create_config(container_id, files, config)
-        except BaseException:
-            files.remove(sandbox=False)
-            raise
-        record = {"config": config.to_dict(), "created": time.time(), "sandbox": files.sandbox, "docker_id": None}
-        try:
-            files.write("config.json", record)
-            record["docker_id"] = self._create(container_id, create)
+            record["docker_id"] = self._create(files.container_id, create)
             files.write("config.json", record)
             self.engine.start(record["docker_id"])
         except BaseException:
@@ -102,7 +83,6 @@ class SyncDockerContainerizer:
                 self.engine.remove(self.docker_id(files))
             except CorralError:
                 pass        # dockerd cannot remove what it made now: the next recovery removes the orphan
-            files.remove(sandbox=False)
             raise
         return LAUNCHED
 
@@ -163,42 +143,28 @@ class SyncDockerContainerizer:
 
     # -- the end --------------------------------------------------------------------------
 
-    def wait(self, container_id: str, timeout: float | None = None) -> Termination | None:
-        """Block until the container ends (None if `timeout` seconds pass first)."""
-        files = self.files(container_id)
-        known = files.termination()
-        if known is not None:
-            return known
+    def _wait(self, files: ContainerFiles, timeout: float | None) -> Termination | None:
         try:
             if not self.engine.wait(self.docker_id(files), timeout):
                 return None         # still running: the timeout is ours, not a slow dockerd's
         except NotFound:
-            pass                    # gone behind our back: termination() says so
+            pass                    # gone behind our back: the verdict says so
         return self.termination(files)
 
-    def termination(self, files: ContainerFiles) -> Termination:
-        """The verdict on an ended container, from dockerd's record of it; written once."""
-        return files.settle(lambda: self._verdict(files))
-
-    def _verdict(self, files: ContainerFiles) -> Termination:
-        cid = files.container_id
+    def _end(self, files: ContainerFiles) -> End:
+        """dockerd's record of the end."""
         info = self.inspect(files)
         if info is None:
-            return Termination(cid, None, TASK_LOST, None, "the docker container is gone from dockerd")
+            return End(None, message="the docker container is gone from dockerd")
         state = info["State"]
         if state["Running"] or state["Status"] in ("created", "restarting"):
-            raise CorralError(f"container {cid} has not ended (docker state: {state['Status']})")
+            raise CorralError(f"container {files.container_id} has not ended (docker state: {state['Status']})")
         raw = (state["ExitCode"] & 0xFF) << 8   # docker knows an exit code only; a death by signal N reads 128+N
         oom = Limitation(REASON_CONTAINER_LIMITATION_MEMORY,
                          "Memory limit exceeded: the kernel's OOM killer ended the task")
-        return verdict(cid, raw, state.get("Error") or None, oom if state.get("OOMKilled") else None,
-                       (files.kill_record() or {}).get("signal"))
+        return End(raw, error=state.get("Error") or None, limitation=oom if state.get("OOMKilled") else None)
 
-    def kill(self, container_id: str, sig: int = signal.SIGTERM) -> None:
-        files = self.files(container_id)
-        if files.termination() is not None:
-            return
-        recorded = files.record_kill(sig)
+    def _signal(self, files: ContainerFiles, sig: int) -> bool | None:
         try:
             self.engine.kill(self.docker_id(files), sig)
         except NotFound:
@@ -206,26 +172,17 @@ class SyncDockerContainerizer:
         except EngineError:
             if self.running(files):
                 raise
-            if recorded:    # it ended on its own before the signal arrived: its exit status tells
-                files.withdraw_kill()
+            return False    # it ended on its own before the signal arrived: its exit status tells
+        return None
 
     def running(self, files: ContainerFiles) -> bool:
         info = self.inspect(files)
         return info is not None and info["State"]["Running"]
 
-    def destroy(self, container_id: str, remove_sandbox: bool = False) -> Termination:
-        """SIGKILL the container, read its verdict, remove it from dockerd and forget it."""
-        files = self.files(container_id)
-        if files.termination() is None and self.running(files):
-            self.kill(container_id, signal.SIGKILL)
-            if self.wait(container_id, timeout=STOP_TIMEOUT) is None:
-                files.write("termination.json", Termination(
-                    container_id, None, TASK_KILLED, None,
-                    f"still running {STOP_TIMEOUT:g}s after SIGKILL; removed by force").to_dict())
-        termination = self.termination(files)
+    _running = running
+
+    def _release(self, files: ContainerFiles) -> None:
         self.engine.remove(self.docker_id(files))
-        files.remove(sandbox=remove_sandbox)
-        return termination
 
     # -- the rest of the interface ----------------------------------------------------------
 
@@ -246,28 +203,13 @@ class SyncDockerContainerizer:
         docker_id = self.docker_id(files)
         return resource_statistics(self.engine.stats(docker_id), info["HostConfig"], self.engine.processes(docker_id))
 
-    def status(self, container_id: str) -> dict:
-        files = self.files(container_id)
-        record = files.launch_record()
-        termination = files.termination()
-        info = self.inspect(files) if termination is None else None
-        running = bool(info and info["State"]["Running"])
-        if termination is None and not running and info is not None and info["State"]["Status"] == "exited":
-            termination = self.termination(files)
-        return {
-            "container_id": container_id,
-            "containerizer": self.name,
-            "state": "RUNNING" if running else ("EXITED" if termination else "STARTING"),
-            "pid": info["State"]["Pid"] if running else None,
-            "created": record.get("created"),
-            "sandbox": record.get("sandbox"),
-            "config": record["config"],
-            "docker_id": record.get("docker_id"),
-            "termination": termination.to_dict() if termination else None,
-        }
-
-    def containers(self) -> list[str]:
-        return container_ids(self.state_dir)
+    def _state(self, files: ContainerFiles, ended: bool) -> tuple[str, int | None]:
+        info = None if ended else self.inspect(files)
+        if info is not None and info["State"]["Running"]:
+            return "RUNNING", info["State"]["Pid"]
+        if ended or (info is not None and info["State"]["Status"] == "exited"):
+            return "EXITED", None
+        return "STARTING", None
 
     def recover(self) -> list[str]:
         """Checkpointed containers stay, running or exited; one whose launch never reached
@@ -299,8 +241,8 @@ class SyncDockerContainerizer:
     # -- output -----------------------------------------------------------------------------
 
     def output(self, container_id: str, follow: bool = False):
-        """(stream, bytes) pairs of the container's output from its start, stream 1 stdout, 2 stderr;
-        with follow, until it ends. dockerd's follow can end a moment before it has sent the last
+        """(stream, bytes) pairs of the container's output from its start, stream 1 stdout, 2 stderr,
+        read from dockerd, which keeps it (the base reads the sandbox); with follow, until it ends. dockerd's follow can end a moment before it has sent the last
         lines: once it has, one more read without follow gives what it left out."""
         docker_id = self.docker_id(self.files(container_id))
         have: dict[int, int] = {}

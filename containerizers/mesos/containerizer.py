@@ -1,41 +1,39 @@
 """MesosContainerizer: the asyncio face of SyncMesosContainerizer.
 
-Launching, killing and reading state are a handful of system calls each and run inline;
-waiting never blocks the loop: the supervisor's pidfd and the isolators' watch fds are
-registered with the loop, and interval watches are timers.
+A ThreadedContainerizer, with two things of its own. Launches go through a launch server, a
+single-threaded process forked at construction (forkserver.py): the way for a process that has
+threads. And a wait costs no thread: the supervisor's pidfd and the isolators' watch fds are
+registered with the loop, and interval watches are timers. Without a launch server (a program
+that keeps a single thread) every call runs inline, as the launcher must fork from such a process.
 """
 
 from __future__ import annotations
 
 import asyncio
-import signal
+import contextlib
 
-from corral.types import ContainerConfig, CorralError, Resources, Termination
+from corral.types import ContainerConfig, CorralError, Termination
 
-from .. import Containerizer
+from ..base import STOP_TIMEOUT
+from ..threaded import ThreadedContainerizer
 from .forkserver import LaunchCutShort, LaunchServer
-from .sync import SUPERVISOR_EXIT_TIMEOUT, SyncMesosContainerizer, Waiter
+from .sync import SyncMesosContainerizer, Waiter
 
 
-class MesosContainerizer(Containerizer):
-    """With launch_server=True, launches go through a LaunchServer forked at construction
-    (construct it before any thread starts): the way for a process that has threads. The
-    server holds `hold` open (the agent's lock) for as long as it runs."""
-    name = "mesos"
+class MesosContainerizer(ThreadedContainerizer):
+    """With launch_server=True, construct it before any thread starts. The server holds `hold`
+    open (the agent's lock) for as long as it runs."""
 
     def __init__(self, *args, launch_server: bool = False, hold: tuple[int, ...] = (), **kwargs):
-        self.sync = SyncMesosContainerizer(*args, **kwargs)
         self.launch_server = None
         if launch_server:
             self.launch_server = LaunchServer(args, kwargs, hold)
             self.launch_server.start()
-
-    async def recover(self) -> list[str]:
-        return self.sync.recover()
+        super().__init__(SyncMesosContainerizer(*args, **kwargs), threads=launch_server)
 
     async def launch(self, container_id: str, config: ContainerConfig) -> str:
         if self.launch_server is None:
-            return self.sync.launch(container_id, config)
+            return await super().launch(container_id, config)
         try:
             return await self.launch_server.launch(container_id, config)
         except LaunchCutShort:
@@ -50,6 +48,7 @@ class MesosContainerizer(Containerizer):
         return self.launch_server is None or await self.launch_server.healthy()
 
     def close(self) -> None:
+        super().close()
         if self.launch_server is not None:
             self.launch_server.stop()
 
@@ -57,28 +56,13 @@ class MesosContainerizer(Containerizer):
         with self.sync.waiter(container_id) as waiter:
             return await _until_ended(waiter)
 
-    async def kill(self, container_id: str, sig: int = signal.SIGKILL) -> None:
-        self.sync.kill(container_id, sig)
-
     async def destroy(self, container_id: str, remove_sandbox: bool = False) -> Termination:
-        files = self.sync.files(container_id)
-        if self.sync.supervisor_alive(files):
-            self.sync.end(container_id)
-            with self.sync.waiter(container_id) as waiter:
-                await asyncio.wait_for(_until_ended(waiter), SUPERVISOR_EXIT_TIMEOUT)
-        return self.sync.finish_destroy(files, remove_sandbox)
-
-    async def update(self, container_id: str, resources: Resources) -> None:
-        self.sync.update(container_id, resources)
-
-    async def usage(self, container_id: str) -> dict:
-        return self.sync.usage(container_id)
-
-    async def status(self, container_id: str) -> dict:
-        return self.sync.status(container_id)
-
-    async def containers(self) -> list[str]:
-        return self.sync.containers()
+        """The sync destroy, its wait for the SIGKILL's end done here, on the loop, as every wait:
+        the waits already under way hear of the end before the container's files go."""
+        if self.sync.stop(self.sync.files(container_id)):
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self.wait(container_id), STOP_TIMEOUT)
+        return await super().destroy(container_id, remove_sandbox)
 
 
 async def _until_ended(waiter: Waiter) -> Termination:

@@ -144,7 +144,3 @@ class Launcher:
     def container_ids(self) -> set[str]:
         """Containers that have a tracking cgroup: what recovery compares with the checkpoint."""
         return cgroups.container_ids(self.tracking, self.cgroups_root) - {SUPERVISORS}
-
-
-def alive(pid: int | None, start_time: int | None) -> bool:
-    return linux.is_same_process(pid, start_time)

@@ -39,7 +39,9 @@ FORWARDED = {s for s in signal.valid_signals() if s not in _NOT_FORWARDED and s 
 
 
 class LaunchSpec(Record):
-    """Everything the forked processes need, resolved by the launcher beforehand."""
+    """Everything the forked processes need, resolved beforehand by the containerizer (from the
+    config, the isolators' LaunchInfo and the user: SyncMesosContainerizer._launch_spec) and
+    handed to Launcher.fork."""
     argv: list[str]
     env: dict[str, str]
     cwd: str

@@ -1,9 +1,8 @@
-"""The Mesos containerizer's work, as plain blocking calls over the files of each container.
+"""The Mesos containerizer's work, as plain blocking calls over the files of each container:
+what is its own beside SyncContainerizer (containerizers/base.py), which owns the rest.
 
-Every operation reads and writes the container's state on disk, so a container launched by
-one process can be waited on, killed and destroyed by another. `MesosContainerizer`
-(containerizer.py) is the asyncio face of this class; the CLI uses this class directly,
-because importing asyncio alone costs 60-90 ms on a small host, more than runc's whole launch.
+`MesosContainerizer` (containerizer.py) is the asyncio face of this class; the CLI uses this class
+directly, because importing asyncio alone costs 60-90 ms on a small host, more than runc's whole launch.
 """
 
 from __future__ import annotations
@@ -16,28 +15,31 @@ import time
 
 from corral import linux
 from corral.record import Record
-from corral.types import (DEFAULT_PATH, LAUNCHED, NOT_SUPPORTED, TASK_LOST, ContainerConfig,
-                          CorralError, InvalidInput, Limitation, NoSuchContainer, Resources, Termination, verdict)
+from corral.types import (DEFAULT_PATH, LAUNCHED, ContainerConfig, CorralError, InvalidInput, Limitation,
+                          NoSuchContainer, Resources, Termination)
 from isolators import IsolatorFlags, LaunchInfo, Watch
 from isolators.registry import CONFINEMENT, DEFAULT_ISOLATION, create_isolators
 
 from .. import state
+from ..base import Capabilities, End, SyncContainerizer
+from ..base import Waiter as BaseWaiter
 from .launcher import Launcher
 from .supervisor import LaunchSpec
 
-SUPERVISOR_EXIT_TIMEOUT = 10.0
 STARTING_POLL_INTERVAL = 0.01    # how often a waiter looks for the pids of a container still launching
 
 
-class SyncMesosContainerizer:
+class SyncMesosContainerizer(SyncContainerizer):
     name = "mesos"
+    # The host's network (for now): bridge networks and port mappings are docker's.
+    capabilities = Capabilities(images=True)
 
     def __init__(self, work_dir: str, runtime_dir: str, cgroups_root: str = "corral",
                  isolation: list[str] | tuple[str, ...] = DEFAULT_ISOLATION,
                  cgroups_enable_cfs: bool = False, tracking: str | None = None, provisioner=None,
                  **isolator_flags):
         """`isolator_flags`: further IsolatorFlags fields (the network/ports isolator's, say)."""
-        self.work_dir = work_dir
+        super().__init__(work_dir, runtime_dir)
         self.runtime_dir = runtime_dir
         self.flags = IsolatorFlags(cgroups_root=cgroups_root, cgroups_enable_cfs=cgroups_enable_cfs,
                                    work_dir=work_dir, runtime_dir=runtime_dir, **isolator_flags)
@@ -62,37 +64,27 @@ class SyncMesosContainerizer:
             self._isolators[key] = create_isolators(list(key), self.flags)
         return self._isolators[key]
 
-    def files(self, container_id: str) -> state.ContainerFiles:
-        files = state.ContainerFiles(self.runtime_dir, self.work_dir, container_id)
-        if not files.exists():
-            raise NoSuchContainer(container_id)
-        return files
-
     def _isolators_of(self, files: state.ContainerFiles) -> list:
         return self.isolators(files.config().isolation)
 
     # -- launch ----------------------------------------------------------------------------
 
-    def launch(self, container_id: str, config: ContainerConfig) -> str:
-        # Bridge networks and port mappings are docker's; the Mesos containerizer shares the
-        # host's network (for now), so it leaves such a container to the next containerizer.
-        if config.containerizer not in (None, self.name) or config.network not in (None, "host") or config.ports:
-            return NOT_SUPPORTED
-        files = state.ContainerFiles(self.runtime_dir, self.work_dir, container_id)
+    def _prepare(self, config: ContainerConfig) -> ContainerConfig:
         config.isolation = self._isolation_for(config)
-        isolators = self.isolators(config.isolation)       # unknown names fail before anything exists
-        identity = None if config.image else _host_identity(config.user)
+        self.isolators(config.isolation)        # unknown names fail before anything exists
         if config.rootfs and not os.path.isdir(config.rootfs):
             raise InvalidInput(f"root filesystem {config.rootfs} is not a directory")
         if (not config.rootfs and not config.image and config.workdir and os.path.isabs(config.workdir)
                 and not os.path.isdir(config.workdir)):
             raise InvalidInput(f"workdir {config.workdir} is not a directory")
-        files.create()
+        return config
 
+    def _start(self, files: state.ContainerFiles, config: ContainerConfig, record: dict) -> str:
+        container_id = files.container_id
+        isolators = self.isolators(config.isolation)
+        identity = None if config.image else _host_identity(config.user)
         prepared, forked = [], None
         try:
-            files.write("config.json", {"config": config.to_dict(), "created": time.time(),
-                                        "sandbox": files.sandbox})
             rootfs_mount = None
             if config.image:
                 config, identity, rootfs_mount = self._from_image(container_id, config)
@@ -117,7 +109,6 @@ class SyncMesosContainerizer:
             if forked is not None:
                 forked.abort()
             self._teardown(container_id, prepared, image=config.image)
-            files.remove()
             raise
         return LAUNCHED
 
@@ -174,53 +165,34 @@ class SyncMesosContainerizer:
     def waiter(self, container_id: str) -> "Waiter":
         return Waiter(self, self.files(container_id))
 
-    def wait(self, container_id: str, timeout: float | None = None) -> Termination | None:
-        """Block until the container ends (None if `timeout` seconds pass first)."""
-        with self.waiter(container_id) as waiter:
-            return waiter.block(timeout)
-
     def supervisor_alive(self, files: state.ContainerFiles) -> bool:
         """Whether the supervisor still runs: one that has exited (a zombie its parent has not
         reaped yet) has written the task's end, and nothing more can reach the task."""
         sup = files.pids().get("supervisor", {})
         return linux.is_running(sup.get("pid"), sup.get("start"))
 
-    def termination(self, files: state.ContainerFiles, limitation: Limitation | None = None) -> Termination:
-        """The verdict on an ended container, written once; later callers read it back."""
-        return files.settle(lambda: self._verdict(files, limitation))
+    _running = supervisor_alive
 
-    def _verdict(self, files: state.ContainerFiles, limitation: Limitation | None) -> Termination:
-        status, kill = files.status(), files.kill_record() or {}
-        if limitation is None and kill.get("reason"):
-            limitation = Limitation(kill["reason"], kill.get("message", ""))
-        if limitation is None and status is not None:
-            limitation = next(filter(None, (i.limitation(files.container_id) for i in self._isolators_of(files))),
-                              None)
-        cid = files.container_id
+    def _end(self, files: state.ContainerFiles) -> End:
+        status = files.status()
         if status is None:
-            return Termination(cid, None, TASK_LOST, None,
-                               "the container's supervisor died before it recorded the exit status")
+            return End(None, message="the container's supervisor died before it recorded the exit status")
         raw = status["task_status"] if status["task_status"] is not None else status["init_status"]
-        killed_with = kill.get("signal")
-        if killed_with and state.ended_before(status.get("task_ended"), kill):
-            killed_with = None      # the kill was recorded after the task's end: it ended nothing
-        return verdict(cid, raw, status.get("error"), limitation, killed_with)
+        return End(raw, error=status.get("error"), ended=status.get("task_ended"))
 
-    # -- kill, destroy -----------------------------------------------------------------------
+    def _limitation(self, files: state.ContainerFiles) -> Limitation | None:
+        return next(filter(None, (i.limitation(files.container_id) for i in self._isolators_of(files))), None)
 
-    def kill(self, container_id: str, sig: int = signal.SIGTERM) -> None:
-        """Signal the task. init forwards catchable signals to it. SIGKILL and SIGSTOP, which init
-        cannot pass on, go to every process of the container, and SIGCONT too, to undo a STOP."""
-        files = self.files(container_id)
-        if files.termination() is not None or not self.supervisor_alive(files):
+    def _signal(self, files: state.ContainerFiles, sig: int) -> None:
+        """init forwards catchable signals to the task. SIGKILL and SIGSTOP, which init cannot pass
+        on, go to every process of the container, and SIGCONT too, to undo a STOP."""
+        container_id = files.container_id
+        if sig == signal.SIGKILL:
+            self.launcher.kill_all(container_id)
             return
         if sig in (signal.SIGSTOP, signal.SIGCONT):
             pids = self.launcher.pids(container_id)
         else:
-            files.record_kill(sig)
-            if sig == signal.SIGKILL:
-                self.launcher.kill_all(container_id)
-                return
             pids = [files.pids()["init"]["pid"]]
         for pid in pids:
             try:
@@ -235,25 +207,12 @@ class SyncMesosContainerizer:
             files.record_kill(signal.SIGKILL, *((limitation.reason, limitation.message) if limitation else ()))
         self.launcher.kill_all(container_id)
 
-    def destroy(self, container_id: str, remove_sandbox: bool = False) -> Termination:
-        """Kill every process (forked, stopped or deaf to SIGTERM alike), wait for the supervisor
-        to record the end, release cgroups, and forget the container."""
-        files = self.files(container_id)
-        if self.supervisor_alive(files):
-            self.end(container_id)
-            self.wait(container_id, timeout=SUPERVISOR_EXIT_TIMEOUT)
-        return self.finish_destroy(files, remove_sandbox)
-
-    def finish_destroy(self, files: state.ContainerFiles, remove_sandbox: bool) -> Termination:
-        termination = self.termination(files)
+    def _release(self, files: state.ContainerFiles) -> None:
         try:
             config = files.config()
         except FileNotFoundError:
-            config = None       # a launch cut short right after claiming the id: nothing else of it exists
-        if config is not None:
-            self._teardown(files.container_id, self.isolators(config.isolation), image=config.image)
-        files.remove(sandbox=remove_sandbox)
-        return termination
+            return          # a launch cut short right after claiming the id: nothing else of it exists
+        self._teardown(files.container_id, self.isolators(config.isolation), image=config.image)
 
     def _teardown(self, container_id: str, isolators: list, image: dict | None = None) -> None:
         """Kill what is left, undo the isolators in reverse order, then remove the image's rootfs;
@@ -299,26 +258,12 @@ class SyncMesosContainerizer:
             stats.update(isolator.usage(container_id))
         return stats
 
-    def status(self, container_id: str) -> dict:
-        files = self.files(container_id)
-        record = files.launch_record()
-        termination = files.termination()
-        running = termination is None and self.supervisor_alive(files)
-        if termination is None and not running and files.pids():
-            termination = self.termination(files)
-        return {
-            "container_id": container_id,
-            "containerizer": self.name,
-            "state": "RUNNING" if running else ("EXITED" if termination else "STARTING"),
-            "pid": files.pids().get("init", {}).get("pid"),
-            "created": record.get("created"),
-            "sandbox": record.get("sandbox"),
-            "config": record["config"],
-            "termination": termination.to_dict() if termination else None,
-        }
-
-    def containers(self) -> list[str]:
-        return state.container_ids(self.runtime_dir)
+    def _state(self, files: state.ContainerFiles, ended: bool) -> tuple[str, int | None]:
+        pids = files.pids()
+        pid = pids.get("init", {}).get("pid")
+        if ended or (pids and not self.supervisor_alive(files)):
+            return "EXITED", pid
+        return ("RUNNING" if pids else "STARTING"), pid
 
     def recover(self) -> list[str]:
         """Known containers stay as they are (running or ended); cgroups of containers that no
@@ -327,7 +272,7 @@ class SyncMesosContainerizer:
         for container_id in self.containers():
             files = state.ContainerFiles(self.runtime_dir, self.work_dir, container_id)
             if not files.pids() and files.termination() is None:
-                self.finish_destroy(files, remove_sandbox=True)    # cut short mid-launch: nothing ran
+                self.destroy(container_id, remove_sandbox=True)     # cut short mid-launch: nothing ran
                 continue
             known.append(container_id)
         for orphan in self.launcher.container_ids() - set(known):
@@ -337,7 +282,7 @@ class SyncMesosContainerizer:
         return known
 
 
-class Waiter:
+class Waiter(BaseWaiter):
     """Waits for one container's end: the supervisor's exit (a pidfd) or an isolator's limitation.
 
     `fds` and `interval` say what to wait on; `ready(fd)` says what happened. block() drives it
@@ -438,12 +383,6 @@ class Waiter:
         for watch in self.watches:
             watch.close()
         self.watches = []
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
 
 
 class Identity(Record):

@@ -6,7 +6,7 @@ from __future__ import annotations
 import socket
 
 import pytest
-from agentkit import AgentProcess, free_port_block
+from tests.agent.agentkit import AgentProcess, free_port_block
 
 
 @pytest.fixture

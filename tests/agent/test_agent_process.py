@@ -10,7 +10,7 @@ import subprocess
 import sys
 import time
 
-from agentkit import free_port_block
+from tests.agent.agentkit import free_port_block
 from corral.types import TASK_FAILED, TASK_FINISHED, TASK_KILLED, TASK_LOST, TASK_RUNNING, TASK_STARTING
 
 

@@ -11,7 +11,7 @@ import signal
 import aiohttp
 import pytest
 
-from agentkit import InProcessAgent, until
+from tests.agent.agentkit import InProcessAgent, until
 from corral.types import (REASON_CONTAINER_LIMITATION, TASK_FAILED, TASK_FINISHED, TASK_KILLED, TASK_RUNNING,
                           TASK_STARTING)
 
@@ -68,7 +68,9 @@ def test_launch_wait_containers_remove(agent_flags, corral):
             [c1] = listed["get_containers"]["containers"]
             assert [s["state"] for s in c1["statuses"]] == [TASK_STARTING, TASK_RUNNING, TASK_FINISHED]
             assert c1["container_status"]["state"] == TASK_FINISHED
-            assert a.agent.allocator.held == {}                    # an ended container holds nothing
+            # An ended container holds nothing once its release (the destroy, off the loop) is done:
+            # WAIT's answer may come before it, as the agent's order says.
+            await until(lambda: a.agent.allocator.held == {})
             assert not os.path.exists(os.path.join(corral.runtime_dir, "containers", "c1"))
             assert (await a.call(by_id("REMOVE_CONTAINER", "c1")))[0] == 200
             assert not os.path.exists(os.path.join(corral.work_dir, "containers", "c1"))
@@ -253,6 +255,8 @@ def test_state_and_metrics(agent_flags):
             assert (snap["slave/tasks_running"], snap["slave/tasks_killed"]) == (1, 0)
             await a.call(by_id("KILL_CONTAINER", "s"))
             await a.call(by_id("WAIT_CONTAINER", "s"))
+            # WAIT answers before the release (the destroy, off the loop) frees the resources.
+            await until(lambda: "s" not in a.agent.watchers)
             _, metrics = await a.call({"type": "GET_METRICS"})
             named = {m["name"]: m["value"] for m in metrics["get_metrics"]["metrics"]}
             assert (named["slave/tasks_running"], named["slave/tasks_killed"], named["slave/cpus_used"]) == (0, 1, 0)

@@ -8,8 +8,8 @@ import json
 import os
 
 import pytest
-from agentkit import InProcessAgent
-from test_api import by_id, launch
+from tests.agent.agentkit import InProcessAgent
+from tests.agent.test_api import by_id, launch
 
 from corral.types import TASK_FINISHED
 from isolators.capabilities import DEFAULT, NUMBERS

@@ -15,7 +15,7 @@ import random
 
 import aiohttp
 
-from agentkit import InProcessAgent
+from tests.agent.agentkit import InProcessAgent
 from corral.types import TASK_FINISHED
 
 SEED = int(os.environ.get("CORRAL_FUZZ_SEED", "9"))

@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from agentkit import InProcessAgent, _state, until
+from tests.agent.agentkit import InProcessAgent, _state, until
 from corral.types import TASK_FINISHED, TASK_KILLED, TASK_RUNNING, ContainerConfig, CorralError, Unavailable
 
 

@@ -8,7 +8,7 @@ import json
 import logging
 import socket
 
-from agentkit import InProcessAgent
+from tests.agent.agentkit import InProcessAgent
 
 TIMEOUT = 0.5
 HEALTH = json.dumps({"type": "GET_HEALTH"})

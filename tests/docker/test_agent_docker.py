@@ -9,21 +9,15 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
-from private_dockerd import BUSYBOX_IMAGE
-
 from containerizers.docker import LABEL_ID
 from corral.types import TASK_FAILED, TASK_KILLED, TASK_RUNNING, TASK_STARTING
-
-# The agent's test helpers (tests/agent/agentkit.py), which tests/agent's conftest puts on the path
-# only when those tests are collected too.
-sys.path.insert(0, str(Path(__file__).parents[1] / "agent"))
-from agentkit import AgentProcess, InProcessAgent, free_port_block  # noqa: E402
+from tests.agent.agentkit import AgentProcess, InProcessAgent, free_port_block
+from tests.private_dockerd import BUSYBOX_IMAGE
 
 DOCKER = {"type": "DOCKER", "docker": {"image": BUSYBOX_IMAGE}}
 MiB = 1024 * 1024

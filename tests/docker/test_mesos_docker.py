@@ -3,17 +3,13 @@ corral's agent under a real Mesos master, run by the docker containerizer in the
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import pytest
 
-from private_dockerd import BUSYBOX_IMAGE
-
-sys.path.insert(0, str(Path(__file__).parents[1] / "agent"))
-sys.path.insert(0, str(Path(__file__).parents[1] / "mesos"))
-from agentkit import AgentProcess, free_port_block  # noqa: E402
-from mesoskit import Master, Missing, agent_work_dir, home, joined, until, updates  # noqa: E402
+from tests.agent.agentkit import AgentProcess, free_port_block
+from tests.mesos.mesoskit import Master, Missing, agent_work_dir, home, joined, until, updates
+from tests.private_dockerd import BUSYBOX_IMAGE
 
 
 @pytest.fixture

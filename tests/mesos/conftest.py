@@ -5,15 +5,12 @@ say why (README.md: getting a master)."""
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent.parent / "agent"))     # agentkit: AgentProcess, free ports
-
-from agentkit import AgentProcess, free_port_block  # noqa: E402
-from mesoskit import Master, Missing, home  # noqa: E402
+from tests.agent.agentkit import AgentProcess, free_port_block
+from tests.mesos.mesoskit import Master, Missing, home
 
 
 @pytest.fixture(scope="session")

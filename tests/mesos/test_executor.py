@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 import sys
 
-from mesoskit import acknowledged, agent_work_dir, joined, until, updates
+from tests.mesos.mesoskit import acknowledged, agent_work_dir, joined, until, updates
 
 EXECUTOR = r'''
 import base64, http.client, json, os, subprocess, sys, uuid

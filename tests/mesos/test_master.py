@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from mesoskit import agent_work_dir, joined, until, updates
+from tests.mesos.mesoskit import agent_work_dir, joined, until, updates
 
 
 def test_the_master_lists_the_agent_with_its_resources_and_attributes(mesos_master, joined_agent, port_block_10):

@@ -11,7 +11,7 @@ import urllib.request
 import pytest
 
 from agent.flags import FlagError, parse
-from mesoskit import until
+from tests.mesos.mesoskit import until
 
 
 def test_master_and_attributes_as_mesos_agent_takes_them(tmp_path):
@@ -44,7 +44,7 @@ def test_a_bad_value_is_one_line_naming_it(flag, says):
 
 
 def test_an_agent_whose_master_is_not_there_serves_its_api_and_keeps_trying(corral):
-    from agentkit import AgentProcess, free_port_block
+    from tests.agent.agentkit import AgentProcess, free_port_block
     agent = AgentProcess([f"--master=127.0.0.1:{free_port_block(1)}", f"--work_dir={corral.work_dir}",
                           f"--runtime_dir={corral.runtime_dir}", f"--cgroups_root={corral.cgroups_root}",
                           "--resources=cpus:1;mem:256;disk:64;ports:[31000-31001]"])
@@ -56,7 +56,7 @@ def test_an_agent_whose_master_is_not_there_serves_its_api_and_keeps_trying(corr
 
 def test_a_message_not_from_the_master_is_dropped(corral, mesos_master):
     """A RunTaskMessage that names another sender than the master runs nothing."""
-    from agentkit import AgentProcess
+    from tests.agent.agentkit import AgentProcess
 
     from agent import messages as m
     master = mesos_master()

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import time
 
-from mesoskit import acknowledged, joined, until, updates
+from tests.mesos.mesoskit import acknowledged, joined, until, updates
 
 
 def _wait_for_line(process, text: str, timeout: float = 60) -> list[str]:

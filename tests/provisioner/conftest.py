@@ -23,7 +23,7 @@ import requests
 
 from provisioner import Provisioner, ProvisionerFlags
 
-from prov_images import Pusher
+from tests.provisioner.prov_images import Pusher
 
 REGISTRY_BIN = "/usr/bin/docker-registry"
 

@@ -12,7 +12,7 @@ from provisioner.errors import InvalidImage
 from provisioner.extract import OPAQUE_XATTR, extract
 from provisioner.streams import decompressed
 
-from prov_images import compress, tar
+from tests.provisioner.prov_images import compress, tar
 
 
 def unpack(data: bytes, dest: str) -> str:

@@ -21,7 +21,7 @@ from provisioner import ImageNotFound, InvalidImage, RegistryError
 from provisioner.core import Provisioner
 SUBDIRS = ("layers", "meta", "images", "containers", "tmp", "locks")
 
-from prov_images import (DOCKER_MANIFEST, LAYER_TYPES, OCI_INDEX, aci, busybox_layer, docker_save, gnu_sparse,
+from tests.provisioner.prov_images import (DOCKER_MANIFEST, LAYER_TYPES, OCI_INDEX, aci, busybox_layer, docker_save, gnu_sparse,
                          pax_sparse, sha256, tar)
 
 

@@ -16,7 +16,7 @@ import provisioner
 from corral.types import ContainerExists, CorralError, InvalidInput
 from provisioner import ImageNotFound, image_user, mountns, read_image_file, resolve_user
 
-from prov_images import aci, busybox_layer, docker_save, tar
+from tests.provisioner.prov_images import aci, busybox_layer, docker_save, tar
 
 
 def test_tar_store_provision_destroy_recover(make_provisioner, tmp):

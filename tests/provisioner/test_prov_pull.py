@@ -13,7 +13,7 @@ import pytest
 from provisioner import ImageNotFound, InvalidImage, RegistryError, mountns
 from provisioner.progress import NoProgress
 
-from prov_images import (DOCKER_LIST, OCI_INDEX, OCI_MANIFEST, busybox_layer, tar)
+from tests.provisioner.prov_images import (DOCKER_LIST, OCI_INDEX, OCI_MANIFEST, busybox_layer, tar)
 
 
 def repo(prefix="test"):
@@ -179,12 +179,8 @@ def test_malicious_layer_is_refused(make_provisioner, registry, tmp):
 
 
 def _closed_port() -> int:
-    # Not conftest's free_port by `from conftest import`: with tests/agent collected too, that
-    # name is tests/agent's conftest.
-    import socket
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    from tests.provisioner.conftest import free_port
+    return free_port()
 
 
 def test_token_auth(make_provisioner, token_registry, tmp):
@@ -233,7 +229,7 @@ def test_a_bad_layer_fails_the_pull_cleanly(make_provisioner, registry, front, t
         f.write('{"auths": {"%s": {"username": "bob", "password": "hunter2"}}}' % front.host)
     p = make_provisioner(front.host, docker_config=config, max_parallel_downloads=4)
     import gzip
-    from prov_images import sha256
+    from tests.provisioner.prov_images import sha256
     front.corrupt.add(sha256(gzip.compress(big[0], compresslevel=1, mtime=0)))
     with pytest.raises(Exception, match="content is sha256:.*expected"):
         p.pull(f"{front.host}/{name}:v1")

@@ -7,7 +7,7 @@ import os
 
 import pytest
 
-from prov_images import busybox_layer, tar
+from tests.provisioner.prov_images import busybox_layer, tar
 
 RUNTIME = {"Entrypoint": ["/bin/sh", "-c"], "Cmd": ["echo $GREETING from $(pwd) as $(id -u):$(id -g)"],
            "Env": ["GREETING=hello", "PATH=/bin"], "WorkingDir": "/data", "User": "alice:staff"}

@@ -16,12 +16,13 @@ from containerizers.docker import DockerContainerizer
 from containerizers.external import ExternalContainerizer
 from containerizers.mesos.containerizer import MesosContainerizer
 from corral.types import LAUNCHED, NOT_SUPPORTED, TASK_KILLED, ContainerConfig, ContainerExists, NoSuchContainer
-from test_external import RUNC_EXAMPLE, program
-from threads import only_thread
+from tests.test_external import RUNC_EXAMPLE, program
+from tests.threads import only_thread
 
 ACCEPT_ALL = ('case "$1" in launch) sleep "${DELAY:-0}"; echo \'{"result": "LAUNCHED"}\';;\n'
               '  wait|destroy) echo \'{"termination": {"exit_code": 0}, "exit_code": 0}\';;\n'
               '  recover|containers) echo \'{"containers": []}\';;\n  *) echo "{}";; esac\n')
+pytestmark = pytest.mark.usefixtures("no_threads_left")     # docker and external run on threads
 DECLINE_SLOWLY = 'sleep 1; echo \'{"result": "NOT_SUPPORTED"}\'\n'
 
 

@@ -18,7 +18,9 @@ from containerizers.external import ExternalContainerizer, ExternalError, SyncEx
 from corral.types import (LAUNCHED, NOT_SUPPORTED, REASON_CONTAINER_LIMITATION_MEMORY, TASK_FAILED, TASK_KILLED,
                           TASK_LOST, ContainerConfig, NoSuchContainer, Resources)
 
-RUNC_EXAMPLE = str(Path(__file__).parents[2] / "examples" / "runc-containerizer")
+RUNC_EXAMPLE = str(Path(__file__).parents[1] / "examples" / "runc-containerizer")
+
+pytestmark = pytest.mark.usefixtures("no_threads_left")     # its asyncio face runs on threads
 
 
 @pytest.fixture
@@ -217,3 +219,30 @@ def test_cli_run_with_the_runc_example(rootfs, tmp_path):
                          env=env, capture_output=True, text=True, timeout=60)
     assert (ran.returncode, ran.stdout, ran.stderr) == (3, "out\n", "err\n")
     assert os.listdir(tmp_path / "run" / "external" / "program" / "containers") == []
+
+
+WRITES_OUTPUT = ('read -r request\n'
+                 'case "$1" in\n'
+                 '  launch) sandbox=$(echo "$request" | sed -n \'s/.*"sandbox": "\\([^"]*\\)".*/\\1/p\')\n'
+                 '          echo out > "$sandbox/stdout"; echo err > "$sandbox/stderr"\n'
+                 '          echo \'{"result": "LAUNCHED"}\';;\n'
+                 '  wait|destroy) echo \'{"exit_code": 0}\';;\n'
+                 '  *) echo "{}";;\n'
+                 'esac\n')
+
+
+def test_cli_logs_follow_of_an_external_container(tmp_path):
+    """logs --follow waits for the end as the containerizer can (the program's wait), then prints."""
+    corral = os.path.join(os.path.dirname(sys.executable), "corral")
+    env = dict(os.environ, CORRAL_WORK_DIR=str(tmp_path / "work"), CORRAL_RUNTIME_DIR=str(tmp_path / "run"),
+               CORRAL_CONTAINERIZERS="external")
+    path = program(tmp_path, "writes", WRITES_OUTPUT)
+    given = ["--external-containerizer-path", path]
+
+    def cli(*args):
+        return subprocess.run([corral, *given, *args], env=env, capture_output=True, text=True, timeout=60)
+    assert cli("run", "--detach", "--name", "x1", "--", "true").stdout == "x1\n"
+    followed = cli("logs", "--follow", "x1")
+    assert (followed.returncode, followed.stdout, followed.stderr) == (0, "out\n", "")
+    assert cli("logs", "--stderr", "x1").stdout == "err\n"
+    assert cli("destroy", "x1").returncode == 0
