@@ -18,7 +18,7 @@ import tempfile
 
 import pytest
 
-from cgroupkit import outside_device
+from tests.cgroupkit import outside_device
 from corral.cgroups import hierarchies
 from isolators.capabilities import DEFAULT, NUMBERS
 from isolators.registry import CONFINEMENT, DEFAULT_ISOLATION

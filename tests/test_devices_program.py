@@ -17,7 +17,7 @@ from corral.cgroups.fs2.devices import Devices as V2Devices
 from corral.cgroups.fs2.devices import device_program
 from isolators.devices import DEFAULT_RULES, Device
 
-from cgroupkit import outside_device
+from tests.cgroupkit import outside_device
 
 
 def lines(devices) -> list[str]:

@@ -109,6 +109,10 @@ class Launcher:
             answer = f.readline().decode(errors="replace").split()
         if len(answer) != 3 or answer[0] != "ok":
             os.close(go_w)
+            # A supervisor that answers anything but ok is exiting: collect it now, so that no
+            # caller finds it still in <root>/.supervisors after the launch has failed.
+            os.waitpid(child, 0)
+            self._children.discard(child)
             raise LaunchFailed(" ".join(answer[1:]) or "the supervisor died before starting init")
         forked = Forked(int(answer[1]), int(answer[2]), go_w)
         try:
