@@ -32,11 +32,18 @@ PYTHON=${PYTHON:-python3}
 PYTHON=$("$PYTHON" -c 'import sys; print(sys.executable)')
 "$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 11))' || { echo "setup.sh: corral needs Python 3.11+" >&2; exit 1; }
 [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
-.venv/bin/python -m pip install -q --disable-pip-version-check --upgrade pip
-# compat mode: a plain path in a .pth file, no import hook on every start of `corral`.
-.venv/bin/python -m pip install -q --disable-pip-version-check -e '.[test]' --config-settings editable_mode=compat
-# Compiled once here, so that no `corral` run compiles (or, with PYTHONDONTWRITEBYTECODE, recompiles) sources.
-.venv/bin/python -m compileall -q corral containerizers isolators provisioner agent
+# Every version, the build's setuptools included, comes from constraints.txt (scripts/lock.sh
+# refreshes it, on purpose): the same install on every machine and in CI.
+export PIP_CONSTRAINT="$PWD/constraints.txt" PIP_DISABLE_PIP_VERSION_CHECK=1
+.venv/bin/python -m pip install -q --upgrade pip
+# strict mode: site-packages gets a static .pth to a tree of links (build/__editable__.*) that
+# holds the one package `corral` and nothing else; no import hook on any start of `corral`.
+# A new module needs this script run again, to be linked. (The notice that strict mode prints
+# on every install is silenced: it says what this comment says.)
+PYTHONWARNINGS='ignore:Editable installation' .venv/bin/python -m pip install -q -e '.[test]' --config-settings editable_mode=strict
+# Compiled once here, so that no `corral` run compiles (or, with PYTHONDONTWRITEBYTECODE, recompiles)
+# sources: the link tree that `corral` imports from (-I: not this checkout, which holds corral/ too).
+.venv/bin/python -m compileall -q "$(.venv/bin/python -I -c 'import corral, os; print(os.path.dirname(corral.__file__))')"
 # A busybox image from the host's static busybox, for hosts without a registry (the tar store).
-.venv/bin/python -m provisioner.localimage /var/lib/corral/images >/dev/null
+.venv/bin/python -m corral.provisioner.localimage /var/lib/corral/images >/dev/null
 echo "corral is set up: .venv/bin/corral; a busybox image is in /var/lib/corral/images"
