@@ -123,6 +123,9 @@ class Resources(Record):
     cpus: float | None = None
     mem_mb: float | None = None
     ports: list | None = None       # the host ports given to the container: [[begin, end], ...]
+    # Any other resource given (the agent's custom ones): name -> the devices given, as a list
+    # of names (gpus -> ['0'] GPU indices, fpgas -> ['fpga0'] set items), or a number (hugepages).
+    custom: dict | None = None
 
     def __post_init__(self):
         if self.cpus is not None:

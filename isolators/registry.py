@@ -66,4 +66,6 @@ def create_isolators(names: list[str], flags: IsolatorFlags) -> list[Isolator]:
         isolator = isolator_class(name)(flags)
         isolator.name = name
         isolators.append(isolator)
+    for isolator in isolators:
+        isolator.peers = isolators
     return isolators
