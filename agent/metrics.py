@@ -2,7 +2,9 @@
 
 Totals come from the agent's resources (custom ones too: slave/fpgas_total), use from its allocator; task counts in TASK_STARTING and
 TASK_RUNNING are the containers now in that state, the terminal ones count since the agent started.
-corral's own: corral/waits_open, the WAIT calls the agent holds now.
+corral's own: corral/waits_open, the WAIT calls the agent holds now; with gpu/nvidia, each GPU's
+utilisation and memory as NVML reports them (corral/gpus/<index>/utilization_percent,
+memory_used_bytes, memory_total_bytes).
 """
 
 from __future__ import annotations
@@ -31,6 +33,12 @@ def snapshot(agent) -> dict[str, float]:
     metrics["slave/container_launch_errors"] = agent.counters["launch_errors"]
     metrics["containerizer/mesos/containers"] = len(agent.records)
     metrics["corral/waits_open"] = agent.waiting       # WAIT calls whose container has not ended
+    if agent.units.get("gpus"):
+        from isolators.gpu import nvml
+        for gpu in nvml.usage(agent.units["gpus"]):
+            for field in ("utilization_percent", "memory_used_bytes", "memory_total_bytes"):
+                if field in gpu:
+                    metrics[f"corral/gpus/{gpu['index']}/{field}"] = float(gpu[field])
     return metrics
 
 

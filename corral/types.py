@@ -155,6 +155,7 @@ class ContainerConfig(Record):
     containerizer: str | None = None    # which containerizer the caller asked for, if any
     image: dict | None = None           # {"type": "DOCKER"|"APPC", "name": ...} when the task has one
     rootfs: str | None = None           # a root filesystem ready on the host (the provisioner's, or a caller's)
+    image_labels: dict = dict           # the image's labels, once provisioned (gpu/nvidia reads one)
     volumes: list[str] = list           # HOST:CONTAINER[:ro] bind mounts, with a root filesystem or docker
     network: str | None = None          # docker: host (the default), bridge, none or a network's name
     ports: list[str] = list             # docker, off the host network: HOST_PORT:CONTAINER_PORT[/udp]
