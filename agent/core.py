@@ -260,7 +260,8 @@ class Agent:
 
     async def containers(self) -> list[dict]:
         return [{"container_id": cid, "statuses": self.statuses(cid), "resources": record.get("resources", []),
-                 "config": record.get("config")} for cid, record in sorted(self.records.items())]
+                 "units": record.get("units") or {}, "config": record.get("config")}
+                for cid, record in sorted(self.records.items())]
 
     # -- helpers -------------------------------------------------------------------------------
 

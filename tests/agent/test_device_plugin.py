@@ -138,6 +138,13 @@ def held(agent) -> dict[str, list[str]]:
     return out
 
 
+def units(agent) -> dict[str, dict]:
+    """container id -> the whole units it holds, as GET_CONTAINERS says."""
+    status, body = agent.call({"type": "GET_CONTAINERS"})
+    assert status == 200, body
+    return {c["container_id"]["value"]: c["units"] for c in body["get_containers"]["containers"] if c.get("units")}
+
+
 def kill_and_remove(agent, container_id):
     assert agent.call({"type": "KILL_CONTAINER", "kill_container": {"container_id": {"value": container_id}}})[0] == 200
     status, waited = agent.call({"type": "WAIT_CONTAINER", "wait_container": {"container_id": {"value": container_id}}})
@@ -183,9 +190,32 @@ def test_a_container_uses_the_fpga_it_was_given_and_no_other(fpgas, start_agent,
         kill_and_remove(agent, container_id)
 
 
+def test_whole_units_of_a_scalar_resource_are_given_by_name_and_kept_across_a_restart(fpgas, start_agent, corral):
+    """fpgas:2 (as gpus:2): a container asking fpgas:1 is given one by name, which the agent
+    checkpoints apart from the scalar it accounts."""
+    agent = start_agent("fpgas:2")
+    assert state(agent)["resources"]["fpgas"] == 2.0
+    assert launch_fpga(agent, "first", fpgas, 1)[0] == 200
+    out = report(corral, "first")
+    assert "given=fpga0\n" in out and "fpga0: cat: can't open '/dev/fpga0': No such device or address\n" in out
+    assert "fpga1: cat: can't open '/dev/fpga1': Operation not permitted\n" in out
+    assert units(agent) == {"first": {"fpgas": ["fpga0"]}}
+
+    agent.sigkill()
+    agent = start_agent("fpgas:2")
+    assert units(agent) == {"first": {"fpgas": ["fpga0"]}}
+    assert launch_fpga(agent, "second", fpgas, 1)[0] == 200
+    assert "given=fpga1\n" in report(corral, "second")            # not fpga0 again
+    status, body = launch_fpga(agent, "third", fpgas, 1)
+    assert (status, body.strip()) == (409, "not enough free resources for third: fpgas: asked 1, none free")
+    for container_id in ("first", "second"):
+        kill_and_remove(agent, container_id)
+
+
 @pytest.mark.parametrize("resources, message", [
     ("fpgas:{fpga0,fpga7}", "devices/config: fpgas {fpga7} in --resources has no device in the config"),
-    ("fpgas:2", "devices/config manages fpgas: give it in --resources as a set, fpgas:{fpga0,fpga1}"),
+    ("fpgas:3", "devices/config found 2 fpgas, and --resources says 3"),
+    ("fpgas:[1-2]", "devices/config manages fpgas: give it in --resources, as fpgas:{fpga0,fpga1} or fpgas:2"),
     ("fpgas:{fpga0};gpus:1", "gpus in --resources needs the gpu/nvidia isolator"),
 ])
 def test_resources_the_isolators_cannot_back_stop_the_agent_with_one_line(fpgas, corral, resources, message):

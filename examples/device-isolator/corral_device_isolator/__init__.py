@@ -4,10 +4,11 @@
                "devices": {"fpga0": "/dev/fpga0", "fpga1": {"host": "/dev/fpga1", "container": "/dev/fpga1"}}}}
 
 The file is $CORRAL_DEVICES_CONFIG, else /etc/corral/devices.json. Each resource named there
-must be a set in the agent's --resources ('fpgas:{fpga0,fpga1}') whose items all have a device
-node. A container given fpga0 may use that node alone of them (the devices cgroup), has it in
-its /dev (with an image), and finds the names it was given in the resource's variable
-(FPGA_DEVICES=fpga0).
+is, in the agent's --resources, either a set whose items all have a device node
+('fpgas:{fpga0,fpga1}'), or the number of the config's devices ('fpgas:2', as gpus:2), whole
+units the agent gives by name. A container given fpga0 may use that node alone of them (the
+devices cgroup), has it in its /dev (with an image), and finds the names it was given in the
+resource's variable (FPGA_DEVICES=fpga0).
 
 It uses only corral's public interface for isolators: isolators.Isolator, isolators.LaunchInfo,
 isolators.devices.host_device and corral.types.InvalidInput.
@@ -65,18 +66,23 @@ class ConfigDevicesIsolator(Isolator):
     @classmethod
     def check_resources(cls, flags, resources):
         config = load_config()
+        managed = {}
         for resource, spec in config.items():
             value = resources.get(resource)
-            if not isinstance(value, frozenset):
-                raise InvalidInput(f"devices/config manages {resource}: give it in --resources as a set, "
-                                   f"{resource}:{{{','.join(sorted(spec['devices']))}}}")
-            unknown = sorted(value - set(spec["devices"]))
-            if unknown:
-                raise InvalidInput(f"devices/config: {resource} {{{','.join(unknown)}}} in --resources "
-                                   "has no device in the config")
-            for host, container in (spec["devices"][item] for item in value):
-                host_device(host, container)         # a character or block device, or one line why not
-        return {resource: None for resource in config}
+            if isinstance(value, float):          # fpgas:2: the config's devices, as whole units
+                items, managed[resource] = list(spec["devices"]), list(spec["devices"])
+            elif isinstance(value, frozenset):    # fpgas:{fpga0,fpga1}: the set's items
+                items, managed[resource] = sorted(value), None
+                unknown = sorted(value - set(spec["devices"]))
+                if unknown:
+                    raise InvalidInput(f"devices/config: {resource} {{{','.join(unknown)}}} in --resources "
+                                       "has no device in the config")
+            else:
+                raise InvalidInput(f"devices/config manages {resource}: give it in --resources, as "
+                                   f"{resource}:{{{','.join(spec['devices'])}}} or {resource}:{len(spec['devices'])}")
+            for item in items:
+                host_device(*spec["devices"][item])    # a character or block device, or one line why not
+        return managed
 
     def _given(self, config) -> dict[str, list[str]]:
         custom = config.resources.custom or {}
