@@ -1,7 +1,8 @@
 """The agent's metrics: Mesos's names (GET /metrics/snapshot) and the Prometheus text form (GET /metrics).
 
-Totals come from the agent's resources (custom ones too: slave/fpgas_total), use from its allocator; task counts in TASK_STARTING and
-TASK_RUNNING are the containers now in that state, the terminal ones count since the agent started.
+Totals come from the agent's resources (custom ones too: slave/fpgas_total), use from its
+allocator; task counts in TASK_STARTING and TASK_RUNNING are the containers now in that state,
+the terminal ones count since the agent started.
 corral's own: corral/waits_open, the WAIT calls the agent holds now; with gpu/nvidia, each GPU's
 utilisation and memory as NVML reports them (corral/gpus/<index>/utilization_percent,
 memory_used_bytes, memory_total_bytes).
@@ -19,7 +20,8 @@ def snapshot(agent) -> dict[str, float]:
     used = agent.allocator.total - agent.allocator.free()
     metrics: dict[str, float] = {"slave/uptime_secs": round(time.time() - agent.started, 3)}
     # Mesos's four, then each custom resource (fpgas, hugepages...) the same way.
-    for name in ("cpus", "mem", "disk", "gpus", *sorted(agent.total.names() - {"cpus", "mem", "disk", "gpus", "ports"})):
+    mesos = ("cpus", "mem", "disk", "gpus")
+    for name in (*mesos, *sorted(agent.total.names() - {*mesos, "ports"})):
         total = _amount(agent.total.get(name))
         in_use = _amount(used.get(name))
         metrics[f"slave/{name}_total"] = total

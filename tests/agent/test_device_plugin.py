@@ -223,7 +223,8 @@ def test_resources_the_isolators_cannot_back_stop_the_agent_with_one_line(fpgas,
     result = subprocess.run([sys.executable, "-m", "agent.main", f"--work_dir={corral.work_dir}",
                              f"--runtime_dir={corral.runtime_dir}", f"--cgroups_root={corral.cgroups_root}",
                              f"--isolation={','.join([*DEFAULT_ISOLATION, 'devices/config'])}",
-                             f"--resources={resources}", f"--port={free_port_block(1)}"], capture_output=True, text=True, timeout=60)
+                             f"--resources={resources}", f"--port={free_port_block(1)}"],
+                            capture_output=True, text=True, timeout=60)
     assert result.returncode == 2 and message in result.stderr and result.stderr.count("\n") == 1, result.stderr
 
 
