@@ -6,10 +6,12 @@ host without it, or without NVIDIA's driver (libnvidia-ml.so), is one InvalidInp
 
 from __future__ import annotations
 
+import os
+
 from corral.record import Record
 from corral.types import InvalidInput
 
-_initialised = False
+_initialised_in: int | None = None      # the pid that initialised NVML
 
 
 class Gpu(Record):
@@ -20,19 +22,20 @@ class Gpu(Record):
 
 
 def nvml():
-    """The pynvml module, initialised once per process."""
-    global _initialised
+    """The pynvml module, initialised once per process: a process forked after the agent's
+    check (the launch server) initialises its own rather than use handles it inherited."""
+    global _initialised_in
     try:
         import pynvml
     except ImportError:
         raise InvalidInput("gpu/nvidia needs nvidia-ml-py (NVIDIA's NVML binding): "
                            "pip install 'corral[gpu]'") from None
-    if not _initialised:
+    if _initialised_in != os.getpid():
         try:
             pynvml.nvmlInit()
         except pynvml.NVMLError as e:
             raise InvalidInput(f"gpu/nvidia: no NVIDIA driver on this host (NVML: {e})") from None
-        _initialised = True
+        _initialised_in = os.getpid()
     return pynvml
 
 
