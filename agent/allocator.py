@@ -1,14 +1,17 @@
 """The allocator: hands the agent's resources out to containers, never more than it has.
 
 A container asks for amounts (cpus:0.5;mem:128), for exact ranges or set items
-(ports:[31000-31001]), or for a number of values of a ranges resource (ports:2), which the
-allocator picks. What each container holds is written to `path` at once (durably, unless the
-caller keeps the durable record itself, as the agent does in each container's checkpoint), so a
-restarted agent never hands the same port out twice.
+(ports:[31000-31001], fpgas:{fpga0}), or for a number of values of a ranges or set resource
+(ports:2, fpgas:1), which the allocator picks. A scalar resource made of whole units (gpus:2,
+whose units the gpu/nvidia isolator names: GPU indices) is given as that many units, and which
+ones is recorded in `assigned`. What each container holds is written to `path` at once
+(durably, unless the caller keeps the durable record itself, as the agent does in each
+container's checkpoint), so a restarted agent never hands the same port or device out twice.
 """
 
 from __future__ import annotations
 
+import re
 from itertools import islice
 
 from corral.files import DamagedFile, read_json, write_json
@@ -26,8 +29,11 @@ class Allocator:
     """`host` (agent.ports.HostPorts) keeps the ports resource clear of ports the host uses."""
 
     def __init__(self, total: Resources, path: str | None = None, host=None, *,
-                 held: dict[str, Resources] | None = None, durable: bool = True, defer=None):
-        """`held`: what each owner holds, known from elsewhere (the containers' own checkpoints),
+                 held: dict[str, Resources] | None = None, durable: bool = True, defer=None,
+                 units: dict[str, list[str]] | None = None, assigned: dict[str, dict] | None = None):
+        """`units`: the scalar resources given as whole units, and their names (gpus -> ['0', '1']);
+        `assigned`: which units each owner holds (from the containers' checkpoints, as `held`).
+        `held`: what each owner holds, known from elsewhere (the containers' own checkpoints),
         instead of reading `path`; `durable=False` when `path` only mirrors such a record.
         `defer(fn)`: run fn soon (an event loop's call_soon), for a mirror that may lag its changes
         by a moment: the changes made meanwhile are written once; flush() writes them now."""
@@ -37,6 +43,8 @@ class Allocator:
         self.durable = durable
         self.defer = defer
         self._pending = False
+        self.units = {name: list(names) for name, names in (units or {}).items()}
+        self.assigned: dict[str, dict[str, list[str]]] = dict(assigned or {})
         if held is None:
             self.held: dict[str, Resources] = self._load() if path else {}
         else:
@@ -58,6 +66,8 @@ class Allocator:
             have, problem = free.items.get(key), None
             if isinstance(want, float) and isinstance(have, Ranges):
                 want, problem = self._pick(key, want, have)
+            elif isinstance(want, float) and isinstance(have, frozenset):
+                want, problem = self._pick_items(key, want, have)
             elif isinstance(want, Ranges):
                 problem = self._check_ranges(key, want)
             problem = problem or "; ".join(free.shortages(Resources({key: want})))
@@ -65,12 +75,46 @@ class Allocator:
                 short.append(problem)
             else:
                 given += Resources({key: want})
+        units, problem = self._pick_units(given)
+        if problem:
+            short.append(problem)
         if short:
             more = f"; and {len(short) - 10} more" if len(short) > 10 else ""
             raise InsufficientResources(f"not enough free resources for {owner}: {'; '.join(short[:10])}{more}")
         self.held[owner] = given
+        if units:
+            self.assigned[owner] = units
         self._save()
         return given
+
+    def given_units(self, owner: str) -> dict[str, list[str]]:
+        """The units `owner` holds of each whole-unit resource (gpus -> ['1'])."""
+        return self.assigned.get(owner, {})
+
+    def _pick_units(self, given: Resources) -> tuple[dict, str | None]:
+        """The units of each whole-unit resource in `given`: the first free ones, in their order."""
+        picked = {}
+        for name, names in self.units.items():
+            count = given.get(name)
+            if not count:
+                continue
+            if count != int(count):
+                return {}, f"{name}: asked {count:g}; {name} are given as whole units"
+            taken = {unit for units in self.assigned.values() for unit in units.get(name, ())}
+            free = [unit for unit in names if unit not in taken]
+            if len(free) < count:
+                return {}, f"{name}: asked {int(count)}, {len(free)} free"
+            picked[name] = free[:int(count)]
+        return picked, None
+
+    @staticmethod
+    def _pick_items(key, count: float, have: frozenset) -> tuple[frozenset | None, str | None]:
+        name = key[0]
+        if count != int(count):
+            return None, f"{name}: asked {count:g}; ask for a whole number or explicit items"
+        if len(have) < count:
+            return None, f"{name}: asked {int(count)}, {len(have)} free"
+        return frozenset(sorted(have, key=_natural)[:int(count)]), None
 
     def _pick(self, key, count: float, have: Ranges) -> tuple[Ranges | None, str | None]:
         name = key[0]
@@ -95,6 +139,7 @@ class Allocator:
         return None
 
     def release(self, owner: str) -> Resources | None:
+        self.assigned.pop(owner, None)
         given = self.held.pop(owner, None)
         if given is not None:
             self._save()
@@ -105,6 +150,7 @@ class Allocator:
         gone = sorted(set(self.held) - set(owners))
         for owner in gone:
             del self.held[owner]
+            self.assigned.pop(owner, None)
         if gone:
             self._save()
         return gone
@@ -112,6 +158,7 @@ class Allocator:
     def restore(self, held: dict[str, Resources]) -> None:
         """Replace what is held (rebuilt from the containers' own checkpoints) and checkpoint it."""
         self.held = dict(held)
+        self.assigned = {owner: units for owner, units in self.assigned.items() if owner in self.held}
         self._save()
 
     def _load(self) -> dict[str, Resources]:
@@ -140,3 +187,8 @@ class Allocator:
     def _write(self) -> None:
         self._pending = False
         write_json(self.path, {owner: held.to_json() for owner, held in self.held.items()}, durable=self.durable)
+
+
+def _natural(item: str):
+    """fpga2 before fpga10."""
+    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", item)]

@@ -224,6 +224,7 @@ async def get_containers(agent, _):
             "container_id": {"value": found["container_id"]},
             "container_status": {"state": statuses[-1]["state"] if statuses else None},
             "resources": found["resources"],
+            **({"units": found["units"]} if found["units"] else {}),   # which GPUs (gpus:1 -> {"gpus": ["0"]})
             "statuses": statuses,
         })
     return {"containers": containers}

@@ -4,7 +4,7 @@
     meta/boot_id                           the host's boot id when the agent last started
     meta/flags.json                        the flags it runs with
     meta/allocations.json                  what each container holds (agent.allocator.Allocator)
-    meta/containers/<id>/container.json    the launch: config, resources given, containerizer
+    meta/containers/<id>/container.json    the launch: config, resources given (and "units": which GPUs), containerizer
     meta/containers/<id>/statuses.json     the status stream: TASK_STARTING, TASK_RUNNING, then one end
 
 Every write is atomic: temp file, fsync, rename, fsync of the directory (a new directory's

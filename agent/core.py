@@ -28,6 +28,7 @@ from corral.files import remove_tree
 from corral.types import (LAUNCHED, TASK_LOST, TASK_RUNNING, ContainerConfig, ContainerExists, InvalidInput,
                           NoSuchContainer, check_container_id)
 
+from . import custom_resources
 from .allocator import Allocator
 from .checkpoint import TERMINAL_STATES, Checkpoint
 from .ports import HostPorts, port_env
@@ -78,6 +79,7 @@ def containerizer_args(flags, total: Resources) -> dict:
         provisioner = Provisioner(flags.work_dir, ProvisionerFlags(docker_registry=flags.docker_registry,
                                                                    max_layer_size=flags.max_layer_size))
     return dict(work_dir=flags.work_dir, runtime_dir=flags.runtime_dir, cgroups_root=flags.cgroups_root,
+                nvidia_gpu_devices=flags.nvidia_gpu_devices, nvidia_volumes=flags.nvidia_volumes,
                 provisioner=provisioner,
                 isolation=flags.isolation, cgroups_enable_cfs=flags.cgroups_enable_cfs,
                 container_ports_isolated_range=ports.to_list() if ports else [],
@@ -90,10 +92,13 @@ def containerizer_args(flags, total: Resources) -> dict:
 
 
 class Agent:
-    def __init__(self, flags, containerizer: Containerizer, total: Resources):
-        """`containerizer`: from make_containerizer(flags, total), made before any thread."""
+    def __init__(self, flags, containerizer: Containerizer, total: Resources,
+                 units: dict[str, list[str]] | None = None):
+        """`containerizer`: from make_containerizer(flags, total), made before any thread;
+        `units`: the resources given as whole units, and their names (agent/custom_resources.py)."""
         self.flags = flags
         self.total = total
+        self.units = units or {}
         self.checkpoint = Checkpoint(flags.work_dir, flags.strict)
         self.containerizer = containerizer
         self.allocator: Allocator | None = None        # made by recover(), from the checkpoint
@@ -120,10 +125,11 @@ class Agent:
         found = self.checkpoint.load()
         # Each container's checkpoint says what it holds: allocations.json only mirrors that, and
         # is written once per turn of the loop, however many allocations changed in it.
+        running = {cid: c["container"] for cid, c in found.containers.items() if not _ended(c["statuses"])}
         self.allocator = Allocator(self.total, self.checkpoint.allocations, HostPorts(), durable=False,
-                                   defer=asyncio.get_running_loop().call_soon, held={
-            cid: Resources.from_json(c["container"].get("resources") or [])
-            for cid, c in found.containers.items() if not _ended(c["statuses"])})
+                                   defer=asyncio.get_running_loop().call_soon, units=self.units, held={
+            cid: Resources.from_json(c.get("resources") or []) for cid, c in running.items()},
+            assigned={cid: c["units"] for cid, c in running.items() if c.get("units")})
         alive = set(await self.containerizer.recover())
         for container_id, message in found.damaged.items():
             self.checkpoint.remove_container(container_id)
@@ -179,10 +185,14 @@ class Agent:
         types.Resources(cpus=request.get("cpus"), mem_mb=request.get("mem"))
         given = self.allocator.allocate(container_id, request)
         ports = given.get("ports")
+        units = self.allocator.given_units(container_id)
         config.resources = types.Resources(cpus=given.get("cpus"), mem_mb=given.get("mem"),
-                                           ports=ports.to_list() if ports else None)
+                                           ports=ports.to_list() if ports else None,
+                                           custom=custom_resources.given(given, units) or None)
         config.env = {**config.env, **port_env(ports)}
         record = {"config": config.to_dict(), "resources": given.to_json(), "created": time.time()}
+        if units:
+            record["units"] = units
         self.records[container_id] = record
         self.ends[container_id] = asyncio.get_running_loop().create_future()   # a WAIT now waits for the launch
         self.launches[container_id] = asyncio.get_running_loop().create_future()   # and so does a KILL
@@ -250,7 +260,8 @@ class Agent:
 
     async def containers(self) -> list[dict]:
         return [{"container_id": cid, "statuses": self.statuses(cid), "resources": record.get("resources", []),
-                 "config": record.get("config")} for cid, record in sorted(self.records.items())]
+                 "units": record.get("units") or {}, "config": record.get("config")}
+                for cid, record in sorted(self.records.items())]
 
     # -- helpers -------------------------------------------------------------------------------
 

@@ -142,6 +142,19 @@ def _checked(check):
     return parse
 
 
+def _gpu_indices(text: str) -> list[int]:
+    """Mesos's --nvidia_gpu_devices: [0,1] (a JSON list of GPU indices, each once)."""
+    try:
+        indices = json.loads(text)
+    except ValueError:
+        indices = None
+    if not isinstance(indices, list) or not all(type(i) is int and i >= 0 for i in indices):
+        raise ValueError("is not a list of GPU indices, such as [0,1]")
+    if len(set(indices)) != len(indices):
+        raise ValueError("names a GPU twice")
+    return indices
+
+
 def _resources(text: str):
     from .resources import Resources
     try:
@@ -242,6 +255,12 @@ FLAGS = {flag.name: flag for flag in [
          "the agent's resources: cpus:2;mem:1024;ports:[31000-32000], JSON, or file://PATH; "
          "cpus, mem, disk and ports not named are detected"),
     Flag("isolation", _isolation, ",".join(DEFAULT_ISOLATION), "isolators, comma separated"),
+    Flag("nvidia_gpu_devices", _gpu_indices, None,
+         "gpu/nvidia: the GPUs (NVML indices, [0,1]) the agent offers as gpus; with it, --resources "
+         "must say gpus:N for as many (default: every GPU NVML finds)"),
+    Flag("nvidia_volumes", _choice("needed", "all"), "needed",
+         "gpu/nvidia: which image containers get the driver's volume at /usr/local/nvidia: those "
+         "whose image has the label com.nvidia.volumes.needed (Mesos's rule), or all"),
     Flag("containerizers", _names(("mesos", "docker", "external")), "mesos",
          "containerizers to use, in order: a container goes to the first that takes it"),
     Flag("image_providers", _names(("docker", "appc")), "", "image types the mesos containerizer provisions"),

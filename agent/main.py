@@ -16,6 +16,7 @@ import sys
 
 from corral.types import CorralError, InvalidInput
 
+from . import custom_resources
 from . import flags as agent_flags
 from .checkpoint import Checkpoint
 from .core import Agent, make_containerizer
@@ -29,7 +30,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     try:
         flags = agent_flags.parse(argv)
-        total = detect(flags.resources or Resources(), flags.work_dir)
+        total, units = custom_resources.settle(flags, detect(flags.resources or Resources(), flags.work_dir))
     except InvalidInput as e:
         print(f"corral agent: {e}", file=sys.stderr)
         return 2
@@ -40,7 +41,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"corral agent: {e}", file=sys.stderr)
         return 1
     try:
-        code = asyncio.run(_run(flags, total, containerizer))
+        code = asyncio.run(_run(flags, total, units, containerizer))
     except CorralError as e:        # a damaged checkpoint with --strict, among others
         print(f"corral agent: {e}", file=sys.stderr)
         code = 1
@@ -53,11 +54,11 @@ def main(argv: list[str] | None = None) -> int:
     os._exit(code)
 
 
-async def _run(flags, total: Resources, containerizer) -> int:
+async def _run(flags, total: Resources, units: dict, containerizer) -> int:
     from aiohttp import web
 
     from .api import make_runner
-    agent = Agent(flags, containerizer, total)
+    agent = Agent(flags, containerizer, total, units)
     await agent.recover()
     if flags.recover == "cleanup":
         await agent.cleanup()

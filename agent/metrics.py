@@ -1,8 +1,11 @@
 """The agent's metrics: Mesos's names (GET /metrics/snapshot) and the Prometheus text form (GET /metrics).
 
-Totals come from the agent's resources, use from its allocator; task counts in TASK_STARTING and
-TASK_RUNNING are the containers now in that state, the terminal ones count since the agent started.
-corral's own: corral/waits_open, the WAIT calls the agent holds now.
+Totals come from the agent's resources (custom ones too: slave/fpgas_total), use from its
+allocator; task counts in TASK_STARTING and TASK_RUNNING are the containers now in that state,
+the terminal ones count since the agent started.
+corral's own: corral/waits_open, the WAIT calls the agent holds now; with gpu/nvidia, each GPU's
+utilisation and memory as NVML reports them (corral/gpus/<index>/utilization_percent,
+memory_used_bytes, memory_total_bytes).
 """
 
 from __future__ import annotations
@@ -16,7 +19,9 @@ from corral.types import TASK_FAILED, TASK_FINISHED, TASK_KILLED, TASK_LOST, TAS
 def snapshot(agent) -> dict[str, float]:
     used = agent.allocator.total - agent.allocator.free()
     metrics: dict[str, float] = {"slave/uptime_secs": round(time.time() - agent.started, 3)}
-    for name in ("cpus", "mem", "disk", "gpus"):
+    # Mesos's four, then each custom resource (fpgas, hugepages...) the same way.
+    mesos = ("cpus", "mem", "disk", "gpus")
+    for name in (*mesos, *sorted(agent.total.names() - {*mesos, "ports"})):
         total = _amount(agent.total.get(name))
         in_use = _amount(used.get(name))
         metrics[f"slave/{name}_total"] = total
@@ -30,6 +35,12 @@ def snapshot(agent) -> dict[str, float]:
     metrics["slave/container_launch_errors"] = agent.counters["launch_errors"]
     metrics["containerizer/mesos/containers"] = len(agent.records)
     metrics["corral/waits_open"] = agent.waiting       # WAIT calls whose container has not ended
+    if agent.units.get("gpus"):
+        from corral.isolators.gpu import nvml
+        for gpu in nvml.usage(agent.units["gpus"]):
+            for field in ("utilization_percent", "memory_used_bytes", "memory_total_bytes"):
+                if field in gpu:
+                    metrics[f"corral/gpus/{gpu['index']}/{field}"] = float(gpu[field])
     return metrics
 
 

@@ -123,6 +123,9 @@ class Resources(Record):
     cpus: float | None = None
     mem_mb: float | None = None
     ports: list | None = None       # the host ports given to the container: [[begin, end], ...]
+    # Any other resource given (the agent's custom ones): name -> the devices given, as a list
+    # of names (gpus -> ['0'] GPU indices, fpgas -> ['fpga0'] set items), or a number (hugepages).
+    custom: dict | None = None
 
     def __post_init__(self):
         if self.cpus is not None:
@@ -152,6 +155,7 @@ class ContainerConfig(Record):
     containerizer: str | None = None    # which containerizer the caller asked for, if any
     image: dict | None = None           # {"type": "DOCKER"|"APPC", "name": ...} when the task has one
     rootfs: str | None = None           # a root filesystem ready on the host (the provisioner's, or a caller's)
+    image_labels: dict = dict           # the image's labels, once provisioned (gpu/nvidia reads one)
     volumes: list[str] = list           # HOST:CONTAINER[:ro] bind mounts, with a root filesystem or docker
     network: str | None = None          # docker: host (the default), bridge, none or a network's name
     ports: list[str] = list             # docker, off the host network: HOST_PORT:CONTAINER_PORT[/udp]

@@ -64,6 +64,24 @@ class Isolator:
 
     def __init__(self, flags: "IsolatorFlags"):
         self.flags = flags
+        self.peers: list[Isolator] = []      # the isolators of the same containers, this one among them
+
+    @classmethod
+    def check_resources(cls, flags: "IsolatorFlags", resources: dict) -> dict[str, list[str] | None]:
+        """At the agent's start, before any instance exists: the custom resources this isolator
+        manages (gpu/nvidia: gpus; a plug-in: fpgas), each with, where it is a scalar given as
+        whole devices, the names of its units (gpus -> ['0', '1']: the agent offers their number
+        and gives a container asking for gpus:1 one of them by name), else None. `resources`:
+        the agent's, name -> a float, a frozenset of items or a corral.ranges.Ranges. Raise
+        InvalidInput (one line) where the host cannot back them: the agent does not start. A
+        custom resource no isolator manages is offered and accounted only."""
+        return {}
+
+    def devices(self, container_id: str, config: ContainerConfig) -> list:
+        """The devices (isolators.devices.Device) that `config.resources.custom` gives the
+        container of this isolator's resources: cgroups/devices lets the container use them
+        and linux/devices makes their nodes in its /dev. A function of `config` alone."""
+        return []
 
     def prepare(self, container_id: str, config: ContainerConfig) -> LaunchInfo | None:
         """Before the container's init is forked: set up, and say what the launch needs."""
@@ -106,6 +124,10 @@ class IsolatorFlags(Record):
     seccomp_profile_name: str | None = None    # in seccomp_config_dir; None: corral's default profile
     allowed_devices: list = list               # devices every container may use, beyond the defaults
     cgroups_pids_limit: int | None = None      # the pids limit of a container that asks for none
+    # gpu/nvidia (docs/gpus.md): the GPUs offered (NVML indices; None: all), and which image
+    # containers get the driver's volume ("needed": those whose image asks for it; "all").
+    nvidia_gpu_devices: list | None = None
+    nvidia_volumes: str = "needed"
 
     def __post_init__(self):
         check_cgroups_root(self.cgroups_root)     # isolators join it under every cgroup mount

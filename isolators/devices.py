@@ -99,9 +99,11 @@ def parse_whitelist(text: str) -> list[Device]:
             from None
 
 
-def container_devices(config, flags) -> list[Device]:
-    """The devices a container asked for (--device) and those the agent allows every container."""
-    return [*flags.allowed_devices, *(parse_device(spec) for spec in config.devices)]
+def container_devices(config, flags, peers=(), container_id: str = "") -> list[Device]:
+    """The devices a container asked for (--device), those the agent allows every container, and
+    those its isolators give it of the custom resources they manage (Isolator.devices)."""
+    return [*flags.allowed_devices, *(parse_device(spec) for spec in config.devices),
+            *(device for peer in peers for device in peer.devices(container_id, config))]
 
 
 class LinuxDevicesIsolator(Isolator):
@@ -109,7 +111,7 @@ class LinuxDevicesIsolator(Isolator):
     filesystem the container sees the host's /dev, where a device keeps its host path."""
 
     def prepare(self, container_id, config):
-        devices = container_devices(config, self.flags)
+        devices = container_devices(config, self.flags, self.peers, container_id)
         if not config.rootfs:
             for device in devices:
                 if device.path != os.path.normpath(device.host):

@@ -27,6 +27,7 @@ BUILTIN = {
     "cgroups/devices": "corral.isolators.cgroups.devices:DevicesIsolator",
     "cgroups/pids": "corral.isolators.cgroups.pids:PidsIsolator",
     "posix/rlimits": "corral.isolators.rlimits:RlimitsIsolator",
+    "gpu/nvidia": "corral.isolators.gpu.nvidia:NvidiaGpuIsolator",
 }
 
 # What confines a container as runc and Docker do (docs/confinement.md): on by default, all
@@ -66,4 +67,6 @@ def create_isolators(names: list[str], flags: IsolatorFlags) -> list[Isolator]:
         isolator = isolator_class(name)(flags)
         isolator.name = name
         isolators.append(isolator)
+    for isolator in isolators:
+        isolator.peers = isolators
     return isolators

@@ -22,8 +22,8 @@ def test_builtins_resolve_by_name():
 
 
 def test_unknown_and_repeated_names_are_clear_errors():
-    with pytest.raises(InvalidInput, match=r"unknown isolator 'gpu/nvidia' \(known: cgroups/cpu"):
-        isolator_class("gpu/nvidia")
+    with pytest.raises(InvalidInput, match=r"unknown isolator 'gpu/amd' \(known: cgroups/cpu"):
+        isolator_class("gpu/amd")
     with pytest.raises(InvalidInput, match="named twice"):
         parse_isolation("cgroups/cpu,cgroups/cpu")
 

@@ -130,7 +130,7 @@ class SyncDockerContainerizer(SyncContainerizer):
                 # corral's own init.
                 "Init": True,
                 **_limits(config.resources, config.cgroups_enable_cfs or self.cgroups_enable_cfs),
-                **confinement(config)},
+                **confinement(config), **gpu_requests(config)},
         }
         if config.user:
             create["User"] = config.user
@@ -325,6 +325,16 @@ def confinement(config: ContainerConfig) -> dict:
         host["Devices"] = [{"PathOnHost": d.host, "PathInContainer": d.path, "CgroupPermissions": d.access}
                            for d in map(parse_device, config.devices)]
     return host
+
+
+def gpu_requests(config: ContainerConfig) -> dict:
+    """The GPUs the agent gave the container (gpu/nvidia's indices), as a DeviceRequest that
+    dockerd (API 1.40, Docker 19.03 on) hands to NVIDIA's container toolkit."""
+    indices = (config.resources.custom or {}).get("gpus")
+    if not indices:
+        return {}
+    return {"DeviceRequests": [{"Driver": "nvidia", "DeviceIDs": [str(i) for i in indices],
+                                "Capabilities": [["gpu"]]}]}
 
 
 def resource_statistics(stats: dict, host_config: dict, processes: int) -> dict:

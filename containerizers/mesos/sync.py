@@ -125,7 +125,8 @@ class SyncMesosContainerizer(SyncContainerizer):
             uid, gid = image_user(info.layers, command.user)
             identity = Identity(uid=uid, gid=gid, groups=(gid,), name=command.user, home="/")
         launch = ContainerConfig.from_dict({**config.to_dict(), "argv": command.argv, "env": command.env,
-                                            "workdir": command.workdir, "rootfs": info.rootfs})
+                                            "workdir": command.workdir, "rootfs": info.rootfs,
+                                            "image_labels": (info.image_config or {}).get("Labels") or {}})
         return launch, identity, info.rootfs_mount
 
     def _isolation_for(self, config: ContainerConfig) -> list[str]:

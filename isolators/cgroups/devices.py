@@ -1,6 +1,7 @@
 """cgroups/devices: which device nodes a container may read, write and make: runc's default
 list (isolators.devices.DEFAULT_RULES) plus what the container asks for (--device, the agent's
---allowed_devices, a GPU isolator's allow()). The devices cgroup of corral.cgroups holds the
+--allowed_devices), the devices its custom resources give it (each isolator's devices():
+gpu/nvidia's GPUs, a plug-in's), and a later allow(). The devices cgroup of corral.cgroups holds the
 list: v1's devices.allow/deny, or cgroup2's BPF device program."""
 
 from __future__ import annotations
@@ -19,7 +20,8 @@ class DevicesIsolator(Isolator):
     def prepare(self, container_id, config):
         cgroup = self._cgroup(container_id)
         cgroup.create()
-        cgroup.set_rules([device.rule() for device in (*DEFAULT_RULES, *container_devices(config, self.flags))])
+        cgroup.set_rules([device.rule() for device in (
+            *DEFAULT_RULES, *container_devices(config, self.flags, self.peers, container_id))])
 
     def isolate(self, container_id, pid):
         self._cgroup(container_id).attach(pid)     # on cgroup2, a no-op where the tracking placed it

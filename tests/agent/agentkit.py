@@ -44,11 +44,12 @@ class InProcessAgent:
 
         from corral.agent.api import make_runner
         from corral.agent.core import Agent, make_containerizer
+        from corral.agent.custom_resources import settle
         from corral.agent.resources import Resources, detect
-        total = detect(self.flags.resources or Resources(), self.flags.work_dir)
+        total, units = settle(self.flags, detect(self.flags.resources or Resources(), self.flags.work_dir))
         # Its launch server is forked before the process below gets threads: launches go through it.
         self.containerizer = make_containerizer(self.flags, total)
-        self.agent = Agent(self.flags, self.containerizer, total)
+        self.agent = Agent(self.flags, self.containerizer, total, units)
         await self.agent.recover()
         self.runner = make_runner(self.agent)
         await self.runner.setup()

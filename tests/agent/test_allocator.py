@@ -98,3 +98,28 @@ def test_what_is_held_can_come_from_elsewhere_and_is_mirrored(tmp_path):
     a = Allocator(R("cpus:2;ports:[5-9]"), str(path), held=held, durable=False)
     assert a.free() == R("cpus:1;ports:[7-9]")
     assert Allocator(R("cpus:2;ports:[5-9]"), str(path)).held == held
+
+
+def test_a_number_of_set_items_is_picked_and_whole_units_are_named():
+    a = Allocator(R("fpgas:{fpga10,fpga2,fpga1};gpus:2"), units={"gpus": ["0", "1"]})
+    assert a.allocate("c1", R("fpgas:2;gpus:1")) == R("fpgas:{fpga1,fpga2};gpus:1")    # fpga2 before fpga10
+    assert a.given_units("c1") == {"gpus": ["0"]}
+    assert a.allocate("c2", R("gpus:1")) == R("gpus:1") and a.given_units("c2") == {"gpus": ["1"]}
+    with pytest.raises(InsufficientResources, match=r"fpgas: asked 2, 1 free; gpus: asked 1, none free$"):
+        a.allocate("c3", R("fpgas:2;gpus:1"))
+    with pytest.raises(InsufficientResources, match="fpgas: asked 0.5; ask for a whole number or explicit items"):
+        a.allocate("c3", R("fpgas:0.5"))
+    a.release("c1")
+    a.allocate("c3", R("gpus:1"))
+    assert a.given_units("c3") == {"gpus": ["0"]}         # the unit c1 freed, not c2's
+
+
+def test_units_held_before_a_restart_are_not_given_again():
+    a = Allocator(R("gpus:3"), units={"gpus": ["0", "1", "2"]},
+                  held={"c1": R("gpus:1"), "gone": R("gpus:1")},
+                  assigned={"c1": {"gpus": ["1"]}, "gone": {"gpus": ["0"]}})
+    a.retain(["c1"])
+    a.allocate("c2", R("gpus:2"))
+    assert a.given_units("c2") == {"gpus": ["0", "2"]}
+    with pytest.raises(InsufficientResources, match="gpus: asked 0.5; gpus are given as whole units"):
+        Allocator(R("gpus:1"), units={"gpus": ["0"]}).allocate("c", R("gpus:0.5"))

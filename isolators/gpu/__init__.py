@@ -1,0 +1,1 @@
+"""GPU isolators: gpu/nvidia (Mesos's), on NVIDIA's NVML (nvidia.py, nvml.py)."""
