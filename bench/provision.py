@@ -18,9 +18,9 @@ import tarfile
 import tempfile
 import time
 
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tests", "provisioner"))
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))      # the checkout: tests.provisioner
 
-from prov_images import Pusher, busybox_layer  # noqa: E402
+from tests.provisioner.prov_images import Pusher, busybox_layer  # noqa: E402
 
 from corral.provisioner import Provisioner, ProvisionerFlags  # noqa: E402
 

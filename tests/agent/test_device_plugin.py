@@ -18,7 +18,7 @@ import time
 
 import pytest
 
-from agentkit import AgentProcess, free_port_block
+from tests.agent.agentkit import AgentProcess, free_port_block
 from corral.types import TASK_KILLED
 
 EXAMPLE = os.path.join(os.path.dirname(__file__), "..", "..", "examples", "device-isolator")

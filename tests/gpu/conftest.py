@@ -2,15 +2,9 @@
 
 from __future__ import annotations
 
-import os
-import sys
-
 import pytest
 
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "agent"))     # agentkit
-sys.path.insert(0, os.path.dirname(__file__))                                  # gpukit
-
-from gpukit import nvml_gpus  # noqa: E402
+from tests.gpu.gpukit import nvml_gpus
 
 
 @pytest.fixture(scope="session")

@@ -11,8 +11,8 @@ import time
 import urllib.request
 
 import pytest
-from agentkit import AgentProcess, free_port_block
-from gpukit import nvml_gpus
+from tests.agent.agentkit import AgentProcess, free_port_block
+from tests.gpu.gpukit import nvml_gpus
 
 from corral.types import TASK_KILLED
 from corral.isolators.registry import DEFAULT_ISOLATION
