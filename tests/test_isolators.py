@@ -75,3 +75,10 @@ def test_isolator_from_another_distribution_is_loaded_by_name(corral, plugin_sit
     assert (result.returncode, result.stdout, result.stderr) == (0, "from-plug\n", "")
     assert int((tmp_path / "isolated").read_text()) > 1     # the init's host pid
     assert (tmp_path / "cleaned").exists()
+
+
+def test_the_clis_default_isolation_is_the_registrys():
+    """The CLI writes the default out (its help imports no registry): the two never differ."""
+    from corral.agent.cli import DEFAULT_ISOLATION as written
+    from corral.isolators.registry import DEFAULT_ISOLATION
+    assert written == ",".join(DEFAULT_ISOLATION)
