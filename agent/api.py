@@ -1,5 +1,10 @@
 """The agent's HTTP API: Mesos's v1 operator calls as JSON on POST /api/v1; GET /health, /state,
-/metrics/snapshot (Mesos's metric names) and /metrics (Prometheus text).
+/metrics/snapshot (Mesos's metric names) and /metrics (Prometheus text); the sandboxes' files
+at GET /files/read and /files/browse (agent/sandboxes.py), as mesos-agent's Files process.
+
+Paths are routed as libprocess routes them: the longest registered prefix serves (a POST to
+/api/v1/anything is an operator call), and the agent's own endpoints (/api/v1, /health, /state)
+answer under its process id as well (/slave(1)/api/v1, ...), as mesos-agent's do.
 
 Only translation lives here: request JSON to `Agent` calls, answers and errors to HTTP. Bad
 input of any kind (JSON, call, content type, size, container id, resources) is a 4xx with a
@@ -32,6 +37,7 @@ import socket
 from aiohttp import web
 
 import corral
+from . import sandboxes
 from corral.types import ContainerConfig, CorralError, InvalidInput, NoSuchContainer, Unavailable, parse_signal
 
 from provisioner.errors import DigestMismatch, ImageNotFound, InvalidImage, RegistryError
@@ -39,6 +45,7 @@ from provisioner.errors import DigestMismatch, ImageNotFound, InvalidImage, Regi
 from . import metrics
 from .allocator import InsufficientResources
 from .resources import Resources
+from . import verbosity
 
 MAX_BODY = 1 << 20
 SHUTDOWN_GRACE = 0.25   # seconds the calls under way get to answer when the agent stops (not a WAIT's end)
@@ -46,6 +53,7 @@ AGENT = web.AppKey("agent", object)
 # Routes named so serve Mesos peers, not operators (the master's messages, agent/master.py): as
 # in Mesos, they carry no HTTP credentials, and their handler checks who sent them.
 PEER_ROUTE = "peer:"
+PROCESS_ID = "/slave(1)"       # the agent's libprocess id: its endpoints answer under it too
 
 
 def make_runner(agent) -> web.AppRunner:
@@ -60,19 +68,30 @@ def make_runner(agent) -> web.AppRunner:
 def make_app(agent) -> web.Application:
     app = web.Application(client_max_size=MAX_BODY, middlewares=[_deliver, _errors, _authenticate])
     app[AGENT] = agent
-    app.router.add_post("/api/v1", _call)
-    app.router.add_get("/health", _health)
-    app.router.add_get("/state", _state)
-    app.router.add_get("/metrics/snapshot", _metrics_snapshot)
+    for prefix in ("", PROCESS_ID):         # the agent process's endpoints
+        _route(app, "POST", prefix + "/api/v1", _call)
+        _route(app, "GET", prefix + "/health", _health)
+        _route(app, "GET", prefix + "/state", _state)
+        _route(app, "GET", prefix + "/state.json", _state)
+    _route(app, "GET", "/files/read", _files_read)      # the files process's
+    _route(app, "GET", "/files/browse", _files_browse)
+    _route(app, "GET", "/metrics/snapshot", _metrics_snapshot)
     app.router.add_get("/metrics", _metrics_prometheus)
     return app
+
+
+def _route(app: web.Application, method: str, path: str, handler) -> None:
+    """`path` and every path below it, as libprocess serves the longest registered prefix: a
+    route registered for a longer path (/api/v1/executor) still takes its own (aiohttp looks a
+    path up from its longest prefix down)."""
+    app.router.add_route(method, path + "{below:(?:/.*)?}", handler)
 
 
 # -- middlewares -----------------------------------------------------------------------------------
 
 # A missing image is the request's to fix (404, as a missing container); a registry that is down
 # or unusable, or that sent a blob that is not what its digest says, may do better later (503).
-_STATUS = ((NoSuchContainer, 404), (ImageNotFound, 404), (InsufficientResources, 409), (InvalidInput, 400),
+_STATUS = ((NoSuchContainer, 404), (ImageNotFound, 404), (sandboxes.FileNotFound, 404), (InsufficientResources, 409), (InvalidInput, 400),
            (InvalidImage, 400), (Unavailable, 503), (RegistryError, 503), (DigestMismatch, 503))
 
 
@@ -170,6 +189,53 @@ async def _metrics_prometheus(request):
                         headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"})
 
 
+async def _files_read(request):
+    """Mesos's /files/read: {"data": text, "offset": N}; without an offset (or -1), the file's
+    size as "offset" and no data, as Mesos's web UI first asks. Bytes that are not UTF-8 are
+    replaced (U+FFFD): this endpoint is for a reader of logs; READ_FILE gives the bytes."""
+    query = request.query
+    path = _query_text(query, "path")
+    offset = _query_count(query, "offset")
+    length = _query_count(query, "length")
+    size, data = await asyncio.to_thread(sandboxes.read, sandboxes.attached(request.app[AGENT]), path,
+                                         0 if offset is None else offset, 0 if offset is None else length)
+    return web.json_response({"data": data.decode(errors="replace"), "offset": size if offset is None else offset})
+
+
+async def _files_browse(request):
+    """Mesos's /files/browse: the directory's entries, each {"path", "nlink", "size", "mtime"
+    (seconds), "mode" ("drwxr-xr-x"), "uid", "gid"}."""
+    path = _query_text(request.query, "path")
+    infos = await asyncio.to_thread(sandboxes.browse, sandboxes.attached(request.app[AGENT]), path)
+    return web.json_response([sandboxes.browse_entry(info) for info in infos])
+
+
+def _query_text(query, key: str) -> str:
+    value = query.get(key, "")
+    if not value:
+        raise InvalidInput(f"expecting '{key}=value' in the query")
+    return _sound_text(value, key)
+
+
+def _query_count(query, key: str) -> int | None:
+    """A query's offset or length: a count of bytes; -1 or absent is None (Mesos's web UI sends -1)."""
+    value = query.get(key)
+    if value is None or value == "-1":
+        return None
+    if not value.isascii() or not value.isdigit():
+        raise InvalidInput(f"'{key}' must be a count of bytes (or -1), not {value!r}")
+    return _in_range(int(value), key)
+
+
+def _in_range(value: int, where: str) -> int:
+    if value > MAX_OFFSET:
+        raise InvalidInput(f'"{where}" is out of range: {value} is past the largest file offset ({MAX_OFFSET})')
+    return value
+
+
+MAX_OFFSET = (1 << 63) - 1      # off_t's
+
+
 async def _call(request):
     if request.content_type != "application/json":
         return web.Response(status=415, text=f"send application/json, not {request.content_type}\n")
@@ -230,9 +296,85 @@ async def get_containers(agent, _):
 
 
 async def get_state(agent, _):
-    return {"get_agent": {"agent_info": {"id": {"value": agent.agent_id}, "hostname": socket.gethostname(),
-                                         "port": agent.flags.port, "resources": agent.total.to_json()}},
-            "get_containers": await get_containers(agent, None)}
+    return {"get_tasks": await get_tasks(agent, None), "get_executors": await get_executors(agent, None),
+            "get_frameworks": await get_frameworks(agent, None)}
+
+
+async def get_agent(agent, _):
+    return {"agent_info": {"id": {"value": agent.agent_id}, "hostname": socket.gethostname(),
+                           "port": agent.flags.port, "resources": agent.total.to_json()}}
+
+
+# Frameworks, their executors and tasks come with a master (agent/master.py, where it is merged):
+# without one, corral's containers are all standalone, and these lists are empty.
+async def get_frameworks(agent, _):
+    return {"frameworks": [], "completed_frameworks": []}
+
+
+async def get_executors(agent, _):
+    return {"executors": [], "completed_executors": []}
+
+
+async def get_tasks(agent, _):
+    return {"pending_tasks": [], "queued_tasks": [], "launched_tasks": [], "terminated_tasks": [],
+            "completed_tasks": []}
+
+
+async def get_operations(agent, _):
+    return {"operations": []}       # operations on resources (reservations, volumes): none in corral
+
+
+async def get_logging_level(agent, _):
+    return {"level": verbosity.VERBOSITY.level}
+
+
+async def set_logging_level(agent, call):
+    """Mesos's SetLoggingLevel: {"level": N, "duration": {"nanoseconds": N}}, both required."""
+    level = _required(call, "level", int)
+    if not 0 <= level < 1 << 32:
+        raise InvalidInput(f'"{call.path("level")}" is out of range: {level} is not a uint32')
+    _required(call, "duration", dict)
+    nanoseconds = _required(call.object("duration"), "nanoseconds", int)
+    if not 0 <= nanoseconds < 1 << 63:
+        raise InvalidInput(f'"{call.path("duration")}.nanoseconds" is out of range: {nanoseconds}')
+    verbosity.VERBOSITY.set(level, nanoseconds / 1e9)
+    return web.Response(status=200)
+
+
+async def list_files(agent, call):
+    path = _required(call, "path", str)
+    return {"file_infos": await asyncio.to_thread(sandboxes.browse, sandboxes.attached(agent), path)}
+
+
+async def read_file(agent, call):
+    """Mesos's ReadFile: the file's size and up to 16 pages of it from `offset` ("data", base64
+    as protobuf's JSON has bytes); from past the end, none."""
+    path = _required(call, "path", str)
+    offset = _in_range(_uint64(call, "offset", required=True), call.path("offset"))
+    length = _uint64(call, "length")
+    size, data = await asyncio.to_thread(sandboxes.read, sandboxes.attached(agent), path, offset, length)
+    return {"size": size, "data": base64.b64encode(data).decode()}
+
+
+async def prune_images(agent, call):
+    """Mesos's PruneImages: the layers no image and no container uses go; `excluded_images` are
+    kept as every stored image is (corral's store removes an image only when asked to)."""
+    excluded = call.get("excluded_images", list, [])
+    for index, image in enumerate(excluded):
+        _Object(image, f"{call.path('excluded_images')}[{index}]")
+    provisioner = _provisioner(agent.containerizer)
+    if provisioner is not None:
+        await asyncio.to_thread(provisioner.prune)
+    return web.Response(status=200)
+
+
+def _provisioner(containerizer):
+    """The Mesos containerizer's image provisioner, if this agent has one."""
+    for each in getattr(containerizer, "containerizers", [containerizer]):
+        provisioner = getattr(getattr(each, "sync", None), "provisioner", None)
+        if provisioner is not None:
+            return provisioner
+    return None
 
 
 async def get_metrics(agent, _):
@@ -265,7 +407,10 @@ async def remove_container(agent, call):
 
 CALLS = {
     "GET_HEALTH": get_health, "GET_VERSION": get_version, "GET_FLAGS": get_flags, "GET_STATE": get_state,
-    "GET_METRICS": get_metrics,
+    "GET_METRICS": get_metrics, "GET_AGENT": get_agent, "GET_FRAMEWORKS": get_frameworks,
+    "GET_EXECUTORS": get_executors, "GET_TASKS": get_tasks, "GET_OPERATIONS": get_operations,
+    "GET_LOGGING_LEVEL": get_logging_level, "SET_LOGGING_LEVEL": set_logging_level,
+    "LIST_FILES": list_files, "READ_FILE": read_file, "PRUNE_IMAGES": prune_images,
     "GET_CONTAINERS": get_containers, "LAUNCH_CONTAINER": launch_container, "WAIT_CONTAINER": wait_container,
     "KILL_CONTAINER": kill_container, "REMOVE_CONTAINER": remove_container,
 }
@@ -333,6 +478,27 @@ def _sound_text(value: str, where: str) -> str:
         raise InvalidInput(f'"{where}" is not valid Unicode (a lone surrogate)') from None
     if "\0" in value:
         raise InvalidInput(f'"{where}" holds a NUL character')
+    return value
+
+
+def _required(call: _Object, key: str, kind: type):
+    value = call.get(key, kind)
+    if value is None:
+        raise InvalidInput(f'{_quoted(call.where)} needs "{key}"')
+    return value
+
+
+def _uint64(call: _Object, key: str, required: bool = False) -> int | None:
+    """A uint64 field: a number, or a string of digits as protobuf's JSON writes 64-bit integers."""
+    value = call.data.get(key)
+    if value is None:
+        if required:
+            raise InvalidInput(f'{_quoted(call.where)} needs "{key}"')
+        return None
+    if isinstance(value, str) and value.isascii() and value.isdigit():
+        value = int(value)
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value < 1 << 64:
+        raise InvalidInput(f'"{call.path(key)}" must be an integer from 0 to 2^64-1, not {value!r}'[:300])
     return value
 
 

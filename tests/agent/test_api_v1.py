@@ -1,0 +1,235 @@
+"""Mesos's v1 agent calls beyond the containers' own, over a real agent and real sandboxes: every
+reply parsed strictly as agent.proto's Response (agent_v1.py); the sandboxes' files through the
+API and through /files/read and /files/browse, never out of a sandbox; routing as libprocess's."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import os
+import stat
+
+import pytest
+
+from agent_v1 import check, check_reply
+from agentkit import InProcessAgent, until
+
+
+def launch(container_id, command):
+    return {"type": "LAUNCH_CONTAINER", "launch_container": {
+        "container_id": {"value": container_id}, "command": {"shell": True, "value": command}}}
+
+
+async def get(a, endpoint, **params):
+    async with a.http.get(a.url + endpoint, params=params) as r:
+        return r.status, (await r.json() if r.content_type == "application/json" else await r.text())
+
+
+async def sandbox_with_files(a, container_id="c1"):
+    """A container whose sandbox holds a file, a link in and links out, a FIFO, a subdirectory."""
+    script = ("printf 'hello sandbox' > greeting; mkdir sub; echo deep > sub/inner; ln -s greeting inside; "
+              "ln -s /etc/hostname outside; ln -s ../../.. up; ln -s sub/../greeting roundabout; mkfifo pipe")
+    assert (await a.call(launch(container_id, script)))[0] == 200
+    assert (await a.call({"type": "WAIT_CONTAINER", "wait_container": {"container_id": {"value": container_id}}}))[0] \
+        == 200
+    return os.path.join(os.path.abspath(a.agent.flags.work_dir), "containers", container_id)
+
+
+def test_read_file_and_list_files(agent_flags):
+    async def scenario():
+        async with InProcessAgent(agent_flags()) as a:
+            sandbox = await sandbox_with_files(a)
+            read = {"type": "READ_FILE", "read_file": {"path": sandbox + "/greeting", "offset": 6}}
+            status, reply = await a.call(read)
+            assert status == 200 and check_reply(reply).read_file.data == b"sandbox"
+            assert reply["read_file"]["size"] == len("hello sandbox")
+            read["read_file"].update(offset="0", length=5)       # a uint64 as protobuf's JSON may write it
+            assert base64.b64decode((await a.call(read))[1]["read_file"]["data"]) == b"hello"
+            read["read_file"].update(offset=100)                 # past the end: the size, no data (as Mesos)
+            assert check_reply((await a.call(read))[1]).read_file.data == b""
+            for inside in ("inside", "roundabout", "sub/../greeting"):     # links that stay inside are followed
+                read["read_file"].update(path=f"{sandbox}/{inside}", offset=0, length=None)
+                assert check_reply((await a.call(read))[1]).read_file.data == b"hello sandbox", inside
+
+            status, reply = await a.call({"type": "LIST_FILES", "list_files": {"path": sandbox}})
+            listed = check_reply(reply).list_files.file_infos
+            assert status == 200 and [i.path for i in listed] == [f"{sandbox}/{name}" for name in sorted(
+                ["greeting", "sub", "inside", "outside", "up", "roundabout", "pipe", "stdout", "stderr"])]
+            by_name = {os.path.basename(i.path): i for i in listed}
+            info = os.lstat(f"{sandbox}/greeting")
+            assert by_name["greeting"].size == info.st_size and by_name["greeting"].mode == info.st_mode
+            assert by_name["greeting"].mtime.nanoseconds == int(info.st_mtime) * 10**9
+            assert stat.S_ISLNK(by_name["outside"].mode) and stat.S_ISDIR(by_name["sub"].mode)
+            assert by_name["greeting"].uid == "root"
+            _, reply = await a.call({"type": "LIST_FILES", "list_files": {"path": sandbox + "/sub/"}})
+            assert [i.path for i in check_reply(reply).list_files.file_infos] == [sandbox + "/sub/inner"]
+    asyncio.run(scenario())
+
+
+@pytest.mark.parametrize("call,path,offset,status,says", [
+    ("READ_FILE", "/outside", 0, 400, "inaccessible"),            # a link out of the sandbox
+    ("READ_FILE", "/up/etc/hostname", 0, 400, "inaccessible"),    # a link up and out
+    ("READ_FILE", "/../../../../etc/hostname", 0, 400, "inaccessible"),
+    ("LIST_FILES", "/up", None, 400, "inaccessible"),
+    ("LIST_FILES", "/..", None, 400, "inaccessible"),
+    ("READ_FILE", "/pipe", 0, 400, "not a regular file"),        # a FIFO would hold the reader
+    ("READ_FILE", "/sub", 0, 400, "cannot read a directory"),
+    ("LIST_FILES", "/greeting", None, 400, "not a directory"),
+    ("READ_FILE", "/missing", 0, 404, "no such file"),
+    ("READ_FILE", "/greeting/below", 0, 404, "no such file"),
+    ("READ_FILE", "/greeting", -1, 400, "must be an integer"),
+    ("READ_FILE", "/greeting", 1 << 64, 400, "must be an integer"),
+    ("READ_FILE", "/greeting", 1 << 63, 400, "out of range"),
+    ("READ_FILE", "/greeting", "12ab", 400, "must be an integer"),
+    ("READ_FILE", "/greeting", True, 400, "must be an integer"),
+    ("LIST_FILES", "", None, 400, "a \"path\" is needed"),
+])
+def test_files_bad_input(agent_flags, call, path, offset, status, says):
+    async def scenario():
+        async with InProcessAgent(agent_flags()) as a:
+            sandbox = await sandbox_with_files(a)
+            body = {"path": sandbox + path if path else ""}
+            if offset is not None:
+                body["offset"] = offset
+            answer = await a.call({"type": call, call.lower(): body})
+            assert answer[0] == status and says in answer[1], answer
+    asyncio.run(scenario())
+
+
+def test_files_outside_any_sandbox(agent_flags):
+    async def scenario():
+        async with InProcessAgent(agent_flags()) as a:
+            await sandbox_with_files(a)
+            for path in ("/etc/hostname", os.path.abspath(a.agent.flags.work_dir), "/", "relative/path",
+                         os.path.join(os.path.abspath(a.agent.flags.work_dir), "containers", "nobody", "stdout")):
+                status, text = await a.call({"type": "READ_FILE", "read_file": {"path": path, "offset": 0}})
+                assert status == 404 and "nothing is attached there" in text, (path, text)
+            status, text = await a.call({"type": "READ_FILE", "read_file": {"path": "/x\u0000y", "offset": 0}})
+            assert status == 400 and "NUL" in text
+            status, text = await a.call({"type": "READ_FILE", "read_file": {"path": "/etc/hostname"}})
+            assert status == 400 and 'needs "offset"' in text
+    asyncio.run(scenario())
+
+
+def test_files_endpoints(agent_flags):
+    """/files/read and /files/browse, as mesos-agent's Files process answers them (its web UI's pailer)."""
+    async def scenario():
+        async with InProcessAgent(agent_flags()) as a:
+            sandbox = await sandbox_with_files(a)
+            greeting = sandbox + "/greeting"
+            assert await get(a, "/files/read", path=greeting, offset="6") == (200, {"data": "sandbox", "offset": 6})
+            assert await get(a, "/files/read", path=greeting, offset="0", length="5") == (
+                200, {"data": "hello", "offset": 0})
+            # offset=-1 (or none): the size as the offset, no data
+            assert await get(a, "/files/read", path=greeting, offset="-1") == (200, {"data": "", "offset": 13})
+            assert await get(a, "/files/read", path=greeting) == (200, {"data": "", "offset": 13})
+            status, listing = await get(a, "/files/browse", path=sandbox + "/sub")
+            info = os.stat(sandbox + "/sub/inner")
+            assert status == 200 and listing == [{"path": sandbox + "/sub/inner", "nlink": 1, "size": 5,
+                                                  "mtime": float(int(info.st_mtime)), "mode": "-rw-r--r--",
+                                                  "uid": "root", "gid": "root"}]
+            for endpoint, params, status, says in [
+                    ("/files/read", {}, 400, "expecting 'path=value'"),
+                    ("/files/read", {"path": sandbox + "/outside"}, 400, "inaccessible"),
+                    ("/files/read", {"path": greeting, "offset": "-2"}, 400, "count of bytes"),
+                    ("/files/read", {"path": greeting, "length": "x"}, 400, "count of bytes"),
+                    ("/files/read", {"path": greeting, "offset": str(1 << 63)}, 400, "out of range"),
+                    ("/files/read", {"path": "/etc/passwd"}, 404, "nothing is attached"),
+                    ("/files/browse", {"path": sandbox + "/up"}, 400, "inaccessible"),
+                    ("/files/browse", {"path": sandbox + "/nothing"}, 404, "no such file")]:
+                answer = await get(a, endpoint, **params)
+                assert answer[0] == status and says in answer[1], (endpoint, params, answer)
+    asyncio.run(scenario())
+
+
+def test_agent_calls_in_mesos_shapes(agent_flags):
+    """The calls that answer with what corral has, or with Mesos's empty lists, parse as agent.proto's."""
+    async def scenario():
+        async with InProcessAgent(agent_flags()) as a:
+            for call in ("GET_HEALTH", "GET_VERSION", "GET_FLAGS", "GET_METRICS", "GET_AGENT", "GET_STATE",
+                         "GET_FRAMEWORKS", "GET_EXECUTORS", "GET_TASKS", "GET_OPERATIONS", "GET_LOGGING_LEVEL"):
+                status, reply = await a.call({"type": call})
+                assert status == 200, (call, reply)
+                check_reply(reply)
+            _, reply = await a.call({"type": "GET_AGENT"})
+            info = check_reply(reply).get_agent.agent_info
+            assert info.id.value == a.agent.agent_id and info.port == a.agent.flags.port
+            assert {r.name for r in info.resources} == {"cpus", "mem", "disk", "ports"}
+            _, reply = await a.call({"type": "GET_STATE"})
+            state = check_reply(reply).get_state
+            assert state.HasField("get_tasks") and state.HasField("get_frameworks") and state.HasField("get_executors")
+            assert (await a.call({"type": "PRUNE_IMAGES"}))[0] == 200
+            assert (await a.call({"type": "PRUNE_IMAGES", "prune_images": {
+                "excluded_images": [{"type": "DOCKER", "docker": {"name": "busybox"}}]}}))[0] == 200
+            status, text = await a.call({"type": "PRUNE_IMAGES", "prune_images": {"excluded_images": ["busybox"]}})
+            assert status == 400 and "excluded_images[0]" in text
+    asyncio.run(scenario())
+
+
+def test_logging_level_set_for_a_while(agent_flags):
+    import logging
+
+    async def scenario():
+        async with InProcessAgent(agent_flags()) as a:
+            async def level():
+                _, reply = await a.call({"type": "GET_LOGGING_LEVEL"})
+                return check_reply(reply).get_logging_level.level
+            assert await level() == 0
+            set_call = {"type": "SET_LOGGING_LEVEL", "set_logging_level": {"level": 2, "duration": {
+                "nanoseconds": 300_000_000}}}
+            assert (await a.call(set_call))[0] == 200
+            assert await level() == 2 and logging.getLogger("corral").getEffectiveLevel() == logging.DEBUG
+            await asyncio.sleep(0.5)
+            assert await level() == 0 and logging.getLogger("corral").getEffectiveLevel() == logging.INFO
+            for body, says in [({"duration": {"nanoseconds": 1}}, 'needs "level"'),
+                               ({"level": 1}, 'needs "duration"'),
+                               ({"level": 1, "duration": {}}, 'needs "nanoseconds"'),
+                               ({"level": -1, "duration": {"nanoseconds": 1}}, "out of range"),
+                               ({"level": 1 << 32, "duration": {"nanoseconds": 1}}, "out of range"),
+                               ({"level": 1, "duration": {"nanoseconds": -5}}, "out of range"),
+                               ({"level": "high", "duration": {"nanoseconds": 1}}, "must be an integer")]:
+                status, text = await a.call({"type": "SET_LOGGING_LEVEL", "set_logging_level": body})
+                assert status == 400 and says in text, (body, text)
+            assert await level() == 0
+    asyncio.run(scenario())
+
+
+def test_routing_as_libprocess(agent_flags):
+    """The longest registered prefix serves; the agent's endpoints answer under slave(1) too."""
+    async def scenario():
+        async with InProcessAgent(agent_flags()) as a:
+            for path in ("/api/v1", "/api/v1/", "/api/v1/operator/anything", "/slave(1)/api/v1",
+                         "/slave(1)/api/v1/x/y"):
+                async with a.http.post(a.url + path, json={"type": "GET_HEALTH"}) as r:
+                    assert r.status == 200 and (await r.json())["get_health"]["healthy"] is True, path
+            for path in ("/health", "/slave(1)/health", "/slave(1)/health/x"):
+                assert (await get(a, path))[0] == 200, path
+            for path in ("/state", "/slave(1)/state", "/slave(1)/state.json", "/state/below"):
+                status, body = await get(a, path)
+                assert status == 200 and body["id"] == a.agent.agent_id, path
+            for path in ("/api/v1x", "/slave(2)/api/v1", "/slave(1)/files/read", "/healthy"):
+                assert (await get(a, path))[0] in (404, 405), path
+            async with a.http.post(a.url + "/slave(1)/api/v1x", json={"type": "GET_HEALTH"}) as r:
+                assert r.status == 404
+    asyncio.run(scenario())
+
+
+def test_longer_route_still_takes_its_own(agent_flags):
+    """A route registered below /api/v1 (the executor API's /api/v1/executor) is not taken by the prefix."""
+    from aiohttp import web
+    from aiohttp.test_utils import make_mocked_request
+
+    from agent import api
+
+    async def executor(request):
+        return web.Response()
+
+    async def scenario():
+        async with InProcessAgent(agent_flags()) as a:
+            app = api.make_app(a.agent)
+            app.router.add_post("/api/v1/executor", executor)
+            for path, handler in (("/api/v1/executor", executor), ("/api/v1/other", api._call),
+                                  ("/api/v1", api._call)):
+                match = await app.router.resolve(make_mocked_request("POST", path, app=app))
+                assert match.handler is handler, path
+    asyncio.run(scenario())
