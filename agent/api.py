@@ -357,15 +357,29 @@ async def read_file(agent, call):
 
 
 async def prune_images(agent, call):
-    """Mesos's PruneImages: the layers no image and no container uses go; `excluded_images` are
-    kept as every stored image is (corral's store removes an image only when asked to)."""
-    excluded = call.get("excluded_images", list, [])
-    for index, image in enumerate(excluded):
-        _Object(image, f"{call.path('excluded_images')}[{index}]")
+    """Mesos's PruneImages: the stored images go but those `excluded_images` names and those that
+    containers still running were launched from; then the layers that nothing uses any more."""
+    keep = [_image(_Object(image, f"{call.path('excluded_images')}[{index}]"))
+            for index, image in enumerate(call.get("excluded_images", list, []))]
+    for container_id, record in agent.records.items():
+        image = (record.get("config") or {}).get("image")
+        if image and (container_id in agent.watchers or container_id in agent.launches):
+            keep.append(image)
     provisioner = _provisioner(agent.containerizer)
     if provisioner is not None:
-        await asyncio.to_thread(provisioner.prune)
+        await asyncio.to_thread(_prune, provisioner, keep)
     return web.Response(status=200)
+
+
+def _prune(provisioner, keep: list[dict]) -> None:
+    kept = {provisioner.resolve(image["name"], image["type"]) for image in keep}
+    for record in provisioner.images():
+        if record["reference"] not in kept:
+            try:
+                provisioner.remove(record["reference"])
+            except ImageNotFound:
+                pass                    # removed meanwhile (a prune of the CLI's, say)
+    provisioner.prune()
 
 
 def _provisioner(containerizer):
@@ -599,7 +613,11 @@ def _mesos_image(mesos: _Object) -> dict | None:
     """ContainerInfo.mesos.image: an image the Mesos containerizer provisions."""
     if mesos.data.get("image") is None:
         return None
-    image = mesos.object("image")
+    return _image(mesos.object("image"))
+
+
+def _image(image: _Object) -> dict:
+    """Mesos's Image: {"type": "DOCKER", "docker": {"name": "busybox"}} (or APPC, "appc")."""
     kind = image.get("type", str)
     if kind not in ("DOCKER", "APPC"):
         raise InvalidInput(f'"{image.where}" needs a type, DOCKER or APPC')
