@@ -166,8 +166,16 @@ async def _state(request):
         "id": agent.agent_id, "version": corral.__version__, "hostname": socket.gethostname(),
         "start_time": agent.started, "flags": {f["name"]: f["value"] for f in agent.flags.to_list()},
         "resources": _summary(agent.total), "used_resources": _summary(agent.total - agent.allocator.free()),
-        "containers": (await get_containers(agent, None))["containers"],
+        "containers": await _containers(agent),
     })
+
+
+async def _containers(agent) -> list[dict]:
+    """corral's own record of every container it knows, ended ones too until they are removed:
+    what each was given and its status stream (STARTING, RUNNING, its end). Mesos's GET_CONTAINERS
+    has no room for these; /state, an endpoint of mesos-agent's own JSON, has."""
+    return [{"container_id": {"value": found["container_id"]}, "resources": found["resources"],
+             "statuses": found["statuses"]} for found in await agent.containers()]
 
 
 def _summary(resources: Resources) -> dict:
@@ -282,17 +290,31 @@ async def get_flags(agent, _):
     return {"flags": agent.flags.to_list()}
 
 
-async def get_containers(agent, _):
-    containers = []
-    for found in await agent.containers():
-        statuses = found["statuses"]
-        containers.append({
-            "container_id": {"value": found["container_id"]},
-            "container_status": {"state": statuses[-1]["state"] if statuses else None},
-            "resources": found["resources"],
-            "statuses": statuses,
-        })
-    return {"containers": containers}
+async def get_containers(agent, call):
+    """Mesos's GetContainers: the containers running now (ended ones are not, as in mesos-agent),
+    each with its ContainerStatus and ResourceStatistics, which are left out while they cannot
+    be had (a container still launching). corral's containers are all standalone (launched by
+    LAUNCH_CONTAINER: no framework, no executor) and none is nested, so, as mesos-agent's
+    standalone containers, they are listed only with "show_standalone": true."""
+    show_standalone = call.get("show_standalone", bool, False)
+    call.get("show_nested", bool, False)        # checked; there are no nested containers to show
+    if not show_standalone:
+        return {"containers": []}
+    running = [cid for cid, end in sorted(agent.ends.items()) if not end.done()]
+    return {"containers": list(await asyncio.gather(*(_container(agent, cid) for cid in running)))}
+
+
+async def _container(agent, container_id: str) -> dict:
+    container = {"container_id": {"value": container_id}}
+    try:
+        status = await agent.containerizer.status(container_id)
+        container["container_status"] = {"container_id": {"value": container_id}}
+        if isinstance(status.get("pid"), int):
+            container["container_status"]["executor_pid"] = status["pid"]
+        container["resource_statistics"] = await agent.containerizer.usage(container_id)
+    except CorralError:
+        pass                            # launching, or ended meanwhile
+    return container
 
 
 async def get_state(agent, _):

@@ -56,14 +56,25 @@ MESSAGES = {
     "Metric": "!name=1:string value=2:double",
     "FileInfo": "!path=1:string nlink=2:int32 size=3:uint64 mtime=4:TimeInfo mode=5:uint32 uid=6:string "
                 "gid=7:string",
-    "ContainerStatus": "container_id=4:ContainerID executor_pid=3:uint32",
-    "ResourceStatistics": "!timestamp=1:double processes=30:uint32 threads=31:uint32 cpus_user_time_secs=2:double "
-                          "cpus_system_time_secs=3:double cpus_limit=4:double cpus_nr_periods=7:uint32 "
-                          "cpus_nr_throttled=8:uint32 cpus_throttled_time_secs=9:double "
-                          "mem_total_bytes=36:uint64 mem_limit_bytes=6:uint64 mem_soft_limit_bytes=38:uint64 "
-                          "mem_cache_bytes=39:uint64 mem_rss_bytes=5:uint64 mem_swap_bytes=40:uint64 "
-                          "mem_file_bytes=10:uint64 mem_anon_bytes=11:uint64 mem_mapped_file_bytes=12:uint64 "
-                          "mem_unevictable_bytes=41:uint64 disk_limit_bytes=26:uint64 disk_used_bytes=27:uint64",
+    "ContainerStatus": "container_id=4:ContainerID executor_pid=3:uint32",      # network_infos, cgroup_info: not set
+    # every scalar field of ResourceStatistics (its nested statistics corral never sets)
+    "ResourceStatistics": "!timestamp=1:double processes=30:uint32 threads=31:uint32 "
+                          "cpus_user_time_secs=2:double cpus_system_time_secs=3:double cpus_limit=4:double "
+                          "cpus_soft_limit=45:double cpus_nr_periods=7:uint32 cpus_nr_throttled=8:uint32 "
+                          "cpus_throttled_time_secs=9:double mem_total_bytes=36:uint64 "
+                          "mem_total_memsw_bytes=37:uint64 mem_kmem_usage_bytes=52:uint64 "
+                          "mem_kmem_tcp_usage_bytes=53:uint64 mem_limit_bytes=6:uint64 "
+                          "mem_soft_limit_bytes=38:uint64 mem_file_bytes=10:uint64 mem_anon_bytes=11:uint64 "
+                          "mem_cache_bytes=39:uint64 mem_rss_bytes=5:uint64 mem_mapped_file_bytes=12:uint64 "
+                          "mem_swap_bytes=40:uint64 mem_unevictable_bytes=41:uint64 "
+                          "mem_low_pressure_counter=32:uint64 mem_medium_pressure_counter=33:uint64 "
+                          "mem_critical_pressure_counter=34:uint64 disk_limit_bytes=26:uint64 "
+                          "disk_used_bytes=27:uint64 net_rx_packets=14:uint64 net_rx_bytes=15:uint64 "
+                          "net_rx_errors=16:uint64 net_rx_dropped=17:uint64 net_tx_packets=18:uint64 "
+                          "net_tx_bytes=19:uint64 net_tx_errors=20:uint64 net_tx_dropped=21:uint64 "
+                          "net_tx_rate_limit=46:uint64 net_tx_burst_rate_limit=47:uint64 "
+                          "net_tx_burst_size=48:uint64 net_rx_rate_limit=49:uint64 "
+                          "net_rx_burst_rate_limit=50:uint64 net_rx_burst_size=51:uint64",
     # agent.proto: Response's
     "GetHealth": "!healthy=1:bool",
     "GetFlags": "*flags=1:Flag",

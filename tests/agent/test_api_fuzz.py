@@ -162,8 +162,7 @@ def test_the_api_survives_thousands_of_random_and_mutated_calls(agent_flags, cor
             assert total >= 1000, f"only {total} calls in {SECONDS}s: {answers}"
             assert answers.get(200, 0) > 50, answers             # real launches, waits and removals among them
 
-            _, listed = await a.call({"type": "GET_CONTAINERS"})
-            for container in listed["get_containers"]["containers"]:
+            for container in (await a.state())["containers"]:
                 cid = container["container_id"]["value"]
                 await a.call({"type": "KILL_CONTAINER", "kill_container": {"container_id": {"value": cid}}})
                 await a.call({"type": "WAIT_CONTAINER", "wait_container": {"container_id": {"value": cid}}})

@@ -260,3 +260,37 @@ def test_prune_images(agent_flags, tmp_path):
                 status, text = await a.call({"type": "PRUNE_IMAGES", "prune_images": {"excluded_images": bad}})
                 assert status == 400 and says in text, (bad, text)
     asyncio.run(scenario())
+
+
+def test_get_containers_as_mesos(agent_flags):
+    """GET_CONTAINERS lists the running containers, standalone all of them, with show_standalone;
+    each with its ContainerStatus and ResourceStatistics (the memory cgroup's figures)."""
+    async def scenario():
+        async with InProcessAgent(agent_flags()) as a:
+            assert (await a.call(launch("runs", "sleep 100")))[0] == 200
+            assert (await a.call(launch("ends", "true")))[0] == 200
+            await a.call({"type": "WAIT_CONTAINER", "wait_container": {"container_id": {"value": "ends"}}})
+
+            _, reply = await a.call({"type": "GET_CONTAINERS"})
+            assert check_reply(reply).get_containers.containers == []     # standalone: shown only when asked
+            status, reply = await a.call({"type": "GET_CONTAINERS", "get_containers": {"show_standalone": True,
+                                                                                        "show_nested": True}})
+            [runs] = check_reply(reply).get_containers.containers       # an ended container is not listed
+            assert status == 200 and runs.container_id.value == "runs" and runs.container_status.container_id.value == "runs"
+            supervised = (await a.agent.containerizer.status("runs"))["pid"]
+            assert runs.container_status.executor_pid == supervised and os.path.exists(f"/proc/{supervised}")
+            stats = runs.resource_statistics
+            assert stats.processes >= 1 and stats.mem_limit_bytes == 32 * 1024 * 1024    # Mesos's floor
+            assert 0 < stats.mem_total_bytes < stats.mem_limit_bytes and stats.timestamp > 0
+            assert not runs.HasField("framework_id") and not runs.HasField("executor_id")
+
+            for body, says in [({"show_standalone": "yes"}, "must be true or false"),
+                               ({"show_nested": 1}, "must be true or false"), ([], "must be a JSON object")]:
+                status, text = await a.call({"type": "GET_CONTAINERS", "get_containers": body})
+                assert status == 400 and says in text, (body, text)
+            await a.call({"type": "KILL_CONTAINER", "kill_container": {"container_id": {"value": "runs"}}})
+            await a.call({"type": "WAIT_CONTAINER", "wait_container": {"container_id": {"value": "runs"}}})
+            _, reply = await a.call({"type": "GET_CONTAINERS", "get_containers": {"show_standalone": True}})
+            assert check_reply(reply).get_containers.containers == []
+            assert [c["container_id"]["value"] for c in (await a.state())["containers"]] == ["ends", "runs"]
+    asyncio.run(scenario())
