@@ -25,6 +25,21 @@ ENUMS = {
     "TaskState": dict(TASK_STAGING=6, TASK_STARTING=0, TASK_RUNNING=1, TASK_KILLING=8, TASK_FINISHED=2,
                       TASK_FAILED=3, TASK_KILLED=4, TASK_ERROR=7, TASK_LOST=5, TASK_DROPPED=9,
                       TASK_UNREACHABLE=10, TASK_GONE=11, TASK_GONE_BY_OPERATOR=12, TASK_UNKNOWN=13),
+    # TaskStatus.Reason
+    "Reason": dict(REASON_COMMAND_EXECUTOR_FAILED=0, REASON_CONTAINER_LAUNCH_FAILED=21,
+                   REASON_CONTAINER_LIMITATION=19, REASON_CONTAINER_LIMITATION_DISK=20,
+                   REASON_CONTAINER_LIMITATION_MEMORY=8, REASON_CONTAINER_PREEMPTED=17,
+                   REASON_CONTAINER_UPDATE_FAILED=22, REASON_MAX_COMPLETION_TIME_REACHED=33,
+                   REASON_EXECUTOR_REGISTRATION_TIMEOUT=23, REASON_EXECUTOR_REREGISTRATION_TIMEOUT=24,
+                   REASON_EXECUTOR_TERMINATED=1, REASON_EXECUTOR_UNREGISTERED=2, REASON_FRAMEWORK_REMOVED=3,
+                   REASON_GC_ERROR=4, REASON_INVALID_FRAMEWORKID=5, REASON_INVALID_OFFERS=6,
+                   REASON_IO_SWITCHBOARD_EXITED=27, REASON_MASTER_DISCONNECTED=7, REASON_RECONCILIATION=9,
+                   REASON_RESOURCES_UNKNOWN=18, REASON_AGENT_DISCONNECTED=10, REASON_AGENT_DRAINING=34,
+                   REASON_AGENT_REMOVED=11, REASON_AGENT_REMOVED_BY_OPERATOR=31, REASON_AGENT_REREGISTERED=32,
+                   REASON_AGENT_RESTARTED=12, REASON_AGENT_UNKNOWN=13, REASON_TASK_KILLED_DURING_LAUNCH=30,
+                   REASON_TASK_CHECK_STATUS_UPDATED=28, REASON_TASK_HEALTH_CHECK_STATUS_UPDATED=29,
+                   REASON_TASK_GROUP_INVALID=25, REASON_TASK_GROUP_UNAUTHORIZED=26, REASON_TASK_INVALID=14,
+                   REASON_TASK_UNAUTHORIZED=15, REASON_TASK_UNKNOWN=16),
 }
 
 # name -> fields "name=number:type", "*" in front for repeated, "!" for required.
@@ -96,7 +111,9 @@ MESSAGES = {
     "GetTasks": "*pending_tasks=1:Task *queued_tasks=2:Task *launched_tasks=3:Task *terminated_tasks=4:Task "
                 "*completed_tasks=5:Task",
     "GetAgent": "agent_info=1:AgentInfo",
-    "WaitContainer": "exit_status=1:int32 state=2:TaskState message=5:string",
+    "TaskResourceLimitation": "*resources=1:Resource",
+    "WaitContainer": "exit_status=1:int32 state=2:TaskState reason=3:Reason limitation=4:TaskResourceLimitation "
+                     "message=5:string",
     "Response": "type=1:ResponseType get_health=2:GetHealth get_flags=3:GetFlags get_version=4:GetVersion "
                 "get_metrics=5:GetMetrics get_logging_level=6:GetLoggingLevel list_files=7:ListFiles "
                 "read_file=8:ReadFile get_state=9:GetState get_containers=10:GetContainers "

@@ -294,3 +294,31 @@ def test_get_containers_as_mesos(agent_flags):
             assert check_reply(reply).get_containers.containers == []
             assert [c["container_id"]["value"] for c in (await a.state())["containers"]] == ["ends", "runs"]
     asyncio.run(scenario())
+
+
+def test_wait_container_as_mesos(agent_flags):
+    """WAIT_CONTAINER's ends parse as agent.proto's WaitContainer: a wait status, a TaskState, a
+    TaskStatus.Reason where the agent ended it."""
+    async def scenario():
+        async with InProcessAgent(agent_flags("--isolation=cgroups/mem")) as a:
+            async def waited(container_id):
+                _, reply = await a.call({"type": "WAIT_CONTAINER", "wait_container": {
+                    "container_id": {"value": container_id}}})
+                return check_reply(reply).wait_container
+            assert (await a.call(launch("exits", "exit 3")))[0] == 200
+            end = await waited("exits")
+            assert os.WEXITSTATUS(end.exit_status) == 3 and end.state == check("WaitContainer", {
+                "state": "TASK_FAILED"}).state
+            assert (await a.call(launch("killed", "sleep 100")))[0] == 200
+            await a.call({"type": "KILL_CONTAINER", "kill_container": {"container_id": {"value": "killed"},
+                                                                       "signal": 15}})
+            end = await waited("killed")
+            assert os.WTERMSIG(end.exit_status) == 15
+            body = launch("hungry", "head -c 200m /dev/zero | tail > /dev/null")    # tail holds it all
+            body["launch_container"]["resources"] = [{"name": "mem", "type": "SCALAR", "scalar": {"value": 32}}]
+            assert (await a.call(body))[0] == 200
+            end = await waited("hungry")
+            assert end.HasField("reason") and end.reason in (
+                check("WaitContainer", {"reason": "REASON_CONTAINER_LIMITATION_MEMORY"}).reason,
+                check("WaitContainer", {"reason": "REASON_CONTAINER_LIMITATION"}).reason), end
+    asyncio.run(scenario())
