@@ -306,14 +306,16 @@ async def get_containers(agent, call):
 
 async def _container(agent, container_id: str) -> dict:
     container = {"container_id": {"value": container_id}}
+    if container_id in agent.launches:
+        return container                # its runtime files are being written
     try:
         status = await agent.containerizer.status(container_id)
         container["container_status"] = {"container_id": {"value": container_id}}
         if isinstance(status.get("pid"), int):
             container["container_status"]["executor_pid"] = status["pid"]
         container["resource_statistics"] = await agent.containerizer.usage(container_id)
-    except CorralError:
-        pass                            # launching, or ended meanwhile
+    except (CorralError, FileNotFoundError):
+        pass                            # ended, and its runtime files went, meanwhile
     return container
 
 
