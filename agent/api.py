@@ -80,11 +80,12 @@ def make_app(agent) -> web.Application:
     return app
 
 
-def _route(app: web.Application, method: str, path: str, handler) -> None:
+def _route(app: web.Application, method: str, path: str, handler) -> None:  # method: GET or POST
     """`path` and every path below it, as libprocess serves the longest registered prefix: a
     route registered for a longer path (/api/v1/executor) still takes its own (aiohttp looks a
     path up from its longest prefix down)."""
-    app.router.add_route(method, path + "{below:(?:/.*)?}", handler)
+    route = app.router.add_get if method == "GET" else app.router.add_post      # a GET answers HEAD too
+    route(path + "{below:(?:/.*)?}", handler)
 
 
 # -- middlewares -----------------------------------------------------------------------------------

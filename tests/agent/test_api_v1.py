@@ -207,11 +207,14 @@ def test_routing_as_libprocess(agent_flags):
                 assert (await get(a, path))[0] in (404, 405), path
             async with a.http.post(a.url + "/slave(1)/api/v1x", json={"type": "GET_HEALTH"}) as r:
                 assert r.status == 404
+            async with a.http.head(a.url + "/slave(1)/health") as r:
+                assert r.status == 200
     asyncio.run(scenario())
 
 
 def test_longer_route_still_takes_its_own(agent_flags):
-    """A route registered below /api/v1 (the executor API's /api/v1/executor) is not taken by the prefix."""
+    """A route registered below /api/v1 (the executor API's /api/v1/executor) is not taken by the
+    prefix; nor are the master's messages to /slave(1)/<message name>."""
     from aiohttp import web
     from aiohttp.test_utils import make_mocked_request
 
@@ -224,8 +227,10 @@ def test_longer_route_still_takes_its_own(agent_flags):
         async with InProcessAgent(agent_flags()) as a:
             app = api.make_app(a.agent)
             app.router.add_post("/api/v1/executor", executor)
+            app.router.add_post("/slave(1)/{name}", executor)
             for path, handler in (("/api/v1/executor", executor), ("/api/v1/other", api._call),
-                                  ("/api/v1", api._call)):
+                                  ("/api/v1", api._call), ("/slave(1)/mesos.internal.RunTaskMessage", executor),
+                                  ("/slave(1)/api/v1", api._call), ("/slave(1)/api/v1/x", api._call)):
                 match = await app.router.resolve(make_mocked_request("POST", path, app=app))
                 assert match.handler is handler, path
     asyncio.run(scenario())
