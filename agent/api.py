@@ -345,6 +345,10 @@ async def get_tasks(agent, _):
             "completed_tasks": []}
 
 
+async def get_resource_providers(agent, _):
+    return {"resource_providers": []}       # no resource providers (CSI volumes) in corral
+
+
 async def get_operations(agent, _):
     return {"operations": []}       # operations on resources (reservations, volumes): none in corral
 
@@ -448,6 +452,7 @@ CALLS = {
     "GET_HEALTH": get_health, "GET_VERSION": get_version, "GET_FLAGS": get_flags, "GET_STATE": get_state,
     "GET_METRICS": get_metrics, "GET_AGENT": get_agent, "GET_FRAMEWORKS": get_frameworks,
     "GET_EXECUTORS": get_executors, "GET_TASKS": get_tasks, "GET_OPERATIONS": get_operations,
+    "GET_RESOURCE_PROVIDERS": get_resource_providers,
     "GET_LOGGING_LEVEL": get_logging_level, "SET_LOGGING_LEVEL": set_logging_level,
     "LIST_FILES": list_files, "READ_FILE": read_file, "PRUNE_IMAGES": prune_images,
     "GET_CONTAINERS": get_containers, "LAUNCH_CONTAINER": launch_container, "WAIT_CONTAINER": wait_container,

@@ -111,6 +111,9 @@ MESSAGES = {
     "GetTasks": "*pending_tasks=1:Task *queued_tasks=2:Task *launched_tasks=3:Task *terminated_tasks=4:Task "
                 "*completed_tasks=5:Task",
     "GetAgent": "agent_info=1:AgentInfo",
+    "ResourceProviderInfo": "!type=3:string !name=4:string",
+    "ResourceProvider": "!resource_provider_info=1:ResourceProviderInfo *total_resources=2:Resource",
+    "GetResourceProviders": "*resource_providers=1:ResourceProvider",
     "TaskResourceLimitation": "*resources=1:Resource",
     "WaitContainer": "exit_status=1:int32 state=2:TaskState reason=3:Reason limitation=4:TaskResourceLimitation "
                      "message=5:string",
@@ -118,7 +121,8 @@ MESSAGES = {
                 "get_metrics=5:GetMetrics get_logging_level=6:GetLoggingLevel list_files=7:ListFiles "
                 "read_file=8:ReadFile get_state=9:GetState get_containers=10:GetContainers "
                 "get_frameworks=11:GetFrameworks get_executors=12:GetExecutors get_operations=18:GetOperations "
-                "get_tasks=13:GetTasks get_agent=15:GetAgent wait_container=16:WaitContainer",
+                "get_tasks=13:GetTasks get_agent=15:GetAgent get_resource_providers=17:GetResourceProviders "
+                "wait_container=16:WaitContainer",
 }
 
 _SCALARS = {name: getattr(descriptor_pb2.FieldDescriptorProto, "TYPE_" + name.upper())

@@ -147,7 +147,8 @@ def test_agent_calls_in_mesos_shapes(agent_flags):
     async def scenario():
         async with InProcessAgent(agent_flags()) as a:
             for call in ("GET_HEALTH", "GET_VERSION", "GET_FLAGS", "GET_METRICS", "GET_AGENT", "GET_STATE",
-                         "GET_FRAMEWORKS", "GET_EXECUTORS", "GET_TASKS", "GET_OPERATIONS", "GET_LOGGING_LEVEL"):
+                         "GET_FRAMEWORKS", "GET_EXECUTORS", "GET_TASKS", "GET_OPERATIONS", "GET_LOGGING_LEVEL",
+                         "GET_RESOURCE_PROVIDERS"):
                 status, reply = await a.call({"type": call})
                 assert status == 200, (call, reply)
                 check_reply(reply)
