@@ -294,19 +294,35 @@ async def get_flags(agent, _):
 async def get_containers(agent, call):
     """Mesos's GetContainers: the containers running now (ended ones are not, as in mesos-agent),
     each with its ContainerStatus and ResourceStatistics, which are left out while they cannot
-    be had (a container still launching). corral's containers are all standalone (launched by
-    LAUNCH_CONTAINER: no framework, no executor) and none is nested, so, as mesos-agent's
-    standalone containers, they are listed only with "show_standalone": true."""
+    be had (a container still launching). A framework's executor's container (a task's, with
+    --master) is listed with its framework and executor; the standalone ones (LAUNCH_CONTAINER's)
+    only with "show_standalone": true, as mesos-agent's. None is nested."""
     show_standalone = call.get("show_standalone", bool, False)
     call.get("show_nested", bool, False)        # checked; there are no nested containers to show
-    if not show_standalone:
-        return {"containers": []}
-    running = [cid for cid, end in sorted(agent.ends.items()) if not end.done()]
-    return {"containers": list(await asyncio.gather(*(_container(agent, cid) for cid in running)))}
+    executors = _executor_containers(agent)
+    running = [cid for cid, end in sorted(agent.ends.items())
+               if not end.done() and (cid in executors or show_standalone)]
+    return {"containers": list(await asyncio.gather(*(_container(agent, cid, executors.get(cid)) for cid in running)))}
 
 
-async def _container(agent, container_id: str) -> dict:
-    container = {"container_id": {"value": container_id}}
+def _executor_containers(agent) -> dict[str, dict]:
+    """Container id -> the framework and executor fields of GetContainers.Container, for the
+    containers of frameworks' executors (a task's, under its command executor; a custom executor's)."""
+    if agent.tasks is None:
+        return {}
+    found = {}
+    for run in agent.tasks.runs.values():
+        executor = run.executor
+        container_id = executor.container_id if executor is not None else run.container_id
+        found[container_id] = {"framework_id": {"value": run.framework_id},
+                               "executor_id": {"value": _executor_id(run)},
+                               "executor_name": executor.info.name if executor is not None else
+                               f"Command Executor (Task: {run.task_id})"}
+    return found
+
+
+async def _container(agent, container_id: str, executor: dict | None) -> dict:
+    container = {**(executor or {}), "container_id": {"value": container_id}}
     if container_id in agent.launches:
         return container                # its runtime files are being written
     try:
@@ -330,19 +346,62 @@ async def get_agent(agent, _):
                            "port": agent.flags.port, "resources": agent.total.to_json()}}
 
 
-# Frameworks, their executors and tasks come with a master (agent/master.py, where it is merged):
-# without one, corral's containers are all standalone, and these lists are empty.
+# Frameworks, their executors and tasks come with a master (--master: agent/tasks.py); without
+# one, corral's containers are all standalone, and these lists are empty. A task whose end the
+# master has acknowledged is forgotten at once (corral keeps no completed ones).
 async def get_frameworks(agent, _):
-    return {"frameworks": [], "completed_frameworks": []}
+    tasks = agent.tasks
+    frameworks = [] if tasks is None else [{"framework_info": _framework_info(info)}
+                                           for _, info in sorted(tasks.frameworks.items())]
+    return {"frameworks": frameworks, "completed_frameworks": []}
 
 
 async def get_executors(agent, _):
-    return {"executors": [], "completed_executors": []}
+    """The custom executors running (a command executor is the agent's own: none is listed for
+    it, as in the master's view of it)."""
+    executors = [] if agent.tasks is None else [
+        {"executor_info": {"executor_id": {"value": executor.id}, "framework_id": {"value": executor.framework_id},
+                           **({"name": executor.info.name} if executor.info.name else {})}}
+        for executor in agent.tasks.executors.running.values()]
+    return {"executors": executors, "completed_executors": []}
 
 
 async def get_tasks(agent, _):
-    return {"pending_tasks": [], "queued_tasks": [], "launched_tasks": [], "terminated_tasks": [],
+    launched, terminated = [], []
+    for run in [] if agent.tasks is None else agent.tasks.runs.values():
+        if run.latest is None:
+            continue                            # not launched yet: no state to tell
+        (terminated if run.latest in TERMINAL_TASK_STATES else launched).append(_task(agent, run))
+    return {"pending_tasks": [], "queued_tasks": [], "launched_tasks": launched, "terminated_tasks": terminated,
             "completed_tasks": []}
+
+
+TERMINAL_TASK_STATES = frozenset({"TASK_FINISHED", "TASK_FAILED", "TASK_KILLED", "TASK_ERROR", "TASK_LOST",
+                                  "TASK_DROPPED", "TASK_GONE", "TASK_GONE_BY_OPERATOR"})
+
+
+def _framework_info(info) -> dict:
+    """Mesos's FrameworkInfo, the fields a framework gave that an operator reads."""
+    out = {"user": info.user, "name": info.name, "id": {"value": info.id.value}, "checkpoint": info.checkpoint,
+           "failover_timeout": info.failover_timeout, "roles": list(info.roles)}
+    for field in ("hostname", "principal"):
+        if getattr(info, field):
+            out[field] = getattr(info, field)
+    return out
+
+
+def _task(agent, run) -> dict:
+    """Mesos's Task for a framework's task: its id, name, state and resources, the executor that
+    runs it (a command executor has the task's id) and the agent's id from the master."""
+    from google.protobuf.json_format import MessageToDict
+    return {"name": run.task.name, "task_id": {"value": run.task_id}, "framework_id": {"value": run.framework_id},
+            "executor_id": {"value": _executor_id(run)}, "agent_id": {"value": agent.tasks.slave_id or ""},
+            "state": run.latest, "resources": [MessageToDict(r, preserving_proto_field_name=True)
+                                               for r in run.task.resources]}
+
+
+def _executor_id(run) -> str:
+    return run.executor.id if run.executor is not None else run.task_id
 
 
 async def get_resource_providers(agent, _):

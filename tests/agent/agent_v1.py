@@ -60,8 +60,9 @@ MESSAGES = {
     "Resource": "!name=1:string !type=2:ValueType scalar=3:ValueScalar ranges=4:ValueRanges set=5:ValueSet "
                 "role=6:string",
     "AgentInfo": "!hostname=1:string port=8:int32 *resources=3:Resource id=6:AgentID",
-    "FrameworkInfo": "!user=1:string !name=2:string id=3:FrameworkID",
-    "ExecutorInfo": "!executor_id=1:ExecutorID framework_id=8:FrameworkID",
+    "FrameworkInfo": "!user=1:string !name=2:string id=3:FrameworkID failover_timeout=4:double checkpoint=5:bool "
+                     "*roles=12:string hostname=7:string principal=8:string",
+    "ExecutorInfo": "!executor_id=1:ExecutorID framework_id=8:FrameworkID name=9:string",
     "Task": "!name=1:string !task_id=2:TaskID !framework_id=3:FrameworkID executor_id=4:ExecutorID "
             "!agent_id=5:AgentID !state=6:TaskState *resources=7:Resource",
     "Operation": "framework_id=1:FrameworkID agent_id=2:AgentID",
