@@ -331,8 +331,10 @@ async def _container(agent, container_id: str, executor: dict | None) -> dict:
         if isinstance(status.get("pid"), int):
             container["container_status"]["executor_pid"] = status["pid"]
         container["resource_statistics"] = await agent.containerizer.usage(container_id)
-    except (CorralError, FileNotFoundError):
-        pass                            # ended, and its runtime files went, meanwhile
+    except (CorralError, OSError):
+        # Ended meanwhile: its runtime files, or its cgroups (ENODEV once removed), went while
+        # they were read in the containerizer's thread. Listed without them, as Mesos does.
+        pass
     return container
 
 

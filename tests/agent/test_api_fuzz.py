@@ -192,7 +192,6 @@ def test_the_api_survives_thousands_of_random_and_mutated_calls(agent_flags, cor
                 assert status == 200, text
             assert a.agent.records == {} and a.agent.allocator.held == {} and a.agent.waiting == 0
             assert a.containerizer.launch_server.pid == server          # it never had to be replaced
-            verbosity.VERBOSITY.set(0, 0)           # the process's logging as it was, for the tests after
 
             body = {"type": "LAUNCH_CONTAINER", "launch_container": {
                 "container_id": {"value": "normal"}, "command": {"value": "exit 0"}}}
@@ -204,6 +203,9 @@ def test_the_api_survives_thousands_of_random_and_mutated_calls(agent_flags, cor
                                   "remove_container": {"container_id": {"value": "normal"}}}))[0] == 200
             assert not os.listdir(os.path.join(corral.runtime_dir, "containers"))
             assert not os.listdir(os.path.join(corral.work_dir, "containers"))
-    asyncio.run(scenario())
+    try:
+        asyncio.run(scenario())
+    finally:
+        verbosity.VERBOSITY.set(0, 0)       # the process's logging as it was, for the tests after
     logged = [r for r in caplog.records if r.levelno >= logging.WARNING]
     assert not logged, [r.getMessage() for r in logged[:5]]

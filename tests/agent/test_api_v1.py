@@ -11,8 +11,8 @@ import stat
 
 import pytest
 
-from agent_v1 import check, check_reply
-from agentkit import InProcessAgent, until
+from tests.agent.agent_v1 import check, check_reply
+from tests.agent.agentkit import InProcessAgent, until
 
 
 def launch(container_id, command):

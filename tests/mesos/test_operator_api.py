@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import signal
 
-from agent_v1 import check_reply
-from mesoskit import joined, until
+from tests.agent.agent_v1 import check_reply
+from tests.mesos.mesoskit import joined, until
 
 
 def test_a_frameworks_task_as_the_operator_api_shows_it(mesos_master, joined_agent):
@@ -47,7 +47,7 @@ def test_a_frameworks_task_as_the_operator_api_shows_it(mesos_master, joined_age
 def test_a_custom_executor_as_the_operator_api_shows_it(mesos_master, joined_agent, tmp_path):
     import sys
 
-    from test_executor import EXECUTOR, _task
+    from tests.mesos.test_executor import EXECUTOR, _task
     script = tmp_path / "executor.py"
     script.write_text(EXECUTOR)
     master = mesos_master()
