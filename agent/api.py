@@ -40,7 +40,7 @@ import corral
 from . import sandboxes
 from corral.types import ContainerConfig, CorralError, InvalidInput, NoSuchContainer, Unavailable, parse_signal
 
-from provisioner.errors import DigestMismatch, ImageNotFound, InvalidImage, RegistryError
+from corral.provisioner.errors import DigestMismatch, ImageNotFound, InvalidImage, RegistryError
 
 from . import metrics
 from .allocator import InsufficientResources
@@ -668,7 +668,7 @@ def _config(call: _Object) -> ContainerConfig:
 
 def _linux_info(info: _Object) -> dict:
     """ContainerInfo.linux_info: capabilities (CapabilityInfo) and seccomp (SeccompInfo)."""
-    from isolators.capabilities import names
+    from corral.isolators.capabilities import names
     config = {}
     for field in ("effective_capabilities", "bounding_capabilities"):
         if info.data.get(field) is not None:
@@ -691,7 +691,7 @@ def _rlimit_info(info: _Object) -> list:
     """ContainerInfo.rlimit_info: {"rlimits": [{"type": "RLMT_NOFILE", "soft": N, "hard": N}]}."""
     if not info.data:
         return []
-    from isolators.rlimits import parse_rlimits
+    from corral.isolators.rlimits import parse_rlimits
     rlimits = info.get("rlimits", list, [])
     parse_rlimits(rlimits)
     return rlimits

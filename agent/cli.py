@@ -86,7 +86,7 @@ def _boolean(text: str) -> bool:
 
 
 def _run_arguments(run: argparse.ArgumentParser) -> None:
-    from provisioner.options import add_options as add_image_options
+    from corral.provisioner.options import add_options as add_image_options
     run.usage = ("corral run [OPTIONS] -- CMD [ARG...]  |  corral run [OPTIONS] --shell 'CMD'  |  "
                  "corral run --image REF [OPTIONS] [-- CMD [ARG...]]")
     run.add_argument("--shell", metavar="CMD", help="run CMD with /bin/sh -c")
@@ -153,12 +153,12 @@ def _usage_arguments(usage: argparse.ArgumentParser) -> None:
 
 
 def _pull_arguments(pull: argparse.ArgumentParser) -> None:
-    from provisioner import cli as images
+    from corral.provisioner import cli as images
     images.pull_arguments(pull)
 
 
 def _images_arguments(images_parser: argparse.ArgumentParser) -> None:
-    from provisioner import cli as images
+    from corral.provisioner import cli as images
     images.images_arguments(images_parser)
 
 
@@ -284,14 +284,14 @@ def _others(args) -> bool:
 
 def _containerizer(args, provisioner=None):
     if _others(args) and getattr(args, "container_id", None):
-        from agent import containerizers
+        from corral.agent import containerizers
         return containerizers.owner(args, args.container_id)
-    from containerizers.mesos.sync import SyncMesosContainerizer
+    from corral.containerizers.mesos.sync import SyncMesosContainerizer
     return SyncMesosContainerizer(args.work_dir, args.runtime_dir, args.cgroups_root, provisioner=provisioner)
 
 
 def cmd_run(args, command: list[str]) -> int:
-    from isolators.registry import parse_isolation
+    from corral.isolators.registry import parse_isolation
     if args.shell is not None and command:
         raise InvalidInput("give either --shell 'CMD' or -- CMD [ARG...], not both")
     argv = ["/bin/sh", "-c", args.shell] if args.shell is not None else command
@@ -308,12 +308,12 @@ def cmd_run(args, command: list[str]) -> int:
         **_confinement(args))
     container_id = args.name or _new_container_id()
     if _others(args):
-        from agent import containerizers
+        from corral.agent import containerizers
         mc = containerizers.launch(args, container_id, config)
     else:
         provisioner = None
         if args.image:
-            from provisioner.cli import provisioner as make_provisioner
+            from corral.provisioner.cli import provisioner as make_provisioner
             provisioner = make_provisioner(args)
         mc = _containerizer(args, provisioner)
         if mc.launch(container_id, config) == NOT_SUPPORTED:
@@ -327,9 +327,9 @@ def cmd_run(args, command: list[str]) -> int:
 
 def _confinement(args) -> dict:
     """The run options that change the container's confinement, checked here (one line, exit 2)."""
-    from isolators.capabilities import normalize
-    from isolators.devices import parse_device
-    from isolators.rlimits import parse_ulimit
+    from corral.isolators.capabilities import normalize
+    from corral.isolators.devices import parse_device
+    from corral.isolators.rlimits import parse_ulimit
     for name in args.cap_add + args.cap_drop:
         normalize(name)
     for spec in args.device:
@@ -372,7 +372,7 @@ def _foreground(mc, container_id: str) -> int:
 
 def cmd_ps(args) -> int:
     if _others(args):
-        from agent import containerizers
+        from corral.agent import containerizers
         listed = containerizers.all_of(args)
     else:
         listed = [_containerizer(args)]
@@ -435,12 +435,12 @@ def cmd_logs(args) -> int:
 
 
 def cmd_pull(args) -> int:
-    from provisioner import cli as images
+    from corral.provisioner import cli as images
     return images.cmd_pull(args)
 
 
 def cmd_images(args) -> int:
-    from provisioner import cli as images
+    from corral.provisioner import cli as images
     return images.cmd_images(args)
 
 
@@ -452,7 +452,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv[:1] == ["agent"]:
         # The agent has mesos-agent's flags (--work_dir, --port, ...) and a parser of its own.
-        from agent.main import main as agent_main
+        from corral.agent.main import main as agent_main
         sys.exit(agent_main(argv[1:]))
     # Everything after the first `--` is the command, untouched by option parsing.
     command: list[str] = []

@@ -25,20 +25,20 @@ def names(args) -> list[str]:
 
 def make(args, name: str, only: bool):
     if name == "mesos":
-        from containerizers.mesos.sync import SyncMesosContainerizer
+        from corral.containerizers.mesos.sync import SyncMesosContainerizer
         provisioner = None
         if getattr(args, "image", None):
-            from provisioner.cli import provisioner as make_provisioner
+            from corral.provisioner.cli import provisioner as make_provisioner
             provisioner = make_provisioner(args)
         return SyncMesosContainerizer(args.work_dir, args.runtime_dir, args.cgroups_root, provisioner=provisioner)
     if name == "docker":
-        from containerizers.docker import SyncDockerContainerizer
+        from corral.containerizers.docker import SyncDockerContainerizer
         # sdk=False: plain HTTP on dockerd's socket, as importing the SDK costs more than the run.
         return SyncDockerContainerizer(args.work_dir, args.runtime_dir, socket=args.docker_socket,
                                        kill_orphans=args.docker_kill_orphans, only=only, sdk=False)
     if not args.external_containerizer_path:
         raise InvalidInput("the external containerizer needs --external-containerizer-path")
-    from containerizers.external import SyncExternalContainerizer
+    from corral.containerizers.external import SyncExternalContainerizer
     return SyncExternalContainerizer(args.work_dir, args.runtime_dir, args.external_containerizer_path,
                                      timeout=args.external_containerizer_timeout)
 

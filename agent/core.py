@@ -20,9 +20,9 @@ import signal
 import time
 from collections import Counter
 
-from containerizers import Containerizer
-from containerizers.composing import ComposingContainerizer
-from containerizers.mesos.containerizer import MesosContainerizer
+from corral.containerizers import Containerizer
+from corral.containerizers.composing import ComposingContainerizer
+from corral.containerizers.mesos.containerizer import MesosContainerizer
 from corral import types
 from corral.files import remove_tree
 from corral.types import (LAUNCHED, TASK_LOST, TASK_RUNNING, ContainerConfig, ContainerExists, InvalidInput,
@@ -55,14 +55,14 @@ def make_containerizer(flags, total: Resources, lock: int | None = None) -> Cont
         made["mesos"] = MesosContainerizer(**containerizer_args(flags, total), launch_server=True,
                                            hold=() if lock is None else (lock,))
     if "docker" in flags.containerizers:
-        from containerizers.docker import DockerContainerizer
+        from corral.containerizers.docker import DockerContainerizer
         # only=False: the docker containerizer takes only the containers that ask for it (a
         # DOCKER ContainerInfo), as mesos-agent's does, however few containerizers there are.
         made["docker"] = DockerContainerizer(flags.work_dir, flags.runtime_dir, socket=flags.docker_socket,
                                              cgroups_enable_cfs=flags.cgroups_enable_cfs,
                                              kill_orphans=flags.docker_kill_orphans, only=False)
     if "external" in flags.containerizers:
-        from containerizers.external import ExternalContainerizer
+        from corral.containerizers.external import ExternalContainerizer
         made["external"] = ExternalContainerizer(flags.work_dir, flags.runtime_dir, flags.external_containerizer_path,
                                                  timeout=flags.external_containerizer_timeout)
     ordered = [made[name] for name in flags.containerizers]
@@ -74,7 +74,7 @@ def containerizer_args(flags, total: Resources) -> dict:
     ports = total.get("ports")
     provisioner = None
     if flags.image_providers:
-        from provisioner import Provisioner, ProvisionerFlags
+        from corral.provisioner import Provisioner, ProvisionerFlags
         provisioner = Provisioner(flags.work_dir, ProvisionerFlags(docker_registry=flags.docker_registry,
                                                                    max_layer_size=flags.max_layer_size))
     return dict(work_dir=flags.work_dir, runtime_dir=flags.runtime_dir, cgroups_root=flags.cgroups_root,

@@ -16,8 +16,8 @@ import os
 import re
 
 from corral.types import MAX_SECONDS, InvalidInput, check_cgroups_root, check_pids_limit
-from isolators.registry import DEFAULT_ISOLATION
-from provisioner.options import parse_size
+from corral.isolators.registry import DEFAULT_ISOLATION
+from corral.provisioner.options import parse_size
 
 
 class FlagError(InvalidInput):
@@ -90,7 +90,7 @@ def _names(known: tuple[str, ...] | None = None):
 
 
 def _isolation(text: str) -> list[str]:
-    from isolators.registry import isolator_class
+    from corral.isolators.registry import isolator_class
     names = _names()(text)
     for name in names:
         try:
@@ -102,7 +102,7 @@ def _isolation(text: str) -> list[str]:
 
 def _capabilities(text: str) -> list[str]:
     """Mesos's CapabilityInfo: {"capabilities": ["NET_RAW", "SYS_ADMIN"]} (or file://PATH)."""
-    from isolators.capabilities import names
+    from corral.isolators.capabilities import names
     try:
         listed = json.loads(_file_or_text(text))["capabilities"]
         return sorted(names(listed, "capabilities"))
@@ -113,7 +113,7 @@ def _capabilities(text: str) -> list[str]:
 
 
 def _devices(text: str) -> list:
-    from isolators.devices import parse_whitelist
+    from corral.isolators.devices import parse_whitelist
     try:
         return parse_whitelist(_file_or_text(text))
     except InvalidInput as e:
@@ -323,7 +323,7 @@ def parse(argv: list[str], environ: dict | None = None) -> Flags:
             shown = text if len(text) <= 60 else text[:57] + "..."
             raise FlagError(f"--{name}={shown}: {e}") from None
     if values["seccomp_profile_name"] not in (None, "unconfined"):
-        from isolators.seccomp import profile_path
+        from corral.isolators.seccomp import profile_path
         try:
             path = profile_path(values["seccomp_profile_name"], values["seccomp_config_dir"])
         except InvalidInput as e:

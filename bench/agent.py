@@ -42,7 +42,7 @@ class Agent:
     def start(self) -> float:
         """Start the agent; the seconds until its API answers."""
         began = time.perf_counter()
-        self.proc = subprocess.Popen([sys.executable, "-m", "agent.main", *self.flags, f"--port={self.port}"],
+        self.proc = subprocess.Popen([sys.executable, "-m", "corral.agent.main", *self.flags, f"--port={self.port}"],
                                      stderr=subprocess.PIPE, text=True)
         line = self.proc.stderr.readline()
         if "listening on" not in line:
@@ -145,7 +145,7 @@ def main() -> None:
             agent.call(conn, "REMOVE_CONTAINER", {"container_id": {"value": cid}})
     finally:
         agent.stop()
-        subprocess.run([sys.executable, "-m", "agent.main", *flags, "--recover=cleanup"], check=False)
+        subprocess.run([sys.executable, "-m", "corral.agent.main", *flags, "--recover=cleanup"], check=False)
         from corral.cgroups import remove_root
         remove_root(root)
         shutil.rmtree(top, ignore_errors=True)

@@ -35,7 +35,7 @@ sys.path[:0] = [ROOT, os.path.join(ROOT, "bench")]
 from launch import print_table, timed  # noqa: E402
 from tests.private_dockerd import BUSYBOX_IMAGE, PrivateDockerd  # noqa: E402
 
-from containerizers.docker import SyncDockerContainerizer  # noqa: E402
+from corral.containerizers.docker import SyncDockerContainerizer  # noqa: E402
 from corral.types import ContainerConfig  # noqa: E402
 
 CORRAL = os.path.join(os.path.dirname(sys.executable), "corral")

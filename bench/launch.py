@@ -159,7 +159,7 @@ def main() -> None:
     work, runtime = os.path.join(top, "work"), os.path.join(top, "run")
     env = dict(os.environ, CORRAL_WORK_DIR=work, CORRAL_RUNTIME_DIR=runtime, CORRAL_CGROUPS_ROOT=root)
     bundle = make_bundle(top)
-    from containerizers.mesos.sync import SyncMesosContainerizer
+    from corral.containerizers.mesos.sync import SyncMesosContainerizer
     from corral.cgroups import hierarchies
     hybrid = hierarchies().mode == "hybrid"
     warm = SyncMesosContainerizer(work, runtime, root)

@@ -78,13 +78,13 @@ class CorralAgent:
         self.flags = [f"--master={master.address}", f"--work_dir={top / 'corral-work'}",
                       f"--runtime_dir={top / 'corral-run'}", f"--cgroups_root={root}", f"--port={self.port}",
                       f"--resources={RESOURCES}", "--isolation=cgroups/cpu,cgroups/mem,namespaces/pid"]
-        self.proc = subprocess.Popen([sys.executable, "-m", "agent.main", *self.flags], stderr=subprocess.DEVNULL)
+        self.proc = subprocess.Popen([sys.executable, "-m", "corral.agent.main", *self.flags], stderr=subprocess.DEVNULL)
 
     def stop(self) -> None:
         self.proc.terminate()
         self.proc.wait(30)
         # Its containers all ended; forget them and their cgroups.
-        subprocess.run([sys.executable, "-m", "agent.main", *self.flags[1:], "--recover=cleanup"],
+        subprocess.run([sys.executable, "-m", "corral.agent.main", *self.flags[1:], "--recover=cleanup"],
                        stderr=subprocess.DEVNULL, check=True)
 
 

@@ -22,7 +22,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tests", "provi
 
 from prov_images import Pusher, busybox_layer  # noqa: E402
 
-from provisioner import Provisioner, ProvisionerFlags  # noqa: E402
+from corral.provisioner import Provisioner, ProvisionerFlags  # noqa: E402
 
 
 def bulk_layer(seed: int, files: int = 800, size: int = 25_000) -> bytes:

@@ -12,21 +12,21 @@ ENTRY_POINT_GROUP = "corral.isolators"
 
 # name -> "module:Class", imported only when asked for, to keep the launch path light.
 BUILTIN = {
-    "cgroups/cpu": "isolators.cgroups.cpu:CpuIsolator",
-    "cgroups/mem": "isolators.cgroups.mem:MemIsolator",
-    "namespaces/pid": "isolators.namespaces:PidNamespaceIsolator",
-    "namespaces/ipc": "isolators.namespaces:IpcNamespaceIsolator",
-    "namespaces/uts": "isolators.namespaces:UtsNamespaceIsolator",
-    "filesystem/linux": "isolators.filesystem:LinuxFilesystemIsolator",
-    "network/ports": "isolators.network_ports:PortsIsolator",
-    "linux/capabilities": "isolators.capabilities:CapabilitiesIsolator",
-    "linux/nnp": "isolators.capabilities:NoNewPrivsIsolator",
-    "linux/seccomp": "isolators.seccomp:SeccompIsolator",
-    "linux/devices": "isolators.devices:LinuxDevicesIsolator",
-    "linux/masked_paths": "isolators.masked_paths:MaskedPathsIsolator",
-    "cgroups/devices": "isolators.cgroups.devices:DevicesIsolator",
-    "cgroups/pids": "isolators.cgroups.pids:PidsIsolator",
-    "posix/rlimits": "isolators.rlimits:RlimitsIsolator",
+    "cgroups/cpu": "corral.isolators.cgroups.cpu:CpuIsolator",
+    "cgroups/mem": "corral.isolators.cgroups.mem:MemIsolator",
+    "namespaces/pid": "corral.isolators.namespaces:PidNamespaceIsolator",
+    "namespaces/ipc": "corral.isolators.namespaces:IpcNamespaceIsolator",
+    "namespaces/uts": "corral.isolators.namespaces:UtsNamespaceIsolator",
+    "filesystem/linux": "corral.isolators.filesystem:LinuxFilesystemIsolator",
+    "network/ports": "corral.isolators.network_ports:PortsIsolator",
+    "linux/capabilities": "corral.isolators.capabilities:CapabilitiesIsolator",
+    "linux/nnp": "corral.isolators.capabilities:NoNewPrivsIsolator",
+    "linux/seccomp": "corral.isolators.seccomp:SeccompIsolator",
+    "linux/devices": "corral.isolators.devices:LinuxDevicesIsolator",
+    "linux/masked_paths": "corral.isolators.masked_paths:MaskedPathsIsolator",
+    "cgroups/devices": "corral.isolators.cgroups.devices:DevicesIsolator",
+    "cgroups/pids": "corral.isolators.cgroups.pids:PidsIsolator",
+    "posix/rlimits": "corral.isolators.rlimits:RlimitsIsolator",
 }
 
 # What confines a container as runc and Docker do (docs/confinement.md): on by default, all

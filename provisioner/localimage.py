@@ -1,6 +1,6 @@
 """A busybox image made from the host's static busybox, as a `docker save` tarball for the tar store.
 
-For machines without a registry or internet: `python -m provisioner.localimage DIR` writes
+For machines without a registry or internet: `python -m corral.provisioner.localimage DIR` writes
 DIR/busybox:latest.tar, and `corral run --docker-registry DIR --image busybox ...` runs from it.
 """
 
@@ -71,5 +71,5 @@ def write_busybox_tarball(directory: str, name: str = "busybox", tag: str = "lat
 
 if __name__ == "__main__":
     if len(sys.argv) != 2:
-        sys.exit("usage: python -m provisioner.localimage DIR")
+        sys.exit("usage: python -m corral.provisioner.localimage DIR")
     print(write_busybox_tarball(sys.argv[1]))

@@ -38,5 +38,5 @@ PYTHON=$("$PYTHON" -c 'import sys; print(sys.executable)')
 # Compiled once here, so that no `corral` run compiles (or, with PYTHONDONTWRITEBYTECODE, recompiles) sources.
 .venv/bin/python -m compileall -q corral containerizers isolators provisioner agent
 # A busybox image from the host's static busybox, for hosts without a registry (the tar store).
-.venv/bin/python -m provisioner.localimage /var/lib/corral/images >/dev/null
+.venv/bin/python -m corral.provisioner.localimage /var/lib/corral/images >/dev/null
 echo "corral is set up: .venv/bin/corral; a busybox image is in /var/lib/corral/images"

@@ -50,7 +50,7 @@ class Corral:
                                 text=True, **kwargs)
 
     def sync(self, **kwargs):
-        from containerizers.mesos.sync import SyncMesosContainerizer
+        from corral.containerizers.mesos.sync import SyncMesosContainerizer
         return SyncMesosContainerizer(self.work_dir, self.runtime_dir, self.cgroups_root, **kwargs)
 
     def cgroup_dirs(self) -> list[str]:

@@ -19,7 +19,7 @@ import pytest
 from tests.private_dockerd import BUSYBOX_IMAGE, PrivateDockerd
 from tests.threads import only_thread
 
-from containerizers.docker import LABEL_ID
+from corral.containerizers.docker import LABEL_ID
 from corral.cgroups import remove_root
 from corral import linux
 
@@ -114,13 +114,13 @@ class DockerEnv:
         self.runtime_dir = str(tmp / "run")
 
     def sync(self, **kwargs):
-        from containerizers.docker import SyncDockerContainerizer
+        from corral.containerizers.docker import SyncDockerContainerizer
         kwargs.setdefault("only", True)
         kwargs.setdefault("sdk", self.sdk)
         return SyncDockerContainerizer(self.work_dir, self.runtime_dir, socket=self.dockerd.url, **kwargs)
 
     def async_(self, **kwargs):
-        from containerizers.docker import DockerContainerizer
+        from corral.containerizers.docker import DockerContainerizer
         kwargs.setdefault("only", True)
         kwargs.setdefault("sdk", self.sdk)
         return DockerContainerizer(self.work_dir, self.runtime_dir, socket=self.dockerd.url, **kwargs)

@@ -365,7 +365,7 @@ def _escapes_into(tmp_path) -> list[str]:
 def test_a_cgroups_root_is_a_relative_name_of_plain_components(corral, tmp_path):
     """Refused before anything is touched, from the flag, the environment and the library alike."""
     import subprocess
-    from containerizers.mesos.sync import SyncMesosContainerizer
+    from corral.containerizers.mesos.sync import SyncMesosContainerizer
     from corral.types import InvalidInput
     bad = _escapes_into(tmp_path) + ["", "a//b", "corral/.", "corral/", "x\ny"]
     for root in bad:
@@ -403,7 +403,7 @@ def test_logs_never_follow_a_link_the_task_put_in_place_of_its_output(corral, tm
 def test_a_kept_sandbox_with_a_planted_link_is_not_written_through(corral, tmp_path):
     """A container's sandbox outlives it (destroy without removing it); a task of the same id later
     must not have its output appended, as root, to wherever the first task's link pointed."""
-    from containerizers.mesos.launcher import LaunchFailed
+    from corral.containerizers.mesos.launcher import LaunchFailed
     from corral.types import ContainerConfig
     victim = tmp_path / "victim"
     victim.write_text("untouched\n")

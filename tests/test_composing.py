@@ -11,10 +11,10 @@ import asyncio
 
 import pytest
 
-from containerizers.composing import ComposingContainerizer
-from containerizers.docker import DockerContainerizer
-from containerizers.external import ExternalContainerizer
-from containerizers.mesos.containerizer import MesosContainerizer
+from corral.containerizers.composing import ComposingContainerizer
+from corral.containerizers.docker import DockerContainerizer
+from corral.containerizers.external import ExternalContainerizer
+from corral.containerizers.mesos.containerizer import MesosContainerizer
 from corral.types import LAUNCHED, NOT_SUPPORTED, TASK_KILLED, ContainerConfig, ContainerExists, NoSuchContainer
 from tests.test_external import RUNC_EXAMPLE, program
 from tests.threads import only_thread

@@ -20,8 +20,8 @@ import pytest
 
 from tests.cgroupkit import outside_device
 from corral.cgroups import hierarchies
-from isolators.capabilities import DEFAULT, NUMBERS
-from isolators.registry import CONFINEMENT, DEFAULT_ISOLATION
+from corral.isolators.capabilities import DEFAULT, NUMBERS
+from corral.isolators.registry import CONFINEMENT, DEFAULT_ISOLATION
 
 PYTHON = sys.executable                     # the host's interpreter: runs in a container without an image
 DEFAULT_MASK = sum(1 << NUMBERS[name] for name in DEFAULT)
@@ -83,7 +83,7 @@ def test_default_capabilities_nnp_and_seccomp(corral, rootfs, with_rootfs):
 
 
 def test_default_confinement_in_an_image(corral, tmp_path):
-    from provisioner.localimage import write_busybox_tarball
+    from corral.provisioner.localimage import write_busybox_tarball
     write_busybox_tarball(str(tmp_path / "images"))
     result = run(corral, "cat /proc/self/status; /bin/busybox mount -t tmpfs none /tmp; echo mount=$?",
                  "--docker-registry", str(tmp_path / "images"), "--image", "busybox")

@@ -9,8 +9,8 @@ import time
 
 import pytest
 
-from containerizers.mesos.containerizer import MesosContainerizer
-from containerizers.mesos.launcher import SUPERVISORS
+from corral.containerizers.mesos.containerizer import MesosContainerizer
+from corral.containerizers.mesos.launcher import SUPERVISORS
 from corral.types import (LAUNCHED, NOT_SUPPORTED, STATISTICS_FIELDS, ContainerConfig, ContainerExists, InvalidInput,
                           Resources, TASK_FAILED, TASK_FINISHED, TASK_KILLED, TASK_LOST)
 from corral.cgroups import cgroup_for
@@ -123,7 +123,7 @@ def test_a_dead_supervisor_means_a_lost_container(corral):
 
 def _half_launched(corral, container_id: str):
     """What a launch interrupted before its pids were written leaves: files and a cgroup."""
-    from containerizers import state
+    from corral.containerizers import state
     mc = corral.sync()
     files = state.ContainerFiles(corral.runtime_dir, corral.work_dir, container_id)
     files.create()
@@ -154,7 +154,7 @@ def test_recover_removes_a_launch_cut_short(corral):
 
 def test_destroy_removes_a_launch_cut_short_before_its_config(corral):
     """A launch server killed right after claiming the id leaves only its dirs (issue 9)."""
-    from containerizers import state
+    from corral.containerizers import state
     mc = MesosContainerizer(corral.work_dir, corral.runtime_dir, corral.cgroups_root)
     files = state.ContainerFiles(corral.runtime_dir, corral.work_dir, "claimed")
     files.create()

@@ -15,7 +15,7 @@ from corral.cgroups import hierarchies
 from corral.cgroups.fs.devices import Devices as V1Devices
 from corral.cgroups.fs2.devices import Devices as V2Devices
 from corral.cgroups.fs2.devices import device_program
-from isolators.devices import DEFAULT_RULES, Device
+from corral.isolators.devices import DEFAULT_RULES, Device
 
 from tests.cgroupkit import outside_device
 

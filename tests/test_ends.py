@@ -9,8 +9,8 @@ import os
 import signal
 import time
 
-from containerizers.mesos.launcher import Launcher
-from containerizers.mesos.supervisor import LaunchSpec
+from corral.containerizers.mesos.launcher import Launcher
+from corral.containerizers.mesos.supervisor import LaunchSpec
 from corral.types import TASK_FAILED, TASK_FINISHED, TASK_KILLED, ContainerConfig
 
 

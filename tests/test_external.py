@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from containerizers.external import ExternalContainerizer, ExternalError, SyncExternalContainerizer
+from corral.containerizers.external import ExternalContainerizer, ExternalError, SyncExternalContainerizer
 from corral.types import (LAUNCHED, NOT_SUPPORTED, REASON_CONTAINER_LIMITATION_MEMORY, TASK_FAILED, TASK_KILLED,
                           TASK_LOST, ContainerConfig, NoSuchContainer, Resources)
 
@@ -95,7 +95,7 @@ def test_runc_example_declines_what_it_cannot_run(ext, rootfs):
 
 RECOVER_CHILD = """
 import sys
-from containerizers.external import SyncExternalContainerizer
+from corral.containerizers.external import SyncExternalContainerizer
 from corral.types import ContainerConfig
 work, run, path, rootfs = sys.argv[1:5]
 ec = SyncExternalContainerizer(work, run, path)

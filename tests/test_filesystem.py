@@ -8,7 +8,7 @@ import subprocess
 
 import pytest
 
-from containerizers.mesos.mounts import resolve_in_root
+from corral.containerizers.mesos.mounts import resolve_in_root
 from corral.types import ContainerConfig, InvalidInput
 
 

@@ -10,8 +10,8 @@ import textwrap
 import pytest
 
 from corral.types import InvalidInput
-from isolators import Isolator, IsolatorFlags
-from isolators.registry import BUILTIN, create_isolators, isolator_class, parse_isolation
+from corral.isolators import Isolator, IsolatorFlags
+from corral.isolators.registry import BUILTIN, create_isolators, isolator_class, parse_isolation
 
 
 def test_builtins_resolve_by_name():
@@ -30,7 +30,7 @@ def test_unknown_and_repeated_names_are_clear_errors():
 
 PLUGIN = '''
 import os
-from isolators import Isolator, LaunchInfo
+from corral.isolators import Isolator, LaunchInfo
 
 class MarkerIsolator(Isolator):
     """Proves each step ran: env for the task, files for isolate and cleanup."""

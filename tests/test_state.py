@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import signal
 
-from containerizers.state import ContainerFiles
+from corral.containerizers.state import ContainerFiles
 from corral.types import TASK_FAILED, TASK_KILLED, Termination
 
 

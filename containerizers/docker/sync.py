@@ -98,7 +98,7 @@ class SyncDockerContainerizer(SyncContainerizer):
         try:
             self.engine.pull(image)
         except NotFound as e:
-            from provisioner.errors import ImageNotFound
+            from corral.provisioner.errors import ImageNotFound
             raise ImageNotFound(f"image {image} is not in dockerd nor in its registry ({e})") from None
         except EngineError as e:
             raise Unavailable(f"image {image} is not in dockerd and could not be pulled ({e})") from None
@@ -291,9 +291,9 @@ def _limits(resources: Resources, cfs: bool) -> dict:
 def confinement(config: ContainerConfig) -> dict:
     """The container's confinement requests as the Engine API's HostConfig fields: dockerd applies
     them (its defaults are the ones corral's Mesos containerizer copies)."""
-    from isolators.capabilities import names
-    from isolators.devices import parse_device
-    from isolators.rlimits import TYPES, UNLIMITED, parse_rlimits
+    from corral.isolators.capabilities import names
+    from corral.isolators.devices import parse_device
+    from corral.isolators.rlimits import TYPES, UNLIMITED, parse_rlimits
     host = {}
     if config.privileged:
         host["Privileged"] = True
@@ -355,7 +355,7 @@ def resource_statistics(stats: dict, host_config: dict, processes: int) -> dict:
 
 def _volume(spec: str, sandbox: str) -> str:
     """HOST:CONTAINER[:ro|rw] as a docker bind, read as the Mesos containerizer reads it."""
-    from isolators.filesystem import parse_volume
+    from corral.isolators.filesystem import parse_volume
     mount = parse_volume(spec, sandbox)
     return f"{mount.source}:{mount.target}:{'ro' if mount.readonly else 'rw'}"
 

@@ -40,7 +40,7 @@ class LaunchCutShort(Unavailable):
 def _errors() -> dict[str, type]:
     """The errors an answer may name, rebuilt as themselves on the client's side (any other is
     a CorralError with the server's message)."""
-    from provisioner.errors import DigestMismatch, ImageNotFound, InvalidImage, RegistryError
+    from corral.provisioner.errors import DigestMismatch, ImageNotFound, InvalidImage, RegistryError
 
     from .launcher import LaunchFailed
     return {e.__name__: e for e in (InvalidInput, Unavailable, DigestMismatch, ImageNotFound, InvalidImage,

@@ -17,8 +17,8 @@ from corral import linux
 from corral.record import Record
 from corral.types import (DEFAULT_PATH, LAUNCHED, ContainerConfig, CorralError, InvalidInput, Limitation,
                           NoSuchContainer, Resources, Termination)
-from isolators import IsolatorFlags, LaunchInfo, Watch
-from isolators.registry import CONFINEMENT, DEFAULT_ISOLATION, create_isolators
+from corral.isolators import IsolatorFlags, LaunchInfo, Watch
+from corral.isolators.registry import CONFINEMENT, DEFAULT_ISOLATION, create_isolators
 
 from .. import state
 from ..base import Capabilities, End, SyncContainerizer
@@ -52,7 +52,7 @@ class SyncMesosContainerizer(SyncContainerizer):
     def provisioner(self):
         """The image provisioner, made on first use: containers without images never import it."""
         if self._provisioner is None:
-            from provisioner import Provisioner
+            from corral.provisioner import Provisioner
             self._provisioner = Provisioner(self.work_dir)
         return self._provisioner
 
@@ -115,7 +115,7 @@ class SyncMesosContainerizer(SyncContainerizer):
     def _from_image(self, container_id: str, config: ContainerConfig):
         """Provision the image's rootfs; the config to launch (the image's Entrypoint, Cmd, Env,
         WorkingDir and User merged in, as Mesos does), who runs it, and the rootfs's mount."""
-        from provisioner import image_user, merge_command
+        from corral.provisioner import image_user, merge_command
         image = config.image
         info = self.provisioner.provision(container_id, image["name"], image.get("type", "docker").lower())
         command = merge_command(info.image_config, value=config.argv[0] if config.argv else None,

@@ -9,7 +9,7 @@ import base64
 import os
 import random
 
-from agent.ports import HostPorts
+from corral.agent.ports import HostPorts
 
 
 def free_port_block(size: int) -> int:
@@ -42,9 +42,9 @@ class InProcessAgent:
     async def __aenter__(self):
         from aiohttp import ClientSession, web
 
-        from agent.api import make_runner
-        from agent.core import Agent, make_containerizer
-        from agent.resources import Resources, detect
+        from corral.agent.api import make_runner
+        from corral.agent.core import Agent, make_containerizer
+        from corral.agent.resources import Resources, detect
         total = detect(self.flags.resources or Resources(), self.flags.work_dir)
         # Its launch server is forked before the process below gets threads: launches go through it.
         self.containerizer = make_containerizer(self.flags, total)
@@ -88,14 +88,14 @@ class InProcessAgent:
 
 
 class AgentProcess:
-    """`python -m agent.main` as a real process, and a blocking client for its API."""
+    """`python -m corral.agent.main` as a real process, and a blocking client for its API."""
 
     def __init__(self, flags: list[str], port: int | None = None):
         """`port`: the API's port (a restarted agent's, say); a free one by default."""
         import subprocess
         import sys
         self.port = port or free_port_block(1)
-        self.proc = subprocess.Popen([sys.executable, "-m", "agent.main", *flags, f"--port={self.port}"],
+        self.proc = subprocess.Popen([sys.executable, "-m", "corral.agent.main", *flags, f"--port={self.port}"],
                                      stderr=subprocess.PIPE, text=True)
         line = self.proc.stderr.readline()
         if "listening on" not in line:

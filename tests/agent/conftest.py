@@ -34,7 +34,7 @@ def listen():
 @pytest.fixture
 def agent_flags(corral, port_block):
     """agent_flags(*extra): the agent's flags, on this test's dirs and cgroups root, with 10 ports of its own."""
-    from agent.flags import parse
+    from corral.agent.flags import parse
     base = port_block(10)
 
     def make(*extra: str):

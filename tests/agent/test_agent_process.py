@@ -74,7 +74,7 @@ def test_a_damaged_checkpoint_stops_a_strict_agent_and_is_reported_lost_otherwis
     damaged = os.path.join(corral.work_dir, "meta", "containers", "hurt", "statuses.json")
     with open(damaged, "r+") as f:
         f.truncate(10)
-    strict = subprocess.run([sys.executable, "-m", "agent.main", f"--work_dir={corral.work_dir}",
+    strict = subprocess.run([sys.executable, "-m", "corral.agent.main", f"--work_dir={corral.work_dir}",
                              f"--runtime_dir={corral.runtime_dir}", f"--cgroups_root={corral.cgroups_root}",
                              "--port=1"], capture_output=True, text=True, timeout=30)
     assert strict.returncode == 1
@@ -110,7 +110,7 @@ def test_recover_cleanup_destroys_everything_and_exits(agent_process, corral):
     agent.call(by_id("WAIT_CONTAINER", "b"))
     assert agent.stop() == 0
     assert states_on_disk(corral) == ["a", "b"]          # a stopped agent leaves its containers running
-    done = subprocess.run([sys.executable, "-m", "agent.main", f"--work_dir={corral.work_dir}",
+    done = subprocess.run([sys.executable, "-m", "corral.agent.main", f"--work_dir={corral.work_dir}",
                            f"--runtime_dir={corral.runtime_dir}", f"--cgroups_root={corral.cgroups_root}",
                            "--recover=cleanup"], capture_output=True, text=True, timeout=30)
     assert (done.returncode, done.stderr) == (0, "")
@@ -123,7 +123,7 @@ def states_on_disk(corral):
 
 
 def test_a_bad_flag_stops_the_agent_with_one_line():
-    done = subprocess.run([sys.executable, "-m", "agent.main", "--port=http"], capture_output=True, text=True,
+    done = subprocess.run([sys.executable, "-m", "corral.agent.main", "--port=http"], capture_output=True, text=True,
                           timeout=30)
     assert (done.returncode, done.stderr) == (2, "corral agent: --port=http: is not a port number 1-65535\n")
 
@@ -224,7 +224,7 @@ def test_sigkill_in_the_middle_of_ends_and_removals(agent_process, corral):
 def test_a_launch_checkpointed_without_a_status_file_is_recovered_from_its_container(agent_process, corral):
     """A launch's checkpoint is container.json alone; TASK_RUNNING is not fsynced. A crash can
     thus leave a container with no statuses.json: running if its launch got through, else lost."""
-    from agent.checkpoint import Checkpoint
+    from corral.agent.checkpoint import Checkpoint
     agent = agent_process()
     assert agent.call(launch("ran", "sleep 100"))[0] == 200
     agent.sigkill()
@@ -263,7 +263,7 @@ def test_a_container_whose_supervisor_died_while_the_agent_was_down_is_lost(agen
 
 def test_a_taken_port_and_a_second_agent_on_one_work_dir_are_one_line_each(agent_process, corral, listen):
     agent = agent_process()
-    base = [sys.executable, "-m", "agent.main", f"--work_dir={corral.work_dir}", f"--runtime_dir={corral.runtime_dir}",
+    base = [sys.executable, "-m", "corral.agent.main", f"--work_dir={corral.work_dir}", f"--runtime_dir={corral.runtime_dir}",
             f"--cgroups_root={corral.cgroups_root}"]
     second = subprocess.run([*base, "--port=1"], capture_output=True, text=True, timeout=60)
     assert (second.returncode, second.stderr) == (1, f"corral agent: another agent is running on "

@@ -7,9 +7,9 @@ import socket
 
 import pytest
 
-from agent.allocator import Allocator, InsufficientResources
-from agent.ports import HostPorts, port_env
-from agent.resources import Resources
+from corral.agent.allocator import Allocator, InsufficientResources
+from corral.agent.ports import HostPorts, port_env
+from corral.agent.resources import Resources
 from corral.files import DamagedFile
 from corral.ranges import Ranges
 

@@ -284,7 +284,7 @@ def test_wait_and_kill_during_a_launch_wait_for_it(agent_flags):
 
 
 def test_a_launch_whose_caller_goes_away_completes_and_the_next_one_is_not_confused(agent_flags):
-    from agent.resources import Resources
+    from corral.agent.resources import Resources
     from corral.types import ContainerConfig
 
     async def scenario():
@@ -306,7 +306,7 @@ def test_a_launch_whose_caller_goes_away_completes_and_the_next_one_is_not_confu
 
 
 def test_a_container_from_an_image(agent_flags, corral, tmp_path):
-    from provisioner.localimage import write_busybox_tarball
+    from corral.provisioner.localimage import write_busybox_tarball
     write_busybox_tarball(str(tmp_path / "images"))
     image = {"type": "MESOS", "mesos": {"image": {"type": "DOCKER", "docker": {"name": "busybox"}}}}
 

@@ -12,7 +12,7 @@ from tests.agent.agentkit import InProcessAgent
 from tests.agent.test_api import by_id, launch
 
 from corral.types import TASK_FINISHED
-from isolators.capabilities import DEFAULT, NUMBERS
+from corral.isolators.capabilities import DEFAULT, NUMBERS
 
 
 def mask(*names: str) -> int:

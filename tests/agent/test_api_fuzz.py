@@ -15,7 +15,7 @@ import random
 
 import aiohttp
 
-from agent import verbosity
+from corral.agent import verbosity
 from tests.agent.agentkit import InProcessAgent
 from corral.types import TASK_FINISHED
 

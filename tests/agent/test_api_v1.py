@@ -219,7 +219,7 @@ def test_longer_route_still_takes_its_own(agent_flags):
     from aiohttp import web
     from aiohttp.test_utils import make_mocked_request
 
-    from agent import api
+    from corral.agent import api
 
     async def executor(request):
         return web.Response()
@@ -240,7 +240,7 @@ def test_longer_route_still_takes_its_own(agent_flags):
 def test_prune_images(agent_flags, tmp_path):
     """As Mesos's: an image a running container came from, or one excluded, stays; the others go,
     with the layers nothing uses any more."""
-    from provisioner.localimage import write_busybox_tarball
+    from corral.provisioner.localimage import write_busybox_tarball
     write_busybox_tarball(str(tmp_path / "images"))
     busybox = {"type": "DOCKER", "docker": {"name": "busybox"}}
 

@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from agent.checkpoint import Checkpoint
+from corral.agent.checkpoint import Checkpoint
 from corral import linux
 from corral.files import DamagedFile
 from corral.types import TASK_FINISHED, TASK_KILLED, TASK_LOST, TASK_RUNNING, TASK_STARTING
@@ -120,7 +120,7 @@ def test_a_damaged_agent_id(tmp_path):
 
 WRITER = """
 import sys
-from agent.checkpoint import Checkpoint
+from corral.agent.checkpoint import Checkpoint
 cp = Checkpoint(sys.argv[1])
 i = 0
 while True:

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from agent.flags import FlagError, parse
-from agent.resources import Resources
+from corral.agent.flags import FlagError, parse
+from corral.agent.resources import Resources
 
 
 def test_defaults():
@@ -119,7 +119,7 @@ def test_bad_credentials_files(tmp_path):
 
 
 def test_max_layer_size_reaches_the_provisioner(tmp_path):
-    from agent.core import containerizer_args
+    from corral.agent.core import containerizer_args
     assert parse([], {}).max_layer_size == 16 << 30
     flags = parse([f"--work_dir={tmp_path}", "--image_providers=docker", "--max_layer_size=64MB"], {})
     assert containerizer_args(flags, Resources.parse("cpus:1"))["provisioner"].flags.max_layer_size == 64 << 20

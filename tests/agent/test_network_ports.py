@@ -10,10 +10,10 @@ import time
 
 import pytest
 
-from containerizers.mesos.containerizer import MesosContainerizer
+from corral.containerizers.mesos.containerizer import MesosContainerizer
 from corral.types import REASON_CONTAINER_LIMITATION, TASK_FAILED, TASK_KILLED, ContainerConfig, Resources
-from isolators import IsolatorFlags
-from isolators.network_ports import PortsIsolator
+from corral.isolators import IsolatorFlags
+from corral.isolators.network_ports import PortsIsolator
 
 ISOLATION = ["cgroups/cpu", "namespaces/pid", "network/ports"]
 

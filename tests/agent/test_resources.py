@@ -7,7 +7,7 @@ import os
 
 import pytest
 
-from agent.resources import Resources, detect
+from corral.agent.resources import Resources, detect
 from corral.ranges import Ranges
 from corral.types import InvalidInput
 

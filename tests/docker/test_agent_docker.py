@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from containerizers.docker import LABEL_ID
+from corral.containerizers.docker import LABEL_ID
 from corral.types import TASK_FAILED, TASK_KILLED, TASK_RUNNING, TASK_STARTING
 from tests.agent.agentkit import AgentProcess, InProcessAgent, free_port_block
 from tests.private_dockerd import BUSYBOX_IMAGE
@@ -58,7 +58,7 @@ def agent_argv(corral, docker_env):
 
 
 def test_docker_and_mesos_containers_side_by_side(agent_argv, corral, docker_env):
-    from agent.flags import parse
+    from corral.agent.flags import parse
     dockerd = docker_env.dockerd
 
     async def scenario():
@@ -98,7 +98,7 @@ def test_docker_and_mesos_containers_side_by_side(agent_argv, corral, docker_env
 
 
 def test_a_docker_only_agent_refuses_a_mesos_container_naming_what_is_missing(agent_argv):
-    from agent.flags import parse
+    from corral.agent.flags import parse
 
     async def scenario():
         async with InProcessAgent(parse(agent_argv("--containerizers=docker"), {})) as a:
@@ -117,7 +117,7 @@ def test_dockerd_down_stops_the_start_and_is_503_later(agent_argv, docker_env, t
     with pytest.raises(AssertionError, match=rf"the agent did not start: corral agent: dockerd at {down} "
                                              r"is not reachable \(No such file or directory\)\n$"):
         AgentProcess(agent_argv("--containerizers=docker", f"--docker_socket={down}"))
-    from agent.flags import parse
+    from corral.agent.flags import parse
     dockerd = docker_env.dockerd
 
     async def scenario():
@@ -205,7 +205,7 @@ def test_an_image_no_registry_has_is_a_404_and_a_registry_down_a_503(agent_argv,
                                   "storage": {"filesystem": {"rootdirectory": str(tmp_path / "data")}}}))
     registry = subprocess.Popen(["/usr/bin/docker-registry", "serve", str(config)], stdout=subprocess.DEVNULL,
                                 stderr=subprocess.DEVNULL)
-    from agent.flags import parse
+    from corral.agent.flags import parse
 
     async def scenario():
         async with InProcessAgent(parse(agent_argv("--containerizers=mesos,docker"), {})) as a:

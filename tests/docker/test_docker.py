@@ -15,7 +15,7 @@ import urllib.request
 
 import pytest
 
-from containerizers.docker import (LABEL_ID, LABEL_OWNER, SANDBOX, DockerUnavailable, EngineError, NotFound,
+from corral.containerizers.docker import (LABEL_ID, LABEL_OWNER, SANDBOX, DockerUnavailable, EngineError, NotFound,
                                    SyncDockerContainerizer)
 from corral.types import (LAUNCHED, NOT_SUPPORTED, REASON_CONTAINER_LIMITATION_MEMORY, STATISTICS_FIELDS, CorralError,
                           TASK_FAILED, TASK_FINISHED, TASK_KILLED, TASK_LOST, ContainerExists, NoSuchContainer,
@@ -210,7 +210,7 @@ def test_bridge_network_publishes_ports(docker_env):
 
 RECOVER_CHILD = """
 import sys
-from containerizers.docker import SyncDockerContainerizer
+from corral.containerizers.docker import SyncDockerContainerizer
 from corral.types import ContainerConfig
 work, run, url, image = sys.argv[1:5]
 dc = SyncDockerContainerizer(work, run, socket=url, only=True)

@@ -153,7 +153,7 @@ def acknowledged(work_dir: str) -> int:
     import glob
     import struct
 
-    from agent import messages
+    from corral.agent import messages
     count = 0
     for path in glob.glob(f"{work_dir}/meta/frameworks/*/runs/*/task.updates"):
         raw, offset = open(path, "rb").read(), 0

@@ -10,7 +10,7 @@ import urllib.request
 
 import pytest
 
-from agent.flags import FlagError, parse
+from corral.agent.flags import FlagError, parse
 from tests.mesos.mesoskit import until
 
 
@@ -39,7 +39,7 @@ def test_a_bad_value_is_one_line_naming_it(flag, says):
     with pytest.raises(FlagError, match=None) as e:
         parse([flag], {})
     assert says in str(e.value) and str(e.value).startswith(flag.split("=")[0])
-    done = subprocess.run([sys.executable, "-m", "agent.main", flag], capture_output=True, text=True, timeout=60)
+    done = subprocess.run([sys.executable, "-m", "corral.agent.main", flag], capture_output=True, text=True, timeout=60)
     assert done.returncode == 2 and done.stderr.count("\n") == 1 and says in done.stderr
 
 
@@ -58,7 +58,7 @@ def test_a_message_not_from_the_master_is_dropped(corral, mesos_master):
     """A RunTaskMessage that names another sender than the master runs nothing."""
     from tests.agent.agentkit import AgentProcess
 
-    from agent import messages as m
+    from corral.agent import messages as m
     master = mesos_master()
     agent = AgentProcess([f"--master={master.address}", f"--work_dir={corral.work_dir}",
                           f"--runtime_dir={corral.runtime_dir}", f"--cgroups_root={corral.cgroups_root}",

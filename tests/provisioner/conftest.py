@@ -21,7 +21,7 @@ import uuid
 import pytest
 import requests
 
-from provisioner import Provisioner, ProvisionerFlags
+from corral.provisioner import Provisioner, ProvisionerFlags
 
 from tests.provisioner.prov_images import Pusher
 

@@ -7,8 +7,8 @@ import os
 import pytest
 
 from corral.types import InvalidInput
-from provisioner import Command, ProvisionerFlags, merge_command, read_image_file, resolve_user
-from provisioner.reference import host_platform, parse_appc, parse_docker
+from corral.provisioner import Command, ProvisionerFlags, merge_command, read_image_file, resolve_user
+from corral.provisioner.reference import host_platform, parse_appc, parse_docker
 
 
 def test_docker_references():
@@ -98,8 +98,8 @@ def test_read_image_file_through_layers(tmp):
 def test_manifest_kinds_and_platforms():
     import json
 
-    from provisioner.errors import ImageNotFound, InvalidImage
-    from provisioner.manifests import DOCKER_MANIFEST, OCI_INDEX, OCI_MANIFEST, parse, select_platform
+    from corral.provisioner.errors import ImageNotFound, InvalidImage
+    from corral.provisioner.manifests import DOCKER_MANIFEST, OCI_INDEX, OCI_MANIFEST, parse, select_platform
     index = {"schemaVersion": 2, "manifests": [
         {"digest": "sha256:" + "1" * 64, "platform": {"os": "linux", "architecture": "arm", "variant": "v6"}},
         {"digest": "sha256:" + "2" * 64, "platform": {"os": "linux", "architecture": "arm", "variant": "v7"}},

@@ -8,9 +8,9 @@ import stat
 
 import pytest
 
-from provisioner.errors import InvalidImage
-from provisioner.extract import OPAQUE_XATTR, extract
-from provisioner.streams import decompressed
+from corral.provisioner.errors import InvalidImage
+from corral.provisioner.extract import OPAQUE_XATTR, extract
+from corral.provisioner.streams import decompressed
 
 from tests.provisioner.prov_images import compress, tar
 

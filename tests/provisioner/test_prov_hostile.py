@@ -17,8 +17,8 @@ import threading
 import pytest
 
 from corral.types import CorralError, InvalidInput
-from provisioner import ImageNotFound, InvalidImage, RegistryError
-from provisioner.core import Provisioner
+from corral.provisioner import ImageNotFound, InvalidImage, RegistryError
+from corral.provisioner.core import Provisioner
 SUBDIRS = ("layers", "meta", "images", "containers", "tmp", "locks")
 
 from tests.provisioner.prov_images import (DOCKER_MANIFEST, LAYER_TYPES, OCI_INDEX, aci, busybox_layer, docker_save, gnu_sparse,
@@ -352,7 +352,7 @@ def test_malformed_configs_are_one_line(make_provisioner, registry):
 ])
 def test_malformed_manifests_are_one_line(manifest, message):
     """The shapes a registry would not store, but one that is not docker's own may serve."""
-    from provisioner.manifests import image_parts, select_platform
+    from corral.provisioner.manifests import image_parts, select_platform
     with pytest.raises(InvalidImage, match=message):
         image_parts(manifest, {"rootfs": {"diff_ids": ["sha256:" + "0" * 64]}}, "x")
     index = {"manifests": [{"platform": "linux", "digest": "x"}, 7, {"platform": {"os": ["linux"]}}]}
@@ -395,7 +395,7 @@ def test_a_token_server_that_sends_too_much(make_provisioner):
 
 
 def test_an_image_of_more_layers_than_overlayfs_stacks_is_refused_before_any_is_fetched(make_provisioner, tmp):
-    from provisioner.manifests import image_parts
+    from corral.provisioner.manifests import image_parts
     store = os.path.join(tmp, "tars")
     os.makedirs(store)
     layer = tar(("x", b"x"))

@@ -12,9 +12,9 @@ import uuid
 
 import pytest
 
-import provisioner
+from corral import provisioner
 from corral.types import ContainerExists, CorralError, InvalidInput
-from provisioner import ImageNotFound, image_user, mountns, read_image_file, resolve_user
+from corral.provisioner import ImageNotFound, image_user, mountns, read_image_file, resolve_user
 
 from tests.provisioner.prov_images import aci, busybox_layer, docker_save, tar
 
@@ -201,7 +201,7 @@ def test_many_layers_fit_one_overlay_mount(make_provisioner, tmp):
 
 
 def test_local_busybox_image_runs(make_provisioner, tmp):
-    from provisioner.localimage import write_busybox_tarball
+    from corral.provisioner.localimage import write_busybox_tarball
     store = os.path.join(tmp, "images")
     assert write_busybox_tarball(store).endswith("/busybox:latest.tar")
     p = make_provisioner(store)
@@ -225,7 +225,7 @@ def test_two_processes_pull_once(registry, tmp):
 
 
 def test_registry_schemes_and_credentials(make_provisioner, tmp):
-    from provisioner.registry import credentials_for
+    from corral.provisioner.registry import credentials_for
     p = make_provisioner("registry.example.com:5000", docker_insecure_registry=("insecure.example.com:80",))
     assert p._registry("registry.example.com:5000").base == "https://registry.example.com:5000"
     assert p._registry("localhost:5000").base == "http://localhost:5000"
@@ -257,8 +257,8 @@ def test_provisioning_from_the_store_imports_nothing_only_pulls_need(make_provis
     script = f"""if True:
         import argparse, json, sys
         before = set(sys.modules)
-        from provisioner.cli import provisioner
-        from provisioner import ProvisionerFlags, Provisioner, image_user, merge_command
+        from corral.provisioner.cli import provisioner
+        from corral.provisioner import ProvisionerFlags, Provisioner, image_user, merge_command
         p = provisioner(argparse.Namespace(work_dir={work!r}, docker_registry={store!r}))
         info = p.provision("c1", "app:1.0")
         merge_command(info.image_config, value="/bin/true")
@@ -272,5 +272,5 @@ def test_provisioning_from_the_store_imports_nothing_only_pulls_need(make_provis
     out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     imported = set(json.loads(out.stdout))
-    assert "provisioner.core" in imported
+    assert "corral.provisioner.core" in imported
     assert sorted(imported & PULL_ONLY) == []

@@ -10,8 +10,8 @@ import uuid
 
 import pytest
 
-from provisioner import ImageNotFound, InvalidImage, RegistryError, mountns
-from provisioner.progress import NoProgress
+from corral.provisioner import ImageNotFound, InvalidImage, RegistryError, mountns
+from corral.provisioner.progress import NoProgress
 
 from tests.provisioner.prov_images import (DOCKER_LIST, OCI_INDEX, OCI_MANIFEST, busybox_layer, tar)
 

@@ -8,8 +8,8 @@ import shutil
 import subprocess
 import uuid
 
-from provisioner import mountns
-from provisioner.extract import is_whiteout
+from corral.provisioner import mountns
+from corral.provisioner.extract import is_whiteout
 
 
 def sh(*argv):
