@@ -111,6 +111,7 @@ class Agent:
         self.agent_id: str | None = None
         self.started = time.time()
         self.counters: Counter[str] = Counter()        # statuses appended, launch errors, since start
+        self.tasks = None                              # agent/tasks.Tasks: frameworks' tasks, with --master
 
     # -- recovery ------------------------------------------------------------------------------
 

@@ -58,7 +58,7 @@ def master_address(text: str) -> UPID:
 async def attach(agent, app: web.Application, on_shutdown) -> "MasterLink":
     """Recover the frameworks' tasks and route the master's messages to them; call start() once
     the HTTP server listens."""
-    tasks = Tasks(agent)
+    tasks = agent.tasks = Tasks(agent)         # the operator API lists them (GET_TASKS, GET_FRAMEWORKS...)
     await tasks.recover(read_slave_id(agent.flags.work_dir))
     link = MasterLink(agent, tasks, on_shutdown)
     link.add_routes(app)

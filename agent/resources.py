@@ -205,8 +205,8 @@ def _parse_token(token: str):
 def _parse_scalar(raw) -> float:
     try:
         value = float(raw)
-    except (TypeError, ValueError):
-        raise InvalidInput(f"{raw!r} is not a number") from None
+    except (TypeError, ValueError, OverflowError):     # OverflowError: an integer past a float's range
+        raise InvalidInput(f"{repr(raw)[:40]} is not a number") from None
     if isinstance(raw, bool) or not math.isfinite(value) or value < 0:
         raise InvalidInput(f"{raw!r} is not a non-negative number")
     return _scalar(value)

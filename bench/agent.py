@@ -137,9 +137,8 @@ def main() -> None:
         agent.stop("KILL")
         recovery = agent.start()
         conn = agent.connection()
-        _, listed = agent.call(conn, "GET_CONTAINERS", {})
-        running = sum(1 for c in json.loads(listed)["get_containers"]["containers"]
-                      if c["container_status"]["state"] == "TASK_RUNNING")
+        _, listed = agent.call(conn, "GET_CONTAINERS", {"show_standalone": True})     # the running ones
+        running = len(json.loads(listed)["get_containers"]["containers"])
         for cid in ids:
             agent.call(conn, "KILL_CONTAINER", {"container_id": {"value": cid}})
             agent.call(conn, "WAIT_CONTAINER", {"container_id": {"value": cid}})

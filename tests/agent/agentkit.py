@@ -76,6 +76,12 @@ class InProcessAgent:
             except ValueError:
                 return r.status, text
 
+    async def state(self) -> dict:
+        """GET /state: the agent's own JSON, its containers' status streams among it."""
+        async with self.http.get(self.url + "/state") as r:
+            assert r.status == 200, await r.text()
+            return await r.json()
+
     async def __aexit__(self, *exc):
         await self.http.close()
         await self.runner.cleanup()
@@ -119,6 +125,13 @@ class AgentProcess:
             return status, json.loads(raw)
         except ValueError:
             return status, raw.decode()
+
+    def state(self, timeout: float = 30) -> dict:
+        """GET /state: the agent's own JSON, its containers' status streams among it."""
+        import json
+        import urllib.request
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/state", timeout=timeout) as r:
+            return json.loads(r.read())
 
     def sigkill(self) -> None:
         self.proc.kill()

@@ -24,8 +24,7 @@ def by_id(call, container_id):
 
 
 def statuses(agent, container_id):
-    _, listed = agent.call({"type": "GET_CONTAINERS"})
-    [found] = [c for c in listed["get_containers"]["containers"] if c["container_id"]["value"] == container_id]
+    [found] = [c for c in agent.state()["containers"] if c["container_id"]["value"] == container_id]
     return [s["state"] for s in found["statuses"]]
 
 
@@ -47,8 +46,7 @@ def test_external_containers_through_the_agent_and_its_restart(agent_process, co
     assert os.WEXITSTATUS(waited["wait_container"]["exit_status"]) == 3
     sandbox = Path(corral.work_dir, "containers", "ends")
     port = int((sandbox / "stdout").read_text().split()[1])
-    _, listed = agent.call({"type": "GET_CONTAINERS"})
-    given = {c["container_id"]["value"]: c["resources"] for c in listed["get_containers"]["containers"]}
+    given = {c["container_id"]["value"]: c["resources"] for c in agent.state()["containers"]}
     assert [r["ranges"]["range"] for r in given["ends"] if r["name"] == "ports"] == [[{"begin": port, "end": port}]]
 
     assert statuses(agent, "runs") == [TASK_STARTING, TASK_RUNNING]         # re-attached, not relaunched
@@ -67,6 +65,5 @@ def test_external_containers_through_the_agent_and_its_restart(agent_process, co
     for container_id in ("ends", "runs"):
         assert not Path(corral.work_dir, "containers", container_id).exists()
     assert not os.path.exists(f"/proc/{runs_pid}") or "Z" in open(f"/proc/{runs_pid}/stat").read().split()[2]
-    assert os.listdir(shim_state) == [] and agent.call({"type": "GET_CONTAINERS"})[1]["get_containers"] == {
-        "containers": []}
+    assert os.listdir(shim_state) == [] and agent.state()["containers"] == []
     assert json.load(open(os.path.join(corral.work_dir, "meta", "allocations.json"))) == {}

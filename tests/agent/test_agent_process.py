@@ -24,8 +24,7 @@ def by_id(call, container_id):
 
 
 def states(agent, container_id):
-    _, listed = agent.call({"type": "GET_CONTAINERS"})
-    [found] = [c for c in listed["get_containers"]["containers"] if c["container_id"]["value"] == container_id]
+    [found] = [c for c in agent.state()["containers"] if c["container_id"]["value"] == container_id]
     return [s["state"] for s in found["statuses"]]
 
 
@@ -142,9 +141,8 @@ def _invariants(agent, corral) -> dict[str, list[str]]:
     its destroy: the resources are given a moment to settle."""
     deadline = time.monotonic() + 5
     while True:
-        _, listed = agent.call({"type": "GET_CONTAINERS"})
         streams = {c["container_id"]["value"]: [s["state"] for s in c["statuses"]]
-                   for c in listed["get_containers"]["containers"]}
+                   for c in agent.state()["containers"]}
         running = set()
         for container_id, stream in streams.items():
             assert stream[0] == TASK_STARTING and stream.count(TASK_STARTING) == 1, (container_id, stream)
@@ -195,7 +193,7 @@ def test_sigkill_in_the_middle_of_launches(agent_process, corral):
     end_all(agent, [cid for cid, stream in streams.items() if stream[-1] == TASK_RUNNING])
     for container_id in streams:
         agent.call(by_id("REMOVE_CONTAINER", container_id))
-    assert agent.call({"type": "GET_CONTAINERS"})[1]["get_containers"]["containers"] == []
+    assert agent.state()["containers"] == []
 
 
 def test_sigkill_in_the_middle_of_ends_and_removals(agent_process, corral):

@@ -1,5 +1,5 @@
 """A fuzz test of the agent's API (issue 9): thousands of random and mutated LAUNCH, WAIT, KILL
-and REMOVE bodies, seeded and bounded in time, over loopback, to a real agent that launches
+and REMOVE bodies, and READ_FILE, LIST_FILES, GET_CONTAINERS, SET_LOGGING_LEVEL and PRUNE_IMAGES ones, seeded and bounded in time, over loopback, to a real agent that launches
 real containers. No answer is a 5xx, no connection is reset, nothing is logged as an error;
 afterwards a normal launch works and nothing is left behind.
 
@@ -15,6 +15,7 @@ import random
 
 import aiohttp
 
+from corral.agent import verbosity
 from tests.agent.agentkit import InProcessAgent
 from corral.types import TASK_FINISHED
 
@@ -33,7 +34,8 @@ STRINGS = ["", "x", "\ud800", "\udfff", "a\u0000b", "é", "\U0001f600", "../..",
            "nothing-here", "f0", "  ", "\n", "%s%n", "{}", "[]", "null"]
 KEYS = ["value", "name", "type", "scalar", "ranges", "range", "begin", "end", "set", "item", "role", "reservations",
         "signal", "user", "hostname", "shell", "arguments", "environment", "variables", "image", "docker", "mesos",
-        "appc", "network", "container", "command", "container_id", "resources"]
+        "appc", "network", "container", "command", "container_id", "resources", "path", "offset", "length", "level",
+        "duration", "nanoseconds", "show_standalone", "show_nested", "excluded_images"]
 NUMBERS = [0, 1, -1, 0.5, 31, 32, 1e308, -1e308, 2 ** 63, 2 ** 64 + 1, 10 ** 400, float("nan"), float("inf"),
            float("-inf"), -0.0, 65535, 65536]
 
@@ -58,11 +60,29 @@ def random_value(rng: random.Random, depth: int = 0):
     return {rng.choice(STRINGS + KEYS): random_value(rng, depth + 1) for _ in range(rng.randrange(4))}
 
 
-def valid_body(rng: random.Random) -> dict:
+CONTAINER_CALLS = ["LAUNCH_CONTAINER", "WAIT_CONTAINER", "KILL_CONTAINER", "REMOVE_CONTAINER"]
+OTHER_CALLS = ["READ_FILE", "LIST_FILES", "GET_CONTAINERS", "SET_LOGGING_LEVEL", "PRUNE_IMAGES"]
+IN_SANDBOX = ["", "stdout", "stderr", "..", "../..", "../../meta", "x/../stdout", "stdout/", "nothing"]
+
+
+def valid_body(rng: random.Random, sandboxes: str) -> dict:
+    """A valid call; `sandboxes`: the directory of the containers' sandboxes (<work_dir>/containers)."""
     cid = rng.choice(IDS)
-    kind = rng.choice(["LAUNCH_CONTAINER", "WAIT_CONTAINER", "KILL_CONTAINER", "REMOVE_CONTAINER"])
+    kind = rng.choice(CONTAINER_CALLS * 2 + OTHER_CALLS)
     call: dict = {"container_id": {"value": cid}}
-    if kind == "LAUNCH_CONTAINER":
+    if kind in ("READ_FILE", "LIST_FILES"):
+        call = {"path": os.path.join(sandboxes, cid, rng.choice(IN_SANDBOX))}
+        if kind == "READ_FILE":
+            call["offset"] = rng.choice([0, 1, 5, "2"])
+            if rng.random() < 0.5:
+                call["length"] = rng.choice([0, 3, 1 << 20])
+    elif kind == "GET_CONTAINERS":
+        call = {"show_standalone": rng.random() < 0.8, "show_nested": rng.random() < 0.5}
+    elif kind == "SET_LOGGING_LEVEL":
+        call = {"level": rng.choice([0, 1, 3]), "duration": {"nanoseconds": rng.choice([1, 10 ** 6, 10 ** 8])}}
+    elif kind == "PRUNE_IMAGES":
+        call = {"excluded_images": [{"type": "DOCKER", "docker": {"name": "busybox"}}]}
+    elif kind == "LAUNCH_CONTAINER":
         command: dict = {"value": rng.choice(COMMANDS)}
         if rng.random() < 0.2:
             command = {"shell": False, "value": "/bin/sh", "arguments": ["sh", "-c", rng.choice(COMMANDS)]}
@@ -111,9 +131,9 @@ def mutate(rng: random.Random, body):
     return body
 
 
-def request(rng: random.Random) -> tuple[bytes, str]:
+def request(rng: random.Random, sandboxes: str) -> tuple[bytes, str]:
     """A body and its content type."""
-    body = valid_body(rng)
+    body = valid_body(rng, sandboxes)
     for _ in range(rng.choice([0, 1, 1, 2, 3])):
         body = mutate(rng, body)
     raw = json.dumps(body).encode()
@@ -138,6 +158,7 @@ def test_the_api_survives_thousands_of_random_and_mutated_calls(agent_flags, cor
         async with InProcessAgent(agent_flags()) as a:
             server = a.containerizer.launch_server.pid
             rng = random.Random(SEED)
+            sandboxes = os.path.join(os.path.abspath(corral.work_dir), "containers")
             answers: dict[int, int] = {}
             failures: list[str] = []
             deadline = asyncio.get_running_loop().time() + SECONDS
@@ -146,7 +167,7 @@ def test_the_api_survives_thousands_of_random_and_mutated_calls(agent_flags, cor
             async def client(rng: random.Random):
                 async with aiohttp.ClientSession(timeout=timeout) as http:
                     while asyncio.get_running_loop().time() < deadline and sum(answers.values()) < MAX_REQUESTS:
-                        raw, content_type = request(rng)
+                        raw, content_type = request(rng, sandboxes)
                         try:
                             async with http.post(a.url + "/api/v1", data=raw,
                                                  headers={"Content-Type": content_type}) as r:
@@ -162,8 +183,7 @@ def test_the_api_survives_thousands_of_random_and_mutated_calls(agent_flags, cor
             assert total >= 1000, f"only {total} calls in {SECONDS}s: {answers}"
             assert answers.get(200, 0) > 50, answers             # real launches, waits and removals among them
 
-            _, listed = await a.call({"type": "GET_CONTAINERS"})
-            for container in listed["get_containers"]["containers"]:
+            for container in (await a.state())["containers"]:
                 cid = container["container_id"]["value"]
                 await a.call({"type": "KILL_CONTAINER", "kill_container": {"container_id": {"value": cid}}})
                 await a.call({"type": "WAIT_CONTAINER", "wait_container": {"container_id": {"value": cid}}})
@@ -183,6 +203,9 @@ def test_the_api_survives_thousands_of_random_and_mutated_calls(agent_flags, cor
                                   "remove_container": {"container_id": {"value": "normal"}}}))[0] == 200
             assert not os.listdir(os.path.join(corral.runtime_dir, "containers"))
             assert not os.listdir(os.path.join(corral.work_dir, "containers"))
-    asyncio.run(scenario())
+    try:
+        asyncio.run(scenario())
+    finally:
+        verbosity.VERBOSITY.set(0, 0)       # the process's logging as it was, for the tests after
     logged = [r for r in caplog.records if r.levelno >= logging.WARNING]
     assert not logged, [r.getMessage() for r in logged[:5]]

@@ -127,11 +127,9 @@ def state(agent) -> dict:
 
 
 def held(agent) -> dict[str, list[str]]:
-    """container id -> the fpgas it holds, as GET_CONTAINERS says."""
-    status, body = agent.call({"type": "GET_CONTAINERS"})
-    assert status == 200, body
+    """container id -> the fpgas it holds, as the agent's /state says."""
     out = {}
-    for container in body["get_containers"]["containers"]:
+    for container in agent.state()["containers"]:
         for resource in container.get("resources", []):
             if resource["name"] == "fpgas":
                 out[container["container_id"]["value"]] = resource["set"]["item"]
@@ -139,10 +137,8 @@ def held(agent) -> dict[str, list[str]]:
 
 
 def units(agent) -> dict[str, dict]:
-    """container id -> the whole units it holds, as GET_CONTAINERS says."""
-    status, body = agent.call({"type": "GET_CONTAINERS"})
-    assert status == 200, body
-    return {c["container_id"]["value"]: c["units"] for c in body["get_containers"]["containers"] if c.get("units")}
+    """container id -> the whole units it holds, as the agent's /state says."""
+    return {c["container_id"]["value"]: c["units"] for c in agent.state()["containers"] if c.get("units")}
 
 
 def kill_and_remove(agent, container_id):

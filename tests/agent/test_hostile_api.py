@@ -109,9 +109,8 @@ def test_a_killed_launch_server_is_replaced_and_the_agent_never_answers_500(agen
         assert old not in map(int, children) and len(children) == 1
         agent.launch_server = int(children[0])
     assert holds_the_lock(agent.launch_server, corral.work_dir)
-    _, listed = agent.call({"type": "GET_CONTAINERS"})
-    [before] = listed["get_containers"]["containers"]
-    assert before["container_status"]["state"] == TASK_RUNNING     # the killed server's container runs on
+    [before] = agent.state()["containers"]
+    assert before["statuses"][-1]["state"] == TASK_RUNNING     # the killed server's container runs on
     assert agent.call(by_id("KILL_CONTAINER", "before"))[0] == 200
     assert agent.call(by_id("WAIT_CONTAINER", "before"))[1]["wait_container"]["state"] == TASK_KILLED
     assert agent.call(by_id("REMOVE_CONTAINER", "before"))[0] == 200
@@ -234,8 +233,7 @@ def test_a_launch_with_too_little_memory_gets_mesos_minimum_allocated_and_limite
         async with InProcessAgent(agent_flags()) as a:
             assert (await a.call(launch("small", "sleep 100", resources)))[0] == 200
             assert a.agent.allocator.held["small"].get("mem") == held
-            _, listed = await a.call({"type": "GET_CONTAINERS"})
-            [small] = listed["get_containers"]["containers"]
+            [small] = (await a.state())["containers"]
             assert scalar("mem", held) in small["resources"]
             limit = cgroup_for("memory", f"{corral.cgroups_root}/small").read("memory.limit_in_bytes")
             assert int(limit) == held * 1024 * 1024
@@ -326,9 +324,8 @@ def test_sigterm_stops_the_agent_at_once_with_waits_open_and_the_next_agent_take
             pass
         s.close()
     successor = agent_process()              # at once: nothing holds the lock
-    _, listed = successor.call({"type": "GET_CONTAINERS"})
-    [runs] = listed["get_containers"]["containers"]
-    assert runs["container_status"]["state"] == TASK_RUNNING
+    [runs] = successor.state()["containers"]
+    assert runs["statuses"][-1]["state"] == TASK_RUNNING
     assert successor.call(by_id("KILL_CONTAINER", "runs"))[0] == 200
     assert successor.call(by_id("WAIT_CONTAINER", "runs"))[1]["wait_container"]["state"] == TASK_KILLED
     assert successor.call(by_id("REMOVE_CONTAINER", "runs"))[0] == 200

@@ -80,6 +80,7 @@ def test_json_form_round_trips():
     ('[{"name": "ports", "type": "RANGES", "ranges": {"range": [{"begin": 1}]}}]', "wants \"ranges\""),
     ('[{"name": "x", "type": "TEXT"}]', "type must be SCALAR, RANGES or SET"),
     ('[{"type": "SCALAR"}]', "resource 0 needs a name"),
+    ('[{"name": "cpus", "type": "SCALAR", "scalar": {"value": 1' + "0" * 400 + '}}]', "not a number"),  # past a float
 ])
 def test_malformed_input_is_one_clear_line(text, problem):
     with pytest.raises(InvalidInput, match=problem) as info:

@@ -163,9 +163,8 @@ def test_a_sigkilled_agent_reattaches_docker_containers(agent_argv, corral, dock
         status, waited = agent.call(by_id("WAIT_CONTAINER", "ends"))
         assert status == 200 and waited["wait_container"]["state"] == TASK_FAILED
         assert os.WEXITSTATUS(waited["wait_container"]["exit_status"]) == 7
-        _, listed = agent.call({"type": "GET_CONTAINERS"})
         streams = {c["container_id"]["value"]: [s["state"] for s in c["statuses"]]
-                   for c in listed["get_containers"]["containers"]}
+                   for c in agent.state()["containers"]}
         assert streams == {"ends": [TASK_STARTING, TASK_RUNNING, TASK_FAILED],
                            "runs": [TASK_STARTING, TASK_RUNNING], "mesos": [TASK_STARTING, TASK_RUNNING]}
         after = in_dockerd(dockerd, "runs")         # the same container, never restarted
@@ -261,6 +260,5 @@ def test_sigterm_does_not_wait_for_a_docker_pull(agent_argv):
         caller.join(10)
         assert len(answers) == 1 and not (isinstance(answers[0], tuple) and answers[0][0] == 200)
     successor = AgentProcess(agent_argv("--containerizers=mesos,docker"))
-    _, listed = successor.call({"type": "GET_CONTAINERS"})
-    assert listed["get_containers"]["containers"] == []     # the launch cut short is forgotten
+    assert successor.state()["containers"] == []     # the launch cut short is forgotten
     assert successor.stop() == 0

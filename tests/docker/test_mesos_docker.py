@@ -35,7 +35,7 @@ def test_a_docker_task_runs_in_dockerd_and_reports_as_mesos(master, corral, dock
                               "--command=echo in docker $MESOS_TASK_ID; exit 4", "--resources=cpus:0.1;mem:32")
         assert updates(done.stdout) == ["TASK_STARTING", "TASK_RUNNING", "TASK_FAILED"], done.stdout
         assert "Command exited with status 4" in done.stdout
-        (container,) = agent.call({"type": "GET_CONTAINERS"})[1]["get_containers"]["containers"]
+        (container,) = agent.state()["containers"]
         sandbox = Path(agent_work_dir(agent), "containers", container["container_id"]["value"])
         assert (sandbox / "stdout").read_text() == "in docker docked\n"
         status, _ = agent.call({"type": "REMOVE_CONTAINER",

@@ -93,10 +93,10 @@ def test_a_custom_executor_runs_finishes_and_kills_tasks(mesos_master, joined_ag
     assert updates(killed.stdout)[-1] == "TASK_KILLED", killed.stdout + killed.stderr
     assert "message: 'killed by the executor'" in killed.stdout
     # Each executor exits once its task's end is acknowledged.
-    until(lambda: all(c["container_status"]["state"] == "TASK_FINISHED"
-                      for c in agent.call({"type": "GET_CONTAINERS"})[1]["get_containers"]["containers"]),
+    until(lambda: all(c["statuses"][-1]["state"] == "TASK_FINISHED"
+                      for c in agent.state()["containers"]),
           what="both executors exited")
-    assert len(agent.call({"type": "GET_CONTAINERS"})[1]["get_containers"]["containers"]) == 2
+    assert len(agent.state()["containers"]) == 2
 
 
 def test_an_executor_that_dies_fails_the_tasks_it_leaves(mesos_master, joined_agent, tmp_path):
@@ -193,8 +193,8 @@ def test_a_checkpointing_frameworks_executor_goes_on_through_an_agent_sigkill(me
     restarted = joined_agent(master, port=agent.port)
     out = "".join(seen) + framework.communicate(timeout=90)[0]
     assert updates(out) == ["TASK_RUNNING", "TASK_FINISHED"], out
-    until(lambda: all(c["container_status"]["state"] == "TASK_FINISHED"     # it exits once FINISHED is acknowledged
-                      for c in restarted.call({"type": "GET_CONTAINERS"})[1]["get_containers"]["containers"]),
+    until(lambda: all(c["statuses"][-1]["state"] == "TASK_FINISHED"     # it exits once FINISHED is acknowledged
+                      for c in restarted.state()["containers"]),
           what="the executor exited")
 
 

@@ -30,7 +30,7 @@ def test_a_command_task_finishes_and_its_output_is_in_the_sandbox(mesos_master, 
     done = master.execute("--name=hello", "--command=echo hi from corral", "--resources=cpus:0.1;mem:32")
     assert updates(done.stdout) == ["TASK_STARTING", "TASK_RUNNING", "TASK_FINISHED"], done.stdout + done.stderr
     assert "message: 'Command exited with status 0'" in done.stdout
-    (container,) = agent.call({"type": "GET_CONTAINERS"})[1]["get_containers"]["containers"]
+    (container,) = agent.state()["containers"]
     sandbox = Path(agent_work_dir(agent), "containers", container["container_id"]["value"])
     assert (sandbox / "stdout").read_text() == "hi from corral\n"
     # The master saw it end, and the resources it held are free again.
@@ -63,8 +63,8 @@ def test_the_framework_kills_a_task(mesos_master, joined_agent):
     until(lambda: joined(master, agent.port))
     done = master.execute("--name=sleeper", "--command=sleep 100", "--kill_after=1secs", "--resources=cpus:0.1;mem:32")
     assert updates(done.stdout) == ["TASK_STARTING", "TASK_RUNNING", "TASK_KILLING", "TASK_KILLED"], done.stdout
-    (container,) = agent.call({"type": "GET_CONTAINERS"})[1]["get_containers"]["containers"]
-    assert container["container_status"]["state"] == "TASK_KILLED"
+    (container,) = agent.state()["containers"]
+    assert container["statuses"][-1]["state"] == "TASK_KILLED"
     assert "command terminated by SIGTERM" in done.stdout          # within the default grace period
 
 
@@ -76,7 +76,7 @@ def test_a_task_that_does_not_fit_fails_to_launch_and_holds_nothing(mesos_master
     done = master.execute("--name=imaged", "--command=true", "--docker_image=busybox", "--resources=cpus:0.1;mem:32")
     assert updates(done.stdout) == ["TASK_FAILED"], done.stdout
     assert "reason: REASON_CONTAINER_LAUNCH_FAILED" in done.stdout and "--image_providers=docker" in done.stdout
-    assert json.dumps(agent.call({"type": "GET_CONTAINERS"})[1]["get_containers"]["containers"]) == "[]"
+    assert json.dumps(agent.state()["containers"]) == "[]"
 
 
 def test_a_task_over_its_memory_is_reported_as_mesos_reports_an_oom(mesos_master, joined_agent):
@@ -104,7 +104,7 @@ def test_a_docker_image_task_runs_in_its_image(mesos_master, joined_agent):
     done = master.execute("--name=boxed", "--docker_image=busybox", "--command=ls /bin/busybox; echo $MESOS_TASK_ID",
                           "--resources=cpus:0.1;mem:64")
     assert updates(done.stdout) == ["TASK_STARTING", "TASK_RUNNING", "TASK_FINISHED"], done.stdout
-    (container,) = agent.call({"type": "GET_CONTAINERS"})[1]["get_containers"]["containers"]
+    (container,) = agent.state()["containers"]
     sandbox = Path(agent_work_dir(agent), "containers", container["container_id"]["value"])
     assert (sandbox / "stdout").read_text() == "/bin/busybox\nboxed\n"
 
@@ -117,15 +117,15 @@ def test_a_framework_that_goes_away_has_its_tasks_killed(mesos_master, joined_ag
     agent = joined_agent(master)
     until(lambda: joined(master, agent.port))
     framework = master.execute_async("--name=orphan", "--command=sleep 100", "--resources=cpus:0.1;mem:32")
-    until(lambda: agent.call({"type": "GET_CONTAINERS"})[1]["get_containers"]["containers"], what="a container")
+    until(lambda: agent.state()["containers"], what="a container")
     until(lambda: master.state()["frameworks"] and master.state()["frameworks"][0]["tasks"]
           and master.state()["frameworks"][0]["tasks"][0]["state"] == "TASK_RUNNING", what="the task running")
     framework.send_signal(signal.SIGKILL)
     framework.communicate()
 
     def ended() -> bool:
-        (container,) = agent.call({"type": "GET_CONTAINERS"})[1]["get_containers"]["containers"]
-        return container["container_status"]["state"] == "TASK_KILLED"
+        (container,) = agent.state()["containers"]
+        return container["statuses"][-1]["state"] == "TASK_KILLED"
     until(ended, timeout=60, what="the orphan's container killed")
     until(lambda: joined(master, agent.port)["used_resources"]["cpus"] == 0, what="its resources free")
 

@@ -75,12 +75,12 @@ def test_a_message_not_from_the_master_is_dropped(corral, mesos_master):
                 assert r.status == 202
 
         def containers() -> list:
-            return agent.call({"type": "GET_CONTAINERS"})[1]["get_containers"]["containers"]
+            return agent.state()["containers"]
         send("master@127.0.0.1:1")
         send(f"scheduler@127.0.0.1:{master.port}")
         # The same message as the master's runs (from this address, the master's): the two above were dropped.
         send(f"master@127.0.0.1:{master.port}")
-        until(lambda: [c for c in containers() if c["container_status"]["state"] == "TASK_FINISHED"],
+        until(lambda: [c for c in containers() if c["statuses"][-1]["state"] == "TASK_FINISHED"],
               what="the master's task run")
         assert len(containers()) == 1
     finally:

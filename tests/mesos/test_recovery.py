@@ -41,8 +41,8 @@ def test_a_checkpointing_frameworks_task_lives_through_an_agent_sigkill(mesos_ma
     restarted = joined_agent(master, port=agent.port)
     out = "".join(seen) + _finish(framework)
     assert updates(out) == ["TASK_STARTING", "TASK_RUNNING", "TASK_FINISHED"], out
-    (container,) = restarted.call({"type": "GET_CONTAINERS"})[1]["get_containers"]["containers"]
-    assert container["container_status"]["state"] == "TASK_FINISHED"
+    (container,) = restarted.state()["containers"]
+    assert container["statuses"][-1]["state"] == "TASK_FINISHED"
 
 
 def test_a_task_that_ends_while_the_agent_is_down_reports_its_real_end_once(mesos_master, joined_agent, corral):
@@ -71,8 +71,8 @@ def test_a_non_checkpointing_frameworks_task_ends_with_the_agent(mesos_master, j
     out = "".join(seen) + _finish(framework)
     assert updates(out)[-1] in ("TASK_LOST", "TASK_GONE", "TASK_UNREACHABLE"), out
     restarted = joined_agent(master, port=agent.port)
-    (container,) = restarted.call({"type": "GET_CONTAINERS"})[1]["get_containers"]["containers"]
-    assert container["container_status"]["state"] == "TASK_KILLED"      # the agent ended it at restart
+    (container,) = restarted.state()["containers"]
+    assert container["statuses"][-1]["state"] == "TASK_KILLED"      # the agent ended it at restart
 
 
 def test_the_agent_re_registers_with_a_restarted_master(mesos_master, joined_agent):
@@ -103,10 +103,10 @@ def test_a_non_checkpointing_frameworks_task_ends_when_the_agent_stops(mesos_mas
     framework.kill()
     framework.communicate()
     restarted = joined_agent(master, port=agent.port)
-    states = {c["container_status"]["state"] for c in
-              restarted.call({"type": "GET_CONTAINERS"})[1]["get_containers"]["containers"]}
+    states = {c["statuses"][-1]["state"] for c in
+              restarted.state()["containers"]}
     assert states == {"TASK_KILLED", "TASK_RUNNING"}
     checkpointing.kill()                        # the master then shuts its framework down here
     checkpointing.communicate()
-    until(lambda: not [c for c in restarted.call({"type": "GET_CONTAINERS"})[1]["get_containers"]["containers"]
-                       if c["container_status"]["state"] == "TASK_RUNNING"], timeout=60, what="all ended")
+    until(lambda: not [c for c in restarted.state()["containers"]
+                       if c["statuses"][-1]["state"] == "TASK_RUNNING"], timeout=60, what="all ended")
