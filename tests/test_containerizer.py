@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import sys
 import time
 
 import pytest
@@ -56,10 +57,12 @@ def test_not_supported_leaves_nothing(corral):
 def test_oom_event_ends_the_container_with_a_memory_limitation(corral):
     async def scenario():
         mc = _mc(corral)
-        # The hog's child is OOM-killed; the shell would carry on, but the limitation ends it.
-        await mc.launch("oom", sh("(x=$(head -c 300000000 /dev/zero | tr '\\0' a)); sleep 1000",
+        # The hog's child is OOM-killed; the shell would carry on, but the limitation ends it. The
+        # hog touches 300 MB at once: a pipe of small reads and writes took over 30 s to reach the
+        # limit in the 1-vCPU cgroup2 guest, every system call passing the seccomp filter.
+        await mc.launch("oom", sh(f"{sys.executable} -c 'b = bytes(1) * (300 << 20)'; sleep 1000",
                                   resources=Resources(mem_mb=40)))
-        termination = await asyncio.wait_for(mc.wait("oom"), 30)
+        termination = await asyncio.wait_for(mc.wait("oom"), 60)
         assert termination.state == TASK_FAILED
         assert termination.reason == "REASON_CONTAINER_LIMITATION_MEMORY"
         assert "Requested: 40MB" in termination.message
