@@ -54,6 +54,19 @@ class Cgroup:
                 values[key] = int(value)
         return values
 
+    def settle(self, name: str, value: str, reached) -> bool:
+        """Write `value` to the file `name` and wait (up to 5 s) until `reached()` says the kernel
+        has done it (a freeze takes effect asynchronously); whether it did. False if the cgroup is gone."""
+        try:
+            self.write(name, value)
+            for _ in range(5000):
+                if reached():
+                    return True
+                time.sleep(0.001)
+        except FileNotFoundError:
+            pass
+        return False
+
     def kill(self) -> None:
         raise NotImplementedError
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import time
 
 from . import V1Cgroup
 
@@ -14,15 +13,7 @@ class Freezer(V1Cgroup):
     def freeze(self, frozen: bool) -> bool:
         """Write freezer.state and wait until the kernel reports it; whether it did."""
         want = "FROZEN" if frozen else "THAWED"
-        try:
-            self.write("freezer.state", want)
-            for _ in range(5000):
-                if self.read("freezer.state").strip() == want:
-                    return True
-                time.sleep(0.001)
-        except FileNotFoundError:
-            pass
-        return False
+        return self.settle("freezer.state", want, lambda: self.read("freezer.state").strip() == want)
 
     def kill(self) -> None:
         """SIGKILL every process, frozen first so that none can fork away while we go through

@@ -12,7 +12,6 @@ from __future__ import annotations
 import errno
 import os
 import signal
-import time
 
 from ..base import Cgroup
 
@@ -70,15 +69,8 @@ class V2Cgroup(Cgroup):
 
     def freeze(self, frozen: bool) -> bool:
         """Write cgroup.freeze and wait until cgroup.events says the subtree is (un)frozen."""
-        try:
-            self.write("cgroup.freeze", "1" if frozen else "0")
-            for _ in range(5000):
-                if self.read_keyed("cgroup.events").get("frozen", 0) == int(frozen):
-                    return True
-                time.sleep(0.001)
-        except FileNotFoundError:
-            pass
-        return False
+        return self.settle("cgroup.freeze", "1" if frozen else "0",
+                           lambda: self.read_keyed("cgroup.events").get("frozen", 0) == int(frozen))
 
     def kill(self) -> None:
         """cgroup.kill (Linux 5.14+) SIGKILLs the whole subtree at once, forks in flight included;
