@@ -11,7 +11,7 @@ image on the host network (corral's default) and waits for it to end and be remo
   docker run --rm          the docker CLI (Go), --network host
   docker run --rm --init   the same with docker-init as pid 1, as corral runs containers
   python -c 'import docker'  what the SDK's import alone would cost a cold CLI
-  python -c 'import agent.cli, containerizers.docker'   what the cold CLI imports
+  python -c 'import corral.cli.run, corral.containerizers.docker'   what the cold CLI imports
   python -c pass           the interpreter alone: the floor of any Python CLI
 
 Rows are interleaved, in an order rotated each round, so that drift in the machine's speed and
@@ -74,8 +74,8 @@ def main() -> None:
                 sh("docker", "run", "--rm", "--init", "--network", "host", BUSYBOX_IMAGE, "true"),
             "corral warm (SyncDockerContainerizer in-process)": corral_warm,
             "python -c 'import docker'": sh(sys.executable, "-c", "import docker"),
-            "python -c 'import agent.cli, containerizers.docker'":
-                sh(sys.executable, "-c", "import agent.cli, agent.containerizers, containerizers.docker"),
+            "python -c 'import corral.cli.run, corral.containerizers.docker'":
+                sh(sys.executable, "-c", "import corral.cli.run, corral.containerizers.docker"),
             "python -c pass": sh(sys.executable, "-c", "pass"),
         }
         times = {name: [] for name in rows}

@@ -59,6 +59,13 @@ class End(Record):
     state: str | None = None                # its own TaskState, taken as given (the external protocol's)
 
 
+def state_dir(runtime_dir: str, name: str) -> str:
+    """Where the containerizer `name` keeps its containers' runtime dirs (<state_dir>/containers/<id>):
+    the Mesos one in the runtime dir itself, each other in a folder of its name. Which of these
+    holds an id says which containerizer owns the container."""
+    return runtime_dir if name == "mesos" else os.path.join(runtime_dir, name)
+
+
 class SyncContainerizer:
     name: str = ""
     capabilities = Capabilities()

@@ -27,7 +27,7 @@ from corral.files import open_beneath
 from corral.types import (LAUNCHED, NOT_SUPPORTED, STATISTICS_FIELDS, TASK_KILLED, ContainerConfig,
                           CorralError, Limitation, Resources, Termination, signal_name)
 
-from .base import Capabilities, End, SyncContainerizer
+from .base import Capabilities, End, SyncContainerizer, state_dir
 from .state import ContainerFiles
 from .threaded import ThreadedContainerizer
 
@@ -47,7 +47,7 @@ class SyncExternalContainerizer(SyncContainerizer):
     keeps_failed_sandbox = True     # the program's log of the failure, containerizer.log, is there
 
     def __init__(self, work_dir: str, runtime_dir: str, path: str, timeout: float = 30.0):
-        super().__init__(work_dir, os.path.join(runtime_dir, "external"))
+        super().__init__(work_dir, state_dir(runtime_dir, self.name))
         self.program_dir = os.path.join(self.state_dir, "program")     # the program's own, to keep state in
         self.path = path
         self.timeout = timeout

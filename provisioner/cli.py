@@ -1,6 +1,6 @@
-"""`corral pull`, `corral images`, `corral images rm`, `corral images prune`: ready for agent/cli.py.
+"""`corral pull`, `corral images`, `corral images rm`, `corral images prune`: ready for the `corral` command (corral/cli/).
 
-agent/cli.py builds the `pull` and `images` parsers with pull_arguments and images_arguments and
+corral/cli/options.py builds the `pull` and `images` parsers with pull_arguments and images_arguments and
 dispatches to cmd_pull and cmd_images; cmd_images dispatches `images rm` and `images prune` itself. Every command returns an exit code
 and raises CorralError (InvalidInput for bad input) for main() to print as one line.
 Run standalone as `python -m corral.provisioner.cli pull REF`.

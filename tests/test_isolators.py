@@ -79,6 +79,6 @@ def test_isolator_from_another_distribution_is_loaded_by_name(corral, plugin_sit
 
 def test_the_clis_default_isolation_is_the_registrys():
     """The CLI writes the default out (its help imports no registry): the two never differ."""
-    from corral.agent.cli import DEFAULT_ISOLATION as written
+    from corral.cli.options import DEFAULT_ISOLATION as written
     from corral.isolators.registry import DEFAULT_ISOLATION
     assert written == ",".join(DEFAULT_ISOLATION)

@@ -29,7 +29,7 @@ from corral.cpu import CFS_PERIOD_US, CPU_SHARES_PER_CPU, quota_for, shares_for
 from corral.types import (LAUNCHED, REASON_CONTAINER_LIMITATION_MEMORY, ContainerConfig, CorralError, InvalidInput,
                           Limitation, NoSuchContainer, Resources, Termination, Unavailable)
 
-from ..base import Capabilities, End, SyncContainerizer
+from ..base import Capabilities, End, SyncContainerizer, state_dir
 from ..state import ContainerFiles
 from .engine import Engine, EngineError, NotFound, default_socket
 
@@ -48,7 +48,7 @@ class SyncDockerContainerizer(SyncContainerizer):
                  timeout: float = 30.0, sdk: bool = True):
         """`sdk`: False speaks plain HTTP on a unix socket instead of importing the docker SDK
         (the CLI's choice: the SDK's import alone costs more than a `docker run`)."""
-        super().__init__(work_dir, os.path.join(runtime_dir, "docker"))
+        super().__init__(work_dir, state_dir(runtime_dir, self.name))
         self.owner = os.path.realpath(runtime_dir)
         self.socket = socket or default_socket()
         self.cgroups_enable_cfs = cgroups_enable_cfs

@@ -375,13 +375,19 @@ def test_cli_run_with_the_docker_containerizer(docker_env):
     many = cli("run", "--containerizer", "docker", "--image", image, "--", "seq", "30000")
     assert many.returncode == 0 and many.stdout == "".join(f"{n}\n" for n in range(1, 30001))     # all of it
     cid = cli("run", "--image", image, "--detach", "--", "sh", "-c", "echo up; exec sleep 600").stdout.strip()
-    assert cli("usage", "--json", cid).returncode == 0
-    listed = json.loads(cli("ps", "--json").stdout)
+
+    def by_id(*args):       # no containerizer named: the container's files say which has it
+        return subprocess.run([corral, *args], env={k: v for k, v in env.items() if k != "CORRAL_CONTAINERIZERS"},
+                              capture_output=True, text=True, timeout=60)
+    assert by_id("usage", "--json", cid).returncode == 0
+    listed = json.loads(by_id("ps", "--json").stdout)
     assert [(row["container_id"], row["containerizer"], row["state"]) for row in listed] == [(cid, "docker", "RUNNING")]
-    assert cli("logs", cid).stdout == "up\n"
-    assert cli("kill", cid).returncode == 0
-    assert cli("wait", cid).stdout == f"{128 + signal.SIGTERM}\n"
-    assert cli("destroy", cid).returncode == 0
+    table = by_id("ps").stdout.splitlines()
+    assert table[0].split()[:4] == ["CONTAINER", "ID", "CONTAINERIZER", "STATE"] and table[1].split()[1] == "docker"
+    assert by_id("logs", cid).stdout == "up\n"
+    assert by_id("kill", cid).returncode == 0
+    assert by_id("wait", cid).stdout == f"{128 + signal.SIGTERM}\n"
+    assert by_id("destroy", cid).returncode == 0
     piped = subprocess.run(f"{corral} run --image {image} -- yes | head -1", shell=True, env=env,
                            capture_output=True, text=True, timeout=60)
     assert piped.stdout == "y\n"                        # a closed stdout still removes the container

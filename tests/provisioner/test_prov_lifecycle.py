@@ -253,7 +253,7 @@ def test_provisioning_from_the_store_imports_nothing_only_pulls_need(make_provis
     os.makedirs(store)
     docker_save(os.path.join(store, "app:1.0.tar"), "app:1.0", [busybox_layer()], {"User": "alice"})
     make_provisioner(store, work).pull("app:1.0")
-    # What agent/cli.py's cmd_run and SyncMesosContainerizer do with it, in a fresh interpreter.
+    # What corral/cli/run.py's cmd_run and SyncMesosContainerizer do with it, in a fresh interpreter.
     script = f"""if True:
         import argparse, json, sys
         before = set(sys.modules)

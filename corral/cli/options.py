@@ -1,4 +1,5 @@
-"""The `corral` command: run, ps, wait, kill, destroy, usage, logs.
+"""The `corral` command's options: the parser, built for the one subcommand invoked, and the
+checks that turn bad values into one line and exit status 2.
 
 Its imports are kept to the standard library's cheapest modules and corral's own: a cold
 `corral run` is measured against runc, and every module costs milliseconds here.
@@ -7,15 +8,12 @@ Its imports are kept to the standard library's cheapest modules and corral's own
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import re
-import signal
-import sys
 
-from corral.types import (MAX_SECONDS, NOT_SUPPORTED, ContainerConfig, CorralError, InvalidInput, NoSuchContainer,
-                          Resources, check_cgroups_root, check_cpus, check_mem_mb, check_pids_limit, parse_signal)
+from corral.types import MAX_SECONDS, InvalidInput, check_cgroups_root, check_cpus, check_mem_mb, check_pids_limit
 
+CONTAINERIZERS = ("mesos", "docker", "external")
 # isolators.registry's DEFAULT_ISOLATION, written out: the help needs no import of the registry.
 DEFAULT_ISOLATION = ("cgroups/cpu,cgroups/mem,namespaces/pid,namespaces/ipc,linux/capabilities,linux/nnp,"
                      "linux/seccomp,linux/masked_paths,cgroups/devices,linux/devices,cgroups/pids,posix/rlimits")
@@ -56,7 +54,7 @@ def _global_options(defaults: bool) -> argparse.ArgumentParser:
     parent.add_argument("--cgroups-root", default=default(env("CORRAL_CGROUPS_ROOT", "corral")),
                         type=_checked(check_cgroups_root),
                         help="the cgroup under which every container's cgroups live (env CORRAL_CGROUPS_ROOT)")
-    # Other containerizers (agent/containerizers.py).
+    # Other containerizers (corral/cli/containerizers.py).
     parent.add_argument("--containerizers", default=default(env("CORRAL_CONTAINERIZERS", "mesos")),
                         help="containerizers to try, in this order: mesos,docker,external (env CORRAL_CONTAINERIZERS)")
     parent.add_argument("--docker-socket", default=default(None),
@@ -106,7 +104,7 @@ def _run_arguments(run: argparse.ArgumentParser) -> None:
     run.add_argument("--volume", action="append", default=[], metavar="HOST:CONTAINER[:ro]",
                      help="bind mount into the image's rootfs (repeatable; a relative HOST is in the sandbox)")
     add_image_options(run)
-    run.add_argument("--containerizer", choices=("mesos", "docker", "external"),
+    run.add_argument("--containerizer", choices=CONTAINERIZERS,
                      help="this containerizer alone (default: --containerizers, in order)")
     run.add_argument("--rootfs", metavar="DIR", type=_directory,
                      help="a root filesystem ready on the host to run the command in")
@@ -135,6 +133,8 @@ def _ps_arguments(ps: argparse.ArgumentParser) -> None:
 
 def _id_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("container_id", metavar="ID")
+    parser.add_argument("--containerizer", choices=CONTAINERIZERS,
+                        help="the containerizer that has it (default: the one whose files hold the id)")
 
 
 def _wait_arguments(wait: argparse.ArgumentParser) -> None:
@@ -185,7 +185,7 @@ _GLOBAL_WITH_VALUE = ("--work-dir", "--runtime-dir", "--cgroups-root", "--contai
                       "--docker-kill-orphans", "--external-containerizer-path", "--external-containerizer-timeout")
 
 
-def _invoked(argv: list[str]) -> str | None:
+def invoked(argv: list[str]) -> str | None:
     """The subcommand argv names, found before parsing: only its options need building."""
     skip = False
     for token in argv:
@@ -198,8 +198,8 @@ def _invoked(argv: list[str]) -> str | None:
     return None
 
 
-def build_parser(invoked: str | None = None) -> argparse.ArgumentParser:
-    """The whole parser, or, when `invoked` names the subcommand, one with that subcommand
+def build_parser(subcommand: str | None = None) -> argparse.ArgumentParser:
+    """The whole parser, or, when `subcommand` is given, one with that subcommand
     alone: building every subcommand (argparse looks up translations for each) costs a cold
     run milliseconds."""
     parser = _Parser(prog="corral", parents=[_global_options(True)],
@@ -207,7 +207,7 @@ def build_parser(invoked: str | None = None) -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="subcommand", metavar="COMMAND", required=True, parser_class=_Parser)
     common = [_global_options(False)]
     for name, (help_text, add_arguments) in SUBCOMMANDS.items():
-        if invoked in (None, name):
+        if subcommand in (None, name):
             add_arguments(sub.add_parser(name, parents=common, help=help_text))
     return parser
 
@@ -265,226 +265,3 @@ def parse_mem_mb(text: str) -> float:
         return check_mem_mb(mb)
     except InvalidInput:
         raise argparse.ArgumentTypeError(f"must be more than 0 and at most 8 EiB: {text!r}") from None
-
-
-def _parse_env(items: list[str]) -> dict[str, str]:
-    env = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise InvalidInput(f"--env wants K=V, not {item!r}")
-        env[key] = value
-    return env
-
-
-def _others(args) -> bool:
-    """Whether a containerizer other than the Mesos one is configured (then agent/containerizers.py)."""
-    return (getattr(args, "containerizer", None) or args.containerizers) != "mesos"
-
-
-def _containerizer(args, provisioner=None):
-    if _others(args) and getattr(args, "container_id", None):
-        from corral.agent import containerizers
-        return containerizers.owner(args, args.container_id)
-    from corral.containerizers.mesos.sync import SyncMesosContainerizer
-    return SyncMesosContainerizer(args.work_dir, args.runtime_dir, args.cgroups_root, provisioner=provisioner)
-
-
-def cmd_run(args, command: list[str]) -> int:
-    from corral.isolators.registry import parse_isolation
-    if args.shell is not None and command:
-        raise InvalidInput("give either --shell 'CMD' or -- CMD [ARG...], not both")
-    argv = ["/bin/sh", "-c", args.shell] if args.shell is not None else command
-    if args.image is not None and not args.image.strip():
-        raise InvalidInput("--image needs an image reference, such as busybox")
-    if not argv and not args.image:
-        raise InvalidInput("no command: corral run [OPTIONS] -- CMD [ARG...]")
-    config = ContainerConfig(
-        argv=argv, env=_parse_env(args.env), resources=Resources(cpus=args.cpus, mem_mb=args.mem),
-        isolation=parse_isolation(args.isolation), workdir=args.workdir, user=args.user,
-        hostname=args.hostname, cgroups_enable_cfs=args.cgroups_enable_cfs, volumes=args.volume,
-        image={"type": args.image_type.upper(), "name": args.image} if args.image else None,
-        containerizer=args.containerizer, rootfs=args.rootfs, network=args.network, ports=args.port,
-        **_confinement(args))
-    container_id = args.name or _new_container_id()
-    if _others(args):
-        from corral.agent import containerizers
-        mc = containerizers.launch(args, container_id, config)
-    else:
-        provisioner = None
-        if args.image:
-            from corral.provisioner.cli import provisioner as make_provisioner
-            provisioner = make_provisioner(args)
-        mc = _containerizer(args, provisioner)
-        if mc.launch(container_id, config) == NOT_SUPPORTED:
-            raise InvalidInput("the mesos containerizer shares the host's network: --network and --port "
-                               "need --containerizer docker")
-    if args.detach:
-        print(container_id)
-        return 0
-    return _foreground(mc, container_id)
-
-
-def _confinement(args) -> dict:
-    """The run options that change the container's confinement, checked here (one line, exit 2)."""
-    from corral.isolators.capabilities import normalize
-    from corral.isolators.devices import parse_device
-    from corral.isolators.rlimits import parse_ulimit
-    for name in args.cap_add + args.cap_drop:
-        normalize(name)
-    for spec in args.device:
-        parse_device(spec)
-    profile = args.seccomp_profile
-    if profile is not None and profile != "unconfined":
-        if not os.path.isfile(profile):
-            raise InvalidInput(f"--seccomp-profile {profile}: no such file")
-        profile = os.path.abspath(profile)
-    return dict(privileged=args.privileged, cap_add=args.cap_add, cap_drop=args.cap_drop, seccomp_profile=profile,
-                devices=args.device, pids_limit=args.pids_limit, rlimits=[parse_ulimit(u) for u in args.ulimit])
-
-
-def _new_container_id() -> str:
-    raw = os.urandom(16).hex()
-    return f"{raw[:8]}-{raw[8:12]}-{raw[12:16]}-{raw[16:20]}-{raw[20:]}"
-
-
-def _foreground(mc, container_id: str) -> int:
-    """Stream the task's output while it runs (where its containerizer can follow it; else once it
-    has ended), pass our signals on to it; remove it at the end, however the end comes (a closed
-    pipe on our stdout, say), as `docker run --rm` does."""
-    def forward(signum, _frame):
-        mc.kill(container_id, signum)
-    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-        signal.signal(sig, forward)
-    sinks = {1: sys.stdout.buffer, 2: sys.stderr.buffer}
-    try:
-        for stream, chunk in mc.output(container_id, follow=True):
-            sink = sinks.get(stream, sinks[1])
-            sink.write(chunk)
-            sink.flush()
-        termination = mc.wait(container_id)
-    finally:
-        mc.destroy(container_id, remove_sandbox=True)
-    if termination.reason:
-        print(f"corral: {termination.reason}: {termination.message}", file=sys.stderr)
-    return termination.shell_exit_code()
-
-
-def cmd_ps(args) -> int:
-    if _others(args):
-        from corral.agent import containerizers
-        listed = containerizers.all_of(args)
-    else:
-        listed = [_containerizer(args)]
-    rows = []
-    for mc in listed:
-        for container_id in mc.containers():
-            try:
-                rows.append(mc.status(container_id))
-            except NoSuchContainer:
-                continue        # destroyed while we looked
-    if args.json:
-        print(json.dumps(rows, indent=2))
-        return 0
-    print(f"{'CONTAINER ID':<38} {'STATE':<8} {'PID':>7} {'EXIT':>5}  COMMAND")
-    for row in rows:
-        termination = row["termination"]
-        code = "" if not termination else (termination["exit_code"] if termination["exit_code"] is not None
-                                           else f"S{termination['signal']}")
-        print(f"{row['container_id']:<38} {row['state']:<8} {row['pid'] or '':>7} {code!s:>5}  "
-              f"{' '.join(row['config']['argv'])[:60]}")
-    return 0
-
-
-def cmd_wait(args) -> int:
-    termination = _containerizer(args).wait(args.container_id)
-    if args.json:
-        print(json.dumps(termination.to_dict(), sort_keys=True))
-    else:
-        print(termination.shell_exit_code())
-    return 0
-
-
-def cmd_kill(args) -> int:
-    _containerizer(args).kill(args.container_id, parse_signal(args.signal))
-    return 0
-
-
-def cmd_destroy(args) -> int:
-    _containerizer(args).destroy(args.container_id, remove_sandbox=True)
-    print(args.container_id)
-    return 0
-
-
-def cmd_usage(args) -> int:
-    stats = _containerizer(args).usage(args.container_id)
-    if args.json:
-        print(json.dumps(stats, sort_keys=True))
-    else:
-        for key, value in stats.items():
-            print(f"{key}: {value}")
-    return 0
-
-
-def cmd_logs(args) -> int:
-    for stream, chunk in _containerizer(args).output(args.container_id, follow=args.follow):
-        if (stream == 2) == args.stderr:
-            sys.stdout.buffer.write(chunk)
-            sys.stdout.buffer.flush()
-    return 0
-
-
-def cmd_pull(args) -> int:
-    from corral.provisioner import cli as images
-    return images.cmd_pull(args)
-
-
-def cmd_images(args) -> int:
-    from corral.provisioner import cli as images
-    return images.cmd_images(args)
-
-
-COMMANDS = {"ps": cmd_ps, "wait": cmd_wait, "kill": cmd_kill, "destroy": cmd_destroy,
-            "usage": cmd_usage, "logs": cmd_logs, "pull": cmd_pull, "images": cmd_images}
-
-
-def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else list(argv)
-    if argv[:1] == ["agent"]:
-        # The agent has mesos-agent's flags (--work_dir, --port, ...) and a parser of its own.
-        from corral.agent.main import main as agent_main
-        sys.exit(agent_main(argv[1:]))
-    # Everything after the first `--` is the command, untouched by option parsing.
-    command: list[str] = []
-    if "--" in argv:
-        split = argv.index("--")
-        argv, command = argv[:split], argv[split + 1:]
-    try:
-        args = build_parser(_invoked(argv)).parse_args(argv)
-        if command and args.subcommand != "run":
-            raise InvalidInput(f"'--' is only for corral run, not {args.subcommand}")
-        if os.geteuid() != 0 and args.subcommand in ("run", "kill", "destroy"):
-            raise CorralError(f"corral {args.subcommand} needs root: it uses cgroups and namespaces")
-        code = cmd_run(args, command) if args.subcommand == "run" else COMMANDS[args.subcommand](args)
-    except BrokenPipeError:
-        code = 128 + signal.SIGPIPE    # as a shell reports a writer killed by SIGPIPE
-    except InvalidInput as e:
-        print(f"corral: {e}", file=sys.stderr)
-        code = 2
-    except (CorralError, OSError) as e:
-        print(f"corral: {e}", file=sys.stderr)
-        code = 1
-    except KeyboardInterrupt:
-        code = 130
-    # Skip the interpreter's teardown (module and object clean-up): it costs a cold run ~10 ms
-    # and there is nothing left to release that the kernel does not release for us.
-    try:
-        sys.stdout.flush()
-        sys.stderr.flush()
-    except BrokenPipeError:
-        code = code or 128 + signal.SIGPIPE
-    os._exit(code)
-
-
-if __name__ == "__main__":
-    main()

@@ -1,0 +1,88 @@
+"""The commands on existing containers (ps, wait, kill, destroy, usage, logs) and on images
+(pull, images). Each finds a container's containerizer from its files (cli/containerizers.py)."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+from corral.types import CorralError, NoSuchContainer, parse_signal
+
+from . import containerizers
+
+
+def cmd_ps(args) -> int:
+    rows = []
+    for mc in containerizers.present(args):
+        try:
+            for container_id in mc.containers():
+                try:
+                    rows.append(mc.status(container_id))
+                except NoSuchContainer:
+                    continue        # destroyed while we looked
+        except CorralError as e:    # dockerd down, say: the others' containers are still listed
+            print(f"corral: {mc.name}: {e}", file=sys.stderr)
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    print(f"{'CONTAINER ID':<38} {'CONTAINERIZER':<13} {'STATE':<8} {'PID':>7} {'EXIT':>5}  COMMAND")
+    for row in rows:
+        termination = row["termination"]
+        code = "" if not termination else (termination["exit_code"] if termination["exit_code"] is not None
+                                           else f"S{termination['signal']}")
+        print(f"{row['container_id']:<38} {row['containerizer']:<13} {row['state']:<8} {row['pid'] or '':>7} "
+              f"{code!s:>5}  {' '.join(row['config']['argv'])[:60]}")
+    return 0
+
+
+def cmd_wait(args) -> int:
+    termination = containerizers.owner(args, args.container_id).wait(args.container_id)
+    if args.json:
+        print(json.dumps(termination.to_dict(), sort_keys=True))
+    else:
+        print(termination.shell_exit_code())
+    return 0
+
+
+def cmd_kill(args) -> int:
+    sig = parse_signal(args.signal)         # bad input is refused before any lookup
+    containerizers.owner(args, args.container_id).kill(args.container_id, sig)
+    return 0
+
+
+def cmd_destroy(args) -> int:
+    containerizers.owner(args, args.container_id).destroy(args.container_id, remove_sandbox=True)
+    print(args.container_id)
+    return 0
+
+
+def cmd_usage(args) -> int:
+    stats = containerizers.owner(args, args.container_id).usage(args.container_id)
+    if args.json:
+        print(json.dumps(stats, sort_keys=True))
+    else:
+        for key, value in stats.items():
+            print(f"{key}: {value}")
+    return 0
+
+
+def cmd_logs(args) -> int:
+    for stream, chunk in containerizers.owner(args, args.container_id).output(args.container_id, follow=args.follow):
+        if (stream == 2) == args.stderr:
+            sys.stdout.buffer.write(chunk)
+            sys.stdout.buffer.flush()
+    return 0
+
+
+def cmd_pull(args) -> int:
+    from corral.provisioner import cli as images
+    return images.cmd_pull(args)
+
+
+def cmd_images(args) -> int:
+    from corral.provisioner import cli as images
+    return images.cmd_images(args)
+
+
+COMMANDS = {"ps": cmd_ps, "wait": cmd_wait, "kill": cmd_kill, "destroy": cmd_destroy,
+            "usage": cmd_usage, "logs": cmd_logs, "pull": cmd_pull, "images": cmd_images}
