@@ -313,7 +313,7 @@ class Tasks:
         """The task's command and container (or those given: a custom executor's) as a
         ContainerConfig, by the operator API's rules, with the environment a command executor
         gives its task."""
-        from .api import container_config
+        from .shapes import container_config
         task = run.task
         command = command if command is not None else task.command
         info = container_info if container_info is not None else (
