@@ -4,6 +4,7 @@
     run.py              corral run: the config, the launch, the foreground
     commands.py         the commands on existing containers and on images
     containerizers.py   the one factory: which containerizer launches, which owns an id
+    remote.py           --agent HOST:PORT: the container commands through an agent's API
 
 Bad input is one line and exit status 2; a failure of the operation one line and exit status 1.
 """
@@ -33,9 +34,12 @@ def main(argv: list[str] | None = None) -> int:
         args = build_parser(invoked(argv)).parse_args(argv)
         if command and args.subcommand != "run":
             raise InvalidInput(f"'--' is only for corral run, not {args.subcommand}")
-        if os.geteuid() != 0 and args.subcommand in ("run", "kill", "destroy"):
+        if args.agent:
+            from .remote import run as through_agent
+            code = through_agent(args)
+        elif os.geteuid() != 0 and args.subcommand in ("run", "kill", "destroy"):
             raise CorralError(f"corral {args.subcommand} needs root: it uses cgroups and namespaces")
-        if args.subcommand == "run":
+        elif args.subcommand == "run":
             from .run import cmd_run
             code = cmd_run(args, command)
         else:

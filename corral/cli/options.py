@@ -54,6 +54,8 @@ def _global_options(defaults: bool) -> argparse.ArgumentParser:
     parent.add_argument("--cgroups-root", default=default(env("CORRAL_CGROUPS_ROOT", "corral")),
                         type=_checked(check_cgroups_root),
                         help="the cgroup under which every container's cgroups live (env CORRAL_CGROUPS_ROOT)")
+    parent.add_argument("--agent", default=default(env("CORRAL_AGENT")), metavar="HOST:PORT",
+                        help="ps, wait, kill, destroy, usage, logs through this agent's API (env CORRAL_AGENT)")
     # Other containerizers (corral/cli/containerizers.py).
     parent.add_argument("--containerizers", default=default(env("CORRAL_CONTAINERIZERS", "mesos")),
                         help="containerizers to try, in this order: mesos,docker,external (env CORRAL_CONTAINERIZERS)")
@@ -181,7 +183,7 @@ SUBCOMMANDS = {
     "images": ("list stored images (images rm REF, images prune)", _images_arguments),
     "agent": ("run the agent: mesos-agent's flags, the v1 operator API (corral agent --help)", lambda _: None),
 }
-_GLOBAL_WITH_VALUE = ("--work-dir", "--runtime-dir", "--cgroups-root", "--containerizers", "--docker-socket",
+_GLOBAL_WITH_VALUE = ("--agent", "--work-dir", "--runtime-dir", "--cgroups-root", "--containerizers", "--docker-socket",
                       "--docker-kill-orphans", "--external-containerizer-path", "--external-containerizer-timeout")
 
 

@@ -1,0 +1,170 @@
+"""`corral --agent HOST:PORT ...`: the container commands through a running agent's v1 operator
+API instead of this host's files, as the docker CLI talks to dockerd.
+
+    ps        GET /state (every container the agent knows, ended ones until removed)
+    wait      WAIT_CONTAINER                     kill     KILL_CONTAINER
+    destroy   KILL_CONTAINER (SIGKILL), WAIT_CONTAINER, REMOVE_CONTAINER
+    usage     GET_CONTAINERS' resource_statistics
+    logs      READ_FILE of the sandbox's stdout or stderr, from offset 0 on (--follow: until it ends)
+
+The agent's answers of 4xx are the command's errors, in the agent's words.
+"""
+
+from __future__ import annotations
+
+import base64
+import http.client
+import json
+import os
+import sys
+import time
+import urllib.parse
+
+from corral.types import CorralError, InvalidInput, NoSuchContainer, Termination, parse_signal
+
+FOLLOW_INTERVAL = 0.2       # seconds between reads of a followed log
+CALL_TIMEOUT = 60.0         # any call but a WAIT
+
+
+class AgentClient:
+    """Blocking calls to an agent at HOST:PORT or http://[USER:PASSWORD@]HOST:PORT (basic
+    authentication, for an agent started with --credentials)."""
+
+    def __init__(self, address: str):
+        url = urllib.parse.urlsplit(address if "://" in address else f"http://{address}")
+        if url.scheme != "http" or not url.hostname:
+            raise InvalidInput(f"--agent wants HOST:PORT or http://HOST:PORT, not {address!r}")
+        try:
+            self.host, self.port = url.hostname, url.port or 5051
+        except ValueError:
+            raise InvalidInput(f"--agent {address}: not a port") from None
+        self.address = f"{self.host}:{self.port}"
+        self.headers = {}
+        if url.username is not None:
+            secret = f"{urllib.parse.unquote(url.username)}:{urllib.parse.unquote(url.password or '')}"
+            self.headers["Authorization"] = "Basic " + base64.b64encode(secret.encode()).decode()
+
+    def request(self, method: str, path: str, body: dict | None = None, timeout: float | None = CALL_TIMEOUT):
+        """The reply's JSON (None for an empty 200). 404 -> NoSuchContainer's line; another 4xx -> InvalidInput."""
+        connection = http.client.HTTPConnection(self.host, self.port, timeout=timeout)
+        headers = dict(self.headers)
+        data = None
+        if body is not None:
+            data = json.dumps(body).encode()
+            headers.update({"Content-Type": "application/json", "Accept": "application/json"})
+        try:
+            connection.request(method, path, body=data, headers=headers)
+            response = connection.getresponse()
+            raw = response.read()
+        except (OSError, http.client.HTTPException) as e:
+            raise CorralError(f"the agent at {self.address}: {getattr(e, 'strerror', None) or e}") from None
+        finally:
+            connection.close()
+        if response.status >= 400:
+            message = raw.decode(errors="replace").strip() or response.reason
+            if response.status == 404:
+                raise NoSuchContainer(message)
+            raise (InvalidInput if response.status < 500 else CorralError)(f"the agent at {self.address}: {message}")
+        return json.loads(raw) if raw else None
+
+    def call(self, kind: str, timeout: float | None = CALL_TIMEOUT, **fields) -> dict | None:
+        reply = self.request("POST", "/api/v1", {"type": kind, kind.lower(): fields} if fields else {"type": kind},
+                             timeout=timeout)
+        return reply.get(kind.lower()) if reply else None
+
+
+def _id(container_id: str) -> dict:
+    return {"container_id": {"value": container_id}}
+
+
+def cmd_ps(client: AgentClient, args) -> int:
+    containers = client.request("GET", "/state")["containers"]
+    if args.json:
+        print(json.dumps(containers, indent=2))
+        return 0
+    print(f"{'CONTAINER ID':<38} {'STATE':<16} MESSAGE")
+    for container in containers:
+        last = (container.get("statuses") or [{}])[-1]
+        print(f"{container['container_id']['value']:<38} {last.get('state', ''):<16} {(last.get('message') or '')[:60]}")
+    return 0
+
+
+def _wait(client: AgentClient, container_id: str) -> dict:
+    return client.call("WAIT_CONTAINER", timeout=None, **_id(container_id))
+
+
+def cmd_wait(client: AgentClient, args) -> int:
+    end = _wait(client, args.container_id)
+    if args.json:
+        print(json.dumps(end, sort_keys=True))
+    else:
+        print(Termination(container_id=args.container_id, exit_status=end.get("exit_status"),
+                          state=end.get("state") or "").shell_exit_code())
+    return 0
+
+
+def cmd_kill(client: AgentClient, args) -> int:
+    client.call("KILL_CONTAINER", **_id(args.container_id), signal=parse_signal(args.signal))
+    return 0
+
+
+def cmd_destroy(client: AgentClient, args) -> int:
+    try:
+        client.call("KILL_CONTAINER", **_id(args.container_id), signal=9)
+    except InvalidInput:
+        pass            # it had ended already: the wait and the removal say the rest
+    _wait(client, args.container_id)
+    client.call("REMOVE_CONTAINER", **_id(args.container_id))
+    print(args.container_id)
+    return 0
+
+
+def cmd_usage(client: AgentClient, args) -> int:
+    listed = client.call("GET_CONTAINERS", show_standalone=True, show_nested=True)["containers"]
+    for container in listed:
+        if container["container_id"]["value"] == args.container_id:
+            stats = container.get("resource_statistics") or {}
+            if args.json:
+                print(json.dumps(stats, sort_keys=True))
+            else:
+                for key, value in stats.items():
+                    print(f"{key}: {value}")
+            return 0
+    raise NoSuchContainer(f"{args.container_id} (the agent at {client.address} runs no such container)")
+
+
+def cmd_logs(client: AgentClient, args) -> int:
+    """The sandbox's file, read from the agent's files at the path mesos-agent would name it."""
+    work_dir = {flag["name"]: flag["value"] for flag in client.call("GET_FLAGS")["flags"]}["work_dir"]
+    path = os.path.join(os.path.abspath(work_dir), "containers", args.container_id, "stderr" if args.stderr else "stdout")
+    offset, out = 0, sys.stdout.buffer
+    while True:
+        running = args.follow and _running(client, args.container_id)
+        while True:
+            reply = client.call("READ_FILE", path=path, offset=offset)
+            data = base64.b64decode(reply.get("data") or "")
+            if not data:
+                break
+            out.write(data)
+            out.flush()
+            offset += len(data)
+        if not running:
+            return 0
+        time.sleep(FOLLOW_INTERVAL)
+
+
+def _running(client: AgentClient, container_id: str) -> bool:
+    listed = client.call("GET_CONTAINERS", show_standalone=True, show_nested=True)["containers"]
+    return any(c["container_id"]["value"] == container_id for c in listed)
+
+
+COMMANDS = {"ps": cmd_ps, "wait": cmd_wait, "kill": cmd_kill, "destroy": cmd_destroy,
+            "usage": cmd_usage, "logs": cmd_logs}
+
+
+def run(args) -> int:
+    command = COMMANDS.get(args.subcommand)
+    if command is None:
+        raise InvalidInput(f"corral {args.subcommand} does not go through --agent "
+                           f"(these do: {', '.join(COMMANDS)})")
+    return command(AgentClient(args.agent), args)
