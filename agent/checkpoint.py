@@ -64,7 +64,7 @@ class Checkpoint:
         """Hold the work dir: one agent at a time. The lock lives as long as any copy of the fd:
         the launch server forked from the agent shares it, so a restarted agent waits until the
         previous one's server has finished the launch it was in (supervisors close it at once)."""
-        _makedirs_durable(self.meta)
+        makedirs_durable(self.meta)
         fd = os.open(self.path("lock"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         deadline = time.monotonic() + timeout
         while True:
@@ -87,7 +87,7 @@ class Checkpoint:
         if known and self.strict:
             raise DamagedFile(path, f"not an agent id: {known[:40]!r}")
         made = str(uuid.uuid4())
-        _makedirs_durable(self.meta)
+        makedirs_durable(self.meta)
         write_atomic(path, made + "\n", durable=True)
         return made
 
@@ -99,11 +99,11 @@ class Checkpoint:
     def record_boot(self) -> None:
         """Record this boot's id: once recovery is done, so that a start that fails before still
         sees the reboot next time."""
-        _makedirs_durable(self.meta)
+        makedirs_durable(self.meta)
         write_atomic(self.path("boot_id"), linux.boot_id() + "\n", durable=True)
 
     def write_flags(self, flags: dict) -> None:
-        _makedirs_durable(self.meta)
+        makedirs_durable(self.meta)
         write_json(self.path("flags.json"), flags, durable=True)
 
     @property
@@ -116,13 +116,13 @@ class Checkpoint:
         """Checkpoint a launch before it begins: container.json, durably. Its presence is what says
         the checkpoint is whole, and it stands for TASK_STARTING too; returns that status."""
         directory = self._container_dir(container_id)
-        _makedirs_durable(os.path.dirname(directory))
+        makedirs_durable(os.path.dirname(directory))
         try:
             os.mkdir(directory, 0o700)
         except FileExistsError:
             pass                    # left by a removal cut short: load() clears those, but be lenient
         write_json(os.path.join(directory, "container.json"), container, durable=True)   # file, directory
-        _fsync_directory(os.path.dirname(directory))        # the new directory's entry, last
+        fsync_directory(os.path.dirname(directory))        # the new directory's entry, last
         stream = self._streams[container_id] = [_starting(container)]
         return stream[0]
 
@@ -222,19 +222,19 @@ def _is_id(text: str) -> bool:
     return len(text) <= 128 and all(c.isalnum() or c in "-_." for c in text)
 
 
-def _makedirs_durable(path: str) -> None:
+def makedirs_durable(path: str) -> None:
     """mkdir -p, and fsync the parent of each directory made, so that the new entries survive a crash."""
     if os.path.isdir(path):
         return
-    _makedirs_durable(os.path.dirname(path))
+    makedirs_durable(os.path.dirname(path))
     try:
         os.mkdir(path, 0o700)
     except FileExistsError:
         return
-    _fsync_directory(os.path.dirname(path))
+    fsync_directory(os.path.dirname(path))
 
 
-def _fsync_directory(path: str) -> None:
+def fsync_directory(path: str) -> None:
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
     try:
         os.fsync(fd)

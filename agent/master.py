@@ -34,7 +34,8 @@ from corral.types import InvalidInput
 
 from . import messages as m
 from .libprocess import UPID, Link
-from .tasks import Tasks, read_slave_id, write_slave_id
+from .task_checkpoint import read_slave_id, write_slave_id
+from .tasks import Tasks
 
 log = logging.getLogger("corral.master")
 

@@ -5,22 +5,13 @@ Each task runs as a container of the Agent (agent/core.py), as standalone contai
 two share one allocator and never overcommit each other; Mesos reports it under a command
 executor's identity, executor id = task id. The container's status stream (TASK_STARTING,
 TASK_RUNNING, its end, kept by the Agent's checkpoint) is the truth; the updates sent to the
-master are derived from it, once each, and the checkpoint below says which were made.
+master are derived from it, once each, and the tasks' checkpoint (agent/task_checkpoint.py)
+says which were made.
 
 Status updates, per task: each is appended durably to the task's updates file before it is
 sent; one at a time is in flight, the oldest unacknowledged, resent with backoff (10 s doubling
 to 10 min, as Mesos) until the master acknowledges its uuid; the next goes only then, so a
 framework sees them in order. A task is done once its terminal update is acknowledged.
-
-The checkpoint, corral's own layout under the Agent's meta/ (Mesos's record format for updates):
-
-    meta/frameworks/<framework id>/framework.info                     FrameworkInfo (protobuf)
-    meta/frameworks/<framework id>/runs/<container id>/task.info      TaskInfo (protobuf)
-    meta/frameworks/<framework id>/runs/<container id>/task.updates   StatusUpdateRecords, each
-                                                                      with a 4-byte length first
-
-A run's directory goes once all its updates are acknowledged, and a framework's with its last run:
-recovery reads only what may still need sending.
 
 Recovery (Mesos's rule): the tasks of a framework that asked for checkpointing
 (FrameworkInfo.checkpoint) live through an agent restart, are followed again, and their
@@ -35,20 +26,18 @@ import asyncio
 import collections
 import logging
 import os
-import re
 import signal
-import struct
 import time
 import uuid
 
 from google.protobuf.json_format import MessageToDict
 
-from corral.files import read_text, remove_tree, write_atomic
+from corral.files import read_text, remove_tree
 from corral.types import CorralError, NoSuchContainer
 
 from . import messages as m
 from .checkpoint import TERMINAL_STATES as AGENT_TERMINAL_STATES
-from .checkpoint import _fsync_directory, _makedirs_durable
+from . import task_checkpoint as checkpoint
 from .resources import Resources
 
 log = logging.getLogger("corral.tasks")
@@ -130,7 +119,7 @@ class Tasks:
         """Checkpoint the framework and the task (durably) and make the task's run; None for a
         bad or duplicate id (logged)."""
         framework_id = framework.id.value or framework_id
-        if not _is_id(framework_id) or (framework_id, task.task_id.value) in self.runs:
+        if not checkpoint.is_id(framework_id) or (framework_id, task.task_id.value) in self.runs:
             log.warning("ignoring task %r of framework %r: a bad or duplicate id", task.task_id.value, framework_id)
             return None
         if not framework.HasField("id"):
@@ -138,10 +127,7 @@ class Tasks:
         self.frameworks[framework_id] = framework
         container_id = str(uuid.uuid4())
         directory = os.path.join(self.root, framework_id, "runs", container_id)
-        _makedirs_durable(directory)
-        write_atomic(os.path.join(self.root, framework_id, "framework.info"), framework.SerializeToString(),
-                     durable=True)
-        write_atomic(os.path.join(directory, "task.info"), task.SerializeToString(), durable=True)
+        checkpoint.write_run(self.root, framework, task, directory)
         run = self.runs[(framework_id, task.task_id.value)] = Run(framework_id, task, container_id, directory)
         return run
 
@@ -149,7 +135,7 @@ class Tasks:
         run = self.runs.get((message.framework_id.value, message.task_id.value))
         if run is None or not run.pending or run.pending[0].status.uuid != message.uuid:
             return                                      # a late or repeated acknowledgement
-        _append(run, m.StatusUpdateRecord(type=m.ENUMS["RecordType"]["ACK"], uuid=message.uuid))
+        checkpoint.append(run, m.StatusUpdateRecord(type=m.ENUMS["RecordType"]["ACK"], uuid=message.uuid))
         run.pending.popleft()
         self._cancel_retry(run)
         run.backoff = RETRY_MIN
@@ -182,7 +168,7 @@ class Tasks:
             run.orphaned = True
             self._cancel_retry(run)
             for update in run.pending:
-                _append(run, m.StatusUpdateRecord(type=m.ENUMS["RecordType"]["ACK"], uuid=update.status.uuid))
+                checkpoint.append(run, m.StatusUpdateRecord(type=m.ENUMS["RecordType"]["ACK"], uuid=update.status.uuid))
             run.pending.clear()
             if run.done:
                 self._done(run)
@@ -362,10 +348,10 @@ class Tasks:
         update.framework_id.value = run.framework_id
         update.executor_id.CopyFrom(status.executor_id)
         update.slave_id.value = self.slave_id or ""
-        _append(run, m.StatusUpdateRecord(type=m.ENUMS["RecordType"]["UPDATE"], update=update))
+        checkpoint.append(run, m.StatusUpdateRecord(type=m.ENUMS["RecordType"]["UPDATE"], update=update))
         run.made.append(m.state_name(status.state))
         if run.orphaned:
-            _append(run, m.StatusUpdateRecord(type=m.ENUMS["RecordType"]["ACK"], uuid=status.uuid))
+            checkpoint.append(run, m.StatusUpdateRecord(type=m.ENUMS["RecordType"]["ACK"], uuid=status.uuid))
             if run.done:
                 self._done(run)
             return
@@ -408,23 +394,23 @@ class Tasks:
         """After Agent.recover: read every run back, follow those of checkpointing frameworks,
         kill and forget the others."""
         self.slave_id = slave_id
-        for framework_id in _listdir(self.root):
+        for framework_id in checkpoint.listdir(self.root):
             framework_dir = os.path.join(self.root, framework_id)
-            raw = _read_bytes(os.path.join(framework_dir, "framework.info"))
-            if raw is None or not _listdir(os.path.join(framework_dir, "runs")):
+            raw = checkpoint.read_bytes(os.path.join(framework_dir, "framework.info"))
+            if raw is None or not checkpoint.listdir(os.path.join(framework_dir, "runs")):
                 remove_tree(framework_dir)
                 continue
             framework = self.frameworks[framework_id] = m.FrameworkInfo.FromString(raw)
-            for container_id in _listdir(os.path.join(framework_dir, "runs")):
+            for container_id in checkpoint.listdir(os.path.join(framework_dir, "runs")):
                 directory = os.path.join(framework_dir, "runs", container_id)
-                raw = _read_bytes(os.path.join(directory, "task.info"))
+                raw = checkpoint.read_bytes(os.path.join(directory, "task.info"))
                 if raw is None:             # cut short before anything was launched
                     remove_tree(directory)
                     continue
                 run = Run(framework_id, m.TaskInfo.FromString(raw), container_id, directory)
                 if run.task.HasField("executor"):       # the container is its executor's
                     run.container_id = (read_text(os.path.join(directory, "executor.container")) or "").strip()
-                _replay(run)
+                checkpoint.replay(run)
                 if run.done:
                     remove_tree(directory)          # a removal cut short
                     continue
@@ -475,65 +461,3 @@ class Tasks:
             framework = self.frameworks.get(run.framework_id)
             if framework is not None and not framework.checkpoint:
                 await self._forget(run)
-
-
-def _append(run: Run, record) -> None:
-    """Append a record to the task's updates file, durably (file, and the entry when it is new)."""
-    path = os.path.join(run.directory, "task.updates")
-    new = not os.path.exists(path)
-    body = record.SerializeToString()
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
-    try:
-        os.write(fd, struct.pack("<I", len(body)) + body)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    if new:
-        _fsync_directory(run.directory)
-
-
-def _replay(run: Run) -> None:
-    """Rebuild the run's updates from its file; a record cut short by a crash ends the file."""
-    raw = _read_bytes(os.path.join(run.directory, "task.updates")) or b""
-    offset = 0
-    while offset + 4 <= len(raw):
-        (size,) = struct.unpack_from("<I", raw, offset)
-        if offset + 4 + size > len(raw):
-            break
-        record = m.StatusUpdateRecord.FromString(raw[offset + 4:offset + 4 + size])
-        offset += 4 + size
-        if record.type == m.ENUMS["RecordType"]["UPDATE"]:
-            run.made.append(m.state_name(record.update.status.state))
-            run.pending.append(record.update)
-        elif run.pending and run.pending[0].status.uuid == record.uuid:
-            run.pending.popleft()
-    if offset != len(raw):
-        with open(os.path.join(run.directory, "task.updates"), "r+b") as f:
-            f.truncate(offset)
-
-
-def _read_bytes(path: str) -> bytes | None:
-    try:
-        with open(path, "rb") as f:
-            return f.read()
-    except FileNotFoundError:
-        return None
-
-
-def _listdir(path: str) -> list[str]:
-    try:
-        return sorted(os.listdir(path))
-    except FileNotFoundError:
-        return []
-
-
-def _is_id(text: str) -> bool:
-    return bool(re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,200}", text))
-
-
-def read_slave_id(work_dir: str) -> str | None:
-    return (read_text(os.path.join(work_dir, "meta", "slave_id")) or "").strip() or None
-
-
-def write_slave_id(work_dir: str, slave_id: str) -> None:
-    write_atomic(os.path.join(work_dir, "meta", "slave_id"), slave_id + "\n", durable=True)
