@@ -1,5 +1,5 @@
 """The containers' sandboxes as mesos-agent's Files process serves them: READ_FILE and LIST_FILES
-of the v1 API, GET /files/read and /files/browse (agent/api.py translates).
+of the v1 API, GET /files/read and /files/browse (agent/api.py and agent/queries.py translate).
 
 Paths are virtual, as Mesos's: a directory is *attached* at a path and a request names a file by
 the longest attached prefix and what follows it. mesos-agent attaches an executor's sandbox at
@@ -14,13 +14,13 @@ are read (a FIFO would hold the reader) and directories listed.
 
 from __future__ import annotations
 
-import ctypes
 import errno
 import grp
 import os
 import pwd
 import stat
 
+from corral import linux
 from corral.types import CorralError, InvalidInput
 
 READ_MAX = 16 * os.sysconf("SC_PAGESIZE")      # Mesos caps a read at 16 pages
@@ -108,7 +108,7 @@ def _open(attached: dict[str, str], path: str, directory: bool) -> int:
     except FileNotFoundError:
         raise FileNotFound(f"no such file: {path} (its sandbox is gone)") from None
     try:
-        found = open_beneath(top, rest)
+        found = linux.resolve_beneath(top, rest)
     except OSError as e:
         if e.errno in (errno.ENOENT, errno.ENOTDIR):
             raise FileNotFound(f"no such file: {path}") from None
@@ -130,49 +130,3 @@ def _open(attached: dict[str, str], path: str, directory: bool) -> int:
         return os.open(f"/proc/self/fd/{found}", os.O_RDONLY | os.O_CLOEXEC)
     finally:
         os.close(found)
-
-
-# -- openat2 ---------------------------------------------------------------------------------------
-
-_SYS_OPENAT2 = 437              # the same on every architecture (the unified syscall table)
-_RESOLVE_NO_MAGICLINKS = 0x02
-_RESOLVE_BENEATH = 0x08
-
-
-class _OpenHow(ctypes.Structure):
-    _fields_ = [("flags", ctypes.c_uint64), ("mode", ctypes.c_uint64), ("resolve", ctypes.c_uint64)]
-
-
-_libc = ctypes.CDLL(None, use_errno=True)
-
-
-def open_beneath(dir_fd: int, relative: str) -> int:
-    """An O_PATH fd on `relative` within `dir_fd`, resolved by the kernel without ever leaving it
-    (a ".." or a link that climbs out, an absolute link: EXDEV). Before Linux 5.6 (no openat2),
-    no link is followed at all."""
-    flags = os.O_PATH | os.O_CLOEXEC
-    how = _OpenHow(flags, 0, _RESOLVE_BENEATH | _RESOLVE_NO_MAGICLINKS)
-    fd = _libc.syscall(_SYS_OPENAT2, dir_fd, relative.encode(), ctypes.byref(how), ctypes.sizeof(how))
-    if fd >= 0:
-        return fd
-    error = ctypes.get_errno()
-    if error not in (errno.ENOSYS, errno.EPERM):     # EPERM: a seccomp filter that predates openat2
-        raise OSError(error, os.strerror(error), relative)
-    return _open_each(dir_fd, relative, flags)
-
-
-def _open_each(dir_fd: int, relative: str, flags: int) -> int:
-    """openat2's refusal by hand: one component at a time, no "..", no link (the last one, if a
-    link, is opened as itself, and then refused as no regular file)."""
-    parts = [p for p in relative.split("/") if p not in ("", ".")]
-    if ".." in parts:
-        raise OSError(errno.EXDEV, "a path with '..'", relative)
-    fd = os.dup(dir_fd)
-    for index, part in enumerate(parts):
-        last = index == len(parts) - 1
-        try:
-            next_fd = os.open(part, (flags if last else flags | os.O_DIRECTORY) | os.O_NOFOLLOW, dir_fd=fd)
-        finally:
-            os.close(fd)
-        fd = next_fd
-    return fd

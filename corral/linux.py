@@ -1,7 +1,7 @@
 """The Linux system calls Python 3.11's os module lacks, through ctypes, in one place.
 
-unshare, setns, mount, umount2, pivot_root, sethostname, and a fork through clone3 that starts
-the child in a given cgroup; plus reading a process's start time, which (with its pid) names a
+unshare, setns, mount, umount2, pivot_root, sethostname, openat2 with RESOLVE_BENEATH, and a
+fork through clone3 that starts the child in a given cgroup; plus reading a process's start time, which (with its pid) names a
 process unambiguously although pids are reused.
 """
 
@@ -99,6 +99,48 @@ class _CloneArgs(ctypes.Structure):
 _pyapi = ctypes.PyDLL(None, use_errno=True)
 _pyapi.PyOS_BeforeFork.restype = _pyapi.PyOS_AfterFork_Parent.restype = _pyapi.PyOS_AfterFork_Child.restype = None
 _clone3_works: bool | None = None       # learnt on first use: None until then
+
+
+_SYS_OPENAT2 = 437              # the same on every architecture (the unified syscall table)
+_RESOLVE_NO_MAGICLINKS = 0x02
+_RESOLVE_BENEATH = 0x08
+
+
+class _OpenHow(ctypes.Structure):
+    _fields_ = [("flags", ctypes.c_uint64), ("mode", ctypes.c_uint64), ("resolve", ctypes.c_uint64)]
+
+
+
+def resolve_beneath(dir_fd: int, relative: str) -> int:
+    """An O_PATH fd on `relative` within `dir_fd`, resolved by the kernel without ever leaving it
+    (a ".." or a link that climbs out, an absolute link: EXDEV). Before Linux 5.6 (no openat2),
+    no link is followed at all."""
+    flags = os.O_PATH | os.O_CLOEXEC
+    how = _OpenHow(flags, 0, _RESOLVE_BENEATH | _RESOLVE_NO_MAGICLINKS)
+    fd = _libc.syscall(_SYS_OPENAT2, dir_fd, relative.encode(), ctypes.byref(how), ctypes.sizeof(how))
+    if fd >= 0:
+        return fd
+    error = ctypes.get_errno()
+    if error not in (errno.ENOSYS, errno.EPERM):     # EPERM: a seccomp filter that predates openat2
+        raise OSError(error, os.strerror(error), relative)
+    return _open_each(dir_fd, relative, flags)
+
+
+def _open_each(dir_fd: int, relative: str, flags: int) -> int:
+    """openat2's refusal by hand: one component at a time, no "..", no link (the last one, if a
+    link, is opened as itself, and then refused as no regular file)."""
+    parts = [p for p in relative.split("/") if p not in ("", ".")]
+    if ".." in parts:
+        raise OSError(errno.EXDEV, "a path with '..'", relative)
+    fd = os.dup(dir_fd)
+    for index, part in enumerate(parts):
+        last = index == len(parts) - 1
+        try:
+            next_fd = os.open(part, (flags if last else flags | os.O_DIRECTORY) | os.O_NOFOLLOW, dir_fd=fd)
+        finally:
+            os.close(fd)
+        fd = next_fd
+    return fd
 
 
 def fork_into_cgroup(cgroup_fd: int) -> int | None:
