@@ -108,6 +108,22 @@ def check_mem_mb(value: float) -> float:
     return value
 
 
+MAX_LOG_FILES = 100
+
+
+def check_log_cap(max_size: int | None, max_files: int | None) -> None:
+    """A log cap as Docker's json-file takes it: a size of at least one byte; a count of files
+    (1 to MAX_LOG_FILES) only with a size."""
+    if max_size is not None and (not isinstance(max_size, int) or isinstance(max_size, bool)
+                                 or not 0 < max_size < 1 << 63):
+        raise InvalidInput(f"invalid log max size {max_size!r}: give a number of bytes above 0")
+    if max_files is not None:
+        if not isinstance(max_files, int) or isinstance(max_files, bool) or not 1 <= max_files <= MAX_LOG_FILES:
+            raise InvalidInput(f"invalid log max files {max_files!r}: give 1 to {MAX_LOG_FILES}")
+        if max_size is None:
+            raise InvalidInput("a log max files needs a log max size")
+
+
 # The kernel's PID_MAX_LIMIT: pids.max refuses more (EINVAL; ERANGE past 2^63).
 MAX_PIDS = 4 * 1024 * 1024
 
@@ -169,6 +185,14 @@ class ContainerConfig(Record):
     devices: list[str] = list           # HOST[:CONTAINER][:rwm]
     pids_limit: int | None = None
     rlimits: list[dict] = list          # Mesos's RLimitInfo: [{"type": "RLMT_NOFILE", "soft": N, "hard": N}]
+    # Interactive I/O (docs/io.md): the task's stdin open to attached clients (Docker's -i), a
+    # pseudo-terminal for it (Docker's -t, Mesos's ContainerInfo.tty_info), and a cap on each of
+    # its output files, rotated over log_max_files files (Docker's json-file max-size, max-file).
+    stdin: bool = False
+    tty: bool = False
+    attach: bool = False                # a client attaches at once (a foreground run): no output is read before
+    log_max_size: int | None = None     # bytes
+    log_max_files: int | None = None    # files per stream, the one written included (default 1)
 
     def __post_init__(self):
         # With an image the command may come from its Entrypoint and Cmd.
@@ -186,6 +210,7 @@ class ContainerConfig(Record):
                                f"and '..' may not leave it")
         if self.rootfs is not None and not os.path.isabs(self.rootfs):
             raise InvalidInput(f"invalid root filesystem {self.rootfs!r}: give an absolute path")
+        check_log_cap(self.log_max_size, self.log_max_files)
         if self.hostname is not None and not _HOSTNAME.fullmatch(self.hostname):
             raise InvalidInput(f"invalid hostname {self.hostname!r}: use 1-64 of A-Z a-z 0-9 _ . -, "
                                f"starting with a letter or digit (the kernel keeps 64 bytes)")

@@ -58,6 +58,7 @@ class LaunchSpec(Record):
     gid: int | None = None
     groups: tuple[int, ...] = ()
     confinement: object = None        # corral.confine.Confinement: applied last, before the task's exec
+    io: object = None                 # switchboard.IOSpec: the supervisor holds the task's I/O
 
 
 def start(spec: LaunchSpec, ready_w: int, go_r: int, init_cgroup: int | None = None) -> None:
@@ -92,17 +93,24 @@ def _supervise(spec: LaunchSpec, ready_w: int, go_r: int, init_cgroup: int | Non
         signal.signal(sig, signal.SIG_IGN)
     signal.signal(signal.SIGCHLD, signal.SIG_DFL)
     prctl.set_child_subreaper(True)
-    stdin = os.open("/dev/null", os.O_RDONLY)
-    # A sandbox kept from an earlier container of this id may hold its task's links in their place.
-    stdout, stderr = (open_beneath(os.path.dirname(path), os.path.basename(path),
-                                   os.O_WRONLY | os.O_CREAT | os.O_APPEND)
-                      for path in (spec.stdout_path, spec.stderr_path))
-    for fd, target in ((stdin, 0), (stdout, 1), (stderr, 2)):
+    board = None
+    if spec.io is not None:
+        from .switchboard import Switchboard
+        board = Switchboard(spec.io, os.path.dirname(spec.stdout_path),
+                            (spec.uid, spec.gid) if spec.uid is not None else None)
+        task_fds = board.task_fds()
+    else:
+        # A sandbox kept from an earlier container of this id may hold its task's links in their place.
+        task_fds = (os.open("/dev/null", os.O_RDONLY),
+                    *(open_beneath(os.path.dirname(path), os.path.basename(path), os.O_WRONLY | os.O_CREAT | os.O_APPEND)
+                      for path in (spec.stdout_path, spec.stderr_path)))
+    for fd, target in zip(task_fds, (0, 1, 2)):
         os.dup2(fd, target)
+    for fd in set(task_fds):
         os.close(fd)
     status_r, status_w = os.pipe()
     # Close what the launcher had open (its sockets, pidfds, pipes): the supervisor lives long.
-    linux.close_fds_except({ready_w, go_r, status_r, status_w, init_cgroup})
+    linux.close_fds_except({ready_w, go_r, status_r, status_w, init_cgroup, *(board.own_fds() if board else ())})
     if "pid" in spec.namespaces:
         linux.unshare(linux.CLONE_NEWPID)   # the next child is PID 1 of a new namespace
     init = linux.fork_into_cgroup(init_cgroup) if init_cgroup is not None else None
@@ -113,6 +121,8 @@ def _supervise(spec: LaunchSpec, ready_w: int, go_r: int, init_cgroup: int | Non
         os.close(status_r)
         if init_cgroup is not None:
             os.close(init_cgroup)
+        for fd in board.own_fds() if board else ():
+            os.close(fd)
         _init(spec, go_r, status_w)
     if init_cgroup is not None:
         os.close(init_cgroup)
@@ -121,6 +131,9 @@ def _supervise(spec: LaunchSpec, ready_w: int, go_r: int, init_cgroup: int | Non
     _report(ready_w, f"ok {os.getpid()} {init}")
     os.close(ready_w)
 
+    if board is not None:
+        board.forked()
+        board.serve(init)               # returns once init has ended
     init_status = _reap_until(init)
     with os.fdopen(status_r, "rb") as f:
         report = f.read().decode(errors="replace").split(" ", 1)
@@ -171,6 +184,9 @@ def _init(spec: LaunchSpec, go_r: int, status_w: int) -> None:
         _report(status_w, f"error {_describe(e)}")
         # As shells do: 127 for a command not found, 126 for one that cannot run.
         os._exit({errno.ENOENT: 127, errno.EACCES: 126, errno.ENOEXEC: 126}.get(getattr(e, "errno", None), 1))
+    if spec.io is not None:
+        for fd in (0, 1, 2):
+            os.close(fd)        # the task's ends are the task's: a stdin init held would never see EPIPE
     for signum in pending:
         _signal(task, signum)
     _reap_until_task(task, status_w)
@@ -230,9 +246,10 @@ def _spawn_task(spec: LaunchSpec) -> int:
     except OSError as e:
         raise OSError(e.errno, f"cannot enter working directory {spec.cwd}: {e.strerror}") from None
     program = _which(spec.argv[0], spec.env.get("PATH", ""))
-    if spec.uid is None and "pid" in spec.namespaces:
-        # The fast path: posix_spawn's vfork copies no page tables. It can neither change user
-        # nor set a parent-death signal; the pid namespace ends the task with init anyway.
+    if spec.uid is None and "pid" in spec.namespaces and not (spec.io and spec.io.tty):
+        # The fast path: posix_spawn's vfork copies no page tables. It can neither change user,
+        # nor set a parent-death signal (the pid namespace ends the task with init anyway), nor
+        # take a controlling terminal.
         try:
             return os.posix_spawn(program, spec.argv, spec.env, setsigmask=(),
                                   setsigdef=FORWARDED | {signal.SIGCHLD})
@@ -266,6 +283,12 @@ def _fork_task(spec: LaunchSpec, program: str) -> int:
                 os.setgid(spec.gid)
             if spec.uid is not None:
                 os.setuid(spec.uid)
+            if spec.io is not None and spec.io.tty:
+                # Its own session, the pty its controlling terminal: ^C, ^Z reach it as signals.
+                import fcntl
+                import termios
+                os.setsid()
+                fcntl.ioctl(0, termios.TIOCSCTTY, 0)
             os.execve(program, spec.argv, spec.env)
         except BaseException as e:  # noqa: BLE001
             os.write(exec_w, f"{getattr(e, 'errno', 0) or 0} {_describe(e)}".encode())

@@ -159,6 +159,7 @@ class SyncMesosContainerizer(SyncContainerizer):
             uid=identity.uid if identity else None, gid=identity.gid if identity else None,
             groups=identity.groups if identity else (),
             confinement=launch_info.confinement,
+            io=_io_spec(files, config),
         )
 
     # -- watching the end ------------------------------------------------------------------
@@ -384,6 +385,16 @@ class Waiter(BaseWaiter):
         for watch in self.watches:
             watch.close()
         self.watches = []
+
+
+def _io_spec(files: state.ContainerFiles, config: ContainerConfig):
+    """What the supervisor holds of the task's I/O (a switchboard.IOSpec): nothing (the task
+    writes its files itself) unless the container asked for stdin, a tty or a log cap."""
+    if not (config.stdin or config.tty or config.log_max_size):
+        return None
+    from .switchboard import SOCKET, IOSpec
+    return IOSpec(socket_path=files.path(SOCKET), stdin=config.stdin, tty=config.tty, wait_for_client=config.attach,
+                  log_max_size=config.log_max_size, log_max_files=config.log_max_files)
 
 
 class Identity(Record):
