@@ -44,6 +44,7 @@ class Capabilities(Record):
     images: bool = False        # runs a container from config.image
     networks: bool = False      # named networks and published ports (config.network, config.ports)
     exec: bool = False          # runs another command in a running container (none does yet)
+    io: bool = False            # stdin, a tty, attach and log caps (ContainerConfig.stdin, tty, log_max_*)
     wait_timeout: bool = True   # a wait can be cut short (wait(timeout=...)): destroy waits for the end
     #                             of its SIGKILL, and output is followed as it comes; without, its
     #                             _release stops the container, and output is read once it has ended
@@ -93,6 +94,8 @@ class SyncContainerizer:
     def supports(self, config: ContainerConfig) -> bool:
         """Whether it takes the container: the one asked for (or none was), with what it can do."""
         if config.containerizer not in (None, self.name):
+            return False
+        if (config.stdin or config.tty or config.log_max_size) and not self.capabilities.io:
             return False
         return self.capabilities.networks or (config.network in (None, "host") and not config.ports)
 
@@ -256,25 +259,35 @@ class SyncContainerizer:
     def _state(self, files: ContainerFiles, ended: bool) -> tuple[str, int | None]:
         return ("EXITED" if ended else "RUNNING"), None
 
-    def output(self, container_id: str, follow: bool = False):
+    def attach(self, container_id: str):
+        """A connection to the running container's stdin and output (its relay() runs a session),
+        or None where its output is only in its files (output() follows them)."""
+        self.files(container_id)
+        return None
+
+    def output(self, container_id: str, follow: bool = False, since_now: bool = False):
         """(stream, bytes) pairs of the task's output, stream 1 stdout, 2 stderr, read from the
-        sandbox a bounded chunk at a time (a task can write faster than we read); with follow,
-        until the task has ended."""
+        sandbox a bounded chunk at a time (a task can write faster than we read), across a log
+        cap's rotated files in order; with follow, until the task has ended; since_now, only
+        what it writes from now on."""
+        from .logs import LogReader
         files = self.files(container_id)
-        sources = [(stream, _open(files, name)) for stream, name in ((1, "stdout"), (2, "stderr"))]
+        config = files.config()
+        rotated = config.log_max_files if config.log_max_size else None     # a cap's older files, in order
+        sources = [(stream, LogReader(files.sandbox, name, rotated, since_now))
+                   for stream, name in ((1, "stdout"), (2, "stderr"))]
         try:
             with self.waiter(container_id) if follow else _Ended() as waiter:
                 while True:
                     ended = waiter.block(FOLLOW_INTERVAL if self.capabilities.wait_timeout else None) is not None
                     for stream, source in sources:
-                        while source is not None and (chunk := source.read(1 << 20)):
+                        while chunk := source.read(1 << 20):
                             yield stream, chunk
                     if ended:
                         return
         finally:
             for _, source in sources:
-                if source is not None:
-                    source.close()
+                source.close()
 
 
 class Waiter:
@@ -310,11 +323,3 @@ class _Ended:
 
     def __exit__(self, *exc):
         pass
-
-
-def _open(files: ContainerFiles, name: str):
-    """The sandbox's output file, never through a link the task put in its place."""
-    try:
-        return os.fdopen(files.open_in_sandbox(name), "rb")
-    except FileNotFoundError:
-        return None                 # an external program that wrote no output

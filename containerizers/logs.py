@@ -89,10 +89,16 @@ class LogReader:
     until more is written, and follows a rotation to the new file. A reader that falls more than
     one rotation behind a capped writer misses what was dropped meanwhile, as Docker's does."""
 
-    def __init__(self, sandbox: str, name: str, max_files: int | None = None):
+    def __init__(self, sandbox: str, name: str, max_files: int | None = None, since_now: bool = False):
+        """`since_now`: only what is written from now on."""
         self.sandbox, self.name = sandbox, name
         self.rotates = max_files is not None
         self.sources = [fd for fd in map(self._open, names(name, max_files)) if fd is not None]
+        if since_now and self.sources:
+            for fd in self.sources[:-1]:
+                os.close(fd)
+            self.sources = self.sources[-1:]
+            os.lseek(self.sources[0], 0, os.SEEK_END)
 
     def _open(self, name: str) -> int | None:
         try:

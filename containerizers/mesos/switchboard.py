@@ -362,3 +362,101 @@ class Switchboard:
             os.close(self.stdin_fd)
         for sink in self.sinks.values():
             sink.close()
+
+
+# -- the clients' side -------------------------------------------------------------------------
+
+class Attachment:
+    """A connection to a container's switchboard. `relay()` drives a whole session for the CLI;
+    the agent uses send() and the socket (`sock`) from its own loop."""
+
+    def __init__(self, socket_path: str):
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+        try:
+            with _short(socket_path) as path:
+                self.sock.connect(path)
+        except OSError:
+            self.sock.close()
+            raise
+
+    def close(self) -> None:
+        self.sock.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def relay(self, stdin: int | None, outputs: dict[int, int], terminal=None) -> bool:
+        """Copy `stdin` (None: none) to the task until its end, and the task's output to
+        `outputs` (stream -> fd) until the container's output ends (True) or the caller stops
+        taking it (False).
+        With `terminal` (corral.terminal.Terminal), its size now and at each change.
+
+        One poll loop, never blocking on the socket: a caller writing more than the task reads
+        while the task writes more than the caller reads would otherwise deadlock the two."""
+        self.sock.setblocking(False)
+        to_send = bytearray()
+        frames = Frames()
+        reading = stdin is not None
+        size = terminal.size() if terminal is not None else None
+        if size:
+            to_send += winsize_frame(*size)
+        while True:
+            resize_fd = terminal.resize_fd if terminal is not None else None
+            poller = select.poll()
+            poller.register(self.sock, select.POLLIN | (select.POLLOUT if to_send else 0))
+            if reading and len(to_send) < STDIN_HIGH_WATER:
+                poller.register(stdin, select.POLLIN)
+            if resize_fd is not None:
+                poller.register(resize_fd, select.POLLIN)
+            for fd, events in poller.poll():
+                if fd == self.sock.fileno():
+                    if events & select.POLLOUT and to_send:
+                        try:
+                            del to_send[:self.sock.send(to_send)]
+                        except BlockingIOError:
+                            pass
+                        except OSError:
+                            to_send.clear()
+                            reading = False      # the container's end: its output follows, then EOF
+                    if events & (select.POLLIN | select.POLLHUP | select.POLLERR):
+                        try:
+                            data = self.sock.recv(READ_SIZE)
+                        except BlockingIOError:
+                            continue
+                        except OSError:
+                            data = b""
+                        if not data:
+                            return True
+                        for kind, payload in frames.feed(data):
+                            target = outputs.get(kind)
+                            if target is not None:
+                                try:
+                                    _write_all(target, payload)
+                                except BrokenPipeError:
+                                    return False    # the caller stopped reading (`| head`)
+                elif fd == stdin:
+                    data = os.read(stdin, READ_SIZE)
+                    to_send += frame(STDIN, data)       # empty: the end of stdin
+                    reading = bool(data)
+                elif fd == resize_fd and terminal.resize_fd == fd:   # else closed by a signal's handler meanwhile
+                    _drain(resize_fd)
+                    size = terminal.size()
+                    if size:
+                        to_send += winsize_frame(*size)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
+def _drain(fd: int) -> None:
+    try:
+        while os.read(fd, 64):
+            pass
+    except BlockingIOError:
+        pass

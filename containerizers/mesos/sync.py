@@ -32,7 +32,7 @@ STARTING_POLL_INTERVAL = 0.01    # how often a waiter looks for the pids of a co
 class SyncMesosContainerizer(SyncContainerizer):
     name = "mesos"
     # The host's network (for now): bridge networks and port mappings are docker's.
-    capabilities = Capabilities(images=True)
+    capabilities = Capabilities(images=True, io=True)
 
     def __init__(self, work_dir: str, runtime_dir: str, cgroups_root: str = "corral",
                  isolation: list[str] | tuple[str, ...] = DEFAULT_ISOLATION,
@@ -161,6 +161,23 @@ class SyncMesosContainerizer(SyncContainerizer):
             confinement=launch_info.confinement,
             io=_io_spec(files, config),
         )
+
+    # -- attach ----------------------------------------------------------------------------
+
+    def attach(self, container_id: str):
+        """A switchboard.Attachment to the container's supervisor; None for a container that
+        holds no I/O of its own (its task writes its files). CorralError once it has ended."""
+        files = self.files(container_id)
+        config = files.config()
+        if not (config.stdin or config.tty or config.log_max_size):
+            return None
+        from .switchboard import SOCKET, Attachment
+        try:
+            return Attachment(files.path(SOCKET))
+        except (FileNotFoundError, ConnectionRefusedError):
+            if files.termination() is None and files.exists() and self.supervisor_alive(files):
+                raise
+            raise CorralError(f"container {container_id} has ended: nothing to attach to") from None
 
     # -- watching the end ------------------------------------------------------------------
 

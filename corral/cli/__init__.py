@@ -37,7 +37,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.agent:
             from .remote import run as through_agent
             code = through_agent(args)
-        elif os.geteuid() != 0 and args.subcommand in ("run", "kill", "destroy"):
+        elif os.geteuid() != 0 and args.subcommand in ("run", "kill", "destroy", "attach"):
             raise CorralError(f"corral {args.subcommand} needs root: it uses cgroups and namespaces")
         elif args.subcommand == "run":
             from .run import cmd_run

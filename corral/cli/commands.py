@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 
 from corral.types import CorralError, NoSuchContainer, parse_signal
@@ -74,6 +75,31 @@ def cmd_logs(args) -> int:
     return 0
 
 
+def cmd_attach(args) -> int:
+    """As docker attach: the running container's output from now on, following, and our stdin
+    to it when it was started with -i (raw mode on our terminal when it has a tty); the exit code
+    is the container's once it ends. Our SIGINT, SIGTERM and SIGHUP go to the task."""
+    from .run import forward_signals, relay
+    mc = containerizers.owner(args, args.container_id)
+    if mc.status(args.container_id)["state"] == "EXITED":
+        raise CorralError(f"container {args.container_id} has ended: nothing to attach to")
+    config = mc.files(args.container_id).config()
+    stdin = config.stdin and not args.no_stdin
+    if stdin and config.tty and not os.isatty(0):
+        raise CorralError("the input device is not a TTY: the container has a tty (give --no-stdin)")
+    forward_signals(mc, args.container_id)
+    attachment = mc.attach(args.container_id)
+    if attachment is None:          # a container whose task writes its files itself: follow them
+        for stream, chunk in mc.output(args.container_id, follow=True, since_now=True):
+            (sys.stdout if stream == 1 else sys.stderr).buffer.write(chunk)
+            (sys.stdout if stream == 1 else sys.stderr).buffer.flush()
+    else:
+        with attachment:
+            if not relay(attachment, stdin, config.tty):
+                return 0            # we stopped reading: the container runs on
+    return mc.wait(args.container_id).shell_exit_code()
+
+
 def cmd_pull(args) -> int:
     from corral.provisioner import cli as images
     return images.cmd_pull(args)
@@ -85,4 +111,4 @@ def cmd_images(args) -> int:
 
 
 COMMANDS = {"ps": cmd_ps, "wait": cmd_wait, "kill": cmd_kill, "destroy": cmd_destroy,
-            "usage": cmd_usage, "logs": cmd_logs, "pull": cmd_pull, "images": cmd_images}
+            "usage": cmd_usage, "logs": cmd_logs, "attach": cmd_attach, "pull": cmd_pull, "images": cmd_images}

@@ -11,7 +11,8 @@ import argparse
 import os
 import re
 
-from corral.types import MAX_SECONDS, InvalidInput, check_cgroups_root, check_cpus, check_mem_mb, check_pids_limit
+from corral.types import (MAX_LOG_FILES, MAX_SECONDS, InvalidInput, check_cgroups_root, check_cpus, check_mem_mb,
+                          check_pids_limit)
 
 CONTAINERIZERS = ("mesos", "docker", "external")
 # isolators.registry's DEFAULT_ISOLATION, written out: the help needs no import of the registry.
@@ -98,7 +99,15 @@ def _run_arguments(run: argparse.ArgumentParser) -> None:
     run.add_argument("--user", metavar="NAME", help="run the task as this user")
     run.add_argument("--hostname", metavar="NAME", help="hostname in a new UTS namespace")
     run.add_argument("--name", metavar="ID", help="container id (generated when absent)")
-    run.add_argument("--detach", action="store_true", help="print the container id and return at once")
+    run.add_argument("--detach", "-d", action="store_true", help="print the container id and return at once")
+    # Interactive I/O (docs/io.md), as Docker's.
+    run.add_argument("--interactive", "-i", action="store_true",
+                     help="keep the task's stdin open: ours in the foreground, corral attach's later")
+    run.add_argument("--tty", "-t", action="store_true", help="give the task a pseudo-terminal")
+    run.add_argument("--log-max-size", type=parse_log_size, metavar="SIZE",
+                     help="rotate stdout and stderr at this size: bytes, or 10k, 64M, 1G (as Docker's max-size)")
+    run.add_argument("--log-max-files", type=_log_max_files, metavar="N",
+                     help="files kept per stream with --log-max-size, the one written included (default 1)")
     run.add_argument("--cgroups-enable-cfs", action="store_true", help="enforce cpus as a hard CFS quota")
     run.add_argument("--image", metavar="REF", help="run in this image's root filesystem (pulled if missing); "
                      "without a command, the image's Entrypoint and Cmd")
@@ -127,6 +136,11 @@ def _run_arguments(run: argparse.ArgumentParser) -> None:
     run.add_argument("--pids-limit", type=_pids_limit, metavar="N", help="at most N processes and threads")
     run.add_argument("--ulimit", action="append", default=[], metavar="NAME=SOFT[:HARD]",
                      help="a resource limit, as Docker's (nofile=1024:4096); repeatable")
+
+
+def _attach_arguments(attach: argparse.ArgumentParser) -> None:
+    _id_argument(attach)
+    attach.add_argument("--no-stdin", action="store_true", help="do not pass our stdin to the task")
 
 
 def _ps_arguments(ps: argparse.ArgumentParser) -> None:
@@ -179,6 +193,7 @@ SUBCOMMANDS = {
     "destroy": ("kill every process of a container and remove it", _id_argument),
     "usage": ("resource usage (Mesos ResourceStatistics)", _usage_arguments),
     "logs": ("print a container's stdout (or stderr)", _logs_arguments),
+    "attach": ("follow a running container's output; pass it our stdin if it has one (run -i)", _attach_arguments),
     "pull": ("pull an image into the store", _pull_arguments),
     "images": ("list stored images (images rm REF, images prune)", _images_arguments),
     "agent": ("run the agent: mesos-agent's flags, the v1 operator API (corral agent --help)", lambda _: None),
@@ -212,6 +227,25 @@ def build_parser(subcommand: str | None = None) -> argparse.ArgumentParser:
         if subcommand in (None, name):
             add_arguments(sub.add_parser(name, parents=common, help=help_text))
     return parser
+
+
+def _log_max_files(text: str) -> int:
+    if not (text.isascii() and text.isdigit()):
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}")
+    if not 1 <= int(text) <= MAX_LOG_FILES:
+        raise argparse.ArgumentTypeError(f"must be 1 to {MAX_LOG_FILES}: {text!r}")
+    return int(text)
+
+
+def parse_log_size(text: str) -> int:
+    """'1048576' (bytes, as Docker's max-size), '10k', '64M', '1G', '1.5MiB' -> bytes."""
+    match = _SIZE.fullmatch(text.strip())
+    if not match or (match[3] and match[3].lower() != "b" and not match[2]):
+        raise argparse.ArgumentTypeError(f"not a size: {text!r} (use bytes, or 10k, 64M, 1G)")
+    size = int(float(match[1]) * 1024 ** "bkmgt".index((match[2] or "b").lower()))
+    if not 0 < size < 1 << 63:
+        raise argparse.ArgumentTypeError(f"must be at least 1 byte and under 8 EiB: {text!r}")
+    return size
 
 
 def _pids_limit(text: str) -> int:

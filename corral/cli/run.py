@@ -7,7 +7,7 @@ import os
 import signal
 import sys
 
-from corral.types import NOT_SUPPORTED, ContainerConfig, InvalidInput, Resources
+from corral.types import NOT_SUPPORTED, ContainerConfig, CorralError, InvalidInput, Resources
 
 from . import containerizers
 
@@ -27,7 +27,7 @@ def cmd_run(args, command: list[str]) -> int:
         hostname=args.hostname, cgroups_enable_cfs=args.cgroups_enable_cfs, volumes=args.volume,
         image={"type": args.image_type.upper(), "name": args.image} if args.image else None,
         containerizer=args.containerizer, rootfs=args.rootfs, network=args.network, ports=args.port,
-        **_confinement(args))
+        **_confinement(args), **_io(args))
     container_id = args.name or _new_container_id()
     if containerizers.names(args) == ["mesos"]:
         # The fast path, and its own message: the Mesos containerizer refuses a network of its own.
@@ -40,7 +40,20 @@ def cmd_run(args, command: list[str]) -> int:
     if args.detach:
         print(container_id)
         return 0
+    if config.attach:
+        return _attached(mc, container_id, config)
     return _foreground(mc, container_id)
+
+
+def _io(args) -> dict:
+    """The run options of the task's I/O (docs/io.md). In the foreground, -i or -t is a launch
+    and an attach: the container then holds its output until we are connected."""
+    if args.tty and args.interactive and not args.detach and not os.isatty(0):
+        raise CorralError("the input device is not a TTY: -it needs a terminal on stdin (leave out -t)")
+    if args.log_max_files is not None and args.log_max_size is None:
+        raise InvalidInput("--log-max-files needs --log-max-size")
+    return dict(stdin=args.interactive, tty=args.tty, attach=(args.interactive or args.tty) and not args.detach,
+                log_max_size=args.log_max_size, log_max_files=args.log_max_files)
 
 
 def parse_env(items: list[str]) -> dict[str, str]:
@@ -76,14 +89,20 @@ def _new_container_id() -> str:
     return f"{raw[:8]}-{raw[8:12]}-{raw[12:16]}-{raw[16:20]}-{raw[20:]}"
 
 
-def _foreground(mc, container_id: str) -> int:
-    """Stream the task's output while it runs (where its containerizer can follow it; else once it
-    has ended), pass our signals on to it; remove it at the end, however the end comes (a closed
-    pipe on our stdout, say), as `docker run --rm` does."""
+def forward_signals(mc, container_id: str) -> None:
+    """SIGINT, SIGTERM and SIGHUP to us go on to the task (with -it, ^C is a key that the task's
+    own terminal turns into its SIGINT)."""
     def forward(signum, _frame):
         mc.kill(container_id, signum)
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, forward)
+
+
+def _foreground(mc, container_id: str) -> int:
+    """Stream the task's output while it runs (where its containerizer can follow it; else once it
+    has ended), pass our signals on to it; remove it at the end, however the end comes (a closed
+    pipe on our stdout, say), as `docker run --rm` does."""
+    forward_signals(mc, container_id)
     sinks = {1: sys.stdout.buffer, 2: sys.stderr.buffer}
     try:
         for stream, chunk in mc.output(container_id, follow=True):
@@ -93,6 +112,38 @@ def _foreground(mc, container_id: str) -> int:
         termination = mc.wait(container_id)
     finally:
         mc.destroy(container_id, remove_sandbox=True)
+    return _ended(termination)
+
+
+def _attached(mc, container_id: str, config: ContainerConfig) -> int:
+    """_foreground for a container with -i or -t: our stdin goes to the task, its output comes
+    through its attach connection (with -it, our terminal is raw meanwhile)."""
+    forward_signals(mc, container_id)
+    try:
+        with mc.attach(container_id) as attachment:
+            if not relay(attachment, config.stdin, config.tty):
+                raise BrokenPipeError       # we stopped reading (`| head`): as _foreground's write would
+        termination = mc.wait(container_id)
+    finally:
+        mc.destroy(container_id, remove_sandbox=True)
+    return _ended(termination)
+
+
+def relay(attachment, stdin: bool, tty: bool) -> bool:
+    """Our stdin (if `stdin`) to the task, its output to ours, until it ends (True) or we stop
+    taking it (False). With a tty, its window size is ours; with a tty and stdin, our terminal is
+    raw meanwhile (our keys, ^C and ^Z too, go to the task's terminal), restored however this ends."""
+    from corral.terminal import Terminal
+    terminal = Terminal()
+    try:
+        if tty and stdin:
+            terminal.__enter__()
+        return attachment.relay(0 if stdin else None, {1: 1, 2: 2}, terminal if tty else None)
+    finally:
+        terminal.restore()
+
+
+def _ended(termination) -> int:
     if termination.reason:
         print(f"corral: {termination.reason}: {termination.message}", file=sys.stderr)
     return termination.shell_exit_code()
