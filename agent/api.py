@@ -41,7 +41,7 @@ import corral
 from corral.provisioner.errors import DigestMismatch, ImageNotFound, InvalidImage, RegistryError
 from corral.types import CorralError, InvalidInput, NoSuchContainer, Unavailable
 
-from . import metrics, queries, sandboxes
+from . import attach, metrics, queries, recordio, sandboxes
 from .allocator import InsufficientResources
 from .resources import Resources
 from .shapes import JsonObject, config_of, container_id_of, in_range, signal_of, sound_text
@@ -239,6 +239,8 @@ def _query_count(query, key: str) -> int | None:
 
 
 async def _call(request):
+    if request.content_type == recordio.CONTENT_TYPE:     # a streaming request: the one call that is one
+        return await attach.attach_container_input(request, request.app[AGENT])
     if request.content_type != "application/json":
         return web.Response(status=415, text=f"send application/json, not {request.content_type}\n")
     if request.content_length is not None and request.content_length > MAX_BODY:
@@ -253,9 +255,14 @@ async def _call(request):
         return response
     body = JsonObject(_parse(raw))
     kind = body.get("type", str)
+    if kind == "ATTACH_CONTAINER_INPUT":
+        return web.Response(status=415, text=f"ATTACH_CONTAINER_INPUT is a stream: send {recordio.CONTENT_TYPE}\n")
+    if kind in STREAMING:
+        return await STREAMING[kind](request, request.app[AGENT], body.object(kind.lower()))
     handler = CALLS.get(kind)
     if handler is None:
-        raise InvalidInput(f"unknown or unsupported call {kind!r} (known: {', '.join(sorted(CALLS))})" if kind else
+        raise InvalidInput(f"unknown or unsupported call {kind!r} (known: {', '.join(sorted([*CALLS, *STREAMING]))})"
+                           if kind else
                            'the body must be a JSON object with a "type", such as {"type": "GET_HEALTH"}')
     answer = await handler(request.app[AGENT], body.object(kind.lower()))
     if isinstance(answer, web.Response):
@@ -308,3 +315,5 @@ CALLS = {
     "GET_CONTAINERS": queries.get_containers, "LAUNCH_CONTAINER": launch_container,
     "WAIT_CONTAINER": wait_container, "KILL_CONTAINER": kill_container, "REMOVE_CONTAINER": remove_container,
 }
+# The calls whose answer is a stream (agent/attach.py): handed the request, to answer as they go.
+STREAMING = {"ATTACH_CONTAINER_OUTPUT": attach.attach_container_output}

@@ -25,7 +25,7 @@ from corral.containerizers.composing import ComposingContainerizer
 from corral.containerizers.mesos.containerizer import MesosContainerizer
 from corral import types
 from corral.files import remove_tree
-from corral.types import (LAUNCHED, TASK_LOST, TASK_RUNNING, ContainerConfig, ContainerExists, InvalidInput,
+from corral.types import (LAUNCHED, TASK_LOST, TASK_RUNNING, ContainerConfig, ContainerExists, CorralError, InvalidInput,
                           NoSuchContainer, check_container_id)
 
 from . import custom_resources
@@ -101,6 +101,7 @@ class Agent:
         self.units = units or {}
         self.checkpoint = Checkpoint(flags.work_dir, flags.strict)
         self.containerizer = containerizer
+        self.inputs: set[str] = set()          # containers with an ATTACH_CONTAINER_INPUT stream open (agent/attach.py)
         self.allocator: Allocator | None = None        # made by recover(), from the checkpoint
         self.records: dict[str, dict] = {}             # container id -> its container.json
         self.ends: dict[str, asyncio.Future] = {}      # container id -> its terminal status, once ended
@@ -238,6 +239,29 @@ class Agent:
             await asyncio.shield(launching)
         if container_id in self.records and not _ended(self.statuses(container_id)):
             await self.containerizer.kill(container_id, sig)
+
+    async def attach(self, container_id: str, stdin: bool = False):
+        """A connection to a running container's switchboard (switchboard.Attachment): its
+        output, and its stdin with `stdin`; InvalidInput where there is none to have."""
+        self.statuses(container_id)                     # NoSuchContainer first
+        launching = self.launches.get(container_id)
+        if launching is not None:
+            await asyncio.shield(launching)
+        config = self.records[container_id].get("config") or {}
+        if not (config.get("tty") or config.get("stdin") or config.get("log_max_size")):
+            raise InvalidInput(f"container {container_id} has no I/O to attach to: launch it with a tty "
+                               "(container.tty_info)")
+        if stdin and not (config.get("tty") or config.get("stdin")):
+            raise InvalidInput(f"container {container_id} has no stdin: launch it with a tty (container.tty_info)")
+        if _ended(self.statuses(container_id)):
+            raise InvalidInput(f"container {container_id} has ended: nothing to attach to")
+        try:
+            attachment = await self.containerizer.attach(container_id)
+        except (CorralError, OSError):      # it ended meanwhile: its supervisor and socket are gone
+            raise InvalidInput(f"container {container_id} has ended: nothing to attach to") from None
+        if attachment is None:
+            raise InvalidInput(f"container {container_id}'s containerizer cannot attach to it")
+        return attachment
 
     async def remove(self, container_id: str) -> None:
         """Delete an ended container: sandbox, runtime dir, checkpoint. A caller that goes away

@@ -283,6 +283,8 @@ FLAGS = {flag.name: flag for flag in [
     Flag("http_request_timeout", _duration, "30secs",
          "HTTP: how long a connection may sit idle or send a request's headers, then send its body "
          "(408 past it), then take the response; past any of these it is closed"),
+    Flag("http_heartbeat_interval", _duration, "30secs",
+         "HTTP: how often a streaming response (ATTACH_CONTAINER_OUTPUT) carries a heartbeat when quiet"),
     Flag("cgroups_root", _checked(check_cgroups_root), "corral",
          "the cgroup under which every container's cgroups live (a relative name: no '..', '.' or leading '/')"),
     Flag("cgroups_enable_cfs", _boolean, "false", "enforce cpus as a hard CFS quota"),

@@ -147,8 +147,11 @@ def config_of(call: JsonObject) -> ContainerConfig:
     hostname = container.get("hostname", str)
     if hostname is not None and len(hostname.encode()) > HOST_NAME_MAX:
         raise InvalidInput(f'"{container.path("hostname")}" is longer than {HOST_NAME_MAX} bytes')
+    # A tty (TTYInfo; its window_size is the attached client's to set) takes input, as in Mesos.
+    tty = container.data.get("tty_info") is not None
+    container.object("tty_info")                    # an object, if given
     return ContainerConfig(
-        argv=argv, env=env, user=command.get("user", str), hostname=hostname,
+        argv=argv, env=env, user=command.get("user", str), hostname=hostname, tty=tty, stdin=tty,
         containerizer="docker" if kind == "DOCKER" else None, image=image, network=network,
         **_linux_info(container.object("linux_info")), rlimits=_rlimit_info(container.object("rlimit_info")))
 

@@ -53,6 +53,11 @@ class Containerizer(abc.ABC):
     @abc.abstractmethod
     async def containers(self) -> list[str]: ...
 
+    async def attach(self, container_id: str):
+        """A connection to the container's stdin and output (switchboard.Attachment), or None
+        where it holds none (its output is only in its files)."""
+        return None
+
     async def healthy(self) -> bool:
         """Whether it can launch now (the agent's GET_HEALTH)."""
         return True

@@ -93,6 +93,9 @@ class ComposingContainerizer(Containerizer):
     async def containers(self) -> list[str]:
         return sorted(self._owners)
 
+    async def attach(self, container_id: str):
+        return await self.owner(container_id).attach(container_id)
+
     async def healthy(self) -> bool:
         return all([await c.healthy() for c in self.containerizers])
 

@@ -92,3 +92,6 @@ class ThreadedContainerizer(Containerizer):
 
     async def containers(self) -> list[str]:
         return await self.call(self.sync.containers)
+
+    async def attach(self, container_id: str):
+        return await self.call(self.sync.attach, container_id)

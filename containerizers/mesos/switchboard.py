@@ -13,7 +13,8 @@ stdout and stderr are pipes, and stdin a pipe when the container asked for it (e
 Clients (Attachment, below: the CLI's attach and the agent's ATTACH_CONTAINER_* calls) speak
 frames: a byte of kind, four of length (network order), the data.
 
-    client -> supervisor    STDIN data (empty: the end of stdin; with a tty, ignored: send ^D), WINSIZE rows cols
+    client -> supervisor    STDIN data (empty: the end of stdin; with a tty, ignored: send ^D), WINSIZE rows cols,
+                            NO_OUTPUT (an input-only client: it is sent nothing)
     supervisor -> client    STDOUT data, STDERR data; the connection closes once the task's output has ended
 
 Every client gets all output from when it connects. The output is read only as fast as the
@@ -37,7 +38,7 @@ import time
 from corral.record import Record
 
 SOCKET = "io.sock"                 # in the container's runtime dir
-STDIN, STDOUT, STDERR, WINSIZE = 0, 1, 2, 3
+STDIN, STDOUT, STDERR, WINSIZE, NO_OUTPUT = 0, 1, 2, 3, 4
 _HEADER = struct.Struct("!BI")
 _WINSIZE = struct.Struct("!HH")
 MAX_FRAME = 1 << 20                # a larger frame is a broken client
@@ -81,7 +82,7 @@ class Frames:
         frames = []
         while len(self.buffer) >= _HEADER.size:
             kind, size = _HEADER.unpack_from(self.buffer)
-            if kind > WINSIZE or size > MAX_FRAME:
+            if kind > NO_OUTPUT or size > MAX_FRAME:
                 raise FrameError(f"bad frame: kind {kind}, {size} bytes")
             if len(self.buffer) < _HEADER.size + size:
                 break
@@ -116,6 +117,7 @@ class _Client:
         self.sock = sock
         self.frames = Frames()
         self.pending = bytearray()
+        self.output = True
 
 
 class Switchboard:
@@ -262,7 +264,7 @@ class Switchboard:
         except OSError:
             pass            # a full disk loses the file's copy, not the clients'
         out = frame(stream, data)
-        for client in list(self.clients):
+        for client in [c for c in self.clients if c.output]:
             client.pending += out
             self._send(client)
         return True
@@ -295,6 +297,9 @@ class Switchboard:
         for kind, payload in frames:
             if kind == STDIN:
                 self._stdin(payload)
+            elif kind == NO_OUTPUT:
+                client.output = False
+                client.pending.clear()
             elif kind == WINSIZE and self.io.tty and len(payload) == _WINSIZE.size and self.stdin_fd is not None:
                 rows, columns = _WINSIZE.unpack(payload)
                 set_window(self.stdin_fd, rows, columns)    # the kernel sends the task SIGWINCH
