@@ -30,6 +30,7 @@ from corral.types import (LAUNCHED, REASON_CONTAINER_LIMITATION_MEMORY, Containe
                           Limitation, NoSuchContainer, Resources, Termination, Unavailable)
 
 from ..base import Capabilities, End, SyncContainerizer, state_dir
+from ..logs import RotatingFile
 from ..state import ContainerFiles
 from .engine import Engine, EngineError, NotFound, default_socket
 
@@ -71,6 +72,12 @@ class SyncDockerContainerizer(SyncContainerizer):
         docker_image = bool(config.image) and config.image.get("type", "DOCKER") == "DOCKER" and not config.rootfs
         asked = config.containerizer == self.name or (config.containerizer is None and self.only)
         return docker_image and asked
+
+    def _prepare(self, config: ContainerConfig) -> ContainerConfig:
+        if config.stdin or config.tty:
+            raise InvalidInput("the docker containerizer does not pass stdin or a tty yet (-i, -t): "
+                               "the mesos containerizer does, images included")
+        return config
 
     def _start(self, files: ContainerFiles, config: ContainerConfig, record: dict) -> str:
         create = self._create_config(files.container_id, files, config)
@@ -132,6 +139,11 @@ class SyncDockerContainerizer(SyncContainerizer):
                 **_limits(config.resources, config.cgroups_enable_cfs or self.cgroups_enable_cfs),
                 **confinement(config), **gpu_requests(config)},
         }
+        if config.log_max_size:
+            # dockerd's json-file driver rotates as corral's switchboard does (its logs endpoint
+            # reads across the files it keeps).
+            create["HostConfig"]["LogConfig"] = {"Type": "json-file", "Config": {
+                "max-size": str(config.log_max_size), "max-file": str(config.log_max_files or 1)}}
         if config.user:
             create["User"] = config.user
         if config.hostname:
@@ -256,13 +268,18 @@ class SyncDockerContainerizer(SyncContainerizer):
         """Write the container's whole output into the sandbox's stdout and stderr, following it
         until the container ends. Idempotent: each call rewrites both files from the start."""
         files = self.files(container_id)
-        write = os.O_WRONLY | os.O_CREAT | os.O_TRUNC
-        with (os.fdopen(files.open_in_sandbox("stdout", write), "wb") as out,
-              os.fdopen(files.open_in_sandbox("stderr", write), "wb") as err):
+        config = files.config()
+        for name in ("stdout", "stderr"):
+            os.close(files.open_in_sandbox(name, os.O_WRONLY | os.O_CREAT | os.O_TRUNC))
+        # Under a log cap the copy is capped and rotated too, as the Mesos containerizer's files.
+        sinks = {stream: RotatingFile(files.sandbox, name, config.log_max_size, config.log_max_files)
+                 for stream, name in ((1, "stdout"), (2, "stderr"))}
+        try:
             for stream, chunk in self.output(container_id, follow=True):
-                sink = err if stream == 2 else out
-                sink.write(chunk)
-                sink.flush()
+                sinks.get(stream, sinks[1]).write(chunk)
+        finally:
+            for sink in sinks.values():
+                sink.close()
 
 
 def _beyond(pairs, have: dict):

@@ -89,6 +89,26 @@ def test_finished_and_the_container_as_dockerd_sees_it(docker_env):
     assert not os.path.exists(os.path.join(dc.state_dir, "containers", "c2"))
 
 
+def test_a_log_cap_goes_to_dockerd_and_bounds_the_sandbox_copy(docker_env):
+    async def main():
+        dc = docker_env.async_()
+        config = docker_env.config("seq", "1", "100000", log_max_size=16384, log_max_files=2)
+        assert await dc.launch("capped", config) == LAUNCHED
+        assert (await dc.wait("capped")).state == TASK_FINISHED
+        container = json.loads(docker_env.dockerd.docker("inspect", "corral-capped").stdout)[0]
+        assert container["HostConfig"]["LogConfig"] == {"Type": "json-file",
+                                                       "Config": {"max-size": "16384", "max-file": "2"}}
+        sandbox = (await dc.status("capped"))["sandbox"]
+        # The copy has what dockerd had when it read (at most its two files): one or two files of ours.
+        names = sorted(os.listdir(sandbox))
+        assert names in (["stderr", "stdout"], ["stderr", "stdout", "stdout.1"]), names
+        assert all(os.path.getsize(os.path.join(sandbox, name)) <= 16384 for name in names)
+        logged = b"".join(chunk for stream, chunk in dc.sync.output("capped") if stream == 1)
+        assert logged.endswith(b"99999\n100000\n") and len(logged) < 100000    # what dockerd kept
+        await dc.destroy("capped", remove_sandbox=True)
+    asyncio.run(main())
+
+
 def test_cpu_shares_have_a_floor_and_no_quota_without_cfs(docker_env):
     dc = docker_env.sync()
     dc.launch("c3", docker_env.config("true", resources=Resources(cpus=0.001)))
