@@ -133,7 +133,10 @@ def _supervise(spec: LaunchSpec, ready_w: int, go_r: int, init_cgroup: int | Non
 
     if board is not None:
         board.forked()
-        board.serve(init)               # returns once init has ended
+        try:
+            board.serve(init)           # returns once init has ended
+        except Exception:  # noqa: BLE001 - the I/O is lost, not the container's end: that is still recorded
+            board.abandon()
     init_status = _reap_until(init)
     with os.fdopen(status_r, "rb") as f:
         report = f.read().decode(errors="replace").split(" ", 1)

@@ -352,6 +352,16 @@ class Switchboard:
                     self._send(client)
             # A client that cannot take it all within the grace has had its chance.
 
+    def abandon(self) -> None:
+        """Let go of everything at once (the loop failed): the task's writes then fail (EPIPE)
+        rather than wait for a reader that is gone."""
+        for client in list(self.clients):
+            self._drop(client)
+        for fd in {*self.sources, self.stdin_fd} - {None}:
+            os.close(fd)
+        self.sources, self.stdin_fd = {}, None
+        self.listener.close()
+
     def _finish(self, deadline: float) -> None:
         self._flush(deadline)
         for client in list(self.clients):
