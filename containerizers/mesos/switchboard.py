@@ -212,7 +212,7 @@ class Switchboard:
         for client in self.clients:
             events = (select.POLLIN if taking_input else 0) | (select.POLLOUT if client.pending else 0)
             poller.register(client.sock, events)
-        if self.stdin_pending:
+        if self.stdin_pending and self.stdin_fd is not None:
             poller.register(self.stdin_fd, select.POLLOUT)
 
     def _handle(self, ready: dict[int, int]) -> None:
@@ -256,8 +256,9 @@ class Switchboard:
         if not data:
             del self.sources[fd]
             os.close(fd)
-            if fd == self.stdin_fd:         # a pty's master is both
+            if fd == self.stdin_fd:         # a pty's master is both: its input goes nowhere now
                 self.stdin_fd = None
+                self.stdin_pending.clear()
             return False
         try:
             self.sinks[stream].write(data)
