@@ -135,6 +135,10 @@ def test_output_heartbeats_and_the_end_of_stdin(agent_flags):
             assert heartbeats and heartbeats[0] == {"type": "CONTROL", "control": {
                 "type": "HEARTBEAT", "heartbeat": {"interval": {"nanoseconds": 200000000}}}}
             assert b"abc\r\nabc\r\n" in stdout_of(messages) and b"done" in stdout_of(messages)   # a tty: one stream
+            status, answer = await a.call({"type": "WAIT_CONTAINER",
+                                           "wait_container": {"container_id": {"value": "quiet"}}})
+            assert status == 200 and answer["wait_container"]["exit_status"] == 0
+            await a.call({"type": "REMOVE_CONTAINER", "remove_container": {"container_id": {"value": "quiet"}}})
     asyncio.run(scenario())
 
 
@@ -199,6 +203,7 @@ def test_bad_requests(agent_flags):
             for cid in ("plain", "term"):
                 await a.call({"type": "KILL_CONTAINER", "kill_container": {"container_id": {"value": cid}}})
                 await a.call({"type": "WAIT_CONTAINER", "wait_container": {"container_id": {"value": cid}}})
+                await a.call({"type": "REMOVE_CONTAINER", "remove_container": {"container_id": {"value": cid}}})
     asyncio.run(scenario())
 
 
@@ -226,4 +231,5 @@ def test_a_session_that_sends_nothing_meets_the_deadlines(agent_flags):
                 assert TIMEOUT <= after < TIMEOUT + 2 and health[0] == 200
             await a.call({"type": "KILL_CONTAINER", "kill_container": {"container_id": {"value": "term"}}})
             await a.call({"type": "WAIT_CONTAINER", "wait_container": {"container_id": {"value": "term"}}})
+            await a.call({"type": "REMOVE_CONTAINER", "remove_container": {"container_id": {"value": "term"}}})
     asyncio.run(scenario())
