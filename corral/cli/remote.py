@@ -6,6 +6,7 @@ API instead of this host's files, as the docker CLI talks to dockerd.
     destroy   KILL_CONTAINER (SIGKILL), WAIT_CONTAINER, REMOVE_CONTAINER
     usage     GET_CONTAINERS' resource_statistics
     logs      READ_FILE of the sandbox's stdout or stderr, from offset 0 on (--follow: until it ends)
+    attach    ATTACH_CONTAINER_OUTPUT and ATTACH_CONTAINER_INPUT (remote_io.py)
 
 The agent's answers of 4xx are the command's errors, in the agent's words.
 """
@@ -61,11 +62,15 @@ class AgentClient:
         finally:
             connection.close()
         if response.status >= 400:
-            message = raw.decode(errors="replace").strip() or response.reason
-            if response.status == 404:
-                raise NoSuchContainer(message)
-            raise (InvalidInput if response.status < 500 else CorralError)(f"the agent at {self.address}: {message}")
+            self.fail(response.status, raw)
         return json.loads(raw) if raw else None
+
+    def fail(self, status: int, raw: bytes):
+        """Raise the agent's 4xx (or 5xx) answer as the command's error."""
+        message = raw.decode(errors="replace").strip() or http.client.responses.get(status, str(status))
+        if status == 404:
+            raise NoSuchContainer(message)
+        raise (InvalidInput if status < 500 else CorralError)(f"the agent at {self.address}: {message}")
 
     def call(self, kind: str, timeout: float | None = CALL_TIMEOUT, **fields) -> dict | None:
         reply = self.request("POST", "/api/v1", {"type": kind, kind.lower(): fields} if fields else {"type": kind},
@@ -153,13 +158,34 @@ def cmd_logs(client: AgentClient, args) -> int:
         time.sleep(FOLLOW_INTERVAL)
 
 
+def cmd_attach(client: AgentClient, args) -> int:
+    """ATTACH_CONTAINER_OUTPUT, and our stdin through ATTACH_CONTAINER_INPUT (unless --no-stdin):
+    the agent attaches containers launched with a tty (container.tty_info), as Mesos does. Our
+    terminal, when stdin is one, is raw meanwhile. The exit code is the container's."""
+    from corral.terminal import Terminal
+
+    from .remote_io import session
+    terminal = Terminal()
+    try:
+        if not args.no_stdin:
+            terminal.__enter__()
+        session(client, {"type": "ATTACH_CONTAINER_OUTPUT", "attach_container_output": _id(args.container_id)},
+                _id(args.container_id)["container_id"], stdin=not args.no_stdin,
+                terminal=terminal if terminal.is_tty else None)
+    finally:
+        terminal.restore()
+    end = _wait(client, args.container_id)
+    return Termination(container_id=args.container_id, exit_status=end.get("exit_status"),
+                       state=end.get("state") or "").shell_exit_code()
+
+
 def _running(client: AgentClient, container_id: str) -> bool:
     listed = client.call("GET_CONTAINERS", show_standalone=True, show_nested=True)["containers"]
     return any(c["container_id"]["value"] == container_id for c in listed)
 
 
 COMMANDS = {"ps": cmd_ps, "wait": cmd_wait, "kill": cmd_kill, "destroy": cmd_destroy,
-            "usage": cmd_usage, "logs": cmd_logs}
+            "usage": cmd_usage, "logs": cmd_logs, "attach": cmd_attach}
 
 
 def run(args) -> int:

@@ -50,3 +50,37 @@ def test_errors_through_the_agent_are_one_line(agent_process, corral):
     agent.stop()
     gone = corral.run("--agent", f"127.0.0.1:{agent.port}", "ps")
     assert gone.returncode == 1 and gone.stderr.startswith(f"corral: the agent at 127.0.0.1:{agent.port}: ")
+
+
+def test_attach_through_the_agent_with_a_pipe_and_with_a_terminal(agent_process, corral):
+    """`corral --agent X attach ID` to containers launched with a tty: our stdin reaches the task,
+    its output ours, the exit code is the task's; from a real terminal, raw mode meanwhile, our
+    window size and its change reach the task's terminal, and the terminal is restored."""
+    import sys
+
+    from tests.agent.test_attach_api import TASK
+    from tests.agent.test_attach_api import launch as launch_tty
+    from tests.conftest import CORRAL
+    from tests.ptykit import PtySession, is_raw
+    agent = agent_process()
+    address = f"127.0.0.1:{agent.port}"
+    assert agent.call(launch_tty("piped", ["/bin/sh", "-c", "read x; echo got $x; exit 5"]))[0] == 200
+    attached = corral.run("--agent", address, "attach", "piped", input="hello\n")
+    assert attached.returncode == 5, attached.stderr
+    assert "got hello" in attached.stdout            # after the tty's echo of what we typed
+    assert agent.call(launch_tty("shown", [sys.executable, "-c", TASK]))[0] == 200
+    session = PtySession([CORRAL, "--agent", address, "attach", "shown"], env=corral.env, rows=30, cols=100)
+    try:
+        session.write(b"line\r")
+        session.expect(b"tty True size 30x100 read line")
+        assert is_raw(session.settings())
+        session.resize(40, 120)
+        session.expect(b"resized 40x120")
+        session.write(b"\x03")                      # ^C: SIGINT from the task's terminal
+        assert session.wait() == 128 + 2
+        assert not is_raw(session.settings())
+    finally:
+        session.close()
+    for container_id in ("piped", "shown"):
+        agent.call(by_id("WAIT_CONTAINER", container_id))
+        assert agent.call(by_id("REMOVE_CONTAINER", container_id))[0] == 200
