@@ -14,6 +14,7 @@ supplies only what is its own:
     _wait(files, timeout)   block until it ends; its Termination, or None when the timeout passed
     _end(files)             how it ended, as an End: the inputs to the shared verdict
     _limitation(files)      a limit it broke, found after the fact (default: none)
+    _exec(files, config, stdio)   run another command in the running container (capabilities.exec)
     _release(files)         give back all it held; an End when releasing is what ends it
     update, usage, recover  as their names say
     capabilities            what it can do, for callers to ask instead of its name
@@ -30,8 +31,8 @@ import signal
 import time
 
 from corral.record import Record
-from corral.types import (NOT_SUPPORTED, TASK_KILLED, TASK_LOST, ContainerConfig, Limitation,
-                          NoSuchContainer, Resources, Termination, verdict)
+from corral.types import (NOT_SUPPORTED, TASK_KILLED, TASK_LOST, ContainerConfig, ExecConfig, InvalidInput,
+                          Limitation, NoSuchContainer, NotRunning, Resources, Termination, verdict)
 
 from .state import ContainerFiles, container_ids, ended_before
 
@@ -43,7 +44,7 @@ class Capabilities(Record):
     """What a containerizer can do (as Nomad's drivers.Capabilities): callers ask this, never a name."""
     images: bool = False        # runs a container from config.image
     networks: bool = False      # named networks and published ports (config.network, config.ports)
-    exec: bool = False          # runs another command in a running container (none does yet)
+    exec: bool = False          # runs another command in a running container (exec())
     io: bool = False            # stdin, a tty, attach and log caps (ContainerConfig.stdin, tty, log_max_*)
     wait_timeout: bool = True   # a wait can be cut short (wait(timeout=...)): destroy waits for the end
     #                             of its SIGKILL, and output is followed as it comes; without, its
@@ -224,6 +225,23 @@ class SyncContainerizer:
     def _release(self, files: ContainerFiles) -> End | None:
         return None
 
+    # -- exec ------------------------------------------------------------------------------
+
+    def exec(self, container_id: str, config: ExecConfig, stdio: tuple[int, int, int] = (0, 1, 2)) -> "Execution":
+        """Start `config`'s command in the running container: NoSuchContainer for an unknown id,
+        NotRunning for one that has ended, ExecFailed when the command cannot start. `stdio`: the
+        caller's stdin, stdout and stderr (stdin is read only with config.interactive); with
+        config.tty the command gets a terminal instead, which the caller relays (Execution)."""
+        if not self.capabilities.exec:
+            raise InvalidInput(f"the {self.name} containerizer cannot run a command in a running container")
+        files = self.files(container_id)
+        if files.termination() is not None or not self._running(files):
+            raise NotRunning(container_id)
+        return self._exec(files, config, stdio)
+
+    def _exec(self, files: ContainerFiles, config: ExecConfig, stdio: tuple[int, int, int]) -> "Execution":
+        raise NotImplementedError
+
     # -- the rest --------------------------------------------------------------------------
 
     def update(self, container_id: str, resources: Resources) -> None:
@@ -288,6 +306,36 @@ class SyncContainerizer:
         finally:
             for _, source in sources:
                 source.close()
+
+
+class Execution:
+    """A command exec'd in a running container. What the caller copies, if anything: it writes
+    the command's input to `to_process` (when it is not None and the exec is interactive) and
+    reads each `outputs` pair's fd until it ends, handing what it reads to the pair's sink (an
+    fd, or a callable taking bytes): corral.terminal.relay does exactly that. Empty outputs:
+    the command has the caller's fds themselves, nothing to copy. Then wait() for its end."""
+    pid: int | None = None                  # the command's pid on the host, where there is one
+    to_process: int | None = None
+    outputs: list = []
+
+    def resize(self, rows: int, cols: int) -> None:
+        """The terminal's new size (with tty)."""
+
+    def signal(self, sig: int) -> None:
+        """Deliver `sig` to the command (the caller's own signals, passed on)."""
+
+    def wait(self) -> int:
+        """Block until the command ends: its exit code, 128+N for a death by signal N."""
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Let go of what the execution holds (its fds); the command is left as it is."""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
 
 
 class Waiter:

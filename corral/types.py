@@ -53,6 +53,23 @@ class NoSuchContainer(CorralError):
         self.container_id = container_id
 
 
+class NotRunning(CorralError):
+    """The container is known, but nothing of it runs (it has ended, or has not started yet)."""
+
+    def __init__(self, container_id: str, state: str = "has ended"):
+        super().__init__(f"container {container_id} {state}: nothing runs in it to exec into")
+        self.container_id = container_id
+
+
+class ExecFailed(CorralError):
+    """An exec's command could not be started in the container: `exit_code` is what a shell
+    reports for it (127: not found, 126: cannot run)."""
+
+    def __init__(self, message: str, exit_code: int = 126):
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
 class ContainerExists(CorralError):
     def __init__(self, container_id: str):
         super().__init__(f"container already exists: {container_id}")
@@ -220,6 +237,32 @@ class ContainerConfig(Record):
         data = dict(data)
         data["resources"] = Resources(**(data.get("resources") or {}))
         return cls(**data)
+
+
+class ExecConfig(Record):
+    """A command to run in a running container (`corral exec`, LAUNCH_NESTED_CONTAINER_SESSION):
+    it gets the container's environment and confinement, plus what is asked here."""
+    argv: list[str]
+    env: dict[str, str] = dict          # added to the task's environment
+    user: str | None = None             # a name or uid[:gid] of the container's; None: the task's
+    workdir: str | None = None          # in the container; relative to the task's working directory
+    tty: bool = False                   # the command gets a terminal (the caller relays it: Execution)
+    interactive: bool = False           # the command reads the caller's stdin (else /dev/null)
+    size: tuple | None = None           # the terminal's first (rows, columns)
+
+    def __post_init__(self):
+        if not self.argv or not all(isinstance(a, str) for a in self.argv) or not self.argv[0]:
+            raise InvalidInput("the command must be a list of strings, the first not empty")
+        if any("\0" in a for a in self.argv):
+            raise InvalidInput("the command may not hold a NUL byte")
+        for key, value in self.env.items():
+            if not key or "=" in key or "\0" in key or "\0" in value:
+                raise InvalidInput(f"invalid environment variable name {key!r}")
+        if self.user is not None and not re.fullmatch(r"[A-Za-z0-9_.][A-Za-z0-9_.-]*(:[A-Za-z0-9_.][A-Za-z0-9_.-]*)?",
+                                                      self.user):
+            raise InvalidInput(f"invalid user {self.user!r}: give a name or uid, optionally :group or :gid")
+        if self.workdir is not None and (not self.workdir or "\0" in self.workdir):
+            raise InvalidInput(f"invalid workdir {self.workdir!r}")
 
 
 class Limitation(Record):

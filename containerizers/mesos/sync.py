@@ -15,14 +15,15 @@ import time
 
 from corral import linux
 from corral.record import Record
-from corral.types import (DEFAULT_PATH, LAUNCHED, ContainerConfig, CorralError, InvalidInput, Limitation,
-                          NoSuchContainer, Resources, Termination)
+from corral.types import (DEFAULT_PATH, LAUNCHED, ContainerConfig, CorralError, ExecConfig, InvalidInput,
+                          Limitation, NoSuchContainer, Resources, Termination)
 from corral.isolators import IsolatorFlags, LaunchInfo, Watch
 from corral.isolators.registry import CONFINEMENT, DEFAULT_ISOLATION, create_isolators
 
 from .. import state
 from ..base import Capabilities, End, SyncContainerizer
 from ..base import Waiter as BaseWaiter
+from .exec import SESSION_FILE, session_record, start as start_exec
 from .launcher import Launcher
 from .supervisor import LaunchSpec
 
@@ -32,7 +33,7 @@ STARTING_POLL_INTERVAL = 0.01    # how often a waiter looks for the pids of a co
 class SyncMesosContainerizer(SyncContainerizer):
     name = "mesos"
     # The host's network (for now): bridge networks and port mappings are docker's.
-    capabilities = Capabilities(images=True, io=True)
+    capabilities = Capabilities(images=True, exec=True, io=True)
 
     def __init__(self, work_dir: str, runtime_dir: str, cgroups_root: str = "corral",
                  isolation: list[str] | tuple[str, ...] = DEFAULT_ISOLATION,
@@ -94,7 +95,9 @@ class SyncMesosContainerizer(SyncContainerizer):
             for isolator in isolators:
                 prepared.append(isolator)
                 launch_info.merge(isolator.prepare(container_id, config))
-            forked = self.launcher.fork(container_id, self._launch_spec(files, config, launch_info, identity))
+            spec = self._launch_spec(files, config, launch_info, identity)
+            files.write(SESSION_FILE, session_record(spec))     # what an exec into it gets
+            forked = self.launcher.fork(container_id, spec)
             files.write("pids.json", {
                 "supervisor": {"pid": forked.supervisor_pid, "start": linux.process_start_time(forked.supervisor_pid)},
                 "init": {"pid": forked.init_pid, "start": linux.process_start_time(forked.init_pid)},
@@ -178,6 +181,11 @@ class SyncMesosContainerizer(SyncContainerizer):
             if files.termination() is None and files.exists() and self.supervisor_alive(files):
                 raise
             raise CorralError(f"container {container_id} has ended: nothing to attach to") from None
+
+    # -- exec ------------------------------------------------------------------------------
+
+    def _exec(self, files: state.ContainerFiles, config: ExecConfig, stdio: tuple[int, int, int]):
+        return start_exec(self, files, config, stdio)
 
     # -- watching the end ------------------------------------------------------------------
 

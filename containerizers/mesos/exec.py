@@ -1,0 +1,324 @@
+"""Exec: another command run inside a running Mesos container (`corral exec`, nested sessions).
+
+    caller ──setns(pid of init: CLONE_NEWPID, for its children only)──fork──▶ command
+                                                                     │ setsid, its stdio (a pty: its tty)
+                                                                     │ setns(init: mnt uts ipc net cgroup)
+                                                                     │ in the container's cgroups
+                                                                     │ confined as the task: rlimits,
+                                                                     │ capabilities, no_new_privs, seccomp
+                                                                     ▼ execve
+
+The command is the caller's child, so the caller waits for its exit status, and PID N of the
+container's pid namespace, whose init reaps it should the caller go first. It is in every
+cgroup of the container: cloned into them on a pure cgroup2 host (clone3, as the launcher
+does), else placed by the caller (the tracking cgroup, then each isolator's isolate()) before it
+may exec. So it counts against the container's limits, and the container's end (cgroup.kill,
+or the end of its pid namespace) ends it too.
+
+It gets what the task got, as the launch recorded it in the runtime dir's exec.json: the task's
+environment, user and working directory, and its confinement (the capability sets, no_new_privs,
+the seccomp filter, the rlimits; masks and device nodes are the mount namespace's already). Exec
+is never a way out of the container. --user names a user of the container's /etc/passwd.
+
+The caller must be single-threaded (it forks; the agent execs through a process of its own).
+"""
+
+from __future__ import annotations
+
+import binascii
+import errno
+import os
+import signal
+
+from corral import linux
+from corral.types import ExecConfig, ExecFailed, NotRunning
+
+from ..base import Execution
+from ..state import ContainerFiles
+
+SESSION_FILE = "exec.json"
+# The namespaces the command joins beside the pid one: a kind the container does not have is
+# the host's, and joining it changes nothing.
+_JOINED = linux.CLONE_NEWNS | linux.CLONE_NEWUTS | linux.CLONE_NEWIPC | linux.CLONE_NEWNET | linux.CLONE_NEWCGROUP
+_IGNORED_BY_PYTHON = (signal.SIGPIPE, signal.SIGXFSZ)   # exec keeps SIG_IGN: the command gets the default
+
+
+def session_record(spec) -> dict:
+    """What an exec needs of the task's launch (supervisor.LaunchSpec), for exec.json."""
+    c = spec.confinement
+    confinement = None if c is None else {
+        "bounding": sorted(c.bounding) if c.bounding is not None else None,
+        "effective": sorted(c.effective) if c.effective is not None else None,
+        "no_new_privs": c.no_new_privs,
+        "seccomp_filter": binascii.b2a_base64(c.seccomp_filter, newline=False).decode() if c.seccomp_filter is not None else None,
+        "rlimits": [list(r) for r in c.rlimits],
+    }
+    return {"env": spec.env, "cwd": spec.cwd, "uid": spec.uid, "gid": spec.gid, "groups": list(spec.groups),
+            "confinement": confinement}
+
+
+def _confinement(record: dict | None):
+    """The task's confinement, but what is done once for the whole container (masks, device nodes)."""
+    if record is None:
+        return None
+    from corral.confine import Confinement
+    seccomp = record.get("seccomp_filter")
+    return Confinement(
+        bounding=frozenset(record["bounding"]) if record.get("bounding") is not None else None,
+        effective=frozenset(record["effective"]) if record.get("effective") is not None else None,
+        no_new_privs=bool(record.get("no_new_privs")),
+        seccomp_filter=binascii.a2b_base64(seccomp) if seccomp is not None else None,
+        rlimits=tuple(tuple(r) for r in record.get("rlimits") or ()))
+
+
+class MesosExecution(Execution):
+    def __init__(self, pid: int, master: int | None, stdout: int):
+        self.pid = pid
+        self.to_process = master
+        self.outputs = [(master, stdout)] if master is not None else []
+        self._status: int | None = None
+
+    def resize(self, rows: int, cols: int) -> None:
+        if self.to_process is not None:
+            from corral.terminal import set_window_size
+            set_window_size(self.to_process, rows, cols)
+
+    def signal(self, sig: int) -> None:
+        if self._status is None:
+            try:
+                os.kill(self.pid, sig)
+            except ProcessLookupError:
+                pass
+
+    def wait(self) -> int:
+        if self._status is None:
+            self._status = os.waitpid(self.pid, 0)[1]
+        return _shell_code(self._status)
+
+    def close(self) -> None:
+        if self.to_process is not None:
+            os.close(self.to_process)
+            self.to_process, self.outputs = None, []
+
+
+def _shell_code(status: int) -> int:
+    return 128 + os.WTERMSIG(status) if os.WIFSIGNALED(status) else os.WEXITSTATUS(status)
+
+
+def start(containerizer, files: ContainerFiles, config: ExecConfig, stdio: tuple[int, int, int]) -> MesosExecution:
+    """Fork the command into the container of `files` (SyncMesosContainerizer._exec)."""
+    from corral.files import read_json
+    container_id = files.container_id
+    init = files.pids().get("init") or {}
+    session = read_json(files.path(SESSION_FILE), default=None)
+    try:
+        pidfd = os.pidfd_open(init["pid"]) if init and session is not None else None
+    except ProcessLookupError:
+        pidfd = None
+    # The pidfd holds init: only once it is open does the start time say it is the same process.
+    if pidfd is not None and linux.process_start_time(init["pid"]) != init["start"]:
+        os.close(pidfd)
+        pidfd = None
+    if pidfd is None:
+        raise NotRunning(container_id, "has no running init" if files.status() is None else "has ended")
+    launcher = containerizer.launcher
+    plan = _plan(session, config)
+    master = slave = devnull = into_cgroup = None
+    report_r, report_w = os.pipe2(os.O_CLOEXEC)
+    go_r, go_w = os.pipe2(os.O_CLOEXEC)
+    child = None
+    caller_stdout = stdio[1]
+    try:
+        if config.tty:
+            from corral.terminal import set_window_size
+            master, slave = os.openpty()
+            set_window_size(slave, *(config.size or (24, 80)))
+            stdio = (slave, slave, slave)
+        elif not config.interactive:
+            devnull = os.open("/dev/null", os.O_RDONLY | os.O_CLOEXEC)
+            stdio = (devnull, *stdio[1:])
+        if launcher.clone_into_cgroup:
+            into_cgroup = os.open(launcher.tracking_cgroup(container_id).path, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+        child = _fork_in_pid_namespace(pidfd, into_cgroup)
+        if child == 0:
+            _command(plan, pidfd, stdio, config.tty, report_w, None if into_cgroup is not None else go_r)
+        os.close(report_w)
+        report_w = None
+        if into_cgroup is None:
+            _place(containerizer, files, child)
+        os.write(go_w, b"g")
+        os.close(go_w)
+        go_w = None
+        with os.fdopen(report_r, "rb") as f:
+            report_r, failure = None, f.read().decode(errors="replace")
+        if failure:
+            os.waitpid(child, 0)
+            child = None
+            code, _, message = failure.partition(" ")
+            raise ExecFailed(message, int(code))
+        execution = MesosExecution(child, master, caller_stdout)
+        master = None
+        return execution
+    except BaseException:
+        if child:
+            _kill_and_reap(child)
+        raise
+    finally:
+        for fd in (pidfd, slave, devnull, into_cgroup, report_r, report_w, go_r, go_w, master):
+            if fd is not None:
+                os.close(fd)
+
+
+def _kill_and_reap(pid: int) -> None:
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    try:
+        os.waitpid(pid, 0)
+    except ChildProcessError:
+        pass
+
+
+def _place(containerizer, files: ContainerFiles, pid: int) -> None:
+    """Put the command in every cgroup of the container, as the launch put init."""
+    containerizer.launcher.tracking_cgroup(files.container_id).attach(pid)
+    for isolator in containerizer._isolators_of(files):
+        isolator.isolate(files.container_id, pid)
+
+
+def _fork_in_pid_namespace(pidfd: int, into_cgroup: int | None) -> int:
+    """fork() with the child in init's pid namespace (and in `into_cgroup`, where given): the
+    caller's own namespace for its children is put back at once."""
+    own = os.open("/proc/self/ns/pid", os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        linux.setns(pidfd, linux.CLONE_NEWPID)
+        try:
+            child = linux.fork_into_cgroup(into_cgroup) if into_cgroup is not None else None
+            if child is None:
+                if into_cgroup is not None:
+                    raise OSError(errno.ENOSYS, "clone3 with CLONE_INTO_CGROUP is not available")
+                child = os.fork()
+        finally:
+            if child != 0:
+                linux.setns(own, linux.CLONE_NEWPID)
+    finally:
+        if child != 0:
+            os.close(own)
+    return child
+
+
+class _Plan:
+    """What the child does, resolved in the caller (whose imports still work: the child's
+    filesystem is the container's once it has joined the mount namespace)."""
+
+    def __init__(self, argv, env, cwd, user, uid, gid, groups, confinement):
+        self.argv, self.env, self.cwd = argv, env, cwd
+        self.user, self.uid, self.gid, self.groups = user, uid, gid, groups
+        self.confinement = confinement
+
+
+def _plan(session: dict, config: ExecConfig) -> _Plan:
+    confinement = _confinement(session.get("confinement"))
+    if confinement is not None:
+        import corral.confine  # noqa: F401 - imported before the child leaves the host's filesystem
+        import _prctl  # noqa: F401
+        import prctl  # noqa: F401
+        if confinement.rlimits:
+            import resource  # noqa: F401
+    if config.user:
+        from corral.provisioner.command import resolve_user  # noqa: F401 - as above
+    env = dict(session["env"])
+    env.update(config.env)
+    cwd = os.path.join(session["cwd"], config.workdir) if config.workdir else session["cwd"]
+    return _Plan(config.argv, env, cwd, config.user, session.get("uid"), session.get("gid"),
+                 tuple(session.get("groups") or ()), confinement)
+
+
+def _command(plan: _Plan, pidfd: int, stdio: tuple[int, int, int], tty: bool, report_w: int,
+             go_r: int | None) -> None:
+    """In the child: become the command in the container, or report why not; never return."""
+    try:
+        os.setsid()
+        for fd, target in zip(stdio, (0, 1, 2)):
+            if fd != target:
+                os.dup2(fd, target)
+            else:
+                os.set_inheritable(fd, True)
+        if tty:
+            import fcntl
+            import termios
+            fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+        keep = {report_w, pidfd} | ({go_r} if go_r is not None else set())
+        linux.close_fds_except(keep)
+        linux.setns(pidfd, _JOINED)
+        os.close(pidfd)
+        if go_r is not None and os.read(go_r, 1) != b"g":
+            os._exit(1)                     # the caller could not place us in the cgroups
+        uid, gid, groups = plan.uid, plan.gid, plan.groups
+        if plan.user:
+            uid, gid, groups = _container_user(plan.user)
+            plan.env.update(_user_env(plan.user, uid))
+        try:
+            os.chdir(plan.cwd)
+        except OSError as e:
+            raise OSError(e.errno, f"cannot enter working directory {plan.cwd}: {e.strerror}") from None
+        program = _which(plan.argv[0], plan.env.get("PATH", ""))
+        if plan.confinement is not None:
+            from corral.confine import confine
+            confine(plan.confinement)
+        if gid is not None:
+            os.setgroups(list(groups))
+            os.setgid(gid)
+        if uid is not None:
+            os.setuid(uid)
+        for sig in _IGNORED_BY_PYTHON:
+            signal.signal(sig, signal.SIG_DFL)
+        try:
+            os.execve(program, plan.argv, plan.env)
+        except OSError as e:
+            raise OSError(e.errno, f"cannot run {plan.argv[0]}: {e.strerror}") from None
+    except BaseException as e:  # noqa: BLE001 - nothing may return into the caller's code
+        number = getattr(e, "errno", None)
+        code = {errno.ENOENT: 127, errno.EACCES: 126, errno.ENOEXEC: 126}.get(number, 126)
+        message = e.strerror if isinstance(e, OSError) and e.strerror else str(e) or type(e).__name__
+        try:
+            os.write(report_w, f"{code} {message}".encode())
+        except OSError:
+            pass
+    os._exit(127)
+
+
+def _container_user(spec: str) -> tuple[int, int, tuple[int, ...]]:
+    """--user against the container's /etc/passwd and /etc/group (we are in its mount namespace)."""
+    from corral.provisioner.command import resolve_user
+    passwd, group = (_read_small(path) for path in ("/etc/passwd", "/etc/group"))
+    uid, gid = resolve_user(spec, passwd, group)
+    return uid, gid, (gid,)
+
+
+def _user_env(spec: str, uid: int) -> dict[str, str]:
+    """HOME, USER and LOGNAME of the user exec runs as, where the container's passwd names them."""
+    for line in (_read_small("/etc/passwd") or "").splitlines():
+        fields = line.split(":")
+        if len(fields) >= 6 and fields[2] == str(uid):
+            return {"HOME": fields[5] or "/", "USER": fields[0], "LOGNAME": fields[0]}
+    return {"HOME": "/"}
+
+
+def _read_small(path: str, limit: int = 1 << 20) -> str | None:
+    try:
+        with open(path, "rb") as f:
+            return f.read(limit).decode("utf-8", "replace")
+    except OSError:
+        return None
+
+
+def _which(name: str, path: str) -> str:
+    if "/" in name:
+        return name
+    for directory in path.split(":"):
+        candidate = os.path.join(directory or ".", name)
+        if os.path.isfile(candidate) and os.access(candidate, os.X_OK):
+            return candidate
+    raise OSError(errno.ENOENT, f"{name}: not found in the container's PATH")
