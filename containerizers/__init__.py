@@ -13,7 +13,7 @@ from __future__ import annotations
 import abc
 import signal
 
-from corral.types import ContainerConfig, Resources, Termination
+from corral.types import ContainerConfig, ExecConfig, InvalidInput, Resources, Termination
 
 
 class Containerizer(abc.ABC):
@@ -57,6 +57,10 @@ class Containerizer(abc.ABC):
         """A connection to the container's stdin and output (switchboard.Attachment), or None
         where it holds none (its output is only in its files)."""
         return None
+
+    async def exec(self, container_id: str, config: ExecConfig, stdio: tuple[int, int, int]):
+        """Start a command in the running container: an Execution (containerizers/base.py)."""
+        raise InvalidInput(f"the {self.name} containerizer cannot run a command in a running container")
 
     async def healthy(self) -> bool:
         """Whether it can launch now (the agent's GET_HEALTH)."""

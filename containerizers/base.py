@@ -324,6 +324,9 @@ class Execution:
     def signal(self, sig: int) -> None:
         """Deliver `sig` to the command (the caller's own signals, passed on)."""
 
+    def end_input(self) -> None:
+        """The caller's input has ended (relay's on_input_end)."""
+
     def wait(self) -> int:
         """Block until the command ends: its exit code, 128+N for a death by signal N."""
         raise NotImplementedError

@@ -1,7 +1,7 @@
 """The composing containerizer: a plain router over several containerizers, in the user's order.
 
 launch asks each in turn; the first that does not answer NOT_SUPPORTED owns the container, and
-wait, kill, destroy, update, usage and status go to the owner alone. (Mesos sorts its
+wait, kill, destroy, update, usage, status and exec go to the owner alone. (Mesos sorts its
 containerizers; corral keeps the order it was given.) An id nobody owns is NoSuchContainer.
 A destroy that arrives while a launch is under way stops the launch from trying the next
 containerizer, waits for the one being asked to answer, and destroys the container if it took
@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import signal
 
-from corral.types import (NOT_SUPPORTED, TASK_KILLED, ContainerConfig, ContainerExists, CorralError,
+from corral.types import (NOT_SUPPORTED, TASK_KILLED, ContainerConfig, ContainerExists, CorralError, ExecConfig,
                           NoSuchContainer, Resources, Termination)
 
 from . import Containerizer
@@ -95,6 +95,9 @@ class ComposingContainerizer(Containerizer):
 
     async def attach(self, container_id: str):
         return await self.owner(container_id).attach(container_id)
+
+    async def exec(self, container_id: str, config: ExecConfig, stdio: tuple[int, int, int]):
+        return await self.owner(container_id).exec(container_id, config, stdio)
 
     async def healthy(self) -> bool:
         return all([await c.healthy() for c in self.containerizers])

@@ -17,7 +17,7 @@ import signal
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
-from corral.types import ContainerConfig, Resources, Termination
+from corral.types import ContainerConfig, ExecConfig, Resources, Termination
 
 from . import Containerizer
 
@@ -95,3 +95,6 @@ class ThreadedContainerizer(Containerizer):
 
     async def attach(self, container_id: str):
         return await self.call(self.sync.attach, container_id)
+
+    async def exec(self, container_id: str, config: ExecConfig, stdio: tuple[int, int, int]):
+        return await self.call(self.sync.exec, container_id, config, stdio)

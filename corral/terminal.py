@@ -133,7 +133,8 @@ class Terminal:
 
 def relay(stdin: int | None, to_process: int | None, outputs: list[tuple[int, int]], *,
           terminal: Terminal | None = None, on_resize=None, on_input_end=None) -> None:
-    """Copy `stdin` to `to_process`, and each (from_process, to_caller) pair of `outputs`,
+    """Copy `stdin` to `to_process`, and each (from_process, to_caller) pair of `outputs` (to_caller:
+    an fd, or a callable that takes the bytes),
     until every from_process has reached its end (EOF; EIO, as a pty's master reads once its
     slave is closed everywhere) or its to_caller is closed. Returns then; closes nothing but
     what on_input_end does.
@@ -200,7 +201,7 @@ def _copy_out(source: int, target: int) -> bool:
     if not data:
         return False
     try:
-        _write_all(target, data)
+        target(data) if callable(target) else _write_all(target, data)
     except BrokenPipeError:
         return False                    # the caller stopped reading (`| head`): the output ends here
     return True

@@ -125,6 +125,22 @@ class Engine:
         with sdk.errors():
             sdk.sdk().pull(image)
 
+    def exec_create(self, docker_id: str, config: dict) -> str:
+        return self.call("POST", f"/containers/{docker_id}/exec", body=config)["Id"]
+
+    def exec_start(self, exec_id: str, tty: bool):
+        """Start the exec on a hijacked connection: (the socket, what came after the answer's
+        head): its output (raw with tty, else in frames) and, written to, its stdin."""
+        if not isinstance(self.transport, SocketTransport):
+            raise EngineError(f"exec through dockerd at {self.url} needs a unix socket (give --docker-socket unix://...)")
+        return self.transport.hijack("POST", f"/exec/{exec_id}/start", {"Detach": False, "Tty": tty}, self.timeout)
+
+    def exec_resize(self, exec_id: str, rows: int, cols: int) -> None:
+        self.call("POST", f"/exec/{exec_id}/resize", {"h": rows, "w": cols})
+
+    def exec_inspect(self, exec_id: str) -> dict:
+        return self.call("GET", f"/exec/{exec_id}/json")
+
     def output(self, docker_id: str, follow: bool):
         """(stream, bytes) pairs of the container's output from its start (1 stdout, 2 stderr),
         decoded from dockerd's multiplexed frames; with follow, until the container ends."""
@@ -177,6 +193,41 @@ class SocketTransport:
             with answer:
                 raise _error(status, answer.read(), self.url)
         return answer
+
+    def hijack(self, method: str, path: str, body, timeout: float):
+        """A call whose connection dockerd then hands to a stream both ways (exec start, attach):
+        (the socket, blocking, no timeout; the stream's bytes read with the answer's head)."""
+        data = json.dumps(body).encode()
+        head = (f"{method} /v{API_VERSION}{path} HTTP/1.1\r\nHost: docker\r\nContent-Type: application/json\r\n"
+                f"Connection: Upgrade\r\nUpgrade: tcp\r\nContent-Length: {len(data)}\r\n\r\n").encode()
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+        try:
+            sock.settimeout(timeout)
+            sock.connect(self.path)
+            sock.sendall(head + data)
+            answer = b""
+            while b"\r\n\r\n" not in answer:
+                chunk = sock.recv(4096)
+                if not chunk:
+                    break
+                answer += chunk
+            head, _, rest = answer.partition(b"\r\n\r\n")
+            status = _status(head.split(b"\r\n", 1)[0])
+            if status >= 400:
+                while chunk := sock.recv(65536):
+                    rest += chunk
+                raise _error(status, rest, self.url)
+            sock.settimeout(None)
+        except TimeoutError:
+            sock.close()
+            raise self._timed_out(timeout) from None
+        except OSError as e:
+            sock.close()
+            raise DockerUnavailable(f"dockerd at {self.url} is not reachable ({e.strerror or e})") from None
+        except BaseException:
+            sock.close()
+            raise
+        return sock, rest
 
     def _timed_out(self, timeout: float | None) -> TimedOut:
         return TimedOut(f"dockerd at {self.url} did not answer within {timeout:g}s")

@@ -42,7 +42,7 @@ SANDBOX = "/mnt/mesos/sandbox"
 
 class SyncDockerContainerizer(SyncContainerizer):
     name = "docker"
-    capabilities = Capabilities(images=True, networks=True)
+    capabilities = Capabilities(images=True, networks=True, exec=True)
 
     def __init__(self, work_dir: str, runtime_dir: str, socket: str | None = None,
                  cgroups_enable_cfs: bool = False, kill_orphans: bool = True, only: bool = False,
@@ -195,6 +195,10 @@ class SyncDockerContainerizer(SyncContainerizer):
 
     def _release(self, files: ContainerFiles) -> None:
         self.engine.remove(self.docker_id(files))
+
+    def _exec(self, files: ContainerFiles, config, stdio: tuple[int, int, int]):
+        from .exec import start
+        return start(self, files, config, stdio)
 
     # -- the rest of the interface ----------------------------------------------------------
 

@@ -31,7 +31,7 @@ import os
 import signal
 
 from corral import linux
-from corral.types import ExecConfig, ExecFailed, NotRunning
+from corral.types import CorralError, ExecConfig, ExecFailed, NotRunning
 
 from ..base import Execution
 from ..state import ContainerFiles
@@ -108,6 +108,9 @@ def _shell_code(status: int) -> int:
 def start(containerizer, files: ContainerFiles, config: ExecConfig, stdio: tuple[int, int, int]) -> MesosExecution:
     """Fork the command into the container of `files` (SyncMesosContainerizer._exec)."""
     from corral.files import read_json
+    if len(os.listdir("/proc/self/task")) > 1:
+        # As the launcher: a fork copies this thread alone, and another's locks stay held in the child.
+        raise CorralError("exec must fork from a single-threaded process")
     container_id = files.container_id
     init = files.pids().get("init") or {}
     session = read_json(files.path(SESSION_FILE), default=None)
