@@ -58,8 +58,11 @@ class Terminal:
     SIGWINCH turned into a readable `resize_fd`. On anything else it changes nothing, and
     size() is None. Signal handlers are only installed from the main thread (Python's rule)."""
 
-    def __init__(self, fd: int = 0):
+    def __init__(self, fd: int = 0, raw: bool = True):
+        """`raw`: False leaves the settings alone (a session that sends no input: keys stay
+        the caller's own), the window size is still followed."""
         self.fd = fd
+        self.raw = raw
         self.is_tty = os.isatty(fd)
         self.resize_fd: int | None = None
         self._saved: list | None = None
@@ -72,14 +75,15 @@ class Terminal:
     def __enter__(self) -> "Terminal":
         if not self.is_tty:
             return self
-        self._saved = termios.tcgetattr(self.fd)
+        self._saved = termios.tcgetattr(self.fd) if self.raw else None
         try:
             self.resize_fd, self._resize_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
             self._install(signal.SIGWINCH, self._on_winch)
             self._install(signal.SIGCONT, self._on_cont)
             for sig in _ENDING:
                 self._install(sig, self._on_ending)
-            tty.setraw(self.fd, termios.TCSANOW)
+            if self.raw:
+                tty.setraw(self.fd, termios.TCSANOW)
         except BaseException:
             self.restore()
             raise

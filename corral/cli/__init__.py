@@ -1,7 +1,8 @@
-"""The `corral` command: run, ps, wait, kill, destroy, usage, logs, pull, images, and `agent`.
+"""The `corral` command: run, exec, ps, wait, kill, destroy, usage, logs, pull, images, and `agent`.
 
     options.py          the parser, built for the one subcommand invoked; value checks
     run.py              corral run: the config, the launch, the foreground
+    exec.py             corral exec: a command in a running container, its terminal relayed
     commands.py         the commands on existing containers and on images
     containerizers.py   the one factory: which containerizer launches, which owns an id
     remote.py           --agent HOST:PORT: the container commands through an agent's API
@@ -32,16 +33,19 @@ def main(argv: list[str] | None = None) -> int:
     try:
         from .options import build_parser, invoked
         args = build_parser(invoked(argv)).parse_args(argv)
-        if command and args.subcommand != "run":
-            raise InvalidInput(f"'--' is only for corral run, not {args.subcommand}")
+        if command and args.subcommand not in ("run", "exec"):
+            raise InvalidInput(f"'--' is only for corral run and exec, not {args.subcommand}")
         if args.agent:
             from .remote import run as through_agent
             code = through_agent(args)
-        elif os.geteuid() != 0 and args.subcommand in ("run", "kill", "destroy", "attach"):
+        elif os.geteuid() != 0 and args.subcommand in ("run", "exec", "kill", "destroy", "attach"):
             raise CorralError(f"corral {args.subcommand} needs root: it uses cgroups and namespaces")
         elif args.subcommand == "run":
             from .run import cmd_run
             code = cmd_run(args, command)
+        elif args.subcommand == "exec":
+            from .exec import cmd_exec
+            code = cmd_exec(args, command)
         else:
             from .commands import COMMANDS
             code = COMMANDS[args.subcommand](args)

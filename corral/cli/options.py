@@ -184,10 +184,23 @@ def _logs_arguments(logs: argparse.ArgumentParser) -> None:
     logs.add_argument("--stderr", action="store_true", help="stderr instead of stdout")
 
 
+def _exec_arguments(exec_parser: argparse.ArgumentParser) -> None:
+    exec_parser.usage = "corral exec [-i] [-t] [--user U] [--env K=V] [--workdir DIR] ID -- CMD [ARG...]"
+    _id_argument(exec_parser)
+    exec_parser.add_argument("--interactive", "-i", action="store_true", help="pass our stdin to the command")
+    exec_parser.add_argument("--tty", "-t", action="store_true", help="give the command a terminal")
+    exec_parser.add_argument("--user", "-u", metavar="NAME", help="run as this user of the container (NAME|UID[:GROUP])")
+    exec_parser.add_argument("--env", "-e", action="append", default=[], metavar="K=V",
+                             help="an environment variable beside the task's (repeatable)")
+    exec_parser.add_argument("--workdir", "-w", metavar="DIR",
+                             help="working directory in the container (relative: to the task's)")
+
+
 # name -> (one-line help, what adds its arguments)
 SUBCOMMANDS = {
     "run": ("run a command in a new container", _run_arguments),
     "ps": ("list containers", _ps_arguments),
+    "exec": ("run a command in a running container", _exec_arguments),
     "wait": ("wait for a container to end; print its exit code", _wait_arguments),
     "kill": ("signal a container's task", _kill_arguments),
     "destroy": ("kill every process of a container and remove it", _id_argument),
