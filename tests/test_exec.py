@@ -185,8 +185,9 @@ FAR = textwrap.dedent("""
     import os, signal, sys, fcntl, struct, termios
     def size():
         return struct.unpack("HH", fcntl.ioctl(0, termios.TIOCGWINSZ, bytes(4)))
-    signal.signal(signal.SIGWINCH, lambda *_: print("size %d %d" % size(), flush=True))
-    signal.signal(signal.SIGINT, lambda *_: (print("interrupted", flush=True), os._exit(130)))
+    # Handlers write with os.write: a print() they interrupted would raise on a reentrant one.
+    signal.signal(signal.SIGWINCH, lambda *_: os.write(1, b"size %d %d\\n" % size()))
+    signal.signal(signal.SIGINT, lambda *_: (os.write(1, b"interrupted\\n"), os._exit(130)))
     print("tty", os.isatty(0), os.getsid(0) == os.getpid(), os.tcgetpgrp(0) == os.getpgrp(), flush=True)
     print("size %d %d" % size(), flush=True)
     for line in sys.stdin:
