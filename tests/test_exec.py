@@ -226,3 +226,11 @@ def test_a_terminal_without_interactive_leaves_ours_alone(corral, detached):
         assert session.settings() == session.before
     finally:
         session.close()
+
+
+def test_the_external_containerizer_says_it_cannot_exec(tmp_path):
+    from corral.containerizers.external import SyncExternalContainerizer
+    from corral.types import ExecConfig, InvalidInput
+    external = SyncExternalContainerizer(str(tmp_path / "work"), str(tmp_path / "run"), "/bin/false")
+    with pytest.raises(InvalidInput, match="the external containerizer cannot run a command in a running container"):
+        external.exec("any", ExecConfig(argv=["true"]))
