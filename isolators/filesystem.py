@@ -10,7 +10,6 @@ Without a rootfs the container shares the host's filesystem, as in Mesos.
 from __future__ import annotations
 
 import os
-import socket
 
 from corral import linux
 from corral.files import remove_tree, write_atomic
@@ -71,7 +70,7 @@ class LinuxFilesystemIsolator(Isolator):
         volumes = [parse_volume(v, sandbox) for v in config.volumes]
         etc = self._etc_dir(container_id)
         os.makedirs(etc, exist_ok=True)
-        hostname = config.hostname or socket.gethostname()
+        hostname = config.hostname or os.uname().nodename     # gethostname(2), without importing socket
         write_atomic(os.path.join(etc, "hostname"), hostname + "\n")
         write_atomic(os.path.join(etc, "hosts"),
                      _read("/etc/hosts") or f"127.0.0.1 localhost\n::1 localhost\n127.0.1.1 {hostname}\n")
