@@ -44,6 +44,7 @@ from corral.types import CorralError, InvalidInput, NoSuchContainer, Unavailable
 from . import attach, metrics, queries, recordio, sandboxes
 from .allocator import InsufficientResources
 from .resources import Resources
+from .sessions import SESSIONS
 from .shapes import JsonObject, config_of, container_id_of, in_range, signal_of, sound_text
 
 MAX_BODY = 1 << 20
@@ -67,6 +68,9 @@ def make_runner(agent) -> web.AppRunner:
 def make_app(agent) -> web.Application:
     app = web.Application(client_max_size=MAX_BODY, middlewares=[_deliver, _errors, _authenticate])
     app[AGENT] = agent
+    from .sessions import Sessions
+    app[SESSIONS] = Sessions(agent.flags)
+    app.on_shutdown.append(lambda app: app[SESSIONS].stop())
     for prefix in ("", PROCESS_ID):         # the agent process's endpoints
         _route(app, "POST", prefix + "/api/v1", _call)
         _route(app, "GET", prefix + "/health", _health)
@@ -315,5 +319,19 @@ CALLS = {
     "GET_CONTAINERS": queries.get_containers, "LAUNCH_CONTAINER": launch_container,
     "WAIT_CONTAINER": wait_container, "KILL_CONTAINER": kill_container, "REMOVE_CONTAINER": remove_container,
 }
-# The calls whose answer is a stream (agent/attach.py): handed the request, to answer as they go.
-STREAMING = {"ATTACH_CONTAINER_OUTPUT": attach.attach_container_output}
+
+
+async def launch_nested_container_session(request, agent, call):
+    return await request.app[SESSIONS].launch(request, call)
+
+
+async def wait_nested_container(request, agent, call):
+    answer = await request.app[SESSIONS].wait(call)
+    return web.json_response({"type": "WAIT_NESTED_CONTAINER", "wait_nested_container": answer})
+
+
+# The calls handed the request itself, to answer as they go: streams (agent/attach.py, and the
+# nested container sessions of agent/sessions.py) and the sessions' wait.
+STREAMING = {"ATTACH_CONTAINER_OUTPUT": attach.attach_container_output,
+             "LAUNCH_NESTED_CONTAINER_SESSION": launch_nested_container_session,
+             "WAIT_NESTED_CONTAINER": wait_nested_container}

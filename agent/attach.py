@@ -164,6 +164,10 @@ async def attach_container_input(request, agent) -> web.Response:
             return _answer(400, "the stream ended before its first record")
         if first.get("type", str) != "CONTAINER_ID":
             return _answer(400, "the first record's 'attach_container_input.type' must be CONTAINER_ID")
+        if first.object("container_id").data.get("parent") is not None:     # a nested container session's
+            from .sessions import SESSIONS
+            await request.app[SESSIONS].attach_input(first, _calls(stream))
+            return web.Response(status=200)
         container_id = container_id_of(first)
         if container_id in agent.inputs:
             return _answer(409, f"container {container_id} already has an input stream: one at a time")
@@ -199,6 +203,12 @@ async def _relay_input(stream: "_Records", attachment) -> None:
                 return                      # the container has ended: its input goes nowhere
     finally:
         writer.close()
+
+
+async def _calls(stream: "_Records"):
+    """The rest of the stream's calls (attach_container_input), each within its deadline."""
+    while (call := _input_call(await stream.next())) is not None:
+        yield call
 
 
 def _input_call(raw: bytes | None) -> JsonObject | None:
