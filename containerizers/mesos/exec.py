@@ -114,8 +114,11 @@ def start(containerizer, files: ContainerFiles, config: ExecConfig, stdio: tuple
     container_id = files.container_id
     init = files.pids().get("init") or {}
     session = read_json(files.path(SESSION_FILE), default=None)
+    if session is None and init:
+        raise CorralError(f"container {container_id} was launched without {SESSION_FILE} (by an older corral): "
+                          "nothing says what an exec into it gets")
     try:
-        pidfd = os.pidfd_open(init["pid"]) if init and session is not None else None
+        pidfd = os.pidfd_open(init["pid"]) if init else None
     except ProcessLookupError:
         pidfd = None
     # The pidfd holds init: only once it is open does the start time say it is the same process.
