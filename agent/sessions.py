@@ -259,7 +259,7 @@ class Sessions:
         session_id, parent = _nested_id(call)
         session = self.active.get(session_id)
         if session is not None:
-            await asyncio.shield(session.ended)
+            return {"exit_status": await asyncio.shield(session.ended)}
         if session_id not in self.ended:
             raise NoSuchContainer(f"{parent}.{session_id}")
         return {"exit_status": self.ended[session_id]}

@@ -206,3 +206,21 @@ def test_an_input_stream_that_sends_nothing_is_cut_off(agent_flags):
                 await output.to_end()
             assert output.by_stream["STDOUT"] == b"late\n"
     asyncio.run(scenario())
+
+
+def test_a_client_that_goes_away_ends_its_session(agent_flags, corral):
+    async def scenario():
+        async with InProcessAgent(agent_flags()) as a, _Running(a):
+            launcher = corral.sync().launcher
+            before = set(launcher.pids("c1"))               # init and the task's
+            response = await a.http.post(a.url + "/api/v1", headers=RECORDIO,
+                                         data=json.dumps(_session("s1", "c1", {"value": "exec sleep 1000"})))
+            assert response.status == 200
+            deadline = asyncio.get_running_loop().time() + 20
+            while set(launcher.pids("c1")) == before:       # until the session's sleep is there
+                assert asyncio.get_running_loop().time() < deadline
+                await asyncio.sleep(0.02)
+            response.close()                                # the client hangs up
+            assert await _wait_nested(a, "s1", "c1") == (128 + 15) << 8
+            assert set(launcher.pids("c1")) == before
+    asyncio.run(scenario())
