@@ -37,7 +37,7 @@ def main(argv: list[str] | None = None) -> int:
             raise InvalidInput(f"'--' is only for corral run and exec, not {args.subcommand}")
         if args.agent:
             from .remote import run as through_agent
-            code = through_agent(args)
+            code = through_agent(args, command)
         elif os.geteuid() != 0 and args.subcommand in ("run", "exec", "kill", "destroy", "attach"):
             raise CorralError(f"corral {args.subcommand} needs root: it uses cgroups and namespaces")
         elif args.subcommand == "run":

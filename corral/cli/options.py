@@ -56,7 +56,7 @@ def _global_options(defaults: bool) -> argparse.ArgumentParser:
                         type=_checked(check_cgroups_root),
                         help="the cgroup under which every container's cgroups live (env CORRAL_CGROUPS_ROOT)")
     parent.add_argument("--agent", default=default(env("CORRAL_AGENT")), metavar="HOST:PORT",
-                        help="ps, wait, kill, destroy, usage, logs, attach through this agent's API (env CORRAL_AGENT)")
+                        help="ps, wait, kill, destroy, usage, logs, attach, exec through this agent's API (env CORRAL_AGENT)")
     # Other containerizers (corral/cli/containerizers.py).
     parent.add_argument("--containerizers", default=default(env("CORRAL_CONTAINERIZERS", "mesos")),
                         help="containerizers to try, in this order: mesos,docker,external (env CORRAL_CONTAINERIZERS)")

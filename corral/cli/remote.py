@@ -7,6 +7,7 @@ API instead of this host's files, as the docker CLI talks to dockerd.
     usage     GET_CONTAINERS' resource_statistics
     logs      READ_FILE of the sandbox's stdout or stderr, from offset 0 on (--follow: until it ends)
     attach    ATTACH_CONTAINER_OUTPUT and ATTACH_CONTAINER_INPUT (remote_io.py)
+    exec      LAUNCH_NESTED_CONTAINER_SESSION, ATTACH_CONTAINER_INPUT, WAIT_NESTED_CONTAINER
 
 The agent's answers of 4xx are the command's errors, in the agent's words.
 """
@@ -179,6 +180,41 @@ def cmd_attach(client: AgentClient, args) -> int:
                        state=end.get("state") or "").shell_exit_code()
 
 
+def cmd_exec(client: AgentClient, args, command: list[str]) -> int:
+    """LAUNCH_NESTED_CONTAINER_SESSION (its answer streams the command's output), our stdin with -i
+    through ATTACH_CONTAINER_INPUT to the session's id, and WAIT_NESTED_CONTAINER's exit status:
+    as `mesos task exec` does it."""
+    from corral.terminal import Terminal
+
+    from .remote_io import session
+    from .run import parse_env
+    if not command:
+        raise InvalidInput("no command: corral exec [OPTIONS] ID -- CMD [ARG...]")
+    if args.workdir:
+        raise InvalidInput("--workdir does not go through --agent (Mesos's CommandInfo has no working directory)")
+    env = parse_env(args.env)
+    nested = {"value": f"exec-{os.urandom(6).hex()}", "parent": {"value": args.container_id}}
+    info = {"shell": False, "value": command[0], "arguments": command,
+            **({"user": args.user} if args.user else {}),
+            **({"environment": {"variables": [{"name": k, "type": "VALUE", "value": v} for k, v in env.items()]}}
+               if env else {})}
+    terminal = Terminal()
+    try:
+        if args.tty and args.interactive:
+            terminal.__enter__()
+        container = {"type": "MESOS"}
+        if args.tty:
+            rows, columns = terminal.size() or (24, 80)
+            container["tty_info"] = {"window_size": {"rows": rows, "columns": columns}}
+        session(client, {"type": "LAUNCH_NESTED_CONTAINER_SESSION", "launch_nested_container_session": {
+            "container_id": nested, "command": info, "container": container}},
+            nested, stdin=args.interactive, terminal=terminal if terminal.is_tty and args.tty else None)
+    finally:
+        terminal.restore()
+    end = client.call("WAIT_NESTED_CONTAINER", container_id=nested)
+    return Termination(container_id=args.container_id, exit_status=end.get("exit_status"), state="").shell_exit_code()
+
+
 def _running(client: AgentClient, container_id: str) -> bool:
     listed = client.call("GET_CONTAINERS", show_standalone=True, show_nested=True)["containers"]
     return any(c["container_id"]["value"] == container_id for c in listed)
@@ -188,9 +224,10 @@ COMMANDS = {"ps": cmd_ps, "wait": cmd_wait, "kill": cmd_kill, "destroy": cmd_des
             "usage": cmd_usage, "logs": cmd_logs, "attach": cmd_attach}
 
 
-def run(args) -> int:
-    command = COMMANDS.get(args.subcommand)
-    if command is None:
+def run(args, command: list[str]) -> int:
+    if args.subcommand == "exec":
+        return cmd_exec(AgentClient(args.agent), args, command)
+    if args.subcommand not in COMMANDS:
         raise InvalidInput(f"corral {args.subcommand} does not go through --agent "
-                           f"(these do: {', '.join(COMMANDS)})")
-    return command(AgentClient(args.agent), args)
+                           f"(these do: {', '.join(sorted([*COMMANDS, 'exec']))})")
+    return COMMANDS[args.subcommand](AgentClient(args.agent), args)

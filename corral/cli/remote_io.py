@@ -1,5 +1,5 @@
-"""`corral --agent ... attach`: a container's I/O through the agent's streaming calls, as the
-Mesos CLI's `task attach` has it.
+"""`corral --agent ... attach` and `exec`: a container's (or a nested session's) I/O through the
+agent's streaming calls, as the Mesos CLI's `task attach` and `task exec` have it.
 
     output   one call whose answer is a RecordIO stream of ProcessIO records (DATA STDOUT or
              STDERR, CONTROL HEARTBEAT), read on a thread of its own and written to ours

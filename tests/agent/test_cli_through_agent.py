@@ -84,3 +84,35 @@ def test_attach_through_the_agent_with_a_pipe_and_with_a_terminal(agent_process,
     for container_id in ("piped", "shown"):
         agent.call(by_id("WAIT_CONTAINER", container_id))
         assert agent.call(by_id("REMOVE_CONTAINER", container_id))[0] == 200
+
+
+def test_exec_through_the_agent(agent_process, corral):
+    """`corral --agent X exec`: a nested session of the agent's (LAUNCH_NESTED_CONTAINER_SESSION),
+    with the command's output, its exit code, --env, our stdin with -i, and -it from a real
+    terminal with its size and our keys."""
+    from tests.conftest import CORRAL
+    from tests.ptykit import PtySession, is_raw
+    agent = agent_process()
+    address = f"127.0.0.1:{agent.port}"
+    assert agent.call(launch("box", "echo $$ > pid; exec sleep 600", [scalar("cpus", 0.1), scalar("mem", 64)]))[0] == 200
+
+    def cli(*args, **kwargs):
+        return corral.run("--agent", address, *args, **kwargs)
+    # The task's pid, as the task saw it, is a sleep in the exec's pid namespace too.
+    ran = cli("exec", "--env", "GREETING=hello", "box", "--", "sh", "-c", "echo $GREETING from $(cat /proc/$(cat pid)/comm); "
+              "echo err >&2; exit 4")
+    assert (ran.returncode, ran.stdout, ran.stderr) == (4, "hello from sleep\n", "err\n")
+    assert cli("exec", "-i", "box", "--", "tr", "a-z", "A-Z", input="quiet\n").stdout == "QUIET\n"
+    session = PtySession([CORRAL, "--agent", address, "exec", "-it", "box", "--", "sh", "-c",
+                          "stty size; read x; echo got $x"], env=corral.env, rows=33, cols=101)
+    try:
+        session.expect(b"33 101")
+        assert is_raw(session.settings())
+        session.write(b"typed\r")
+        session.expect(b"got typed")
+        assert session.wait() == 0 and not is_raw(session.settings())
+    finally:
+        session.close()
+    unknown = cli("exec", "nobody", "--", "true")
+    assert unknown.returncode == 1 and unknown.stderr.count("\n") == 1
+    assert cli("destroy", "box").returncode == 0
