@@ -148,6 +148,23 @@ def test_destroy_ends_the_containers_execs(corral, detached):
     assert execution.wait(timeout=20) == 128 + signal.SIGKILL
 
 
+def test_a_signal_to_exec_ends_the_commands_children_too(corral, detached):
+    """SIGTERM to `corral exec` reaches the command's whole process group, as a terminal's ^C
+    reaches a foreground job: a shell's background child does not live on in the container."""
+    name = detached()
+    execution = corral.popen("exec", name, "--", "sh", "-c", "sleep 1000 & sleep 1000")
+    deadline = time.monotonic() + 20
+    while len(corral.sync().launcher.pids(name)) < 5 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert len(corral.sync().launcher.pids(name)) == 5            # init, the task, sh and its two sleeps
+    execution.send_signal(signal.SIGTERM)
+    assert execution.wait(timeout=20) == 128 + signal.SIGTERM
+    deadline = time.monotonic() + 5
+    while len(corral.sync().launcher.pids(name)) > 2 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert len(corral.sync().launcher.pids(name)) == 2            # init and the task alone
+
+
 def test_exit_codes_are_the_commands(corral, detached):
     name = detached()
     assert _exec(corral, name, "sh", "-c", "exit 7").returncode == 7

@@ -84,9 +84,11 @@ class MesosExecution(Execution):
             set_window_size(self.to_process, rows, cols)
 
     def signal(self, sig: int) -> None:
+        """To the command's process group (it leads a session of its own), as a terminal signals
+        a foreground job: a shell's children end with it instead of living on in the container."""
         if self._status is None:
             try:
-                os.kill(self.pid, sig)
+                os.killpg(self.pid, sig)
             except ProcessLookupError:
                 pass
 

@@ -36,11 +36,22 @@ def cmd_exec(args, command: list[str]) -> int:
 
 
 def _plain(containerizer, container_id: str, config: ExecConfig) -> int:
+    # Our signals are taken before the command starts: one that comes while it is being started
+    # (the agent ending a session at once, say) is passed on once it runs, not lost with us.
+    started: list = []
+    pending: list[int] = []
+
+    def forward(signum, _frame):
+        if started:
+            started[0].signal(signum)
+        else:
+            pending.append(signum)
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, forward)
     with containerizer.exec(container_id, config) as execution:
-        def forward(signum, _frame):
+        started.append(execution)
+        for signum in pending:
             execution.signal(signum)
-        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-            signal.signal(sig, forward)
         if execution.outputs:
             from corral.terminal import relay
             relay(0 if config.interactive else None, execution.to_process, execution.outputs,

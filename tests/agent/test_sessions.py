@@ -7,7 +7,7 @@ import asyncio
 import base64
 import json
 
-from tests.agent.agentkit import InProcessAgent
+from tests.agent.agentkit import InProcessAgent, until
 
 from corral.agent.recordio import Decoder, encode
 
@@ -75,7 +75,7 @@ class _Running:
         self.a, self.name = a, name
 
     async def __aenter__(self):
-        status, _ = await self.a.call(_launch(self.name, "sleep 1000"))
+        status, _ = await self.a.call(_launch(self.name, "exec sleep 1000"))     # one process, from the start
         assert status == 200
 
     async def __aexit__(self, *exc):
@@ -212,7 +212,8 @@ def test_a_client_that_goes_away_ends_its_session(agent_flags, corral):
     async def scenario():
         async with InProcessAgent(agent_flags()) as a, _Running(a):
             launcher = corral.sync().launcher
-            before = set(launcher.pids("c1"))               # init and the task's
+            await until(lambda: len(launcher.pids("c1")) == 2)   # init and the task (spawned after LAUNCH's answer)
+            before = set(launcher.pids("c1"))
             response = await a.http.post(a.url + "/api/v1", headers=RECORDIO,
                                          data=json.dumps(_session("s1", "c1", {"value": "exec sleep 1000"})))
             assert response.status == 200
