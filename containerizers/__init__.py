@@ -11,7 +11,7 @@ wait resolves with the Termination, destroy kills everything and cleans up.
 from __future__ import annotations
 
 import abc
-import signal
+from _signal import SIGKILL    # signal's C core: the signal module imports enum, milliseconds of a cold CLI
 
 from corral.types import ContainerConfig, ExecConfig, InvalidInput, Resources, Termination
 
@@ -32,7 +32,7 @@ class Containerizer(abc.ABC):
         """Resolve when the container has ended (at once if it already has)."""
 
     @abc.abstractmethod
-    async def kill(self, container_id: str, sig: int = signal.SIGKILL) -> None:
+    async def kill(self, container_id: str, sig: int = SIGKILL) -> None:
         """Send the container's task a signal."""
 
     @abc.abstractmethod

@@ -34,7 +34,8 @@ from corral.record import Record
 from corral.types import (NOT_SUPPORTED, TASK_KILLED, TASK_LOST, ContainerConfig, ExecConfig, InvalidInput,
                           Limitation, NoSuchContainer, NotRunning, Resources, Termination, verdict)
 
-from .state import ContainerFiles, container_ids, ended_before
+from .execution import Execution
+from .state import ContainerFiles, container_ids, ended_before, state_dir
 
 STOP_TIMEOUT = 10.0         # how long destroy waits for a SIGKILLed container's end
 FOLLOW_INTERVAL = 0.05      # how often a followed output is read while its task runs
@@ -59,13 +60,6 @@ class End(Record):
     message: str = ""                       # its own words for the end, kept over the verdict's
     ended: int | None = None                # when the task ended (CLOCK_MONOTONIC ns), where it is known
     state: str | None = None                # its own TaskState, taken as given (the external protocol's)
-
-
-def state_dir(runtime_dir: str, name: str) -> str:
-    """Where the containerizer `name` keeps its containers' runtime dirs (<state_dir>/containers/<id>):
-    the Mesos one in the runtime dir itself, each other in a folder of its name. Which of these
-    holds an id says which containerizer owns the container."""
-    return runtime_dir if name == "mesos" else os.path.join(runtime_dir, name)
 
 
 class SyncContainerizer:
@@ -306,39 +300,6 @@ class SyncContainerizer:
         finally:
             for _, source in sources:
                 source.close()
-
-
-class Execution:
-    """A command exec'd in a running container. What the caller copies, if anything: it writes
-    the command's input to `to_process` (when it is not None and the exec is interactive) and
-    reads each `outputs` pair's fd until it ends, handing what it reads to the pair's sink (an
-    fd, or a callable taking bytes): corral.terminal.relay does exactly that. Empty outputs:
-    the command has the caller's fds themselves, nothing to copy. Then wait() for its end."""
-    pid: int | None = None                  # the command's pid on the host, where there is one
-    to_process: int | None = None
-    outputs: list = []
-
-    def resize(self, rows: int, cols: int) -> None:
-        """The terminal's new size (with tty)."""
-
-    def signal(self, sig: int) -> None:
-        """Deliver `sig` to the command (the caller's own signals, passed on)."""
-
-    def end_input(self) -> None:
-        """The caller's input has ended (relay's on_input_end)."""
-
-    def wait(self) -> int:
-        """Block until the command ends: its exit code, 128+N for a death by signal N."""
-        raise NotImplementedError
-
-    def close(self) -> None:
-        """Let go of what the execution holds (its fds); the command is left as it is."""
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
 
 
 class Waiter:

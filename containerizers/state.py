@@ -16,11 +16,17 @@ in this process or another, finds the file there and reads it back).
 from __future__ import annotations
 
 import os
-import signal
 import time
 
 from corral.files import open_beneath, read_json, remove_tree, write_json, write_json_once
 from corral.types import ContainerConfig, ContainerExists, Termination, check_container_id
+
+
+def state_dir(runtime_dir: str, name: str) -> str:
+    """Where the containerizer `name` keeps its containers' runtime dirs (<state_dir>/containers/<id>):
+    the Mesos one in the runtime dir itself, each other in a folder of its name. Which of these
+    holds an id says which containerizer owns the container."""
+    return runtime_dir if name == "mesos" else os.path.join(runtime_dir, name)
 
 
 class ContainerFiles:
@@ -77,7 +83,8 @@ class ContainerFiles:
         or the limitation given); the first word stands. STOP and CONT end nothing. The record
         holds its time (CLOCK_MONOTONIC, as the task's recorded end: see ended_before). Whether
         this call wrote it."""
-        if sig in (signal.SIGSTOP, signal.SIGCONT) or self.kill_record() is not None:
+        from _signal import SIGCONT, SIGSTOP
+        if sig in (SIGSTOP, SIGCONT) or self.kill_record() is not None:
             return False
         record = {"signal": sig, "at": time.monotonic_ns()}
         if reason:

@@ -79,8 +79,8 @@ def confine(c: Confinement | None) -> None:
     if c.bounding is not None or c.effective is not None:
         set_capabilities(c.bounding, c.effective)
     if c.no_new_privs:
-        import prctl
-        prctl.set_no_new_privs(1)
+        import _prctl
+        _prctl.prctl(_prctl.PR_SET_NO_NEW_PRIVS, 1)
         if c.seccomp_filter is not None:
             load_seccomp(c.seccomp_filter)
 
@@ -129,11 +129,11 @@ def set_capabilities(bounding: frozenset | None, effective: frozenset | None) ->
     would hand root the whole bounding set: then those capabilities ride in the ambient set, and
     SECBIT_NOROOT keeps root from getting the rest (Mesos's rule for effective_capabilities)."""
     # python-prctl's C functions themselves: its Python wrappers rebuild lists per call, a
-    # third of a millisecond of every launch.
+    # third of a millisecond of every launch, and its module costs a cold exec milliseconds.
     import _prctl
-    from prctl import ALL_CAPS
+    all_caps = range(_prctl.CAP_LAST_CAP + 1)      # prctl.ALL_CAPS, as that module makes it
     if bounding is not None:
-        for cap in ALL_CAPS:
+        for cap in all_caps:
             if cap not in bounding:
                 _prctl.prctl(_prctl.PR_CAPBSET_DROP, cap)
     _check(_libc.prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0), "clear ambient capabilities")
@@ -145,9 +145,9 @@ def set_capabilities(bounding: frozenset | None, effective: frozenset | None) ->
         _prctl.prctl(_prctl.PR_SET_SECUREBITS, bits | 1 << _prctl.SECURE_NOROOT | 1 << _prctl.SECURE_NOROOT_LOCKED)
     inheritable = effective if ambient else frozenset()
     kept = list(effective)
-    dropped = [cap for cap in ALL_CAPS if cap not in effective]
+    dropped = [cap for cap in all_caps if cap not in effective]
     _prctl.set_caps(kept, kept, list(inheritable), dropped, dropped,
-                    [cap for cap in ALL_CAPS if cap not in inheritable])
+                    [cap for cap in all_caps if cap not in inheritable])
     for cap in (effective if ambient else ()):
         _check(_libc.prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_RAISE, cap, 0, 0), "raise an ambient capability")
 

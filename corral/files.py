@@ -4,7 +4,6 @@ way corral opens a file in a directory that a task writes in (its sandbox)."""
 from __future__ import annotations
 
 import errno
-import json
 import os
 import stat
 from _thread import get_ident     # threading's, without importing threading on the cold path
@@ -81,6 +80,7 @@ def write_json_once(path: str, value) -> bool:
 
 
 def _json(value) -> str:
+    import json
     return json.dumps(value, sort_keys=True) + "\n"
 
 
@@ -94,9 +94,39 @@ def read_json(path: str, default=FileNotFoundError):
             raise
         return default
     try:
-        return json.loads(raw)
+        return _parse_json(raw)
     except ValueError as e:
         raise DamagedFile(path, f"not valid JSON ({e})") from None
+
+
+_WHITESPACE = " \t\n\r"      # JSON's
+
+
+class _ScannerContext:
+    """What json.JSONDecoder gives its C scanner, with json.loads's defaults."""
+    strict = True
+    object_hook = object_pairs_hook = None
+    parse_float, parse_int = float, int
+    parse_constant = {"-Infinity": float("-inf"), "Infinity": float("inf"), "NaN": float("nan")}.__getitem__
+
+
+def _parse_json(raw: bytes):
+    """json.loads(raw) of the UTF-8 that corral writes, by the json package's own C scanner
+    (_json): the package's import compiles regular expressions (re, enum), ~10 ms of a cold
+    `corral exec`, which reads its state here and nothing else of json's."""
+    try:
+        from _json import make_scanner
+    except ImportError:                     # an interpreter without the accelerator
+        import json
+        return json.loads(raw)
+    text = raw.decode("utf-8").strip(_WHITESPACE)
+    try:
+        value, end = make_scanner(_ScannerContext)(text, 0)
+    except StopIteration as e:
+        raise ValueError(f"expecting a value at character {e.value}") from None
+    if end != len(text):
+        raise ValueError(f"extra data at character {end}")
+    return value
 
 
 class UnsafeFile(CorralError):

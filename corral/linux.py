@@ -10,7 +10,7 @@ from __future__ import annotations
 import ctypes
 import errno
 import os
-import signal
+from _signal import SIGCHLD    # signal's C core: the signal module imports enum, milliseconds of a cold exec
 
 CLONE_NEWNS = 0x00020000
 CLONE_NEWCGROUP = 0x02000000
@@ -153,7 +153,7 @@ def fork_into_cgroup(cgroup_fd: int) -> int | None:
     global _clone3_works
     if _clone3_works is False:
         return None
-    args = _CloneArgs(flags=CLONE_INTO_CGROUP, exit_signal=signal.SIGCHLD, cgroup=cgroup_fd)
+    args = _CloneArgs(flags=CLONE_INTO_CGROUP, exit_signal=SIGCHLD, cgroup=cgroup_fd)
     _pyapi.PyOS_BeforeFork()
     pid = _pyapi.syscall(ctypes.c_long(_SYS_CLONE3), ctypes.byref(args), ctypes.c_size_t(ctypes.sizeof(args)))
     if pid == 0:

@@ -1,13 +1,13 @@
 """The shared vocabulary, in Mesos's words: container ids, configs, terminations, limitations.
 
-Kept free of heavy imports: the CLI's cold launch path imports it.
+Kept free of heavy imports: the CLI's cold launch and exec paths import it. Not even `re` or
+`signal` (which imports enum): each costs a cold `corral exec` milliseconds, so the few checks
+that need them import them where they run.
 """
 
 from __future__ import annotations
 
 import os
-import re
-import signal
 
 from .record import Record
 
@@ -77,11 +77,18 @@ class ContainerExists(CorralError):
 
 
 # Mesos ContainerID values become directory and cgroup names: keep them to a safe alphabet.
-_CONTAINER_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
+_ALNUM = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789")
+_NAME_CHARS = _ALNUM | frozenset("_.-")
+
+
+def _is_name(value, longest: int) -> bool:
+    """Whether `value` is 1 to `longest` of A-Z a-z 0-9 _ . -, starting with a letter or digit."""
+    return (isinstance(value, str) and 0 < len(value) <= longest and value[0] in _ALNUM
+            and all(c in _NAME_CHARS for c in value))
 
 
 def check_container_id(value: str) -> str:
-    if not _CONTAINER_ID.fullmatch(value or ""):
+    if not _is_name(value, 128):
         raise InvalidInput(
             f"invalid container id {value!r}: use 1-128 of A-Z a-z 0-9 _ . -, starting with a letter or digit")
     return value
@@ -172,7 +179,7 @@ class Resources(Record):
 
 
 # What sethostname(2) takes (64 bytes) in the alphabet of container ids, the default hostname.
-_HOSTNAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+_HOSTNAME_LENGTH = 64
 
 
 class ContainerConfig(Record):
@@ -228,7 +235,7 @@ class ContainerConfig(Record):
         if self.rootfs is not None and not os.path.isabs(self.rootfs):
             raise InvalidInput(f"invalid root filesystem {self.rootfs!r}: give an absolute path")
         check_log_cap(self.log_max_size, self.log_max_files)
-        if self.hostname is not None and not _HOSTNAME.fullmatch(self.hostname):
+        if self.hostname is not None and not _is_name(self.hostname, _HOSTNAME_LENGTH):
             raise InvalidInput(f"invalid hostname {self.hostname!r}: use 1-64 of A-Z a-z 0-9 _ . -, "
                                f"starting with a letter or digit (the kernel keeps 64 bytes)")
 
@@ -258,11 +265,15 @@ class ExecConfig(Record):
         for key, value in self.env.items():
             if not key or "=" in key or "\0" in key or "\0" in value:
                 raise InvalidInput(f"invalid environment variable name {key!r}")
-        if self.user is not None and not re.fullmatch(r"[A-Za-z0-9_.][A-Za-z0-9_.-]*(:[A-Za-z0-9_.][A-Za-z0-9_.-]*)?",
-                                                      self.user):
+        if self.user is not None and not _is_user(self.user):
             raise InvalidInput(f"invalid user {self.user!r}: give a name or uid, optionally :group or :gid")
         if self.workdir is not None and (not self.workdir or "\0" in self.workdir):
             raise InvalidInput(f"invalid workdir {self.workdir!r}")
+
+
+def _is_user(value: str) -> bool:
+    import re
+    return re.fullmatch(r"[A-Za-z0-9_.][A-Za-z0-9_.-]*(:[A-Za-z0-9_.][A-Za-z0-9_.-]*)?", value) is not None
 
 
 class Limitation(Record):
@@ -332,6 +343,7 @@ def kill_can_have_ended(sig: int, raw: int | None) -> bool:
     caught: a task it ended died of it (docker reports that as exit code 128+9), and any other end
     came on the task's own, before the signal reached it. A catchable signal's handler may end
     the task in any way it chooses."""
+    import signal
     if sig != signal.SIGKILL or raw is None:        # raw None: the end is unknown
         return True
     return ((os.WIFSIGNALED(raw) and os.WTERMSIG(raw) == signal.SIGKILL)
@@ -347,6 +359,7 @@ def describe_wait_status(status: int) -> str:
 
 
 def signal_name(number: int) -> str:
+    import signal
     try:
         return signal.Signals(number).name
     except ValueError:
@@ -355,6 +368,7 @@ def signal_name(number: int) -> str:
 
 def parse_signal(text: str | int) -> int:
     """'TERM', 'SIGTERM', 'sigterm' or '15' to 15."""
+    import signal
     raw = str(text).strip()
     if raw.isascii() and raw.isdigit():     # str.isdigit alone takes '²', which int() refuses
         number = int(raw)

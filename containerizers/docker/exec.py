@@ -16,7 +16,7 @@ import time
 
 from corral.types import ExecConfig, ExecFailed, NotRunning
 
-from ..base import Execution
+from ..execution import Execution
 from ..state import ContainerFiles
 from .engine import EngineError
 

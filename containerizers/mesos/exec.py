@@ -10,10 +10,11 @@
 
 The command is the caller's child, so the caller waits for its exit status, and PID N of the
 container's pid namespace, whose init reaps it should the caller go first. It is in every
-cgroup of the container: cloned into them on a pure cgroup2 host (clone3, as the launcher
-does), else placed by the caller (the tracking cgroup, then each isolator's isolate()) before it
-may exec. So it counts against the container's limits, and the container's end (cgroup.kill,
-or the end of its pid namespace) ends it too.
+cgroup of the container, those init is in (/proc/PID/cgroup: the tracking cgroup and each
+isolator's, as the launch placed init): cloned into it on a pure cgroup2 host (clone3, as the
+launcher does), else written into each cgroup.procs by the caller before it may exec. So it
+counts against the container's limits, and the container's end (cgroup.kill, or the end of its
+pid namespace) ends it too.
 
 It gets what the task got, as the launch recorded it in the runtime dir's exec.json: the task's
 environment, user and working directory, and its confinement (the capability sets, no_new_privs,
@@ -21,6 +22,9 @@ the seccomp filter, the rlimits; masks and device nodes are the mount namespace'
 is never a way out of the container. --user names a user of the container's /etc/passwd.
 
 The caller must be single-threaded (it forks; the agent execs through a process of its own).
+
+A cold `corral exec` imports this module and what it needs alone (corral/cli/exec.py), no
+containerizer: its imports are kept to what the exec itself uses.
 """
 
 from __future__ import annotations
@@ -28,12 +32,12 @@ from __future__ import annotations
 import binascii
 import errno
 import os
-import signal
+import _signal as signal     # signal's C core: the signal module imports enum, milliseconds of a cold exec
 
-from corral import linux
+from corral import cgroups, linux
 from corral.types import CorralError, ExecConfig, ExecFailed, NotRunning
 
-from ..base import Execution
+from ..execution import Execution
 from ..state import ContainerFiles
 
 SESSION_FILE = "exec.json"
@@ -107,8 +111,10 @@ def _shell_code(status: int) -> int:
     return 128 + os.WTERMSIG(status) if os.WIFSIGNALED(status) else os.WEXITSTATUS(status)
 
 
-def start(containerizer, files: ContainerFiles, config: ExecConfig, stdio: tuple[int, int, int]) -> MesosExecution:
-    """Fork the command into the container of `files` (SyncMesosContainerizer._exec)."""
+def start(files: ContainerFiles, cgroups_root: str, config: ExecConfig,
+          stdio: tuple[int, int, int]) -> MesosExecution:
+    """Fork the command into the container of `files`, whose cgroups are under `cgroups_root`
+    (SyncMesosContainerizer._exec, and a cold `corral exec`)."""
     from corral.files import read_json
     if len(os.listdir("/proc/self/task")) > 1:
         # As the launcher: a fork copies this thread alone, and another's locks stay held in the child.
@@ -119,24 +125,20 @@ def start(containerizer, files: ContainerFiles, config: ExecConfig, stdio: tuple
     if session is None and init:
         raise CorralError(f"container {container_id} was launched without {SESSION_FILE} (by an older corral): "
                           "nothing says what an exec into it gets")
-    try:
-        pidfd = os.pidfd_open(init["pid"]) if init else None
-    except ProcessLookupError:
-        pidfd = None
-    # The pidfd holds init: only once it is open does the start time say it is the same process.
-    if pidfd is not None and linux.process_start_time(init["pid"]) != init["start"]:
-        os.close(pidfd)
-        pidfd = None
-    if pidfd is None:
-        raise NotRunning(container_id, "has no running init" if files.status() is None else "has ended")
-    launcher = containerizer.launcher
-    plan = _plan(session, config)
-    master = slave = devnull = into_cgroup = None
-    report_r, report_w = os.pipe2(os.O_CLOEXEC)
-    go_r, go_w = os.pipe2(os.O_CLOEXEC)
+    pidfd = _open_init(files, init)
+    master = slave = devnull = into_cgroup = report_r = report_w = go_r = go_w = None
     child = None
     caller_stdout = stdio[1]
     try:
+        if files.termination() is not None:
+            raise NotRunning(container_id, "has ended")
+        places = cgroups.directories_of(init["pid"], cgroups_root, container_id)
+        if not places:
+            raise CorralError(f"container {container_id}'s init is in no cgroup under {cgroups_root}: "
+                              "was it launched with another cgroups root?")
+        plan = _plan(session, config)
+        report_r, report_w = os.pipe2(os.O_CLOEXEC)
+        go_r, go_w = os.pipe2(os.O_CLOEXEC)
         if config.tty:
             from corral.terminal import set_window_size
             master, slave = os.openpty()
@@ -145,15 +147,17 @@ def start(containerizer, files: ContainerFiles, config: ExecConfig, stdio: tuple
         elif not config.interactive:
             devnull = os.open("/dev/null", os.O_RDONLY | os.O_CLOEXEC)
             stdio = (devnull, *stdio[1:])
-        if launcher.clone_into_cgroup:
-            into_cgroup = os.open(launcher.tracking_cgroup(container_id).path, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+        if cgroups.single_hierarchy():      # one cgroup2 directory is all of them: clone into it
+            into_cgroup = os.open(places[0], os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
         child = _fork_in_pid_namespace(pidfd, into_cgroup)
         if child == 0:
             _command(plan, pidfd, stdio, config.tty, report_w, None if into_cgroup is not None else go_r)
         os.close(report_w)
         report_w = None
         if into_cgroup is None:
-            _place(containerizer, files, child)
+            for place in places:
+                with open(os.path.join(place, "cgroup.procs"), "w") as f:
+                    f.write(str(child))
         os.write(go_w, b"g")
         os.close(go_w)
         go_w = None
@@ -177,6 +181,21 @@ def start(containerizer, files: ContainerFiles, config: ExecConfig, stdio: tuple
                 os.close(fd)
 
 
+def _open_init(files: ContainerFiles, init: dict) -> int:
+    """A pidfd of the container's init, as pids.json names it; NotRunning when it is gone."""
+    try:
+        pidfd = os.pidfd_open(init["pid"]) if init else None
+    except ProcessLookupError:
+        pidfd = None
+    # The pidfd holds init: only once it is open does the start time say it is the same process.
+    if pidfd is not None and linux.process_start_time(init["pid"]) != init["start"]:
+        os.close(pidfd)
+        pidfd = None
+    if pidfd is None:
+        raise NotRunning(files.container_id, "has no running init" if files.status() is None else "has ended")
+    return pidfd
+
+
 def _kill_and_reap(pid: int) -> None:
     try:
         os.kill(pid, signal.SIGKILL)
@@ -186,13 +205,6 @@ def _kill_and_reap(pid: int) -> None:
         os.waitpid(pid, 0)
     except ChildProcessError:
         pass
-
-
-def _place(containerizer, files: ContainerFiles, pid: int) -> None:
-    """Put the command in every cgroup of the container, as the launch put init."""
-    containerizer.launcher.tracking_cgroup(files.container_id).attach(pid)
-    for isolator in containerizer._isolators_of(files):
-        isolator.isolate(files.container_id, pid)
 
 
 def _fork_in_pid_namespace(pidfd: int, into_cgroup: int | None) -> int:
@@ -231,7 +243,6 @@ def _plan(session: dict, config: ExecConfig) -> _Plan:
     if confinement is not None:
         import corral.confine  # noqa: F401 - imported before the child leaves the host's filesystem
         import _prctl  # noqa: F401
-        import prctl  # noqa: F401
         if confinement.rlimits:
             import resource  # noqa: F401
     if config.user:

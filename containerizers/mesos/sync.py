@@ -185,7 +185,7 @@ class SyncMesosContainerizer(SyncContainerizer):
     # -- exec ------------------------------------------------------------------------------
 
     def _exec(self, files: state.ContainerFiles, config: ExecConfig, stdio: tuple[int, int, int]):
-        return start_exec(self, files, config, stdio)
+        return start_exec(files, self.launcher.cgroups_root, config, stdio)
 
     # -- watching the end ------------------------------------------------------------------
 

@@ -19,7 +19,6 @@ given; nothing outside it is written. Each controller's module is imported on fi
 from __future__ import annotations
 
 import os
-from importlib import import_module
 
 from corral.record import Record
 from corral.types import CorralError
@@ -85,6 +84,7 @@ _V2 = {"cpu": "fs2.cpu:Cpu", "memory": "fs2.memory:Memory", "pids": "fs2.pids:Pi
 
 
 def _class(table: dict[str, str], controller: str, default: str):
+    from importlib import import_module     # here: a cold exec, which asks no controller, goes without
     module, _, name = table.get(controller, default).partition(":")
     return getattr(import_module(f"{__name__}.{module}"), name)
 
@@ -150,6 +150,25 @@ def container_ids(tracking: str, root: str) -> set[str]:
         return {e.name for e in os.scandir(top) if e.is_dir()}
     except FileNotFoundError:
         return set()
+
+
+def directories_of(pid: int, root: str, container_id: str) -> list[str]:
+    """The directories of process `pid`'s cgroups that are the container's (<root>/<id>, or below
+    it), one per hierarchy that holds it there: where another process is written to be where `pid`
+    is (an exec joins its container's init). From /proc/PID/cgroup: no controller is asked."""
+    h = hierarchies()
+    mine = f"{root}/{container_id}"
+    found = []
+    with open(f"/proc/{pid}/cgroup") as f:
+        for line in f:
+            _, controllers, path = line.rstrip("\n").split(":", 2)
+            relative = path.lstrip("/")
+            if relative != mine and not relative.startswith(mine + "/"):
+                continue
+            mount = h.v2 if not controllers else h.v1.get(controllers.split(",")[0])
+            if mount:
+                found.append(os.path.join(mount, relative))
+    return found
 
 
 # -- roots ------------------------------------------------------------------------------------

@@ -13,8 +13,8 @@ Bad input is one line and exit status 2; a failure of the operation one line and
 from __future__ import annotations
 
 import os
-import signal
 import sys
+from _signal import SIGPIPE     # signal's C core: the signal module imports enum, milliseconds of a cold exec
 
 from corral.types import CorralError, InvalidInput
 
@@ -31,26 +31,14 @@ def main(argv: list[str] | None = None) -> int:
         split = argv.index("--")
         argv, command = argv[:split], argv[split + 1:]
     try:
-        from .options import build_parser, invoked
-        args = build_parser(invoked(argv)).parse_args(argv)
-        if command and args.subcommand not in ("run", "exec"):
-            raise InvalidInput(f"'--' is only for corral run and exec, not {args.subcommand}")
-        if args.agent:
-            from .remote import run as through_agent
-            code = through_agent(args, command)
-        elif os.geteuid() != 0 and args.subcommand in ("run", "exec", "kill", "destroy", "attach"):
-            raise CorralError(f"corral {args.subcommand} needs root: it uses cgroups and namespaces")
-        elif args.subcommand == "run":
-            from .run import cmd_run
-            code = cmd_run(args, command)
-        elif args.subcommand == "exec":
-            from .exec import cmd_exec
-            code = cmd_exec(args, command)
-        else:
-            from .commands import COMMANDS
-            code = COMMANDS[args.subcommand](args)
+        code = None
+        if "exec" in argv:
+            from .exec import exec_quickly
+            code = exec_quickly(argv, command)
+        if code is None:
+            code = _run_command(argv, command)
     except BrokenPipeError:
-        code = 128 + signal.SIGPIPE    # as a shell reports a writer killed by SIGPIPE
+        code = 128 + SIGPIPE    # as a shell reports a writer killed by SIGPIPE
     except InvalidInput as e:
         print(f"corral: {e}", file=sys.stderr)
         code = 2
@@ -65,5 +53,25 @@ def main(argv: list[str] | None = None) -> int:
         sys.stdout.flush()
         sys.stderr.flush()
     except BrokenPipeError:
-        code = code or 128 + signal.SIGPIPE
+        code = code or 128 + SIGPIPE
     os._exit(code)
+
+
+def _run_command(argv: list[str], command: list[str]) -> int:
+    from .options import build_parser, invoked
+    args = build_parser(invoked(argv)).parse_args(argv)
+    if command and args.subcommand not in ("run", "exec"):
+        raise InvalidInput(f"'--' is only for corral run and exec, not {args.subcommand}")
+    if args.agent:
+        from .remote import run as through_agent
+        return through_agent(args, command)
+    if os.geteuid() != 0 and args.subcommand in ("run", "exec", "kill", "destroy", "attach"):
+        raise CorralError(f"corral {args.subcommand} needs root: it uses cgroups and namespaces")
+    if args.subcommand == "run":
+        from .run import cmd_run
+        return cmd_run(args, command)
+    if args.subcommand == "exec":
+        from .exec import cmd_exec
+        return cmd_exec(args, command)
+    from .commands import COMMANDS
+    return COMMANDS[args.subcommand](args)

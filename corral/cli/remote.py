@@ -187,7 +187,7 @@ def cmd_exec(client: AgentClient, args, command: list[str]) -> int:
     from corral.terminal import Terminal
 
     from .remote_io import session
-    from .run import parse_env
+    from .exec import parse_env
     if not command:
         raise InvalidInput("no command: corral exec [OPTIONS] ID -- CMD [ARG...]")
     if args.workdir:

@@ -10,6 +10,7 @@ import sys
 from corral.types import NOT_SUPPORTED, ContainerConfig, CorralError, InvalidInput, Resources
 
 from . import containerizers
+from .exec import parse_env
 
 
 def cmd_run(args, command: list[str]) -> int:
@@ -54,16 +55,6 @@ def _io(args) -> dict:
         raise InvalidInput("--log-max-files needs --log-max-size")
     return dict(stdin=args.interactive, tty=args.tty, attach=(args.interactive or args.tty) and not args.detach,
                 log_max_size=args.log_max_size, log_max_files=args.log_max_files)
-
-
-def parse_env(items: list[str]) -> dict[str, str]:
-    env = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise InvalidInput(f"--env wants K=V, not {item!r}")
-        env[key] = value
-    return env
 
 
 def _confinement(args) -> dict:
