@@ -150,7 +150,8 @@ class Engine:
 
     def _hijack(self, what: str, path: str, query: dict | None = None, body=None):
         if not isinstance(self.transport, SocketTransport):
-            raise EngineError(f"{what} through dockerd at {self.url} needs a unix socket (give --docker-socket unix://...)")
+            raise EngineError(f"{what} through dockerd at {self.url} needs a unix socket "
+                              "(give --docker-socket unix://...)")
         return self.transport.hijack("POST", path, query, body, self.timeout)
 
     def output(self, docker_id: str, follow: bool, tty: bool = False):

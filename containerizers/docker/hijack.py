@@ -107,7 +107,8 @@ class Attachment:
             return False
         fd = self.hijacked.sock.fileno()
         relay(stdin, fd if stdin is not None else None, [(fd, sink)], terminal=terminal,
-              on_resize=self.resize if terminal is not None else None, on_input_end=self.hijacked.end_input if self.stdin_once else _keep_open)
+              on_resize=self.resize if terminal is not None else None,
+              on_input_end=self.hijacked.end_input if self.stdin_once else _keep_open)
         return not sink.broken
 
     def resize(self, rows: int, cols: int) -> None:

@@ -185,8 +185,8 @@ def test_attach_follows_a_plain_container_from_now_without_our_stdin(cli):
 
 
 def test_attach_to_a_detached_it_container_through_a_terminal(cli):
-    started = cli.docker_run("-d", "-i", "-t", "--name", "term", "--", "sh", "-c",
-                             'trap "echo interrupted; exit 130" INT; while read line; do echo "got $line"; stty size; done')
+    script = 'trap "echo interrupted; exit 130" INT; while read line; do echo "got $line"; stty size; done'
+    started = cli.docker_run("-d", "-i", "-t", "--name", "term", "--", "sh", "-c", script)
     assert started.returncode == 0, started.stderr
     session = PtySession([CORRAL, "attach", "term"], env=cli.env, rows=25, cols=70)
     try:
