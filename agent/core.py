@@ -257,6 +257,8 @@ class Agent:
             raise InvalidInput(f"container {container_id} has ended: nothing to attach to")
         try:
             attachment = await self.containerizer.attach(container_id)
+        except InvalidInput:
+            raise
         except (CorralError, OSError):      # it ended meanwhile: its supervisor and socket are gone
             raise InvalidInput(f"container {container_id} has ended: nothing to attach to") from None
         if attachment is None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from corral.types import LAUNCHED, ContainerConfig, CorralError, NoSuchContainer, Termination
+from corral.types import LAUNCHED, ContainerConfig, CorralError, InvalidInput, NoSuchContainer, Termination
 
 from ..threaded import ThreadedContainerizer
 from .engine import DockerUnavailable
@@ -64,6 +64,13 @@ class DockerContainerizer(ThreadedContainerizer):
         if copy is not None:
             copy.cancel()
         return await super().destroy(container_id, remove_sandbox)
+
+    async def attach(self, container_id: str):
+        # The agent's ATTACH_CONTAINER_* calls speak the Mesos switchboard's frames (agent/attach.py);
+        # dockerd's attach stream is not translated to them.
+        self.sync.files(container_id)
+        raise InvalidInput(f"container {container_id} is run by dockerd: the agent does not attach to docker "
+                           "containers (corral attach on the agent's host does)")
 
     def close(self) -> None:
         for copy in self._copies.values():

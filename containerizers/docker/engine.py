@@ -129,11 +129,9 @@ class Engine:
         return self.call("POST", f"/containers/{docker_id}/exec", body=config)["Id"]
 
     def exec_start(self, exec_id: str, tty: bool):
-        """Start the exec on a hijacked connection: (the socket, what came after the answer's
-        head): its output (raw with tty, else in frames) and, written to, its stdin."""
-        if not isinstance(self.transport, SocketTransport):
-            raise EngineError(f"exec through dockerd at {self.url} needs a unix socket (give --docker-socket unix://...)")
-        return self.transport.hijack("POST", f"/exec/{exec_id}/start", {"Detach": False, "Tty": tty}, self.timeout)
+        """Start the exec on a hijacked connection (hijack.py): (the socket, what came after the
+        answer's head): its output (raw with tty, else in frames) and, written to, its stdin."""
+        return self._hijack("exec", f"/exec/{exec_id}/start", body={"Detach": False, "Tty": tty})
 
     def exec_resize(self, exec_id: str, rows: int, cols: int) -> None:
         self.call("POST", f"/exec/{exec_id}/resize", {"h": rows, "w": cols})
@@ -141,13 +139,33 @@ class Engine:
     def exec_inspect(self, exec_id: str) -> dict:
         return self.call("GET", f"/exec/{exec_id}/json")
 
-    def output(self, docker_id: str, follow: bool):
+    def attach(self, docker_id: str, stdin: bool):
+        """Attach to the container's streams from now on (before its start: all of them), on a
+        hijacked connection as exec_start's; its stdin with `stdin` (the container's OpenStdin)."""
+        query = {"stream": 1, "stdin": int(stdin), "stdout": 1, "stderr": 1}
+        return self._hijack("attach", f"/containers/{docker_id}/attach", query=query)
+
+    def resize(self, docker_id: str, rows: int, cols: int) -> None:
+        self.call("POST", f"/containers/{docker_id}/resize", {"h": rows, "w": cols})
+
+    def _hijack(self, what: str, path: str, query: dict | None = None, body=None):
+        if not isinstance(self.transport, SocketTransport):
+            raise EngineError(f"{what} through dockerd at {self.url} needs a unix socket "
+                              "(give --docker-socket unix://...)")
+        return self.transport.hijack("POST", path, query, body, self.timeout)
+
+    def output(self, docker_id: str, follow: bool, tty: bool = False):
         """(stream, bytes) pairs of the container's output from its start (1 stdout, 2 stderr),
-        decoded from dockerd's multiplexed frames; with follow, until the container ends."""
+        decoded from dockerd's multiplexed frames; with follow, until the container ends. A
+        container with a tty has one stream, which dockerd sends raw: all of it is stdout."""
         body = self.transport.stream("GET", f"/containers/{docker_id}/logs",
                                      {"stdout": 1, "stderr": 1, "follow": int(follow)},
                                      None if follow else self.timeout)
         with body:
+            if tty:
+                while chunk := body.read1(65536):
+                    yield 1, chunk
+                return
             while len(header := _read_exactly(body, 8)) == 8:
                 yield header[0], _read_exactly(body, int.from_bytes(header[4:], "big"))
 
@@ -194,11 +212,12 @@ class SocketTransport:
                 raise _error(status, answer.read(), self.url)
         return answer
 
-    def hijack(self, method: str, path: str, body, timeout: float):
+    def hijack(self, method: str, path: str, query, body, timeout: float):
         """A call whose connection dockerd then hands to a stream both ways (exec start, attach):
         (the socket, blocking, no timeout; the stream's bytes read with the answer's head)."""
-        data = json.dumps(body).encode()
-        head = (f"{method} /v{API_VERSION}{path} HTTP/1.1\r\nHost: docker\r\nContent-Type: application/json\r\n"
+        data = b"" if body is None else json.dumps(body).encode()
+        target = f"/v{API_VERSION}{path}" + (f"?{_query(query)}" if query else "")
+        head = (f"{method} {target} HTTP/1.1\r\nHost: docker\r\nContent-Type: application/json\r\n"
                 f"Connection: Upgrade\r\nUpgrade: tcp\r\nContent-Length: {len(data)}\r\n\r\n").encode()
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
         try:
@@ -306,6 +325,11 @@ class _SdkStream:
     def read(self, size: int = -1) -> bytes:
         with self.transport.errors(self.timeout):
             return self.answer.raw.read(None if size < 0 else size)
+
+    def read1(self, size: int) -> bytes:
+        """What has come, up to `size` bytes (at least one, but at the end)."""
+        with self.transport.errors(self.timeout):
+            return self.answer.raw.read1(size)
 
     def __enter__(self):
         return self

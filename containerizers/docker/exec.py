@@ -2,16 +2,15 @@
 resize, inspect for the exit code). The command gets the container's environment, user and
 confinement from dockerd, plus what the ExecConfig asks.
 
-The caller relays the hijacked connection (Execution's to_process and outputs): its stdin is
-written to the socket, whose write side is shut at the input's end (dockerd then closes the
-command's stdin); the output is raw with a tty, else dockerd's frames, split here onto the
+The caller relays the hijacked connection (Execution's to_process and outputs; hijack.py): its
+stdin is written to the socket, whose write side is shut at the input's end (dockerd then closes
+the command's stdin); the output is raw with a tty, else dockerd's frames, split onto the
 caller's stdout and stderr.
 """
 
 from __future__ import annotations
 
 import os
-import socket
 import time
 
 from corral.types import ExecConfig, ExecFailed, NotRunning
@@ -19,6 +18,7 @@ from corral.types import ExecConfig, ExecFailed, NotRunning
 from ..execution import Execution
 from ..state import ContainerFiles
 from .engine import EngineError
+from .hijack import Hijacked
 
 EXIT_POLL_INTERVAL = 0.01        # dockerd marks the exec ended a moment after its stream closes
 EXIT_POLL_LIMIT = 10.0
@@ -40,21 +40,19 @@ def start(containerizer, files: ContainerFiles, config: ExecConfig, stdio: tuple
         if not containerizer.running(files):
             raise NotRunning(files.container_id) from None
         raise ExecFailed(str(e)) from None
-    sock, early = engine.exec_start(exec_id, config.tty)
-    execution = DockerExecution(engine, exec_id, sock, config, stdio)
+    execution = DockerExecution(engine, exec_id, Hijacked(*engine.exec_start(exec_id, config.tty), config.tty),
+                                config, stdio)
     if config.tty and config.size:
         execution.resize(*config.size)
-    if early:
-        execution.sink(early)
     return execution
 
 
 class DockerExecution(Execution):
-    def __init__(self, engine, exec_id: str, sock: socket.socket, config: ExecConfig, stdio: tuple[int, int, int]):
-        self.engine, self.exec_id, self.sock = engine, exec_id, sock
-        self.to_process = sock.fileno() if config.interactive else None
-        self.sink = _Writer(stdio[1]) if config.tty else _Frames(stdio[1], stdio[2])
-        self.outputs = [(sock.fileno(), self.sink)]
+    def __init__(self, engine, exec_id: str, hijacked: Hijacked, config: ExecConfig, stdio: tuple[int, int, int]):
+        self.engine, self.exec_id, self.hijacked = engine, exec_id, hijacked
+        fd = hijacked.sock.fileno()
+        self.to_process = fd if config.interactive else None
+        self.outputs = [(fd, hijacked.sink(stdio[1], stdio[2]))]
         self.pid = None
 
     def resize(self, rows: int, cols: int) -> None:
@@ -64,10 +62,7 @@ class DockerExecution(Execution):
             pass                # ended meanwhile: nothing left to size
 
     def end_input(self) -> None:
-        try:
-            self.sock.shutdown(socket.SHUT_WR)
-        except OSError:
-            pass
+        self.hijacked.end_input()
 
     def signal(self, sig: int) -> None:
         pid = self.engine.exec_inspect(self.exec_id).get("Pid")
@@ -89,37 +84,6 @@ class DockerExecution(Execution):
             time.sleep(EXIT_POLL_INTERVAL)
 
     def close(self) -> None:
-        self.sock.close()
+        self.hijacked.close()
         self.outputs, self.to_process = [], None
 
-
-class _Writer:
-    def __init__(self, fd: int):
-        self.fd = fd
-
-    def __call__(self, data: bytes) -> None:
-        _write_all(self.fd, data)
-
-
-class _Frames:
-    """dockerd's multiplexed stream (8-byte heads: the stream, 3 zero bytes, the length) onto
-    the caller's stdout and stderr, however the bytes arrive."""
-
-    def __init__(self, stdout: int, stderr: int):
-        self.targets = {1: stdout, 2: stderr}
-        self.buffer = b""
-
-    def __call__(self, data: bytes) -> None:
-        self.buffer += data
-        while len(self.buffer) >= 8:
-            size = int.from_bytes(self.buffer[4:8], "big")
-            if len(self.buffer) < 8 + size:
-                return
-            stream, payload, self.buffer = self.buffer[0], self.buffer[8:8 + size], self.buffer[8 + size:]
-            _write_all(self.targets.get(stream, self.targets[1]), payload)
-
-
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view):]

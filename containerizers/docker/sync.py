@@ -10,7 +10,10 @@ Mesos's docker containerizer, in corral's words:
 - containers are named corral-<id> and labelled with the id and this corral's runtime dir:
   recovery re-attaches what the checkpoint knows and removes only corral's own orphans;
 - containers are not removed when they exit, so their real exit code and OOM verdict survive
-  a corral restart; destroy removes them.
+  a corral restart; destroy removes them;
+- stdin and a tty as `docker run -i`/`-t` asks them (OpenStdin, StdinOnce, Tty); attach through
+  dockerd's attach endpoint (hijack.py), a foreground run's before the start, so that no output
+  is missed.
 
 State: <runtime-dir>/docker/containers/<id>/ holds config.json (with the docker id),
 kill.json and termination.json, in the layout every containerizer shares (containerizers/state.py).
@@ -33,6 +36,7 @@ from ..base import Capabilities, End, SyncContainerizer, state_dir
 from ..logs import RotatingFile
 from ..state import ContainerFiles
 from .engine import Engine, EngineError, NotFound, default_socket
+from .hijack import Attachment, Hijacked
 
 NAME_PREFIX = "corral-"
 LABEL_ID = "io.corral.container-id"
@@ -42,7 +46,7 @@ SANDBOX = "/mnt/mesos/sandbox"
 
 class SyncDockerContainerizer(SyncContainerizer):
     name = "docker"
-    capabilities = Capabilities(images=True, networks=True, exec=True)
+    capabilities = Capabilities(images=True, networks=True, exec=True, io=True)
 
     def __init__(self, work_dir: str, runtime_dir: str, socket: str | None = None,
                  cgroups_enable_cfs: bool = False, kill_orphans: bool = True, only: bool = False,
@@ -57,6 +61,8 @@ class SyncDockerContainerizer(SyncContainerizer):
         self.only = only
         self.timeout = timeout
         self.engine = Engine(self.socket, timeout, sdk=sdk)
+        # Foreground runs' attach connections, made before the start (launch), for attach() to hand over.
+        self._attached: dict[str, Hijacked] = {}
 
     @staticmethod
     def docker_id(files: ContainerFiles) -> str:
@@ -73,19 +79,19 @@ class SyncDockerContainerizer(SyncContainerizer):
         asked = config.containerizer == self.name or (config.containerizer is None and self.only)
         return docker_image and asked
 
-    def _prepare(self, config: ContainerConfig) -> ContainerConfig:
-        if config.stdin or config.tty:
-            raise InvalidInput("the docker containerizer does not pass stdin or a tty yet (-i, -t): "
-                               "the mesos containerizer does, images included")
-        return config
-
     def _start(self, files: ContainerFiles, config: ContainerConfig, record: dict) -> str:
         create = self._create_config(files.container_id, files, config)
         try:
             record["docker_id"] = self._create(files.container_id, create)
             files.write("config.json", record)
+            if config.attach:       # as `docker run -i/-t`: attached before the start, nothing is missed
+                hijacked = Hijacked(*self.engine.attach(record["docker_id"], config.stdin), config.tty)
+                self._attached[files.container_id] = hijacked
             self.engine.start(record["docker_id"])
         except BaseException:
+            held = self._attached.pop(files.container_id, None)
+            if held is not None:
+                held.close()
             try:
                 self.engine.remove(self.docker_id(files))
             except CorralError:
@@ -144,6 +150,12 @@ class SyncDockerContainerizer(SyncContainerizer):
             # reads across the files it keeps).
             create["HostConfig"]["LogConfig"] = {"Type": "json-file", "Config": {
                 "max-size": str(config.log_max_size), "max-file": str(config.log_max_files or 1)}}
+        if config.stdin:
+            # As `docker run -i`: a foreground run's end of input is the task's (StdinOnce); a
+            # detached container's stdin stays open across the clients that attach to it.
+            create.update(OpenStdin=True, AttachStdin=config.attach, StdinOnce=config.attach)
+        if config.tty:
+            create["Tty"] = True
         if config.user:
             create["User"] = config.user
         if config.hostname:
@@ -199,6 +211,22 @@ class SyncDockerContainerizer(SyncContainerizer):
     def _exec(self, files: ContainerFiles, config, stdio: tuple[int, int, int]):
         from .exec import start
         return start(self, files, config, stdio)
+
+    # -- attach -----------------------------------------------------------------------------
+
+    def attach(self, container_id: str) -> Attachment:
+        """The container's streams through dockerd's attach: its output from now on (a foreground
+        run's: from its start), and its stdin where it was started with one. CorralError once
+        it has ended."""
+        files = self.files(container_id)
+        config = files.config()
+        docker_id = self.docker_id(files)
+        hijacked = self._attached.pop(container_id, None)
+        if hijacked is None:
+            if files.termination() is not None or not self.running(files):
+                raise CorralError(f"container {container_id} has ended: nothing to attach to")
+            hijacked = Hijacked(*self.engine.attach(docker_id, config.stdin), config.tty)
+        return Attachment(self.engine, docker_id, hijacked, stdin_once=config.attach)
 
     # -- the rest of the interface ----------------------------------------------------------
 
@@ -260,13 +288,14 @@ class SyncDockerContainerizer(SyncContainerizer):
         """(stream, bytes) pairs of the container's output from its start, stream 1 stdout, 2 stderr,
         read from dockerd, which keeps it (the base reads the sandbox); with follow, until it ends. dockerd's follow can end a moment before it has sent the last
         lines: once it has, one more read without follow gives what it left out."""
-        docker_id = self.docker_id(self.files(container_id))
+        files = self.files(container_id)
+        docker_id, tty = self.docker_id(files), files.config().tty
         have: dict[int, int] = {}
-        for stream, chunk in self.engine.output(docker_id, follow):
+        for stream, chunk in self.engine.output(docker_id, follow, tty):
             have[stream] = have.get(stream, 0) + len(chunk)
             yield stream, chunk
         if follow:
-            yield from _beyond(self.engine.output(docker_id, False), have)
+            yield from _beyond(self.engine.output(docker_id, False, tty), have)
 
     def copy_output(self, container_id: str) -> None:
         """Write the container's whole output into the sandbox's stdout and stderr, following it

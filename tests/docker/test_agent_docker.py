@@ -262,3 +262,22 @@ def test_sigterm_does_not_wait_for_a_docker_pull(agent_argv):
     successor = AgentProcess(agent_argv("--containerizers=mesos,docker"))
     assert successor.state()["containers"] == []     # the launch cut short is forgotten
     assert successor.stop() == 0
+
+
+def test_a_docker_container_with_a_tty_logs_its_one_stream_and_is_not_attached_through_the_api(agent_argv, corral):
+    from corral.agent.flags import parse
+    tty = {**DOCKER, "tty_info": {"window_size": {"rows": 24, "columns": 80}}}
+
+    async def scenario():
+        async with InProcessAgent(parse(agent_argv("--containerizers=docker"), {})) as a:
+            command = "test -t 0 && test -t 1 && echo tty; echo err >&2; sleep 1"
+            assert await a.call(launch("tty", command, [], tty)) == (200, "")
+            status, answer = await a.call({"type": "ATTACH_CONTAINER_OUTPUT",
+                                           "attach_container_output": {"container_id": {"value": "tty"}}})
+            assert status == 400 and "the agent does not attach to docker containers" in str(answer), answer
+            await a.call(by_id("WAIT_CONTAINER", "tty"))
+            sandbox = Path(corral.work_dir, "containers", "tty")
+            # A terminal's one stream, its line ends: all of it the sandbox's stdout.
+            assert ((sandbox / "stdout").read_bytes(), (sandbox / "stderr").read_bytes()) == (b"tty\r\nerr\r\n", b"")
+            assert (await a.call(by_id("REMOVE_CONTAINER", "tty")))[0] == 200
+    asyncio.run(scenario())
