@@ -126,6 +126,9 @@ def start(files: ContainerFiles, cgroups_root: str, config: ExecConfig,
         raise CorralError(f"container {container_id} was launched without {SESSION_FILE} (by an older corral): "
                           "nothing says what an exec into it gets")
     pidfd = _open_init(files, init)
+    # init's root, which joining its mount namespace does not give: setns puts us at the
+    # namespace's root mount, and init's root is elsewhere when corral itself runs chrooted.
+    root = os.open(f"/proc/{init['pid']}/root", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
     master = slave = devnull = into_cgroup = report_r = report_w = go_r = go_w = None
     child = None
     caller_stdout = stdio[1]
@@ -151,7 +154,7 @@ def start(files: ContainerFiles, cgroups_root: str, config: ExecConfig,
             into_cgroup = os.open(places[0], os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
         child = _fork_in_pid_namespace(pidfd, into_cgroup)
         if child == 0:
-            _command(plan, pidfd, stdio, config.tty, report_w, None if into_cgroup is not None else go_r)
+            _command(plan, pidfd, root, stdio, config.tty, report_w, None if into_cgroup is not None else go_r)
         os.close(report_w)
         report_w = None
         if into_cgroup is None:
@@ -176,7 +179,7 @@ def start(files: ContainerFiles, cgroups_root: str, config: ExecConfig,
             _kill_and_reap(child)
         raise
     finally:
-        for fd in (pidfd, slave, devnull, into_cgroup, report_r, report_w, go_r, go_w, master):
+        for fd in (pidfd, root, slave, devnull, into_cgroup, report_r, report_w, go_r, go_w, master):
             if fd is not None:
                 os.close(fd)
 
@@ -254,7 +257,7 @@ def _plan(session: dict, config: ExecConfig) -> _Plan:
                  tuple(session.get("groups") or ()), confinement)
 
 
-def _command(plan: _Plan, pidfd: int, stdio: tuple[int, int, int], tty: bool, report_w: int,
+def _command(plan: _Plan, pidfd: int, root: int, stdio: tuple[int, int, int], tty: bool, report_w: int,
              go_r: int | None) -> None:
     """In the child: become the command in the container, or report why not; never return."""
     try:
@@ -268,10 +271,13 @@ def _command(plan: _Plan, pidfd: int, stdio: tuple[int, int, int], tty: bool, re
             import fcntl
             import termios
             fcntl.ioctl(0, termios.TIOCSCTTY, 0)
-        keep = {report_w, pidfd} | ({go_r} if go_r is not None else set())
+        keep = {report_w, pidfd, root} | ({go_r} if go_r is not None else set())
         linux.close_fds_except(keep)
         linux.setns(pidfd, _JOINED)
         os.close(pidfd)
+        os.fchdir(root)
+        os.chroot(".")
+        os.close(root)
         if go_r is not None and os.read(go_r, 1) != b"g":
             os._exit(1)                     # the caller could not place us in the cgroups
         uid, gid, groups = plan.uid, plan.gid, plan.groups
