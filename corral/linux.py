@@ -1,7 +1,8 @@
 """The Linux system calls Python 3.11's os module lacks, through ctypes, in one place.
 
-unshare, setns, mount, umount2, pivot_root, sethostname, openat2 with RESOLVE_BENEATH, and a
-fork through clone3 that starts the child in a given cgroup; plus reading a process's start time, which (with its pid) names a
+unshare, setns, mount, umount2, pivot_root, sethostname, prctl, openat2 with RESOLVE_BENEATH, a
+filesystem instance mounted nowhere (fsopen, fsmount), and a fork through clone3 that starts
+the child in a given cgroup; plus reading a process's start time, which (with its pid) names a
 process unambiguously although pids are reused.
 """
 
@@ -41,6 +42,7 @@ _libc = ctypes.CDLL(None, use_errno=True)
 _libc.mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong, ctypes.c_char_p]
 _libc.umount2.argtypes = [ctypes.c_char_p, ctypes.c_int]
 _libc.sethostname.argtypes = [ctypes.c_char_p, ctypes.c_size_t]
+_libc.prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
 _SYS_PIVOT_ROOT = {"x86_64": 155, "aarch64": 41}.get(os.uname().machine, 155)
 
 
@@ -73,6 +75,36 @@ def umount2(target: str, flags: int = 0) -> None:
 
 def pivot_root(new_root: str, put_old: str) -> None:
     _check(_libc.syscall(_SYS_PIVOT_ROOT, _b(new_root), _b(put_old)), "pivot_root")
+
+
+def prctl(option: int, arg2: int = 0, arg3: int = 0, what: str = "prctl") -> int:
+    """prctl(2) with up to two arguments (the rest 0); `what` names the step in the error."""
+    result = _libc.prctl(option, arg2, arg3, 0, 0)
+    if result < 0:
+        _check(result, what)
+    return result
+
+
+_SYS_FSOPEN, _SYS_FSCONFIG, _SYS_FSMOUNT = 430, 431, 432     # the same on x86_64 and aarch64
+_FSOPEN_CLOEXEC = _FSMOUNT_CLOEXEC = 1
+_FSCONFIG_CMD_CREATE = 6
+
+
+def detached_mount(fstype: str) -> int:
+    """A new instance of `fstype` (proc, sysfs), mounted nowhere: an fd of its root, to look at
+    what a fresh instance holds without a mount in any namespace (closing it is the unmount).
+    Linux 5.2+; OSError where the kernel lacks the calls or the caller may not mount."""
+    fs = _libc.syscall(_SYS_FSOPEN, fstype.encode(), _FSOPEN_CLOEXEC)
+    if fs < 0:
+        _check(fs, f"fsopen {fstype}")
+    try:
+        _check(_libc.syscall(_SYS_FSCONFIG, fs, _FSCONFIG_CMD_CREATE, None, None, 0), f"fsconfig {fstype}")
+        root = _libc.syscall(_SYS_FSMOUNT, fs, _FSMOUNT_CLOEXEC, 0)
+        if root < 0:
+            _check(root, f"fsmount {fstype}")
+        return root
+    finally:
+        os.close(fs)
 
 
 HOST_NAME_MAX = 64
