@@ -1,13 +1,19 @@
 """What init does last, just before the task's exec: confine it (runc's and Docker's defaults).
 
 The confinement isolators (linux/capabilities, linux/nnp, linux/seccomp, linux/devices,
-linux/masked_paths, posix/rlimits) each fill part of a `Confinement`; init applies the whole in
-`confine()`, in the one order that works: what needs privileges first (masks and read-only
-remounts, device nodes, raised rlimits), then the capability sets, no_new_privs, and the
-seccomp filter last, so that the filter does not stop init's own set-up.
+linux/masked_paths, posix/rlimits) each fill part of a `Confinement`. The launcher turns the
+whole into `Steps` (`steps()`): the capability sets as the masks capset(2) takes, the seccomp
+program as the struct prctl(2) takes, the masks and remounts as a list, made once per distinct
+confinement in a process and kept. init, a fork of the launcher, applies them in `confine()`:
+system calls on data made beforehand, so that it touches (and copies) few pages of the
+launcher's memory on its way to the task.
+
+The order is the one that works: what needs privileges first (device nodes, masks and
+read-only remounts, raised rlimits), then the capability sets, no_new_privs, and the seccomp
+filter last, so that the filter does not stop init's own set-up.
 
 Runs in init, in the container's private mount namespace, after pivot_root: paths are the
-container's. The seccomp filter comes compiled (isolators/seccomp.py): loading it is one prctl.
+container's.
 """
 
 from __future__ import annotations
@@ -21,12 +27,13 @@ from .record import Record
 
 PR_SET_SECCOMP = 22
 SECCOMP_MODE_FILTER = 2
+PR_CAPBSET_DROP = 24
+PR_GET_SECUREBITS, PR_SET_SECUREBITS = 27, 28
+SECURE_NOROOT, SECURE_NOROOT_LOCKED = 1 << 0, 1 << 1
+PR_SET_NO_NEW_PRIVS = 38
 PR_CAP_AMBIENT = 47
 PR_CAP_AMBIENT_RAISE = 2
 PR_CAP_AMBIENT_CLEAR_ALL = 4
-
-_libc = ctypes.CDLL(None, use_errno=True)
-_libc.prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
 
 
 class DeviceNode(Record):
@@ -44,7 +51,8 @@ class Confinement(Record):
     effective: frozenset | None = None     # effective = permitted (and, if narrower than bounding, ambient)
     no_new_privs: bool = False
     seccomp_filter: bytes | None = None    # a compiled BPF program (struct sock_filter array)
-    masked_paths: tuple = ()               # hidden: /dev/null over files, an empty read-only tmpfs over directories
+    masked_paths: tuple = ()               # hidden: /dev/null over a file, an empty read-only tmpfs over a directory
+    masked_dirs: tuple = ()                # directories among them, known beforehand: init tries no bind first
     readonly_paths: tuple = ()             # bind-remounted read-only
     device_nodes: tuple = ()               # DeviceNode, made in the container's /dev
     rlimits: tuple = ()                    # (resource number, soft, hard)
@@ -54,35 +62,99 @@ class Confinement(Record):
             if getattr(other, name) is not None:
                 setattr(self, name, getattr(other, name))
         self.no_new_privs = self.no_new_privs or other.no_new_privs
-        for name in ("masked_paths", "readonly_paths", "device_nodes", "rlimits"):
+        for name in ("masked_paths", "masked_dirs", "readonly_paths", "device_nodes", "rlimits"):
             setattr(self, name, tuple(getattr(self, name)) + tuple(getattr(other, name)))
 
+    def key(self) -> tuple:
+        return tuple(tuple(n._values() for n in value) if name == "device_nodes" else value
+                     for name, value in zip(self._fields, self._values()))
 
-def confine(c: Confinement | None) -> None:
-    """Apply `c` to this process (init); the task inherits it all across its exec."""
+
+class _SockFprog(ctypes.Structure):
+    _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_char_p)]
+
+
+# What init mounts, by kind: (kind, path).
+_MASK, _MASK_DIR, _READONLY = "mask", "mask-dir", "readonly"
+_TMPFS_FLAGS = linux.MS_RDONLY | linux.MS_NOSUID | linux.MS_NODEV | linux.MS_NOEXEC
+_READONLY_FLAGS = linux.MS_BIND | linux.MS_REMOUNT | linux.MS_REC | _TMPFS_FLAGS
+
+
+class Steps:
+    """A Confinement made ready for init: see steps(). `confinement`: what it was made from."""
+    __slots__ = ("confinement", "device_nodes", "mounts", "rlimits", "drop_bounding", "ambient", "capsets",
+                 "no_new_privs", "seccomp", "program")
+
+    def __init__(self, c: Confinement):
+        self.confinement = c
+        self.device_nodes = c.device_nodes
+        self.mounts = tuple([(_MASK_DIR if path in c.masked_dirs else _MASK, path) for path in c.masked_paths]
+                            + [(_READONLY, path) for path in c.readonly_paths])
+        self.rlimits = c.rlimits
+        self.drop_bounding, self.ambient, self.capsets = _capabilities(c.bounding, c.effective)
+        self.no_new_privs = c.no_new_privs
+        self.program = None if c.seccomp_filter is None else _SockFprog(len(c.seccomp_filter) // 8, c.seccomp_filter)
+        self.seccomp = None if self.program is None else ctypes.addressof(self.program)
+
+
+_steps: dict[tuple, Steps] = {}
+
+
+def steps(c: Confinement | None) -> Steps | None:
+    """`c` made ready for init, in the launcher: the same confinement is made once per process."""
     if c is None:
+        return None
+    key = c.key()
+    made = _steps.get(key)
+    if made is None:
+        if len(_steps) >= 64:         # containers with devices of their own each differ: stay small
+            _steps.clear()
+        made = _steps[key] = Steps(c)
+    return made
+
+
+def _capabilities(bounding: frozenset | None, effective: frozenset | None):
+    """(the bounding capabilities to drop, the ambient ones to raise, capset's argument) for
+    the sets `bounding` and `effective` (None: leave them); see set_capabilities()."""
+    if bounding is None and effective is None:
+        return (), (), None
+    drop = () if bounding is None else tuple(cap for cap in range(_cap_last_cap() + 1) if cap not in bounding)
+    effective = bounding if effective is None else effective
+    ambient = tuple(sorted(effective)) if bounding is not None and effective != bounding else ()
+    mask = sum(1 << cap for cap in effective)
+    return drop, ambient, linux.capset_args(effective=mask, permitted=mask, inheritable=mask if ambient else 0)
+
+
+def _cap_last_cap() -> int:
+    with open("/proc/sys/kernel/cap_last_cap") as f:
+        return int(f.read())
+
+
+def confine(s: Steps | None) -> None:
+    """Apply `s` to this process (init); the task inherits it all across its exec."""
+    if s is None:
         return
-    for node in c.device_nodes:
+    for node in s.device_nodes:
         make_device_node(node)
-    for path in c.masked_paths:
-        mask(path)
-    for path in c.readonly_paths:
-        make_readonly(path)
-    if c.rlimits:
+    for kind, path in s.mounts:
+        if kind == _READONLY:
+            make_readonly(path)
+        else:
+            mask(path, kind == _MASK_DIR)
+    if s.rlimits:
         import resource
-        for number, soft, hard in c.rlimits:
+        for number, soft, hard in s.rlimits:
             resource.setrlimit(number, (soft, hard))
-    if c.seccomp_filter is not None and not c.no_new_privs:
+    if s.seccomp is not None and not s.no_new_privs:
         # Without no_new_privs the kernel takes a filter only from a holder of CAP_SYS_ADMIN:
         # load it while init still has it (runc does the same).
-        load_seccomp(c.seccomp_filter)
-    if c.bounding is not None or c.effective is not None:
-        set_capabilities(c.bounding, c.effective)
-    if c.no_new_privs:
-        import _prctl
-        _prctl.prctl(_prctl.PR_SET_NO_NEW_PRIVS, 1)
-        if c.seccomp_filter is not None:
-            load_seccomp(c.seccomp_filter)
+        load_seccomp(s.seccomp)
+    if s.capsets is not None:
+        set_capabilities(s.drop_bounding, s.ambient, s.capsets)
+    if s.no_new_privs:
+        linux.prctl(PR_SET_NO_NEW_PRIVS, 1, what="set no_new_privs")
+        if s.seccomp is not None:
+            load_seccomp(s.seccomp)
 
 
 def make_device_node(node: DeviceNode) -> None:
@@ -99,18 +171,20 @@ def make_device_node(node: DeviceNode) -> None:
         os.umask(old)
 
 
-def mask(path: str) -> None:
-    """Hide `path` as runc does: /dev/null over a file, an empty read-only tmpfs over a directory.
-    A path this kernel lacks needs no hiding. (lstat says which: a bind of /dev/null tried on a
-    directory first would fail, but costs a first launch milliseconds in the kernel.)"""
+def mask(path: str, directory: bool = False) -> None:
+    """Hide `path` as runc does: /dev/null over a file, an empty read-only tmpfs over a
+    directory (a bind of a file onto one fails with ENOTDIR). A path the container lacks needs
+    no hiding."""
     try:
-        mode = os.lstat(path).st_mode
+        if not directory:
+            try:
+                linux.mount("/dev/null", path, None, linux.MS_BIND)
+                return
+            except NotADirectoryError:
+                pass
+        linux.mount("tmpfs", path, "tmpfs", _TMPFS_FLAGS)
     except FileNotFoundError:
-        return
-    if stat.S_ISDIR(mode):
-        linux.mount("tmpfs", path, "tmpfs", linux.MS_RDONLY | linux.MS_NOSUID | linux.MS_NODEV | linux.MS_NOEXEC)
-    else:
-        linux.mount("/dev/null", path, None, linux.MS_BIND)
+        pass
 
 
 def make_readonly(path: str) -> None:
@@ -118,51 +192,27 @@ def make_readonly(path: str) -> None:
         linux.mount(path, path, None, linux.MS_BIND | linux.MS_REC)
     except FileNotFoundError:
         return
-    linux.mount(None, path, None, linux.MS_BIND | linux.MS_REMOUNT | linux.MS_RDONLY
-                | linux.MS_NOSUID | linux.MS_NODEV | linux.MS_NOEXEC | linux.MS_REC)
+    linux.mount(None, path, None, _READONLY_FLAGS)
 
 
-def set_capabilities(bounding: frozenset | None, effective: frozenset | None) -> None:
-    """Drop what is not in `bounding` from the bounding set, then make effective = permitted =
-    `effective`, inheritable empty (as Docker since CVE-2022-24769), ambient empty. An effective
-    set narrower than the bounding one must survive the task's exec as root, where the kernel
-    would hand root the whole bounding set: then those capabilities ride in the ambient set, and
-    SECBIT_NOROOT keeps root from getting the rest (Mesos's rule for effective_capabilities)."""
-    # python-prctl's C functions themselves: its Python wrappers rebuild lists per call, a
-    # third of a millisecond of every launch, and its module costs a cold exec milliseconds.
-    import _prctl
-    all_caps = range(_prctl.CAP_LAST_CAP + 1)      # prctl.ALL_CAPS, as that module makes it
-    if bounding is not None:
-        for cap in all_caps:
-            if cap not in bounding:
-                _prctl.prctl(_prctl.PR_CAPBSET_DROP, cap)
-    _check(_libc.prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0), "clear ambient capabilities")
-    if effective is None:
-        effective = bounding
-    ambient = bounding is not None and effective != bounding
+def set_capabilities(drop_bounding: tuple, ambient: tuple, capsets) -> None:
+    """Drop `drop_bounding` from the bounding set, then set effective, permitted and
+    inheritable as `capsets` says (inheritable empty, as Docker since CVE-2022-24769), ambient
+    empty. An effective set narrower than the bounding one must survive the task's exec as root,
+    where the kernel would hand root the whole bounding set: then those capabilities (`ambient`)
+    ride in the ambient set, and SECBIT_NOROOT keeps root from getting the rest (Mesos's rule
+    for effective_capabilities)."""
+    for cap in drop_bounding:
+        linux.prctl(PR_CAPBSET_DROP, cap, what="drop a bounding capability")
+    linux.prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, what="clear ambient capabilities")
     if ambient:     # needs CAP_SETPCAP: before the sets shrink
-        bits = _prctl.prctl(_prctl.PR_GET_SECUREBITS)
-        _prctl.prctl(_prctl.PR_SET_SECUREBITS, bits | 1 << _prctl.SECURE_NOROOT | 1 << _prctl.SECURE_NOROOT_LOCKED)
-    inheritable = effective if ambient else frozenset()
-    kept = list(effective)
-    dropped = [cap for cap in all_caps if cap not in effective]
-    _prctl.set_caps(kept, kept, list(inheritable), dropped, dropped,
-                    [cap for cap in all_caps if cap not in inheritable])
-    for cap in (effective if ambient else ()):
-        _check(_libc.prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_RAISE, cap, 0, 0), "raise an ambient capability")
+        bits = linux.prctl(PR_GET_SECUREBITS)
+        linux.prctl(PR_SET_SECUREBITS, bits | SECURE_NOROOT | SECURE_NOROOT_LOCKED, what="set securebits")
+    linux.capset(capsets)
+    for cap in ambient:
+        linux.prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_RAISE, cap, what="raise an ambient capability")
 
 
-class _SockFprog(ctypes.Structure):
-    _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_char_p)]
-
-
-def load_seccomp(program: bytes) -> None:
-    """Install a compiled seccomp filter (8 bytes per BPF instruction) on this process."""
-    fprog = _SockFprog(len(program) // 8, program)
-    _check(_libc.prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, ctypes.addressof(fprog), 0, 0), "load the seccomp filter")
-
-
-def _check(result: int, what: str) -> None:
-    if result != 0:
-        err = ctypes.get_errno()
-        raise OSError(err, f"cannot {what}: {os.strerror(err)}")
+def load_seccomp(fprog: int) -> None:
+    """Install a seccomp filter (`fprog`: the address of its struct sock_fprog) on this process."""
+    linux.prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, fprog, what="load the seccomp filter")

@@ -85,6 +85,23 @@ def prctl(option: int, arg2: int = 0, arg3: int = 0, what: str = "prctl") -> int
     return result
 
 
+_libc.capset.argtypes = [ctypes.c_void_p, ctypes.c_void_p]
+_LINUX_CAPABILITY_VERSION_3 = 0x20080522
+
+
+def capset_args(effective: int, permitted: int, inheritable: int) -> ctypes.Array:
+    """capset(2)'s header (this process) and its two data structs, for the three sets as masks
+    of capability numbers: made beforehand, for capset() to pass as they are."""
+    words = [_LINUX_CAPABILITY_VERSION_3, 0]
+    for shift in (0, 32):
+        words += [(mask >> shift) & 0xFFFFFFFF for mask in (effective, permitted, inheritable)]
+    return (ctypes.c_uint32 * len(words))(*words)
+
+
+def capset(args: ctypes.Array) -> None:
+    _check(_libc.capset(args, ctypes.byref(args, 8)), "capset")
+
+
 _SYS_FSOPEN, _SYS_FSCONFIG, _SYS_FSMOUNT = 430, 431, 432     # the same on x86_64 and aarch64
 _FSOPEN_CLOEXEC = _FSMOUNT_CLOEXEC = 1
 _FSCONFIG_CMD_CREATE = 6

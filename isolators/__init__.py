@@ -25,6 +25,8 @@ class LaunchInfo(Record):
     confinement: "Confinement | None" = None   # noqa: F821 - corral.confine's, applied by init before exec
 
     def merge(self, other: "LaunchInfo | None") -> None:
+        """Add `other`'s asks to these; `other` never changes (an isolator may hand the same
+        LaunchInfo to every launch)."""
         if other is None:
             return
         self.env.update(other.env)

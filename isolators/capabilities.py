@@ -87,21 +87,43 @@ def resolve(config, flags) -> tuple[frozenset, frozenset]:
     return bounding, effective
 
 
+def asks_for_capabilities(config) -> bool:
+    """Whether the container asks for sets of its own; if not, it gets the agent's."""
+    return (config.bounding_capabilities is not None or config.effective_capabilities is not None
+            or bool(config.cap_add) or bool(config.cap_drop))
+
+
 def numbers(capabilities: frozenset) -> frozenset:
     return frozenset(NUMBERS[name] for name in capabilities)
 
 
 class CapabilitiesIsolator(Isolator):
 
+    def __init__(self, flags):
+        super().__init__(flags)
+        self._agents: LaunchInfo | None = None      # for the containers that ask for no sets: made once
+
     def prepare(self, container_id, config):
+        asks = asks_for_capabilities(config)
+        if not asks and self._agents is not None:
+            return self._agents
         from corral.confine import Confinement
         bounding, effective = resolve(config, self.flags)
-        return LaunchInfo(confinement=Confinement(bounding=numbers(bounding), effective=numbers(effective)))
+        info = LaunchInfo(confinement=Confinement(bounding=numbers(bounding), effective=numbers(effective)))
+        if not asks:
+            self._agents = info
+        return info
+
+
+_NO_NEW_PRIVS: LaunchInfo | None = None
 
 
 class NoNewPrivsIsolator(Isolator):
     """linux/nnp: no_new_privs, so that no exec (of a setuid binary, say) raises privileges."""
 
     def prepare(self, container_id, config):
-        from corral.confine import Confinement
-        return LaunchInfo(confinement=Confinement(no_new_privs=True))
+        global _NO_NEW_PRIVS
+        if _NO_NEW_PRIVS is None:
+            from corral.confine import Confinement
+            _NO_NEW_PRIVS = LaunchInfo(confinement=Confinement(no_new_privs=True))
+        return _NO_NEW_PRIVS

@@ -12,6 +12,7 @@ not there, costs init tens of microseconds, and most kernels lack half of runc's
 from __future__ import annotations
 
 import os
+import stat
 
 from . import Isolator, LaunchInfo
 
@@ -24,32 +25,32 @@ READONLY = ("/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trig
 _FRESH = {"proc": "proc", "sys": "sysfs"}
 
 
-def on_this_kernel(paths: tuple[str, ...]) -> tuple[str, ...]:
-    """`paths` less those under /proc and /sys that this kernel's proc and sysfs lack, looked up
-    in instances of them mounted nowhere. Where those cannot be made (a kernel before 5.2), all
-    of `paths`: init skips a path that is missing, at the price of the lookup."""
+def on_this_kernel(paths: tuple[str, ...]) -> dict[str, bool | None]:
+    """Those of `paths` this kernel's proc and sysfs have, each with whether it is a directory,
+    looked up in instances of them mounted nowhere; a path elsewhere is kept, its kind unknown
+    (None). Where those instances cannot be made (a kernel before 5.2), every path, kinds
+    unknown: init skips a path that is missing, at the price of the lookup."""
     from corral import linux
     roots: dict[str, int] = {}
-    kept = []
+    found: dict[str, bool | None] = {}
     try:
         for path in paths:
             top, _, rest = path.lstrip("/").partition("/")
             if top not in _FRESH or not rest:
-                kept.append(path)
+                found[path] = None
                 continue
             if top not in roots:
                 roots[top] = linux.detached_mount(_FRESH[top])
             try:
-                os.stat(rest, dir_fd=roots[top], follow_symlinks=False)
-                kept.append(path)
+                found[path] = stat.S_ISDIR(os.stat(rest, dir_fd=roots[top], follow_symlinks=False).st_mode)
             except FileNotFoundError:
                 pass
     except OSError:
-        return paths
+        return dict.fromkeys(paths)
     finally:
         for fd in roots.values():
             os.close(fd)
-    return tuple(kept)
+    return found
 
 
 _launch_info: LaunchInfo | None = None      # the same for every container of this kernel: made once
@@ -61,8 +62,9 @@ class MaskedPathsIsolator(Isolator):
         global _launch_info
         if _launch_info is None:
             from corral.confine import Confinement
-            present = on_this_kernel(MASKED + READONLY)
+            found = on_this_kernel(MASKED + READONLY)
             _launch_info = LaunchInfo(confinement=Confinement(
-                masked_paths=tuple(p for p in MASKED if p in present),
-                readonly_paths=tuple(p for p in READONLY if p in present)))
+                masked_paths=tuple(p for p in MASKED if p in found),
+                masked_dirs=tuple(p for p in MASKED if found.get(p)),
+                readonly_paths=tuple(p for p in READONLY if p in found)))
         return _launch_info

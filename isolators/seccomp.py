@@ -157,35 +157,38 @@ class SeccompIsolator(Isolator):
 
     def __init__(self, flags):
         super().__init__(flags)
-        self._programs: dict[tuple, bytes] = {}     # (path, mtime, size, caps) -> program
+        # (path, mtime, size, caps) -> the launch info with the program: made once, handed to each launch
+        self._launch_infos: dict[tuple, LaunchInfo] = {}
+        self._agents_caps: frozenset | None = None
 
     def prepare(self, container_id, config):
-        from corral.confine import Confinement
         name = config.seccomp_profile or self.flags.seccomp_profile_name
         path = profile_path(name, self.flags.seccomp_config_dir)
         if path is None:
             return None
         caps = self._capabilities(config)
-        return LaunchInfo(confinement=Confinement(seccomp_filter=self.program(path, caps)))
-
-    def _capabilities(self, config) -> frozenset:
-        """The container's bounding capabilities: what the profile's conditions test, as Docker's."""
-        if "linux/capabilities" not in config.isolation:
-            from .capabilities import ALL
-            return ALL
-        from .capabilities import resolve
-        return resolve(config, self.flags)[0]
-
-    def program(self, path: str, caps: frozenset) -> bytes:
         try:
             st = os.stat(path)
         except OSError as e:
             raise InvalidInput(f"seccomp profile {path}: {e.strerror}") from None
         key = (path, st.st_mtime_ns, st.st_size, caps)
-        program = self._programs.get(key)
-        if program is None:
-            program = self._programs[key] = self._cached(read_profile(path), caps, path)
-        return program
+        info = self._launch_infos.get(key)
+        if info is None:
+            from corral.confine import Confinement
+            program = self._cached(read_profile(path), caps, path)
+            info = self._launch_infos[key] = LaunchInfo(confinement=Confinement(seccomp_filter=program))
+        return info
+
+    def _capabilities(self, config) -> frozenset:
+        """The container's bounding capabilities: what the profile's conditions test, as Docker's."""
+        from .capabilities import ALL, asks_for_capabilities, resolve
+        if "linux/capabilities" not in config.isolation:
+            return ALL
+        if asks_for_capabilities(config):
+            return resolve(config, self.flags)[0]
+        if self._agents_caps is None:
+            self._agents_caps = resolve(config, self.flags)[0]
+        return self._agents_caps
 
     def _cached(self, raw: bytes, caps: frozenset, where: str) -> bytes:
         """From the runtime dir's cache, else compiled there. A cached program is keyed by all it

@@ -4,6 +4,8 @@ out leaves no mount behind."""
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from corral.isolators.masked_paths import MASKED, READONLY, on_this_kernel
@@ -14,7 +16,7 @@ def test_paths_this_kernel_lacks_are_left_out_and_no_mount_stays():
     before = open("/proc/self/mountinfo").read()
     kept = on_this_kernel(("/proc/keys", "/proc/sys", "/proc/no-such-entry", "/sys/kernel", "/sys/no/such",
                            "/dev/not-under-proc-or-sys"))
-    assert kept == ("/proc/keys", "/proc/sys", "/sys/kernel", "/dev/not-under-proc-or-sys")
+    assert kept == {"/proc/keys": False, "/proc/sys": True, "/sys/kernel": True, "/dev/not-under-proc-or-sys": None}
     assert open("/proc/self/mountinfo").read() == before
 
 
@@ -35,3 +37,28 @@ def test_every_path_of_runcs_list_the_container_has_is_masked_or_read_only(corra
             assert path in mount_points, f"{path} is neither masked nor read-only in the container"
         else:
             assert exists[path] == "no", f"{path} was left out but the container has it"
+
+
+def test_a_mask_of_unknown_kind_finds_out_itself():
+    """Where the fresh instances could not say (an old kernel), init binds /dev/null and, over
+    a directory, where that bind fails, mounts the empty tmpfs; a missing path is skipped.
+    In a child's private mount namespace, gone with it."""
+    from corral import confine, linux
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            linux.unshare(linux.CLONE_NEWNS)
+            linux.mount(None, "/", None, linux.MS_REC | linux.MS_PRIVATE)
+            for path in ("/sys/firmware", "/proc/keys", "/proc/no-such-entry"):
+                confine.mask(path)
+            fstypes = {line.split()[4]: line.split(" - ")[1].split()[0] for line in open("/proc/self/mountinfo")}
+            os.write(write, repr((os.listdir("/sys/firmware"), fstypes.get("/sys/firmware"),
+                                  os.stat("/proc/keys").st_rdev == os.stat("/dev/null").st_rdev)).encode())
+        finally:
+            os._exit(0)
+    os.close(write)
+    with os.fdopen(read) as f:
+        answer = f.read()
+    os.waitpid(pid, 0)
+    assert answer == repr(([], "tmpfs", True)), answer

@@ -49,7 +49,7 @@ _IGNORED_BY_PYTHON = (signal.SIGPIPE, signal.SIGXFSZ)   # exec keeps SIG_IGN: th
 
 def session_record(spec) -> dict:
     """What an exec needs of the task's launch (supervisor.LaunchSpec), for exec.json."""
-    c = spec.confinement
+    c = spec.confinement.confinement if spec.confinement is not None else None
     confinement = None if c is None else {
         "bounding": sorted(c.bounding) if c.bounding is not None else None,
         "effective": sorted(c.effective) if c.effective is not None else None,
@@ -62,17 +62,18 @@ def session_record(spec) -> dict:
 
 
 def _confinement(record: dict | None):
-    """The task's confinement, but what is done once for the whole container (masks, device nodes)."""
+    """The task's confinement, but what is done once for the whole container (masks, device
+    nodes), made ready (corral.confine.Steps) before the fork."""
     if record is None:
         return None
-    from corral.confine import Confinement
+    from corral.confine import Confinement, steps
     seccomp = record.get("seccomp_filter")
-    return Confinement(
+    return steps(Confinement(
         bounding=frozenset(record["bounding"]) if record.get("bounding") is not None else None,
         effective=frozenset(record["effective"]) if record.get("effective") is not None else None,
         no_new_privs=bool(record.get("no_new_privs")),
         seccomp_filter=binascii.a2b_base64(seccomp) if seccomp is not None else None,
-        rlimits=tuple(tuple(r) for r in record.get("rlimits") or ()))
+        rlimits=tuple(tuple(r) for r in record.get("rlimits") or ())))
 
 
 class MesosExecution(Execution):
@@ -242,14 +243,12 @@ class _Plan:
 
 
 def _plan(session: dict, config: ExecConfig) -> _Plan:
-    confinement = _confinement(session.get("confinement"))
-    if confinement is not None:
-        import corral.confine  # noqa: F401 - imported before the child leaves the host's filesystem
-        import _prctl  # noqa: F401
-        if confinement.rlimits:
-            import resource  # noqa: F401
+    confinement = _confinement(session.get("confinement"))      # corral.confine imported, with all it needs
+    # What the child imports is imported here, before it leaves the host's filesystem.
+    if confinement is not None and confinement.rlimits:
+        import resource  # noqa: F401
     if config.user:
-        from corral.provisioner.command import resolve_user  # noqa: F401 - as above
+        from corral.provisioner.command import resolve_user  # noqa: F401
     env = dict(session["env"])
     env.update(config.env)
     cwd = os.path.join(session["cwd"], config.workdir) if config.workdir else session["cwd"]

@@ -57,7 +57,7 @@ class LaunchSpec(Record):
     uid: int | None = None
     gid: int | None = None
     groups: tuple[int, ...] = ()
-    confinement: object = None        # corral.confine.Confinement: applied last, before the task's exec
+    confinement: object = None        # corral.confine.Steps: applied last, before the task's exec
     io: object = None                 # switchboard.IOSpec: the supervisor holds the task's I/O
 
 

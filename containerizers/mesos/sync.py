@@ -14,6 +14,7 @@ import signal
 import time
 
 from corral import linux
+from corral.confine import steps
 from corral.record import Record
 from corral.types import (DEFAULT_PATH, LAUNCHED, ContainerConfig, CorralError, ExecConfig, InvalidInput,
                           Limitation, NoSuchContainer, Resources, Termination)
@@ -161,7 +162,7 @@ class SyncMesosContainerizer(SyncContainerizer):
             namespaces=frozenset(launch_info.namespaces), hostname=launch_info.hostname,
             uid=identity.uid if identity else None, gid=identity.gid if identity else None,
             groups=identity.groups if identity else (),
-            confinement=launch_info.confinement,
+            confinement=steps(launch_info.confinement),
             io=_io_spec(files, config),
         )
 

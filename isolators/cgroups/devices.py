@@ -11,6 +11,8 @@ from corral import cgroups
 from .. import Isolator
 from ..devices import DEFAULT_RULES, container_devices
 
+_DEFAULT_RULES = tuple(device.rule() for device in DEFAULT_RULES)
+
 
 class DevicesIsolator(Isolator):
 
@@ -20,8 +22,8 @@ class DevicesIsolator(Isolator):
     def prepare(self, container_id, config):
         cgroup = self._cgroup(container_id)
         cgroup.create()
-        cgroup.set_rules([device.rule() for device in (
-            *DEFAULT_RULES, *container_devices(config, self.flags, self.peers, container_id))])
+        cgroup.set_rules([*_DEFAULT_RULES, *(device.rule() for device in
+                                             container_devices(config, self.flags, self.peers, container_id))])
 
     def isolate(self, container_id, pid):
         self._cgroup(container_id).attach(pid)     # on cgroup2, a no-op where the tracking placed it
