@@ -112,6 +112,9 @@ class IsolatorFlags(Record):
     """The agent/CLI settings isolators read."""
     cgroups_root: str = "corral"
     cgroups_enable_cfs: bool = False
+    # The hierarchy the launcher tracks containers in ('unified' or 'freezer'; None: unknown):
+    # it has placed init in that container cgroup before the isolators' isolate().
+    launcher_tracking: str | None = None
     work_dir: str = "/var/lib/corral"
     runtime_dir: str = "/run/corral"
     # network/ports: the agent's ports, [[begin, end], ...]; listening on one of them without

@@ -47,6 +47,7 @@ class SyncMesosContainerizer(SyncContainerizer):
                                    work_dir=work_dir, runtime_dir=runtime_dir, **isolator_flags)
         self.isolation = list(isolation)
         self.launcher = Launcher(cgroups_root, tracking)
+        self.flags.launcher_tracking = self.launcher.tracking
         self._isolators: dict[tuple[str, ...], list] = {}
         self._provisioner = provisioner
 

@@ -83,10 +83,17 @@ _V2 = {"cpu": "fs2.cpu:Cpu", "memory": "fs2.memory:Memory", "pids": "fs2.pids:Pi
        "devices": "fs2.devices:Devices"}
 
 
+_classes: dict[str, type] = {}      # "module:Class" -> the class, imported once
+
+
 def _class(table: dict[str, str], controller: str, default: str):
-    from importlib import import_module     # here: a cold exec, which asks no controller, goes without
-    module, _, name = table.get(controller, default).partition(":")
-    return getattr(import_module(f"{__name__}.{module}"), name)
+    target = table.get(controller, default)
+    found = _classes.get(target)
+    if found is None:
+        from importlib import import_module     # here: a cold exec, which asks no controller, goes without
+        module, _, name = target.partition(":")
+        found = _classes[target] = getattr(import_module(f"{__name__}.{module}"), name)
+    return found
 
 
 def cgroup_for(controller: str, path: str):

@@ -26,7 +26,10 @@ class DevicesIsolator(Isolator):
                                              container_devices(config, self.flags, self.peers, container_id))])
 
     def isolate(self, container_id, pid):
-        self._cgroup(container_id).attach(pid)     # on cgroup2, a no-op where the tracking placed it
+        cgroup = self._cgroup(container_id)
+        # On cgroup2 this is the launcher's tracking cgroup, unless it tracks in the v1 freezer.
+        if cgroup.version == 1 or self.flags.launcher_tracking != "unified":
+            cgroup.attach(pid)
 
     def allow(self, container_id: str, devices) -> None:
         """Let a container this isolator prepared use more devices (what a GPU isolator asks)."""
