@@ -43,6 +43,10 @@ _libc.mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctype
 _libc.umount2.argtypes = [ctypes.c_char_p, ctypes.c_int]
 _libc.sethostname.argtypes = [ctypes.c_char_p, ctypes.c_size_t]
 _libc.prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
+# Resolved here, once: a forked supervisor or init that looked one up first would pay a dlsym
+# through every library the process has loaded, 0.03 to 0.2 ms a function.
+for _name in ("unshare", "setns", "syscall", "inotify_init1"):
+    getattr(_libc, _name)
 _SYS_PIVOT_ROOT = {"x86_64": 155, "aarch64": 41}.get(os.uname().machine, 155)
 
 
