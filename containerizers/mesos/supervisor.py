@@ -21,6 +21,7 @@ Nothing here may return into the caller's code: every path ends in os._exit or e
 from __future__ import annotations
 
 import errno
+import gc
 import json
 import os
 import signal
@@ -64,6 +65,9 @@ class LaunchSpec(Record):
 def start(spec: LaunchSpec, ready_w: int, go_r: int, init_cgroup: int | None = None) -> None:
     """Run in the launcher's child: become the supervisor; never return. `init_cgroup`: an open
     cgroup2 directory to clone init straight into (else the launcher moves it there)."""
+    # No garbage collection here or in init: a collection walks the launcher's objects, which
+    # this fork shares, and copies most of its heap page by page (milliseconds a launch).
+    gc.disable()
     try:
         os.setsid()
         _supervise(spec, ready_w, go_r, init_cgroup)
