@@ -27,13 +27,11 @@ from .record import Record
 
 PR_SET_SECCOMP = 22
 SECCOMP_MODE_FILTER = 2
-PR_CAPBSET_DROP = 24
 PR_GET_SECUREBITS, PR_SET_SECUREBITS = 27, 28
 SECURE_NOROOT, SECURE_NOROOT_LOCKED = 1 << 0, 1 << 1
 PR_SET_NO_NEW_PRIVS = 38
 PR_CAP_AMBIENT = 47
 PR_CAP_AMBIENT_RAISE = 2
-PR_CAP_AMBIENT_CLEAR_ALL = 4
 
 
 class DeviceNode(Record):
@@ -198,13 +196,12 @@ def make_readonly(path: str) -> None:
 def set_capabilities(drop_bounding: tuple, ambient: tuple, capsets) -> None:
     """Drop `drop_bounding` from the bounding set, then set effective, permitted and
     inheritable as `capsets` says (inheritable empty, as Docker since CVE-2022-24769), ambient
-    empty. An effective set narrower than the bounding one must survive the task's exec as root,
-    where the kernel would hand root the whole bounding set: then those capabilities (`ambient`)
-    ride in the ambient set, and SECBIT_NOROOT keeps root from getting the rest (Mesos's rule
-    for effective_capabilities)."""
-    for cap in drop_bounding:
-        linux.prctl(PR_CAPBSET_DROP, cap, what="drop a bounding capability")
-    linux.prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, what="clear ambient capabilities")
+    empty: capset keeps of the ambient set only what is both permitted and inheritable. An
+    effective set narrower than the bounding one must survive the task's exec as root, where the
+    kernel would hand root the whole bounding set: then those capabilities (`ambient`) ride in
+    the ambient set, and SECBIT_NOROOT keeps root from getting the rest (Mesos's rule for
+    effective_capabilities)."""
+    linux.drop_bounding(drop_bounding)
     if ambient:     # needs CAP_SETPCAP: before the sets shrink
         bits = linux.prctl(PR_GET_SECUREBITS)
         linux.prctl(PR_SET_SECUREBITS, bits | SECURE_NOROOT | SECURE_NOROOT_LOCKED, what="set securebits")

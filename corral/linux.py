@@ -89,6 +89,17 @@ def prctl(option: int, arg2: int = 0, arg3: int = 0, what: str = "prctl") -> int
     return result
 
 
+_PR_CAPBSET_DROP = 24
+
+
+def drop_bounding(caps) -> None:
+    """Drop each capability number of `caps` from this thread's bounding set: one prctl each,
+    the kernel has no call for several."""
+    for cap in caps:
+        if _libc.prctl(_PR_CAPBSET_DROP, cap, 0, 0, 0) != 0:
+            _check(-1, f"drop bounding capability {cap}")
+
+
 _libc.capset.argtypes = [ctypes.c_void_p, ctypes.c_void_p]
 _LINUX_CAPABILITY_VERSION_3 = 0x20080522
 
