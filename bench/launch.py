@@ -19,7 +19,9 @@ A runtime that cannot run here (runc in some guests) is left out with a note; ra
 runc's row, else to crun's. In the pure cgroup2 guest:
   ../shared/v2bed/run-in-v2-guest.sh '.venv/bin/python bench/launch.py --runs 15'
 
-Rows are interleaved round-robin so that drift in the machine's speed hits all of them alike.
+Rows are interleaved round-robin, in a new order each round, so that drift in the machine's
+speed, and what a row leaves the kernel to finish after it (a cold CLI's exit, say), hit all of
+them alike.
 Then a burst: 50 launches at once of each. Run as root:  .venv/bin/python bench/launch.py [--runs N]
 """
 
@@ -28,6 +30,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import random
 import shutil
 import statistics
 import subprocess
@@ -195,9 +198,12 @@ def main() -> None:
     try:
         for name, fn in rows.items():        # warm-up: page cache, pyc files, cgroup roots
             fn(), fn()
+        order = list(rows)
+        shuffle = random.Random(0).shuffle
         for _ in range(opts.runs):
-            for name, fn in rows.items():
-                samples[name].append(timed(fn))
+            shuffle(order)
+            for name in order:
+                samples[name].append(timed(rows[name]))
 
         if opts.warm_only:
             print_table("launch -> exit (warm)", samples, "corral warm containerizer, confinement off")
