@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import binascii
 import errno
+import functools
 import os
 import _signal as signal     # signal's C core: the signal module imports enum, milliseconds of a cold exec
 
@@ -49,16 +50,24 @@ _IGNORED_BY_PYTHON = (signal.SIGPIPE, signal.SIGXFSZ)   # exec keeps SIG_IGN: th
 
 def session_record(spec) -> dict:
     """What an exec needs of the task's launch (supervisor.LaunchSpec), for exec.json."""
-    c = spec.confinement.confinement if spec.confinement is not None else None
-    confinement = None if c is None else {
+    return {"env": spec.env, "cwd": spec.cwd, "uid": spec.uid, "gid": spec.gid, "groups": list(spec.groups),
+            "confinement": _confinement_record(spec.confinement)}
+
+
+@functools.lru_cache(maxsize=64)
+def _confinement_record(steps) -> dict | None:
+    """A launch's confinement (corral.confine.Steps, the same object for the same confinement)
+    as exec.json holds it: encoded once, not per launch (the seccomp program is 10 kB)."""
+    if steps is None:
+        return None
+    c = steps.confinement
+    return {
         "bounding": sorted(c.bounding) if c.bounding is not None else None,
         "effective": sorted(c.effective) if c.effective is not None else None,
         "no_new_privs": c.no_new_privs,
         "seccomp_filter": binascii.b2a_base64(c.seccomp_filter, newline=False).decode() if c.seccomp_filter is not None else None,
         "rlimits": [list(r) for r in c.rlimits],
     }
-    return {"env": spec.env, "cwd": spec.cwd, "uid": spec.uid, "gid": spec.gid, "groups": list(spec.groups),
-            "confinement": confinement}
 
 
 def _confinement(record: dict | None):

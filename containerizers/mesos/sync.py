@@ -98,8 +98,10 @@ class SyncMesosContainerizer(SyncContainerizer):
                 prepared.append(isolator)
                 launch_info.merge(isolator.prepare(container_id, config))
             spec = self._launch_spec(files, config, launch_info, identity)
-            files.write(SESSION_FILE, session_record(spec))     # what an exec into it gets
             forked = self.launcher.fork(container_id, spec)
+            # What an exec into it gets: written while init sets itself up (no exec starts
+            # before pids.json names init), not on the way to the fork.
+            files.write(SESSION_FILE, session_record(spec))
             files.write("pids.json", {
                 "supervisor": {"pid": forked.supervisor_pid, "start": linux.process_start_time(forked.supervisor_pid)},
                 "init": {"pid": forked.init_pid, "start": linux.process_start_time(forked.init_pid)},
