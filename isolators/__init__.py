@@ -60,7 +60,9 @@ class Isolator:
 
     Isolators keep no state in memory (what they need is in cgroups and files), so, unlike
     Mesos's, they have no recover(): after a restart, the containers' own files say it all;
-    the cleanup of an orphan (a container no runtime dir knows) is its cleanup()."""
+    the cleanup of an orphan (a container no runtime dir knows) is its cleanup(). (What a
+    launch's prepare() leaves for its isolate(), in the same process, is the one exception: the
+    cgroups isolators make their cgroups after the fork, so that init starts sooner.)"""
 
     name: str = ""
 

@@ -14,16 +14,27 @@ from .. import Isolator
 
 class CpuIsolator(Isolator):
 
+    def __init__(self, flags):
+        super().__init__(flags)
+        # container -> (resources, cfs), from prepare() to isolate(): the same launch, in this process
+        self._pending: dict[str, tuple] = {}
+
     def _cgroup(self, container_id: str):
         return cgroups.container("cpu", self.flags.cgroups_root, container_id)
 
     def prepare(self, container_id, config):
-        cpu = self._cgroup(container_id)
-        cpu.create()
-        self._apply(cpu, config.resources, config.cgroups_enable_cfs or self.flags.cgroups_enable_cfs)
+        self._pending[container_id] = (config.resources, config.cgroups_enable_cfs or self.flags.cgroups_enable_cfs)
 
     def isolate(self, container_id, pid):
-        self._cgroup(container_id).attach(pid)
+        # A launch's cgroup is made and limited here, after the fork, while init sets itself up
+        # (the task cannot start before every isolate() has returned), not on init's way to
+        # its fork.
+        cpu = self._cgroup(container_id)
+        pending = self._pending.pop(container_id, None)
+        if pending is not None:
+            cpu.create()
+            self._apply(cpu, *pending)
+        cpu.attach(pid)
 
     def update(self, container_id, resources: Resources):
         cpu = self._cgroup(container_id)
@@ -49,4 +60,5 @@ class CpuIsolator(Isolator):
         }
 
     def cleanup(self, container_id):
+        self._pending.pop(container_id, None)
         self._cgroup(container_id).remove()

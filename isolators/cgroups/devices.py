@@ -25,7 +25,6 @@ class DevicesIsolator(Isolator):
         return cgroups.container("devices", self.flags.cgroups_root, container_id)
 
     def prepare(self, container_id, config):
-        self._cgroup(container_id).create()
         self._rules[container_id] = [*_DEFAULT_RULES, *(device.rule() for device in
                                                         container_devices(config, self.flags, self.peers, container_id))]
 
@@ -35,6 +34,7 @@ class DevicesIsolator(Isolator):
         # cannot start before every isolate() has returned.
         rules = self._rules.pop(container_id, None)
         if rules is not None:
+            cgroup.create()
             cgroup.set_rules(rules)
         # On cgroup2 this is the launcher's tracking cgroup, unless it tracks in the v1 freezer.
         if cgroup.version == 1 or self.flags.launcher_tracking != "unified":

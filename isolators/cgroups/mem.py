@@ -24,16 +24,25 @@ def limit_bytes(mem_mb: float) -> int:
 
 class MemIsolator(Isolator):
 
+    def __init__(self, flags):
+        super().__init__(flags)
+        # container -> its resources, from prepare() to isolate(): the same launch, in this process
+        self._pending: dict[str, Resources] = {}
+
     def _cgroup(self, container_id: str):
         return cgroups.container("memory", self.flags.cgroups_root, container_id)
 
     def prepare(self, container_id, config):
-        cgroup = self._cgroup(container_id)
-        cgroup.create()
-        self._apply(cgroup, config.resources)
+        self._pending[container_id] = config.resources
 
     def isolate(self, container_id, pid):
-        self._cgroup(container_id).attach(pid)
+        # A launch's cgroup is made and limited here, after the fork (see cgroups/cpu).
+        cgroup = self._cgroup(container_id)
+        resources = self._pending.pop(container_id, None)
+        if resources is not None:
+            cgroup.create()
+            self._apply(cgroup, resources)
+        cgroup.attach(pid)
 
     def update(self, container_id, resources: Resources):
         self._apply(self._cgroup(container_id), resources)
@@ -78,4 +87,5 @@ class MemIsolator(Isolator):
                 "mem_cache_bytes": used.cache, "mem_limit_bytes": used.limit}
 
     def cleanup(self, container_id):
+        self._pending.pop(container_id, None)
         self._cgroup(container_id).remove()

@@ -15,21 +15,29 @@ from .. import Isolator
 
 class PidsIsolator(Isolator):
 
+    def __init__(self, flags):
+        super().__init__(flags)
+        # container -> its limit, from prepare() to isolate(): the same launch, in this process
+        self._pending: dict[str, int] = {}
+
     def _cgroup(self, container_id: str):
         return cgroups.container("pids", self.flags.cgroups_root, container_id)
 
     def prepare(self, container_id, config):
         limit = config.pids_limit if config.pids_limit is not None else self.flags.cgroups_pids_limit
-        if limit is None:
-            return              # no limit: no cgroup, and nothing for a launch to pay
-        cgroup = self._cgroup(container_id)
-        cgroup.create()
-        cgroup.set_max(limit)
+        if limit is not None:       # no limit: no cgroup, and nothing for a launch to pay
+            self._pending[container_id] = limit
 
     def isolate(self, container_id, pid):
+        # A launch's cgroup is made and limited here, after the fork (see cgroups/cpu).
         cgroup = self._cgroup(container_id)
-        if cgroup.exists():
+        limit = self._pending.pop(container_id, None)
+        if limit is not None:
+            cgroup.create()
+            cgroup.set_max(limit)
+        if limit is not None or cgroup.exists():
             cgroup.attach(pid)
 
     def cleanup(self, container_id):
+        self._pending.pop(container_id, None)
         self._cgroup(container_id).remove()
