@@ -1,3 +1,4 @@
-"""The agent side of corral: the `corral` CLI (cli.py, and containerizers.py for its other
-containerizers) and the `corral agent` program (main.py: flags, resources, allocation,
-checkpoint, recovery and the v1 operator API)."""
+"""The `corral agent` program: main.py (flags, the launch server first, recovery, serving),
+core.py (launch, wait, kill and remove, with allocation and checkpoints), api.py and its
+neighbours (the v1 operator API), tasks.py and master.py (a Mesos master's frameworks and their
+tasks). The `corral` command is corral/cli/."""

@@ -3,7 +3,8 @@
 Each row launches /bin/true with cpu 0.5 and 64 MiB memory limits in new pid, mount, uts and
 ipc namespaces (host network) and waits for it to exit and be cleaned up:
 
-  corral run (cold)   the CLI, a fresh interpreter per launch
+  corral run (cold)   the CLI, a fresh interpreter per launch; with the default confinement, and
+                      with it off (--privileged)
   corral warm         an already-running SyncMesosContainerizer in this process: launch, wait, destroy;
                       with the default confinement (capabilities, no_new_privs, seccomp, masked paths,
                       devices and pids cgroups, docs/confinement.md), and with it off (--privileged)
@@ -181,6 +182,7 @@ def main() -> None:
     cold_cmd = [CORRAL, "run", "--cpus", str(CPUS), "--mem", str(MEM_MB), "--hostname", "bench", "--", "/bin/true"]
     rows = {
         "corral run (cold CLI)": lambda: run_ok(cold_cmd, env),
+        "corral run (cold CLI), confinement off": lambda: run_ok(cold_cmd[:2] + ["--privileged"] + cold_cmd[2:], env),
         "corral warm containerizer": warm_launch,
         "corral warm containerizer, confinement off": lambda: warm_launch(privileged=True),
     }

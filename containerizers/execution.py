@@ -1,11 +1,36 @@
 """Execution: a command exec'd in a running container, as a containerizer's exec() hands it to
-its caller (base.py's SyncContainerizer.exec). Its own module: a cold `corral exec` imports it
-without the rest of the containerizer."""
+its caller (base.py's SyncContainerizer.exec); Attachment: a session with a running container's
+stdin and output, as its attach() does. Its own module: a cold `corral exec` imports it without
+the rest of the containerizer."""
 
 from __future__ import annotations
 
 
-class Execution:
+class Held:
+    """What a containerizer hands its caller to hold: closed on leaving a `with` block."""
+
+    def close(self) -> None:
+        """Let go of what it holds (fds, a connection); the container is left as it is."""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+class Attachment(Held):
+    """A connection to a running container's stdin and output (each containerizer's own)."""
+
+    def relay(self, stdin: int | None, outputs: dict[int, int], terminal=None) -> bool:
+        """Copy `stdin` (None: none) to the task until its end, and the task's output to
+        `outputs` (stream -> fd) until the container's output ends (True) or the caller stops
+        taking it (False); with `terminal` (corral.terminal.Terminal), its size now and at each
+        change."""
+        raise NotImplementedError
+
+
+class Execution(Held):
     """A command exec'd in a running container. What the caller copies, if anything: it writes
     the command's input to `to_process` (when it is not None and the exec is interactive) and
     reads each `outputs` pair's fd until it ends, handing what it reads to the pair's sink (an
@@ -27,12 +52,3 @@ class Execution:
     def wait(self) -> int:
         """Block until the command ends: its exit code, 128+N for a death by signal N."""
         raise NotImplementedError
-
-    def close(self) -> None:
-        """Let go of what the execution holds (its fds); the command is left as it is."""
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()

@@ -12,6 +12,8 @@ from __future__ import annotations
 import os
 import socket
 
+from .. import execution
+
 
 class Hijacked:
     """One hijacked connection: `sock`, and the first of its output (read with the answer's head)."""
@@ -79,7 +81,7 @@ class Frames(Sink):
             self._write(self.targets.get(stream, self.fd), payload)
 
 
-class Attachment:
+class Attachment(execution.Attachment):
     """A container's attach connection (SyncDockerContainerizer.attach), as the Mesos
     switchboard's Attachment: relay() drives a whole session for the CLI."""
 
@@ -120,12 +122,6 @@ class Attachment:
 
     def close(self) -> None:
         self.hijacked.close()
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
 
 
 def _keep_open() -> None:

@@ -116,7 +116,8 @@ class Launcher:
             raise LaunchFailed(" ".join(answer[1:]) or "the supervisor died before starting init")
         forked = Forked(int(answer[1]), int(answer[2]), go_w)
         try:
-            tracking.attach(forked.init_pid)     # nothing to do where init was cloned into it
+            if cloned is None:          # else the supervisor cloned init into it (or failed the launch)
+                tracking.attach(forked.init_pid)
         except ProcessLookupError:
             pass            # init ended already (its set-up failed): nothing of it runs; its report says why
         except BaseException:

@@ -37,6 +37,8 @@ import time
 
 from corral.record import Record
 
+from .. import execution
+
 SOCKET = "io.sock"                 # in the container's runtime dir
 STDIN, STDOUT, STDERR, WINSIZE, NO_OUTPUT = 0, 1, 2, 3, 4
 _HEADER = struct.Struct("!BI")
@@ -382,7 +384,7 @@ class Switchboard:
 
 # -- the clients' side -------------------------------------------------------------------------
 
-class Attachment:
+class Attachment(execution.Attachment):
     """A connection to a container's switchboard. `relay()` drives a whole session for the CLI;
     the agent uses send() and the socket (`sock`) from its own loop."""
 
@@ -397,12 +399,6 @@ class Attachment:
 
     def close(self) -> None:
         self.sock.close()
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
 
     def relay(self, stdin: int | None, outputs: dict[int, int], terminal=None) -> bool:
         """Copy `stdin` (None: none) to the task until its end, and the task's output to

@@ -91,11 +91,6 @@ class NvidiaGpuIsolator(Isolator):
                  for minor in (self._gpu(index).minor for index in indices)]
         return nodes + [host_device(path) for path in CONTROL_DEVICES if os.path.exists(path)]
 
-    def recover(self, states, orphans):
-        for state in states:
-            if self._indices(state.config):
-                self._given[state.container_id] = self._indices(state.config)
-
     def prepare(self, container_id, config):
         indices = self._indices(config)
         if not indices:
