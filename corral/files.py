@@ -201,3 +201,14 @@ def _remove_entry(name: str, dir_fd: int, directory: bool = False) -> None:
         os.unlink(name, dir_fd=dir_fd)
     except FileNotFoundError:
         pass
+
+
+def find_program(name: str, path: str) -> str | None:
+    """`name` as execvp would find it on `path` (a name with a slash is itself); None if nowhere."""
+    if "/" in name:
+        return name
+    for directory in path.split(":"):
+        candidate = os.path.join(directory or ".", name)
+        if os.path.isfile(candidate) and os.access(candidate, os.X_OK):
+            return candidate
+    return None

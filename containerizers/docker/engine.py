@@ -187,25 +187,15 @@ class SocketTransport:
 
     def stream(self, method: str, path: str, query, timeout: float | None, body=None):
         """The answer's body as a file, after its status said success; reads time out after `timeout`."""
-        data = b"" if body is None else json.dumps(body).encode()
-        target = f"/v{API_VERSION}{path}" + (f"?{_query(query)}" if query else "")
-        head = (f"{method} {target} HTTP/1.0\r\nHost: docker\r\nContent-Type: application/json\r\n"
-                f"Content-Length: {len(data)}\r\n\r\n").encode()
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+        sock = self._send(method, path, query, body, timeout, "HTTP/1.0")
         try:
-            sock.settimeout(timeout)
-            sock.connect(self.path)
-            sock.sendall(head + data)
             answer = sock.makefile("rb")
             status = _status(answer.readline())
             while answer.readline() not in (b"\r\n", b"\n", b""):
                 pass                            # headers: HTTP/1.0 bodies end where the connection does
-        except TimeoutError:
+        except BaseException as e:
             sock.close()
-            raise self._timed_out(timeout) from None
-        except OSError as e:
-            sock.close()
-            raise DockerUnavailable(f"dockerd at {self.url} is not reachable ({e.strerror or e})") from None
+            raise self._failure(e, timeout) from None
         sock.close()        # the file holds the connection now
         if status >= 400:
             with answer:
@@ -215,15 +205,8 @@ class SocketTransport:
     def hijack(self, method: str, path: str, query, body, timeout: float):
         """A call whose connection dockerd then hands to a stream both ways (exec start, attach):
         (the socket, blocking, no timeout; the stream's bytes read with the answer's head)."""
-        data = b"" if body is None else json.dumps(body).encode()
-        target = f"/v{API_VERSION}{path}" + (f"?{_query(query)}" if query else "")
-        head = (f"{method} {target} HTTP/1.1\r\nHost: docker\r\nContent-Type: application/json\r\n"
-                f"Connection: Upgrade\r\nUpgrade: tcp\r\nContent-Length: {len(data)}\r\n\r\n").encode()
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+        sock = self._send(method, path, query, body, timeout, "HTTP/1.1", "Connection: Upgrade\r\nUpgrade: tcp\r\n")
         try:
-            sock.settimeout(timeout)
-            sock.connect(self.path)
-            sock.sendall(head + data)
             answer = b""
             while b"\r\n\r\n" not in answer:
                 chunk = sock.recv(4096)
@@ -237,16 +220,35 @@ class SocketTransport:
                     rest += chunk
                 raise _error(status, rest, self.url)
             sock.settimeout(None)
-        except TimeoutError:
+        except BaseException as e:
             sock.close()
-            raise self._timed_out(timeout) from None
-        except OSError as e:
-            sock.close()
-            raise DockerUnavailable(f"dockerd at {self.url} is not reachable ({e.strerror or e})") from None
-        except BaseException:
-            sock.close()
-            raise
+            raise self._failure(e, timeout) from None
         return sock, rest
+
+    def _send(self, method: str, path: str, query, body, timeout: float | None, version: str,
+              headers: str = "") -> socket.socket:
+        """A connection to dockerd with the request sent on it; its reads time out after `timeout`."""
+        data = b"" if body is None else json.dumps(body).encode()
+        target = f"/v{API_VERSION}{path}" + (f"?{_query(query)}" if query else "")
+        head = (f"{method} {target} {version}\r\nHost: docker\r\nContent-Type: application/json\r\n"
+                f"{headers}Content-Length: {len(data)}\r\n\r\n").encode()
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+        try:
+            sock.settimeout(timeout)
+            sock.connect(self.path)
+            sock.sendall(head + data)
+        except BaseException as e:
+            sock.close()
+            raise self._failure(e, timeout) from None
+        return sock
+
+    def _failure(self, error: BaseException, timeout: float | None) -> BaseException:
+        """What a call raises for `error`: TimedOut, DockerUnavailable, or the error itself (dockerd's own)."""
+        if isinstance(error, TimeoutError):
+            return self._timed_out(timeout)
+        if isinstance(error, OSError):
+            return DockerUnavailable(f"dockerd at {self.url} is not reachable ({error.strerror or error})")
+        return error
 
     def _timed_out(self, timeout: float | None) -> TimedOut:
         return TimedOut(f"dockerd at {self.url} did not answer within {timeout:g}s")

@@ -36,6 +36,7 @@ import os
 import _signal as signal     # signal's C core: the signal module imports enum, milliseconds of a cold exec
 
 from corral import cgroups, linux
+from corral.files import find_program, read_json
 from corral.types import CorralError, ExecConfig, ExecFailed, NotRunning
 
 from ..execution import Execution
@@ -125,7 +126,6 @@ def start(files: ContainerFiles, cgroups_root: str, config: ExecConfig,
           stdio: tuple[int, int, int]) -> MesosExecution:
     """Fork the command into the container of `files`, whose cgroups are under `cgroups_root`
     (SyncMesosContainerizer._exec, and a cold `corral exec`)."""
-    from corral.files import read_json
     if len(os.listdir("/proc/self/task")) > 1:
         # As the launcher: a fork copies this thread alone, and another's locks stay held in the child.
         raise CorralError("exec must fork from a single-threaded process")
@@ -348,10 +348,7 @@ def _read_small(path: str, limit: int = 1 << 20) -> str | None:
 
 
 def _which(name: str, path: str) -> str:
-    if "/" in name:
-        return name
-    for directory in path.split(":"):
-        candidate = os.path.join(directory or ".", name)
-        if os.path.isfile(candidate) and os.access(candidate, os.X_OK):
-            return candidate
-    raise OSError(errno.ENOENT, f"{name}: not found in the container's PATH")
+    program = find_program(name, path)
+    if program is None:
+        raise OSError(errno.ENOENT, f"{name}: not found in the container's PATH")
+    return program

@@ -30,7 +30,7 @@ import time
 import prctl
 
 from corral import linux
-from corral.files import open_beneath, write_atomic
+from corral.files import find_program, open_beneath, write_atomic
 from corral.record import Record
 
 # Signals init passes on to the task; synchronous faults and SIGCHLD are init's own.
@@ -266,13 +266,10 @@ def _spawn_task(spec: LaunchSpec) -> int:
 
 
 def _which(name: str, path: str) -> str:
-    if "/" in name:
-        return name
-    for directory in path.split(":"):
-        candidate = os.path.join(directory or ".", name)
-        if os.path.isfile(candidate) and os.access(candidate, os.X_OK):
-            return candidate
-    raise OSError(errno.ENOENT, f"failed to execute {name!r}: not found in PATH")
+    program = find_program(name, path)
+    if program is None:
+        raise OSError(errno.ENOENT, f"failed to execute {name!r}: not found in PATH")
+    return program
 
 
 def _fork_task(spec: LaunchSpec, program: str) -> int:

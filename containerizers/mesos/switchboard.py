@@ -35,6 +35,7 @@ import struct
 import termios
 import time
 
+from corral import linux
 from corral.record import Record
 
 from .. import execution
@@ -454,7 +455,7 @@ class Attachment(execution.Attachment):
                     to_send += frame(STDIN, data)       # empty: the end of stdin
                     reading = bool(data)
                 elif fd == resize_fd and terminal.resize_fd == fd:   # else closed by a signal's handler meanwhile
-                    _drain(resize_fd)
+                    linux.drain(resize_fd)
                     size = terminal.size()
                     if size:
                         to_send += winsize_frame(*size)
@@ -465,10 +466,3 @@ def _write_all(fd: int, data: bytes) -> None:
     while view:
         view = view[os.write(fd, view):]
 
-
-def _drain(fd: int) -> None:
-    try:
-        while os.read(fd, 64):
-            pass
-    except BlockingIOError:
-        pass

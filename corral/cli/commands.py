@@ -58,13 +58,17 @@ def cmd_destroy(args) -> int:
 
 
 def cmd_usage(args) -> int:
-    stats = containerizers.owner(args, args.container_id).usage(args.container_id)
-    if args.json:
+    print_usage(containerizers.owner(args, args.container_id).usage(args.container_id), args.json)
+    return 0
+
+
+def print_usage(stats: dict, as_json: bool) -> None:
+    """ResourceStatistics as JSON, or a `key: value` line each (also for --agent's usage)."""
+    if as_json:
         print(json.dumps(stats, sort_keys=True))
     else:
         for key, value in stats.items():
             print(f"{key}: {value}")
-    return 0
 
 
 def cmd_logs(args) -> int:

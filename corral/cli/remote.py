@@ -129,12 +129,8 @@ def cmd_usage(client: AgentClient, args) -> int:
     listed = client.call("GET_CONTAINERS", show_standalone=True, show_nested=True)["containers"]
     for container in listed:
         if container["container_id"]["value"] == args.container_id:
-            stats = container.get("resource_statistics") or {}
-            if args.json:
-                print(json.dumps(stats, sort_keys=True))
-            else:
-                for key, value in stats.items():
-                    print(f"{key}: {value}")
+            from .commands import print_usage
+            print_usage(container.get("resource_statistics") or {}, args.json)
             return 0
     raise NoSuchContainer(f"{args.container_id} (the agent at {client.address} runs no such container)")
 
