@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import errno
 import os
+import signal
 import time
 
 from corral.record import Record
@@ -69,6 +70,16 @@ class Cgroup:
 
     def kill(self) -> None:
         raise NotImplementedError
+
+    def kill_frozen(self) -> None:
+        """SIGKILL every process of the cgroup the caller has frozen (so that none can fork away
+        while we go through them, as Mesos's LinuxLauncher does); then thaw it."""
+        for pid in self.procs():
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        self.freeze(False)
 
     def remove(self, timeout: float = 5.0) -> None:
         """rmdir once the last process has gone (killed processes take a moment to exit)."""

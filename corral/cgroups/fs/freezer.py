@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import signal
-
 from . import V1Cgroup
 
 
@@ -21,9 +18,4 @@ class Freezer(V1Cgroup):
         if not self.freeze(True):
             super().kill()
             return
-        for pid in self.procs():
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        self.freeze(False)
+        self.kill_frozen()

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import errno
 import os
-import signal
 
 from ..base import Cgroup
 
@@ -88,9 +87,4 @@ class V2Cgroup(Cgroup):
             if e.errno not in (errno.EINVAL, errno.EACCES):
                 raise
         self.freeze(True)
-        for pid in self.procs():
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        self.freeze(False)
+        self.kill_frozen()
