@@ -48,23 +48,35 @@ class AgentClient:
 
     def request(self, method: str, path: str, body: dict | None = None, timeout: float | None = CALL_TIMEOUT):
         """The reply's JSON (None for an empty 200). 404 -> NoSuchContainer's line; another 4xx -> InvalidInput."""
-        connection = http.client.HTTPConnection(self.host, self.port, timeout=timeout)
-        headers = dict(self.headers)
-        data = None
-        if body is not None:
-            data = json.dumps(body).encode()
-            headers.update({"Content-Type": "application/json", "Accept": "application/json"})
+        response = self.open(method, path, body, {"Accept": "application/json"}, timeout)
         try:
-            connection.request(method, path, body=data, headers=headers)
-            response = connection.getresponse()
             raw = response.read()
         except (OSError, http.client.HTTPException) as e:
-            raise CorralError(f"the agent at {self.address}: {getattr(e, 'strerror', None) or e}") from None
+            raise self._unreachable(e) from None
         finally:
-            connection.close()
-        if response.status >= 400:
-            self.fail(response.status, raw)
+            response.close()
         return json.loads(raw) if raw else None
+
+    def open(self, method: str, path: str, body: dict | None, headers: dict, timeout: float | None = None):
+        """The answer, its body still to read (a stream's too), once its status said success."""
+        connection = http.client.HTTPConnection(self.host, self.port, timeout=timeout)
+        data = None if body is None else json.dumps(body).encode()
+        try:
+            connection.request(method, path, body=data, headers={
+                **self.headers, **({"Content-Type": "application/json"} if body is not None else {}), **headers})
+            response = connection.getresponse()
+            if response.status >= 400:
+                self.fail(response.status, response.read())
+        except (OSError, http.client.HTTPException) as e:
+            connection.close()
+            raise self._unreachable(e) from None
+        except BaseException:
+            connection.close()
+            raise
+        return response
+
+    def _unreachable(self, error: Exception) -> CorralError:
+        return CorralError(f"the agent at {self.address}: {getattr(error, 'strerror', None) or error}")
 
     def fail(self, status: int, raw: bytes):
         """Raise the agent's 4xx (or 5xx) answer as the command's error."""

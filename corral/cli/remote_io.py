@@ -33,8 +33,8 @@ def _frame(message: dict) -> bytes:
 def session(client, output_call: dict, container_id: dict, stdin: bool, terminal) -> None:
     """Stream `output_call`'s answer to our stdout and stderr until it ends; meanwhile, with
     `stdin`, our stdin (and our window size, with a terminal) to `container_id`'s input."""
-    response = _open(client, "POST", output_call, {"Accept": "application/recordio",
-                                                   "Message-Accept": "application/json"})
+    response = client.open("POST", "/api/v1", output_call, {"Accept": "application/recordio",
+                                                            "Message-Accept": "application/json"})
     done_r, done_w = os.pipe2(os.O_CLOEXEC)
     failure: list[BaseException] = []
     reader = threading.Thread(target=_copy_output, args=(response, done_w, failure), daemon=True)
@@ -47,19 +47,6 @@ def session(client, output_call: dict, container_id: dict, stdin: bool, terminal
         os.close(done_r)
     if failure:
         raise failure[0]
-
-
-def _open(client, method: str, body: dict, headers: dict) -> http.client.HTTPResponse:
-    connection = http.client.HTTPConnection(client.host, client.port)
-    try:
-        connection.request(method, "/api/v1", body=json.dumps(body).encode(),
-                           headers={**client.headers, "Content-Type": "application/json", **headers})
-        response = connection.getresponse()
-    except (OSError, http.client.HTTPException) as e:
-        raise CorralError(f"the agent at {client.address}: {getattr(e, 'strerror', None) or e}") from None
-    if response.status >= 400:
-        client.fail(response.status, response.read())
-    return response
 
 
 def _copy_output(response, done_w: int, failure: list) -> None:
