@@ -9,6 +9,9 @@ import os
 import signal
 import time
 
+import pytest
+
+from corral.containerizers.mesos import supervisor
 from corral.containerizers.mesos.launcher import Launcher
 from corral.containerizers.mesos.supervisor import LaunchSpec
 from corral.types import TASK_FAILED, TASK_FINISHED, TASK_KILLED, ContainerConfig
@@ -103,3 +106,20 @@ def test_kills_that_end_the_task_still_read_killed(corral):
         assert termination.state == TASK_KILLED, termination
         assert termination.message.startswith(f"Killed by corral with {sig.name}")
         mc.destroy("killed", remove_sandbox=True)
+
+
+@pytest.mark.parametrize("user", [None, "nobody"])      # the task spawned, or forked to change user
+def test_a_kill_sent_before_init_is_ready_for_it_reaches_the_task(corral, monkeypatch, user):
+    """A SIGTERM sent as soon as the launch returns can reach init before init has set up its
+    handlers; a loaded host makes that window wide (here init is held 0.3 s at its start, in the
+    supervisor this process forks). The signal must wait for init, not be dropped: the task dies
+    of it, and does not run on to exit 0."""
+    real_init = supervisor._init
+    monkeypatch.setattr(supervisor, "_init", lambda *args: (time.sleep(0.3), real_init(*args)))
+    mc = corral.sync()
+    mc.launch("early", ContainerConfig(argv=["sleep", "30"], user=user))
+    mc.kill("early", signal.SIGTERM)
+    termination = mc.wait("early", timeout=15)
+    assert termination is not None, "the SIGTERM was lost: the task still runs"
+    assert (termination.state, termination.signal) == (TASK_KILLED, signal.SIGTERM), termination
+    mc.destroy("early", remove_sandbox=True)

@@ -117,6 +117,11 @@ def _supervise(spec: LaunchSpec, ready_w: int, go_r: int, init_cgroup: int | Non
     linux.close_fds_except({ready_w, go_r, status_r, status_w, init_cgroup, *(board.own_fds() if board else ())})
     if "pid" in spec.namespaces:
         linux.unshare(linux.CLONE_NEWPID)   # the next child is PID 1 of a new namespace
+    # init is born ignoring what it forwards (our SIG_IGN), and a signal sent to an ignored
+    # signal is dropped: a kill right after the launch, before init's handlers exist, would be
+    # lost. Born with them blocked instead, init gets such a signal queued (Linux queues a
+    # blocked signal even while it is ignored) and handles it once it unblocks them.
+    signal.pthread_sigmask(signal.SIG_BLOCK, FORWARDED)
     init = linux.fork_into_cgroup(init_cgroup) if init_cgroup is not None else None
     if init is None:
         init = os.fork()
@@ -128,6 +133,7 @@ def _supervise(spec: LaunchSpec, ready_w: int, go_r: int, init_cgroup: int | Non
         for fd in board.own_fds() if board else ():
             os.close(fd)
         _init(spec, go_r, status_w)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, FORWARDED)     # what came meanwhile we ignore
     if init_cgroup is not None:
         os.close(init_cgroup)
     os.close(go_r)
@@ -177,6 +183,7 @@ def _init(spec: LaunchSpec, go_r: int, status_w: int) -> None:
         prctl.set_pdeathsig(signal.SIGKILL)   # a dead supervisor can record nothing: end with it
         for sig in FORWARDED:
             signal.signal(sig, forward)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, FORWARDED)     # born blocked: see _supervise
         prctl.set_child_subreaper(True)
         _enter_namespaces(spec)
         _confine(spec)                      # while the launcher places us in cgroups: in parallel

@@ -8,9 +8,11 @@ import asyncio
 import base64
 import os
 import stat
+import time
 
 import pytest
 
+from corral.containerizers.mesos import supervisor
 from tests.agent.agent_v1 import check, check_reply
 from tests.agent.agentkit import InProcessAgent, until
 
@@ -302,9 +304,14 @@ def test_get_containers_as_mesos(agent_flags):
     asyncio.run(scenario())
 
 
-def test_wait_container_as_mesos(agent_flags):
+def test_wait_container_as_mesos(agent_flags, monkeypatch):
     """WAIT_CONTAINER's ends parse as agent.proto's WaitContainer: a wait status, a TaskState, a
-    TaskStatus.Reason where the agent ended it."""
+    TaskStatus.Reason where the agent ended it. The KILL_CONTAINER comes right after the launch,
+    before init is ready for it: init is held 0.3 s at its start (as on a loaded host; the launch
+    server, forked from this process, runs the held one), and the SIGTERM must still end the task."""
+    real_init = supervisor._init
+    monkeypatch.setattr(supervisor, "_init", lambda *args: (time.sleep(0.3), real_init(*args)))
+
     async def scenario():
         async with InProcessAgent(agent_flags("--isolation=cgroups/mem")) as a:
             async def waited(container_id):
@@ -318,7 +325,7 @@ def test_wait_container_as_mesos(agent_flags):
             assert (await a.call(launch("killed", "sleep 100")))[0] == 200
             await a.call({"type": "KILL_CONTAINER", "kill_container": {"container_id": {"value": "killed"},
                                                                        "signal": 15}})
-            end = await waited("killed")
+            end = await asyncio.wait_for(waited("killed"), 30)     # a lost SIGTERM: sleep runs on
             assert os.WTERMSIG(end.exit_status) == 15
             body = launch("hungry", "head -c 200m /dev/zero | tail > /dev/null")    # tail holds it all
             body["launch_container"]["resources"] = [{"name": "mem", "type": "SCALAR", "scalar": {"value": 32}}]
