@@ -266,8 +266,8 @@ class Agent:
         return attachment
 
     async def remove(self, container_id: str) -> None:
-        """Delete an ended container: sandbox, runtime dir, checkpoint. A caller that goes away
-        does not cut it short."""
+        """Delete an ended container: sandbox, runtime dir, checkpoint; done when all are gone. A
+        caller that goes away does not cut it short."""
         await _to_its_end(self._remove(container_id))
 
     async def _remove(self, container_id: str) -> None:
@@ -277,7 +277,10 @@ class Agent:
         if watcher is not None:
             await asyncio.wait([watcher])       # its end is answered before its release is done
         await self._release(container_id)
-        remove_tree(os.path.join(self.flags.work_dir, "containers", container_id))     # the sandbox
+        # The sandbox, in a thread: it holds whatever the task wrote, and the loop serves on
+        # meanwhile. Forgotten only once it is gone: until then the id is taken (a launch of it
+        # finds it exists), so no new sandbox of that id is removed with the old one.
+        await asyncio.to_thread(remove_tree, os.path.join(self.flags.work_dir, "containers", container_id))
         self._forget(container_id)
 
     def statuses(self, container_id: str) -> list[dict]:

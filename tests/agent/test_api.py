@@ -77,6 +77,80 @@ def test_launch_wait_containers_remove(agent_flags, corral):
     asyncio.run(scenario())
 
 
+class HeldOpens:
+    """Holds the first open(2) of a directory (fanotify's permission event, as an on-access
+    scanner does) until release() or `limit` seconds; opens after it pass. `gave_up`: the limit
+    ended the hold."""
+
+    def __init__(self, path: str, limit: float = 20.0):
+        import ctypes
+        import threading
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.fanotify_mark.argtypes = [ctypes.c_int, ctypes.c_uint, ctypes.c_uint64, ctypes.c_int, ctypes.c_char_p]
+        FAN_CLOEXEC, FAN_CLASS_CONTENT, FAN_MARK_ADD, FAN_OPEN_PERM, FAN_ONDIR = 0x1, 0x4, 0x1, 0x10000, 0x40000000
+        self.fd = libc.fanotify_init(FAN_CLOEXEC | FAN_CLASS_CONTENT, os.O_RDONLY)
+        if self.fd < 0 or libc.fanotify_mark(self.fd, FAN_MARK_ADD, FAN_OPEN_PERM | FAN_ONDIR, -100,
+                                             path.encode()) != 0:
+            raise OSError(ctypes.get_errno(), f"fanotify on {path}")
+        self.limit = limit
+        self.held, self.released = threading.Event(), threading.Event()
+        self.gave_up = False
+        self.stop_r, self.stop_w = os.pipe()
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self) -> None:
+        import select
+        import struct
+        while True:
+            ready, _, _ = select.select([self.fd, self.stop_r], [], [])
+            if self.stop_r in ready:
+                return
+            data = os.read(self.fd, 4096)
+            for offset in range(0, len(data), 24):      # struct fanotify_event_metadata, one after another
+                event_fd = struct.unpack_from("IBBHQii", data, offset)[5]
+                if not self.held.is_set():
+                    self.held.set()
+                    self.gave_up = not self.released.wait(self.limit)
+                os.write(self.fd, struct.pack("iI", event_fd, 1))     # FAN_ALLOW
+                os.close(event_fd)
+
+    def release(self) -> None:
+        self.released.set()
+
+    def close(self) -> None:
+        self.release()
+        os.write(self.stop_w, b"x")
+        self.thread.join()
+        for fd in (self.fd, self.stop_r, self.stop_w):
+            os.close(fd)            # the fanotify group's end allows any open still waiting
+
+
+def test_remove_deletes_the_sandbox_while_the_agent_serves_on(agent_flags, corral):
+    """A sandbox can be large (whatever the task wrote): the agent removes it off its loop. Its
+    removal is held at its first step (the open of the sandbox); meanwhile other calls are
+    answered, and REMOVE_CONTAINER answers only once the sandbox is gone."""
+    async def scenario():
+        async with InProcessAgent(agent_flags()) as a:
+            assert (await a.call(launch("full", "mkdir -p a/b && echo x > a/b/c")))[0] == 200
+            assert (await a.call(by_id("WAIT_CONTAINER", "full")))[0] == 200
+            sandbox = os.path.join(corral.work_dir, "containers", "full")
+            hold = HeldOpens(sandbox)
+            try:
+                remove = asyncio.ensure_future(a.call(by_id("REMOVE_CONTAINER", "full")))
+                assert await asyncio.to_thread(hold.held.wait, 30), "the sandbox's removal never started"
+                assert (await a.call({"type": "GET_HEALTH"}))[0] == 200
+                assert not hold.gave_up, "the agent answered nothing while it removed a sandbox"
+                assert not remove.done(), "REMOVE_CONTAINER answered before its sandbox was gone"
+                hold.release()
+                assert (await remove)[0] == 200
+            finally:
+                hold.close()
+            assert not os.path.exists(sandbox)
+            assert (await a.call(by_id("WAIT_CONTAINER", "full")))[0] == 404
+    asyncio.run(scenario())
+
+
 def test_kill_is_sigkill_by_default_and_remove_wants_an_ended_container(agent_flags):
     async def scenario():
         async with InProcessAgent(agent_flags()) as a:
