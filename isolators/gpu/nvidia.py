@@ -13,6 +13,10 @@ container with an image gets the driver's user-space binaries and libraries read
 /usr/local/nvidia (Mesos's volume), with PATH and LD_LIBRARY_PATH, when the image has the label
 com.nvidia.volumes.needed or --nvidia_volumes=all. `usage` adds each GPU's utilisation and
 memory (NVML), which Mesos does not report.
+
+A container's GPUs are kept in <runtime-dir>/isolators/gpu-nvidia/<id>.json, so that any
+process can measure a container it did not launch: the agent's, whose launch server prepared
+it, and a restarted agent's.
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ import shutil
 import subprocess
 
 from corral import linux
-from corral.files import remove_tree
+from corral.files import read_json, remove_tree, write_json
 from corral.types import InvalidInput
 
 from .. import Isolator, LaunchInfo
@@ -68,7 +72,6 @@ class NvidiaGpuIsolator(Isolator):
     def __init__(self, flags):
         super().__init__(flags)
         self._gpus: dict[int, nvml.Gpu] | None = None      # NVML's, read on first use
-        self._given: dict[str, list[int]] = {}             # container id -> its GPUs' indices
 
     @classmethod
     def check_resources(cls, flags, resources):
@@ -95,7 +98,9 @@ class NvidiaGpuIsolator(Isolator):
         indices = self._indices(config)
         if not indices:
             return None
-        self._given[container_id] = indices
+        path = self._path(container_id)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        write_json(path, indices)
         info = LaunchInfo(env={"NVIDIA_VISIBLE_DEVICES": ",".join(map(str, indices))})
         if config.rootfs and (self.flags.nvidia_volumes == "all" or VOLUME_LABEL in (config.image_labels or {})):
             from corral.mounts import Mount
@@ -131,12 +136,22 @@ class NvidiaGpuIsolator(Isolator):
                 remove_tree(building)
         return directory
 
+    def _path(self, container_id: str) -> str:
+        return os.path.join(self.flags.runtime_dir, "isolators", "gpu-nvidia", f"{container_id}.json")
+
+    def given(self, container_id: str) -> list[int]:
+        """The indices of the GPUs the container was given, as its prepare() recorded them."""
+        return read_json(self._path(container_id), default=[])
+
     def usage(self, container_id):
-        indices = self._given.get(container_id)
+        indices = self.given(container_id)
         return {"gpus": nvml.usage(indices)} if indices else {}
 
     def cleanup(self, container_id):
-        self._given.pop(container_id, None)
+        try:
+            os.unlink(self._path(container_id))
+        except FileNotFoundError:
+            pass
 
 
 def _driver_libraries() -> list[tuple[str, str]]:

@@ -1,8 +1,10 @@
-"""gpu/nvidia: Mesos's rules for gpus at the agent's start, on any host; a GPU given to a
-container, isolated, named and measured, where NVML finds one (skipped elsewhere, with why)."""
+"""gpu/nvidia: Mesos's rules for gpus at the agent's start, on any host; a container's GPUs
+measured by an agent that did not launch it, on any host with NVML stood in for; a GPU given to
+a container, isolated, named and measured, where NVML finds one (skipped elsewhere, with why)."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import subprocess
@@ -11,8 +13,9 @@ import time
 import urllib.request
 
 import pytest
-from tests.agent.agentkit import AgentProcess, free_port_block
-from tests.gpu.gpukit import nvml_gpus
+from tests.agent.agentkit import AgentProcess, InProcessAgent, free_port_block
+from tests.agent.conftest import agent_flags, port_block  # noqa: F401 - fixtures
+from tests.gpu.gpukit import fake_nvml, nvml_gpus
 
 from corral.types import TASK_KILLED
 from corral.isolators.registry import DEFAULT_ISOLATION
@@ -49,6 +52,53 @@ def test_without_nvidia_driver_gpu_nvidia_refuses_to_start(corral):
         result.stderr.startswith("corral agent: gpu/nvidia needs nvidia-ml-py"), result.stderr
 
 
+@pytest.fixture
+def nvml_stand_in(monkeypatch):
+    """NVML stood in for (gpukit.fake_nvml), in this process and the launch servers it forks."""
+    from corral.isolators.gpu import nvml
+    monkeypatch.setitem(sys.modules, "pynvml", fake_nvml())
+    monkeypatch.setattr(nvml, "_initialised_in", None)
+
+
+def test_a_containers_gpus_are_measured_by_the_agent_that_did_not_prepare_it(nvml_stand_in, agent_flags):
+    """The launch server prepares a container (its own process), the agent measures it
+    (GET_CONTAINERS), and a restarted agent measures what the last one launched: each finds
+    the container's GPUs in what prepare() recorded, not in memory of its own. Ended and
+    removed, the container's record is gone."""
+    flags = agent_flags(ISOLATION)
+
+    async def launched():
+        async with InProcessAgent(flags) as a:
+            assert (await a.call(launch_body("gpu", gpus=1, command="sleep 100")))[0] == 200
+            given = int(a.agent.allocator.given_units("gpu")["gpus"][0])
+            gpu = {"index": given, "utilization_percent": (given + 1) * 10, "memory_used_bytes": (given + 1) << 20,
+                   "memory_total_bytes": 16 << 30}
+            assert gpu_figures((await a.call(GET_CONTAINERS))[1], "gpu") == [gpu]
+            return gpu
+
+    async def restarted(gpu):                           # the container ran on meanwhile
+        async with InProcessAgent(flags) as a:
+            assert gpu_figures((await a.call(GET_CONTAINERS))[1], "gpu") == [gpu]
+            await a.call(by_id("KILL_CONTAINER", "gpu"))
+            await a.call(by_id("WAIT_CONTAINER", "gpu"))
+            assert (await a.call(by_id("REMOVE_CONTAINER", "gpu")))[0] == 200
+    asyncio.run(restarted(asyncio.run(launched())))
+    assert not os.listdir(os.path.join(flags.runtime_dir, "isolators", "gpu-nvidia"))
+
+
+GET_CONTAINERS = {"type": "GET_CONTAINERS", "get_containers": {"show_standalone": True}}
+
+
+def gpu_figures(reply, container_id):
+    """The container's GPU figures in a GET_CONTAINERS reply."""
+    [container] = [c for c in reply["get_containers"]["containers"] if c["container_id"]["value"] == container_id]
+    return container["resource_statistics"].get("gpus", "no GPU figures")
+
+
+def by_id(kind, container_id, **extra):
+    return {"type": kind, kind.lower(): {"container_id": {"value": container_id}, **extra}}
+
+
 # -- on a host with a GPU --------------------------------------------------------------------
 
 PROBE = """
@@ -64,16 +114,20 @@ exec sleep 600
 
 
 def call(agent, kind, container_id, **extra):
-    return agent.call({"type": kind, kind.lower(): {"container_id": {"value": container_id}, **extra}})
+    return agent.call(by_id(kind, container_id, **extra))
 
 
 def launch(agent, container_id, gpus=1, command=PROBE, container=None):
+    return agent.call(launch_body(container_id, gpus, command, container))
+
+
+def launch_body(container_id, gpus=1, command=PROBE, container=None):
     body = {"container_id": {"value": container_id}, "command": {"shell": True, "value": command},
             "resources": [{"name": "cpus", "type": "SCALAR", "scalar": {"value": 0.1}},
                           {"name": "gpus", "type": "SCALAR", "scalar": {"value": gpus}}]}
     if container:
         body["container"] = container
-    return agent.call({"type": "LAUNCH_CONTAINER", "launch_container": body})
+    return {"type": "LAUNCH_CONTAINER", "launch_container": body}
 
 
 def report(corral, container_id, timeout=60) -> str:
@@ -116,11 +170,13 @@ def test_a_container_uses_its_gpu_and_no_other_and_keeps_it_across_a_restart(gpu
     assert "/dev/nvidiactl: opened\n" in out
     metrics = {m["name"]: m["value"] for m in agent.call({"type": "GET_METRICS"})[1]["get_metrics"]["metrics"]}
     assert metrics["slave/gpus_used"] == 1 and "corral/gpus/0/memory_used_bytes" in metrics
+    assert [gpu["index"] for gpu in gpu_figures(agent.call(GET_CONTAINERS)[1], "first")] == [0]
     status, body = launch(agent, "too-many", gpus=len(gpus))
     assert status == 409 and "gpus: asked" in body, body
 
     agent.sigkill()
     agent = start_agent()
+    assert [gpu["index"] for gpu in gpu_figures(agent.call(GET_CONTAINERS)[1], "first")] == [0]   # recovered
     if len(gpus) > 1:
         assert launch(agent, "second")[0] == 200
         assert "visible=1\n" in report(corral, "second")     # not GPU 0 again
