@@ -26,7 +26,6 @@ are (asyncio alone costs it 60-90 ms); the agent uses them through ThreadedConta
 
 from __future__ import annotations
 
-import os
 import signal
 import time
 
@@ -35,7 +34,7 @@ from corral.types import (NOT_SUPPORTED, TASK_KILLED, TASK_LOST, ContainerConfig
                           Limitation, NoSuchContainer, NotRunning, Resources, Termination, verdict)
 
 from .execution import Execution
-from .state import ContainerFiles, container_ids, ended_before, state_dir
+from .state import ContainerFiles, container_ids, ended_before, state_dir  # noqa: F401 - state_dir: imported from here
 
 STOP_TIMEOUT = 10.0         # how long destroy waits for a SIGKILLed container's end
 FOLLOW_INTERVAL = 0.05      # how often a followed output is read while its task runs

@@ -11,6 +11,13 @@ from __future__ import annotations
 from corral.record import Record
 from corral.types import ContainerConfig, Limitation, Resources, check_cgroups_root
 
+TYPE_CHECKING = False           # typing.TYPE_CHECKING, without importing typing on the launch path
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from corral.confine import Confinement
+    from corral.mounts import Mount
+
 
 class LaunchInfo(Record):
     """What isolators ask of the launch (Mesos: ContainerLaunchInfo)."""
@@ -22,7 +29,7 @@ class LaunchInfo(Record):
     mounts: list[Mount] = list             # in order, inside the rootfs
     symlinks: dict[str, str] = dict        # path in the rootfs -> what the link points to
     working_dir: str | None = None         # the task's default working directory in the rootfs
-    confinement: "Confinement | None" = None   # noqa: F821 - corral.confine's, applied by init before exec
+    confinement: Confinement | None = None     # applied by init before exec
 
     def merge(self, other: "LaunchInfo | None") -> None:
         """Add `other`'s asks to these; `other` never changes (an isolator may hand the same
@@ -49,10 +56,10 @@ class Watch(Record):
     answer correctly when called after the fact by another process (from counters, not events),
     so that whoever finds a container ended can say why.
     """
-    check: "Callable[[], Limitation | None]"   # noqa: F821 - never evaluated (no typing import on the launch path)
+    check: Callable[[], Limitation | None]
     fd: int | None = None
     interval: float | None = None
-    close: "Callable[[], None]" = lambda: None   # noqa: F821
+    close: Callable[[], None] = lambda: None
 
 
 class Isolator:

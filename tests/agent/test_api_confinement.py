@@ -4,7 +4,6 @@ and container.rlimit_info, and the agent's confinement flags; bad requests are 4
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 
 import pytest

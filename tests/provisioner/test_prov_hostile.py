@@ -3,7 +3,6 @@ fills its disk, or leaves anything behind in the store when it is refused."""
 
 from __future__ import annotations
 
-import gzip
 import http.server
 import io
 import json
@@ -21,7 +20,7 @@ from corral.provisioner import ImageNotFound, InvalidImage, RegistryError
 from corral.provisioner.core import Provisioner
 SUBDIRS = ("layers", "meta", "images", "containers", "tmp", "locks")
 
-from tests.provisioner.prov_images import (DOCKER_MANIFEST, LAYER_TYPES, OCI_INDEX, aci, busybox_layer, docker_save, gnu_sparse,
+from tests.provisioner.prov_images import (DOCKER_MANIFEST, LAYER_TYPES, aci, busybox_layer, docker_save, gnu_sparse,
                          pax_sparse, sha256, tar)
 
 
