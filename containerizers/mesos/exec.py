@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import binascii
 import errno
-import functools
 import os
 import _signal as signal     # signal's C core: the signal module imports enum, milliseconds of a cold exec
 
@@ -55,13 +54,25 @@ def session_record(spec) -> dict:
             "confinement": _confinement_record(spec.confinement)}
 
 
-@functools.lru_cache(maxsize=64)
+# Records made, by Steps object. Not functools.lru_cache: functools (collections, operator) is
+# milliseconds of a cold exec, which imports this module too.
+_confinement_records: dict = {}
+
+
 def _confinement_record(steps) -> dict | None:
     """A launch's confinement (corral.confine.Steps, the same object for the same confinement)
     as exec.json holds it: encoded once, not per launch (the seccomp program is 10 kB)."""
     if steps is None:
         return None
-    c = steps.confinement
+    record = _confinement_records.get(steps)
+    if record is None:
+        if len(_confinement_records) >= 64:      # as confine.steps(): stays small
+            _confinement_records.clear()
+        record = _confinement_records[steps] = _encode_confinement(steps.confinement)
+    return record
+
+
+def _encode_confinement(c) -> dict:
     return {
         "bounding": sorted(c.bounding) if c.bounding is not None else None,
         "effective": sorted(c.effective) if c.effective is not None else None,
