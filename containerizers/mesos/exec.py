@@ -3,16 +3,17 @@
     caller ──setns(pid of init: CLONE_NEWPID, for its children only)──fork──▶ command
                                                                      │ setsid, its stdio (a pty: its tty)
                                                                      │ setns(init: mnt uts ipc net cgroup)
-                                                                     │ in the container's cgroups
                                                                      │ confined as the task: rlimits,
                                                                      │ capabilities, no_new_privs, seccomp
+                                                                     │ in the container's cgroups
                                                                      ▼ execve
 
 The command is the caller's child, so the caller waits for its exit status, and PID N of the
 container's pid namespace, whose init reaps it should the caller go first. It is in every
 cgroup of the container, those init is in (/proc/PID/cgroup: the tracking cgroup and each
 isolator's, as the launch placed init): cloned into it on a pure cgroup2 host (clone3, as the
-launcher does), else written into each cgroup.procs by the caller before it may exec. So it
+launcher does), else written into each cgroup.procs by the caller while the command sets
+itself up and confines itself, which then waits for that before it may exec. So it
 counts against the container's limits, and the container's end (cgroup.kill, or the end of its
 pid namespace) ends it too.
 
@@ -180,8 +181,7 @@ def start(files: ContainerFiles, cgroups_root: str, config: ExecConfig,
         report_w = None
         if into_cgroup is None:
             for place in places:
-                with open(os.path.join(place, "cgroup.procs"), "w") as f:
-                    f.write(str(child))
+                _write_procs(place, child)
         os.write(go_w, b"g")
         os.close(go_w)
         go_w = None
@@ -203,6 +203,14 @@ def start(files: ContainerFiles, cgroups_root: str, config: ExecConfig,
         for fd in (pidfd, root, slave, devnull, into_cgroup, report_r, report_w, go_r, go_w, master):
             if fd is not None:
                 os.close(fd)
+
+
+def _write_procs(place: str, pid: int) -> None:
+    fd = os.open(os.path.join(place, "cgroup.procs"), os.O_WRONLY | os.O_CLOEXEC)
+    try:
+        os.write(fd, str(pid).encode())
+    finally:
+        os.close(fd)
 
 
 def _open_init(files: ContainerFiles, init: dict) -> int:
@@ -297,8 +305,6 @@ def _command(plan: _Plan, pidfd: int, root: int, stdio: tuple[int, int, int], tt
         os.fchdir(root)
         os.chroot(".")
         os.close(root)
-        if go_r is not None and os.read(go_r, 1) != b"g":
-            os._exit(1)                     # the caller could not place us in the cgroups
         uid, gid, groups = plan.uid, plan.gid, plan.groups
         if plan.user:
             uid, gid, groups = _container_user(plan.user)
@@ -318,6 +324,11 @@ def _command(plan: _Plan, pidfd: int, root: int, stdio: tuple[int, int, int], tt
             os.setuid(uid)
         for sig in _IGNORED_BY_PYTHON:
             signal.signal(sig, signal.SIG_DFL)
+        # Set up and confined while the caller moves us into the cgroups: nothing of the
+        # container's runs before we are there.
+        if go_r is not None and os.read(go_r, 1) != b"g":
+            os._exit(1)                     # the caller could not place us in the cgroups
+        go_r = None
         try:
             os.execve(program, plan.argv, plan.env)
         except OSError as e:
@@ -328,6 +339,8 @@ def _command(plan: _Plan, pidfd: int, root: int, stdio: tuple[int, int, int], tt
         message = e.strerror if isinstance(e, OSError) and e.strerror else str(e) or type(e).__name__
         try:
             os.write(report_w, f"{code} {message}".encode())
+            if go_r is not None:
+                os.read(go_r, 1)    # alive until the caller's cgroup.procs writes are done: they name us
         except OSError:
             pass
     os._exit(127)
