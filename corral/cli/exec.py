@@ -11,7 +11,9 @@ death by signal N; 126 or 127 when it could not start, as a shell's).
 A cold exec into a Mesos container is measured against `runc exec`, where a Python start alone
 is most of runc's time: exec_quickly() reads plain options without argparse and starts the
 command with containerizers/mesos/exec.py's start() (which SyncMesosContainerizer.exec runs
-too) without making a containerizer. Its imports leave out argparse, re, json and enum.
+too) without making a containerizer. Its imports leave out argparse, re, json, enum and
+functools; before them it has a child start the wait of the cgroup migration to come
+(cgroups.warm_migration), which then runs alongside them.
 """
 
 from __future__ import annotations
