@@ -14,7 +14,10 @@ Each row runs /bin/true (busybox's) in an already running container and waits fo
   corral exec, docker container (cold CLI)   the CLI through dockerd's exec API, into the same
   python -c pass               the interpreter alone: the floor of any Python CLI
 
-Rows are interleaved, in an order rotated each round. Ratios are to runc exec.
+Rows are interleaved, in an order shuffled each round (seeded): a rotated order is one fixed cycle,
+where runc's row always came right after the warm exec's cgroup.procs writes, and found the
+kernel's cgroup migration lock ready (the first write after a quiet spell waits for an RCU grace
+period), and the cold CLI's always after `python -c pass`. Ratios are to runc exec.
 Run as root:  .venv/bin/python bench/exec.py [--runs N]
 """
 
@@ -23,6 +26,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import random
 import shutil
 import subprocess
 import sys
@@ -100,9 +104,10 @@ def main() -> None:
         times = {name: [] for name in rows}
         for fn in rows.values():            # warm-up: page cache, dockerd
             fn()
-        order = list(rows.items())
-        for i in range(args.runs):
-            for name, fn in order[i % len(order):] + order[:i % len(order)]:
+        order, shuffle = list(rows.items()), random.Random(14).shuffle
+        for _ in range(args.runs):
+            shuffle(order)
+            for name, fn in order:
                 times[name].append(timed(fn))
         runc = subprocess.run(["runc", "--version"], capture_output=True, text=True).stdout.split("\n")[0]
         print(f"# {args.runs} runs each, interleaved; {runc}, {os.cpu_count()} cpus; ratios to runc exec")

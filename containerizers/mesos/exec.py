@@ -3,16 +3,17 @@
     caller ──setns(pid of init: CLONE_NEWPID, for its children only)──fork──▶ command
                                                                      │ setsid, its stdio (a pty: its tty)
                                                                      │ setns(init: mnt uts ipc net cgroup)
-                                                                     │ in the container's cgroups
                                                                      │ confined as the task: rlimits,
                                                                      │ capabilities, no_new_privs, seccomp
+                                                                     │ in the container's cgroups
                                                                      ▼ execve
 
 The command is the caller's child, so the caller waits for its exit status, and PID N of the
 container's pid namespace, whose init reaps it should the caller go first. It is in every
 cgroup of the container, those init is in (/proc/PID/cgroup: the tracking cgroup and each
 isolator's, as the launch placed init): cloned into it on a pure cgroup2 host (clone3, as the
-launcher does), else written into each cgroup.procs by the caller before it may exec. So it
+launcher does), else written into each cgroup.procs by the caller while the command sets
+itself up and confines itself, which then waits for that before it may exec. So it
 counts against the container's limits, and the container's end (cgroup.kill, or the end of its
 pid namespace) ends it too.
 
@@ -31,7 +32,6 @@ from __future__ import annotations
 
 import binascii
 import errno
-import functools
 import os
 import _signal as signal     # signal's C core: the signal module imports enum, milliseconds of a cold exec
 
@@ -55,13 +55,25 @@ def session_record(spec) -> dict:
             "confinement": _confinement_record(spec.confinement)}
 
 
-@functools.lru_cache(maxsize=64)
+# Records made, by Steps object. Not functools.lru_cache: functools (collections, operator) is
+# milliseconds of a cold exec, which imports this module too.
+_confinement_records: dict = {}
+
+
 def _confinement_record(steps) -> dict | None:
     """A launch's confinement (corral.confine.Steps, the same object for the same confinement)
     as exec.json holds it: encoded once, not per launch (the seccomp program is 10 kB)."""
     if steps is None:
         return None
-    c = steps.confinement
+    record = _confinement_records.get(steps)
+    if record is None:
+        if len(_confinement_records) >= 64:      # as confine.steps(): stays small
+            _confinement_records.clear()
+        record = _confinement_records[steps] = _encode_confinement(steps.confinement)
+    return record
+
+
+def _encode_confinement(c) -> dict:
     return {
         "bounding": sorted(c.bounding) if c.bounding is not None else None,
         "effective": sorted(c.effective) if c.effective is not None else None,
@@ -169,8 +181,7 @@ def start(files: ContainerFiles, cgroups_root: str, config: ExecConfig,
         report_w = None
         if into_cgroup is None:
             for place in places:
-                with open(os.path.join(place, "cgroup.procs"), "w") as f:
-                    f.write(str(child))
+                _write_procs(place, child)
         os.write(go_w, b"g")
         os.close(go_w)
         go_w = None
@@ -192,6 +203,14 @@ def start(files: ContainerFiles, cgroups_root: str, config: ExecConfig,
         for fd in (pidfd, root, slave, devnull, into_cgroup, report_r, report_w, go_r, go_w, master):
             if fd is not None:
                 os.close(fd)
+
+
+def _write_procs(place: str, pid: int) -> None:
+    fd = os.open(os.path.join(place, "cgroup.procs"), os.O_WRONLY | os.O_CLOEXEC)
+    try:
+        os.write(fd, str(pid).encode())
+    finally:
+        os.close(fd)
 
 
 def _open_init(files: ContainerFiles, init: dict) -> int:
@@ -286,8 +305,6 @@ def _command(plan: _Plan, pidfd: int, root: int, stdio: tuple[int, int, int], tt
         os.fchdir(root)
         os.chroot(".")
         os.close(root)
-        if go_r is not None and os.read(go_r, 1) != b"g":
-            os._exit(1)                     # the caller could not place us in the cgroups
         uid, gid, groups = plan.uid, plan.gid, plan.groups
         if plan.user:
             uid, gid, groups = _container_user(plan.user)
@@ -307,6 +324,11 @@ def _command(plan: _Plan, pidfd: int, root: int, stdio: tuple[int, int, int], tt
             os.setuid(uid)
         for sig in _IGNORED_BY_PYTHON:
             signal.signal(sig, signal.SIG_DFL)
+        # Set up and confined while the caller moves us into the cgroups: nothing of the
+        # container's runs before we are there.
+        if go_r is not None and os.read(go_r, 1) != b"g":
+            os._exit(1)                     # the caller could not place us in the cgroups
+        go_r = None
         try:
             os.execve(program, plan.argv, plan.env)
         except OSError as e:
@@ -317,6 +339,8 @@ def _command(plan: _Plan, pidfd: int, root: int, stdio: tuple[int, int, int], tt
         message = e.strerror if isinstance(e, OSError) and e.strerror else str(e) or type(e).__name__
         try:
             os.write(report_w, f"{code} {message}".encode())
+            if go_r is not None:
+                os.read(go_r, 1)    # alive until the caller's cgroup.procs writes are done: they name us
         except OSError:
             pass
     os._exit(127)
