@@ -107,6 +107,7 @@ class Agent:
         self.ends: dict[str, asyncio.Future] = {}      # container id -> its terminal status, once ended
         self.watchers: dict[str, asyncio.Task] = {}    # container id -> the task that waits for its end
         self.launches: dict[str, asyncio.Future] = {}  # container id -> done once its launch is over
+        self.removals: dict[str, asyncio.Task] = {}    # container id -> its removal, while one runs
         self._writing = 0                              # durable checkpoint writes in threads now
         self.waiting = 0                               # WAIT calls open now (metrics: corral/waits_open)
         self.agent_id: str | None = None
@@ -267,8 +268,13 @@ class Agent:
 
     async def remove(self, container_id: str) -> None:
         """Delete an ended container: sandbox, runtime dir, checkpoint; done when all are gone. A
-        caller that goes away does not cut it short."""
-        await _to_its_end(self._remove(container_id))
+        caller that goes away does not cut it short. Calls while one runs share it: two
+        removals of one sandbox at once would trip over each other's deletions."""
+        removal = self.removals.get(container_id)
+        if removal is None:
+            removal = self.removals[container_id] = asyncio.ensure_future(self._remove(container_id))
+            removal.add_done_callback(lambda _: self.removals.pop(container_id, None))
+        await _to_its_end(removal)
 
     async def _remove(self, container_id: str) -> None:
         if not _ended(self.statuses(container_id)):

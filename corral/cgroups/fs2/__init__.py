@@ -84,6 +84,8 @@ class V2Cgroup(Cgroup):
             if not self.exists():
                 return
         except OSError as e:
+            if e.errno == errno.ENODEV:     # removed meanwhile (a destroy's teardown): nothing is left
+                return
             if e.errno not in (errno.EINVAL, errno.EACCES):
                 raise
         self.freeze(True)
