@@ -6,12 +6,12 @@ cd "$(dirname "$0")/.."
 
 [ "$(id -u)" = 0 ] || { echo "setup.sh: run as root (corral uses cgroups and namespaces)" >&2; exit 1; }
 
-# libcap-dev: python-prctl builds against it. libseccomp2: pyseccomp compiles seccomp profiles with it. busybox-static, runc, crun: the benchmarks' peers
+# python3-dev, libcap-dev: python-prctl builds against them. libseccomp2: pyseccomp compiles seccomp profiles with it. busybox-static, runc, crun: the benchmarks' peers
 # and their rootfs. docker-registry, skopeo, umoci, openssl: the provisioner's tests (a real
 # registry, images built without an engine, signed tokens) and its benchmark. docker.io, iproute2,
 # procps: the docker containerizer's tests start a private dockerd (no daemon is left running).
 # user-mode-linux, e2fsprogs: the pure cgroup2 guest that .ci/run runs the cgroup tests in.
-PACKAGES=(libcap-dev libseccomp2 busybox-static runc crun python3-venv docker-registry skopeo umoci openssl docker.io iproute2 procps
+PACKAGES=(python3-dev libcap-dev libseccomp2 busybox-static runc crun python3-venv docker-registry skopeo umoci openssl docker.io iproute2 procps
           user-mode-linux e2fsprogs)
 # Where ../shared/mesos holds a Mesos build (beside this checkout, or beside the main checkout of a
 # git worktree), the libraries its master, agent and mesos-execute need: tests/mesos run them.
@@ -27,7 +27,13 @@ if [ ${#missing[@]} -gt 0 ]; then
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
-PYTHON=${PYTHON:-python3}
+# The interpreter: the distribution's python3 where it is 3.11 or newer (Debian's is a static build
+# with PGO and LTO: every corral command starts and runs ~10% quicker than on a shared-library build
+# such as pyenv's), else python3 on PATH; PYTHON=... chooses another. An existing .venv is kept.
+if [ -z "${PYTHON:-}" ]; then
+    PYTHON=python3
+    /usr/bin/python3 -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null && PYTHON=/usr/bin/python3
+fi
 # A pyenv shim would put its own start-up in front of every corral command: use the real interpreter.
 PYTHON=$("$PYTHON" -c 'import sys; print(sys.executable)')
 "$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 11))' || { echo "setup.sh: corral needs Python 3.11+" >&2; exit 1; }
