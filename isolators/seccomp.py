@@ -166,6 +166,7 @@ class SeccompIsolator(Isolator):
     def __init__(self, flags):
         super().__init__(flags)
         # (path, mtime, size, caps) -> the launch info with the program: made once, handed to each launch
+        # (the default profile's key: (path, caps))
         self._launch_infos: dict[tuple, LaunchInfo] = {}
         self._agents_caps: frozenset | None = None
 
@@ -175,11 +176,14 @@ class SeccompIsolator(Isolator):
         if path is None:
             return None
         caps = self._capabilities(config)
-        try:
-            st = os.stat(path)
-        except OSError as e:
-            raise InvalidInput(f"seccomp profile {path}: {e.strerror}") from None
-        key = (path, st.st_mtime_ns, st.st_size, caps)
+        if path == DEFAULT_PROFILE:
+            key = (path, caps)      # corral's own: it changes only with the code that reads it
+        else:
+            try:
+                st = os.stat(path)
+            except OSError as e:
+                raise InvalidInput(f"seccomp profile {path}: {e.strerror}") from None
+            key = (path, st.st_mtime_ns, st.st_size, caps)
         info = self._launch_infos.get(key)
         if info is None:
             from corral.confine import Confinement

@@ -33,11 +33,14 @@ class DevicesIsolator(Isolator):
         # A launch's rules go on here, after the fork, while init sets itself up: the task
         # cannot start before every isolate() has returned.
         rules = self._rules.pop(container_id, None)
+        # On cgroup2 this is the launcher's tracking cgroup, made and holding init already,
+        # unless the launcher tracks in the v1 freezer.
+        tracked = cgroup.version == 2 and self.flags.launcher_tracking == "unified"
         if rules is not None:
-            cgroup.create()
+            if not tracked:
+                cgroup.create()
             cgroup.set_rules(rules)
-        # On cgroup2 this is the launcher's tracking cgroup, unless it tracks in the v1 freezer.
-        if cgroup.version == 1 or self.flags.launcher_tracking != "unified":
+        if not tracked:
             cgroup.attach(pid)
 
     def allow(self, container_id: str, devices) -> None:

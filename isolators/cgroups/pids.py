@@ -30,12 +30,11 @@ class PidsIsolator(Isolator):
 
     def isolate(self, container_id, pid):
         # A launch's cgroup is made and limited here, after the fork (see cgroups/cpu).
-        cgroup = self._cgroup(container_id)
         limit = self._pending.pop(container_id, None)
-        if limit is not None:
+        if limit is not None:       # else prepare() made no cgroup: nothing to place init in
+            cgroup = self._cgroup(container_id)
             cgroup.create()
             cgroup.set_max(limit)
-        if limit is not None or cgroup.exists():
             cgroup.attach(pid)
 
     def cleanup(self, container_id):
