@@ -86,8 +86,9 @@ class Steps:
     def __init__(self, c: Confinement):
         self.confinement = c
         self.device_nodes = c.device_nodes
-        self.mounts = tuple([(_MASK_DIR if path in c.masked_dirs else _MASK, path) for path in c.masked_paths]
-                            + [(_READONLY, path) for path in c.readonly_paths])
+        # Paths as bytes: init passes them to mount(2) as they are.
+        self.mounts = tuple([(_MASK_DIR if path in c.masked_dirs else _MASK, os.fsencode(path)) for path in c.masked_paths]
+                            + [(_READONLY, os.fsencode(path)) for path in c.readonly_paths])
         self.rlimits = c.rlimits
         self.drop_bounding, self.ambient, self.capsets = _capabilities(c.bounding, c.effective)
         self.no_new_privs = c.no_new_privs

@@ -68,9 +68,10 @@ def setns(fd: int, nstype: int = 0) -> None:
     _check(_libc.setns(fd, nstype), "setns")
 
 
-def mount(source: str | None, target: str, fstype: str | None = None, flags: int = 0,
+def mount(source: str | bytes | None, target: str | bytes, fstype: str | bytes | None = None, flags: int = 0,
           data: str | None = None) -> None:
-    _check(_libc.mount(_b(source), _b(target), _b(fstype), flags, _b(data)), f"mount {target}")
+    if _libc.mount(_b(source), _b(target), _b(fstype), flags, _b(data)) != 0:
+        _check(-1, f"mount {os.fsdecode(target)}")
 
 
 def umount2(target: str, flags: int = 0) -> None:

@@ -91,7 +91,8 @@ class Isolator:
     def devices(self, container_id: str, config: ContainerConfig) -> list:
         """The devices (isolators.devices.Device) that `config.resources.custom` gives the
         container of this isolator's resources: cgroups/devices lets the container use them
-        and linux/devices makes their nodes in its /dev. A function of `config` alone."""
+        and linux/devices makes their nodes in its /dev. A function of `config` alone (asked
+        only of a container with custom resources)."""
         return []
 
     def prepare(self, container_id: str, config: ContainerConfig) -> LaunchInfo | None:

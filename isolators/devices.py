@@ -101,9 +101,12 @@ def parse_whitelist(text: str) -> list[Device]:
 
 def container_devices(config, flags, peers=(), container_id: str = "") -> list[Device]:
     """The devices a container asked for (--device), those the agent allows every container, and
-    those its isolators give it of the custom resources they manage (Isolator.devices)."""
-    return [*flags.allowed_devices, *(parse_device(spec) for spec in config.devices),
-            *(device for peer in peers for device in peer.devices(container_id, config))]
+    those its isolators give it of the custom resources they manage (Isolator.devices: none
+    without custom resources, the common case, where no isolator is asked)."""
+    found = [*flags.allowed_devices, *(parse_device(spec) for spec in config.devices)]
+    if config.resources is not None and config.resources.custom:
+        found += [device for peer in peers for device in peer.devices(container_id, config)]
+    return found
 
 
 class LinuxDevicesIsolator(Isolator):
