@@ -95,19 +95,10 @@ _PR_CAPBSET_DROP = 24
 
 def drop_bounding(caps) -> None:
     """Drop each capability number of `caps` from this thread's bounding set: one prctl each,
-    the kernel has no call for several. Through python-prctl's C function, which init has
-    called already (its parent-death signal), rather than ctypes: a call touches fewer of the
-    pages init shares with its parent, each a copy-on-write fault (twice as fast in a fresh
-    fork); ctypes for a capability newer than python-prctl's libcap knows."""
-    import _prctl       # python-prctl's C module: imported by then (supervisor.py), here to keep this module light
+    the kernel has no call for several."""
     for cap in caps:
-        try:
-            _prctl.prctl(_PR_CAPBSET_DROP, cap)
-        except ValueError:
-            if _libc.prctl(_PR_CAPBSET_DROP, cap, 0, 0, 0) != 0:
-                _check(-1, f"drop bounding capability {cap}")
-        except OSError as e:
-            raise OSError(e.errno, f"drop bounding capability {cap}: {os.strerror(e.errno)}") from None
+        if _libc.prctl(_PR_CAPBSET_DROP, cap, 0, 0, 0) != 0:
+            _check(-1, f"drop bounding capability {cap}")
 
 
 _libc.capset.argtypes = [ctypes.c_void_p, ctypes.c_void_p]
