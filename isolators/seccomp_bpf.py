@@ -69,7 +69,7 @@ def _cuts(insns) -> dict[int, list[int]]:
             if k not in (_NR, _ARCH):
                 continue                          # the arguments' part: left as it is
             nexts, holds = [pc + 1], {k}
-        elif code in (_RET, _RET_A):
+        elif code == _RET:
             continue
         elif code == _JA:
             nexts = [pc + 1 + k]
@@ -80,7 +80,7 @@ def _cuts(insns) -> dict[int, list[int]]:
             found[field] |= {k, k + 1} if code == _JEQ else {k + 1} if code == _JGT else {k}
             nexts = [pc + 1 + jt, pc + 1 + jf]
         else:
-            raise _Unsupported()                  # bit tests, arithmetic: not by intervals
+            raise _Unsupported()                  # bit tests, arithmetic, ret A: not by intervals
         for target in nexts:
             if target >= len(insns):
                 raise _Unsupported()
@@ -101,8 +101,6 @@ def _answer(insns, arch: int, nr: int) -> tuple[str, int]:
             pc += 1
         elif code == _RET:
             return "ret", k
-        elif code == _RET_A:
-            return "ret", a
         elif code == _JA:
             pc += 1 + k
         else:

@@ -156,6 +156,11 @@ def test_a_program_it_cannot_take_apart_is_kept_as_it_is():
     # Tests the call number by a bit (jset): not a lookup by intervals.
     program = pack([(0x20, 0, 0, 0), (0x45, 0, 1, 1), (0x06, 0, 0, 0x50001), (0x06, 0, 0, 0x7fff0000)])
     assert compact(program) == program
+    # Returns A, the call number itself, from 1000 on: an answer that differs within an interval.
+    allowed = [(0x15, 20 - nr, 0, nr) for nr in range(20)]
+    program = pack([(0x20, 0, 0, 0), (0x35, 0, 1, 1000), (0x16, 0, 0, 0), *allowed,
+                    (0x06, 0, 0, 0x50001), (0x06, 0, 0, 0x7fff0000)])
+    assert compact(program) == program
 
 
 def test_a_loaded_filter_answers_as_libseccomps(tmp_path):
