@@ -6,7 +6,7 @@ the agent's --seccomp_config_dir (Mesos's LinuxInfo.seccomp.profile_name); "unco
 no filter. The agent's --seccomp_profile_name is the default of its containers.
 
 libseccomp (through pyseccomp) compiles a profile to BPF once per profile and capability set,
-and seccomp_bpf.compact() rewrites its program a quarter as long, with the same answers (the
+and seccomp_bpf.compact() rewrites its program a fifth as long, with the same answers (the
 kernel's load of a filter, in every container's init, costs by its length); the program is
 kept in memory and in the runtime dir (a later `corral run` reads it back
 without loading libseccomp), and init loads it with one prctl before the exec.

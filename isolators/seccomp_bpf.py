@@ -11,11 +11,13 @@ How: it runs libseccomp's program on each distinct (architecture, number) pair (
 compares them with a few hundred constants, which cut the values into intervals where every
 comparison, so every answer, is the same), up to the point where the program reads anything
 else (a call's arguments). Then it writes a program that finds the interval in a binary tree of
-merged intervals and returns the same action, or, for calls whose answer depends on their
+merged intervals (a lone number or two inside a range as a comparison each, every distinct
+answer written once) and returns the same action, or, for calls whose answer depends on their
 arguments, jumps to a copy of the very instructions libseccomp wrote for those arguments. The
 argument checks are libseccomp's, unchanged; the rest answers as libseccomp's program by
-construction. A program of any other form (one that tests the number by bits, say) is
-returned as it is.
+construction. Docker's profile becomes ~245 instructions, loaded in a third of the time. A
+program of any other form (one that tests the number by bits, or returns it) is returned as
+it is.
 """
 
 from __future__ import annotations
@@ -166,6 +168,40 @@ def _lookup(segments) -> list:
     return [(_JGE, 0, 1, cut), (_JA, 0, 0, len(left)), *left, *right]
 
 
+def _shared_lookup(segments) -> list | None:
+    """_lookup's search with each distinct leaf written once, after it, and every comparison
+    jumping there directly (a quarter fewer instructions); None where a jump would be too long."""
+    leaves = list(dict.fromkeys([leaf for _first, leaf, exceptions in segments]
+                                + [leaf for _first, _leaf, exceptions in segments for _value, leaf in exceptions]))
+    code: list = []         # [op, jt, jf, k], a target as ("at", pc) or ("leaf", index)
+
+    def search(part):
+        """Writes the search of `part`; returns where it starts (a leaf: nothing was written)."""
+        if len(part) == 1:
+            _first, leaf, exceptions = part[0]
+            start = len(code)
+            for i, (value, found) in enumerate(exceptions):
+                otherwise = ("leaf", leaves.index(leaf)) if i == len(exceptions) - 1 else ("at", len(code) + 1)
+                code.append([_JEQ, ("leaf", leaves.index(found)), otherwise, value])
+            return ("at", start) if exceptions else ("leaf", leaves.index(leaf))
+        middle = len(part) // 2
+        node = len(code)
+        code.append(None)
+        below = search(part[:middle])
+        code[node] = [_JGE, search(part[middle:]), below, part[middle][0]]
+        return "at", node
+
+    if search(segments)[0] == "leaf":
+        return None
+    program = []
+    for pc, (op, jt, jf, k) in enumerate(code):
+        jt, jf = ((target[1] if target[0] == "at" else len(code) + target[1]) - (pc + 1) for target in (jt, jf))
+        if not (0 <= jt <= _MAX_JUMP and 0 <= jf <= _MAX_JUMP):
+            return None
+        program.append((op, jt, jf, k))
+    return program + [_leaf(leaf) for leaf in leaves]
+
+
 def _emit(insns, by_arch) -> list:
     sections, entries = {}, set()
 
@@ -180,11 +216,15 @@ def _emit(insns, by_arch) -> list:
         entries.add(value)
         return "goto", ("args", value)
 
-    program = [(_LD_ABS, 0, 0, _ARCH), *_lookup(_segments([(arch, leaf(outcome)) for arch, outcome in by_arch]))]
+    def search(runs):
+        segments = _segments(runs)
+        return _shared_lookup(segments) or _lookup(segments)
+
+    program = [(_LD_ABS, 0, 0, _ARCH), *search([(arch, leaf(outcome)) for arch, outcome in by_arch])]
     labels = {}
     for label, runs in list(sections.items()):
         labels[label] = len(program)
-        program += [(_LD_ABS, 0, 0, _NR), *_lookup(_segments([(nr, leaf(outcome)) for nr, outcome in runs]))]
+        program += [(_LD_ABS, 0, 0, _NR), *search([(nr, leaf(outcome)) for nr, outcome in runs])]
     # The argument checks, copied with all they reach, in their order: every jump stays as
     # short as it was, or shorter.
     reached, todo = set(), sorted(entries)

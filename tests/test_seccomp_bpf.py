@@ -123,10 +123,10 @@ def profile(**changes) -> bytes:
 
 
 @pytest.mark.parametrize("caps", [DEFAULT, ALL], ids=["default caps", "all caps"])
-def test_the_default_profile_answers_the_same_in_a_quarter_of_the_length(caps):
+def test_the_default_profile_answers_the_same_in_under_a_quarter_of_the_length(caps):
     original = libseccomp_program(profile(), caps, "default")
     rewritten = compile_profile(profile(), caps, "default")
-    assert len(rewritten) * 3 < len(original)
+    assert len(rewritten) * 4 < len(original)
     assert assert_same_answers(original, rewritten) > 5000
 
 
