@@ -138,6 +138,10 @@ class Agent:
             self.checkpoint.add_container(container_id, {"config": None, "resources": [], "damaged": message})
             found.containers[container_id] = {"container": {"config": None, "resources": []}, "statuses": [
                 self._status(container_id, TASK_LOST, None, f"its checkpoint is damaged: {message}")]}
+        # The statuses of those still running in one call: one trip to the containerizer's thread,
+        # not one each while the watchers already set up take the loop (and the GIL) from it.
+        statuses = {} if found.rebooted else await self.containerizer.statuses(
+            [cid for cid, c in found.containers.items() if cid in alive and not _ended(c["statuses"])])
         for container_id, checkpointed in found.containers.items():
             self.records[container_id] = checkpointed["container"]
             stream = checkpointed["statuses"]
@@ -149,9 +153,9 @@ class Agent:
             if _ended(stream):
                 await self._release(container_id, alive)     # again: a release may have been cut short
                 continue
-            if (await self.containerizer.status(container_id))["state"] == "RUNNING":
+            if statuses.get(container_id, {}).get("state") == "RUNNING":
                 self._status(container_id, TASK_RUNNING, durable=False)
-            self._watch(container_id)
+            self._watch(container_id)        # one it no longer knows is lost: its watcher says so
         for stranger in alive - set(self.records):
             await self.containerizer.destroy(stranger, remove_sandbox=True)    # nobody knows it
         self.allocator.retain(self.ends)                                       # those still running

@@ -268,6 +268,17 @@ class SyncContainerizer:
             "termination": termination.to_dict() if termination else None,
         }
 
+    def statuses(self, container_ids: list[str]) -> dict[str, dict]:
+        """status() of each container that is known, by id, in one call: a caller that wants many
+        (the agent's recovery) makes one trip to a containerizer's thread, not one each."""
+        found = {}
+        for container_id in container_ids:
+            try:
+                found[container_id] = self.status(container_id)
+            except NoSuchContainer:
+                pass
+        return found
+
     def _state(self, files: ContainerFiles, ended: bool) -> tuple[str, int | None]:
         return ("EXITED" if ended else "RUNNING"), None
 
