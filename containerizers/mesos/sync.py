@@ -14,7 +14,6 @@ import signal
 import time
 
 from corral import linux
-from corral.confine import steps
 from corral.record import Record
 from corral.types import (DEFAULT_PATH, LAUNCHED, ContainerConfig, CorralError, ExecConfig, InvalidInput,
                           Limitation, NoSuchContainer, Resources, Termination)
@@ -165,7 +164,7 @@ class SyncMesosContainerizer(SyncContainerizer):
             namespaces=frozenset(launch_info.namespaces), hostname=launch_info.hostname,
             uid=identity.uid if identity else None, gid=identity.gid if identity else None,
             groups=identity.groups if identity else (),
-            confinement=steps(launch_info.confinement),
+            confinement=_steps(launch_info.confinement),
             io=_io_spec(files, config),
         )
 
@@ -414,6 +413,15 @@ class Waiter(BaseWaiter):
         for watch in self.watches:
             watch.close()
         self.watches = []
+
+
+def _steps(confinement):
+    """The confinement made ready for init (corral.confine.steps); its module (ctypes' seccomp
+    and capability set-up) is imported only for a container that has one, not a privileged one."""
+    if confinement is None:
+        return None
+    from corral.confine import steps
+    return steps(confinement)
 
 
 def _io_spec(files: state.ContainerFiles, config: ContainerConfig):
