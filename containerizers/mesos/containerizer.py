@@ -18,7 +18,8 @@ from corral.types import ContainerConfig, CorralError, Termination
 from ..base import STOP_TIMEOUT
 from ..threaded import ThreadedContainerizer
 from .forkserver import LaunchCutShort, LaunchServer
-from .sync import SyncMesosContainerizer, Waiter
+from .sync import SyncMesosContainerizer
+from .waiter import Waiter
 
 
 class MesosContainerizer(ThreadedContainerizer):
