@@ -198,6 +198,11 @@ class SyncContainerizer:
         if self.stop(files) and self.wait(container_id, timeout=STOP_TIMEOUT) is None:
             files.settle(lambda: Termination(container_id, None, TASK_KILLED, None,
                                              f"still running {STOP_TIMEOUT:g}s after SIGKILL; removed by force"))
+        return self.finish_destroy(files, remove_sandbox)
+
+    def finish_destroy(self, files: ContainerFiles, remove_sandbox: bool = False) -> Termination:
+        """Destroy's last steps, once nothing of the container runs (stop() and the wait for its
+        end are done): settle the verdict, release what it held, forget it."""
         if self.capabilities.wait_timeout:
             self.termination(files)         # settled before _release removes what the verdict reads
         termination = self.termination(files, self._release(files))
