@@ -21,8 +21,6 @@ import time
 from collections import Counter
 
 from corral.containerizers import Containerizer
-from corral.containerizers.composing import ComposingContainerizer
-from corral.containerizers.mesos.containerizer import MesosContainerizer
 from corral import types
 from corral.files import remove_tree
 from corral.types import (LAUNCHED, TASK_LOST, TASK_RUNNING, ContainerConfig, ContainerExists, CorralError, InvalidInput,
@@ -45,56 +43,10 @@ def with_minimum_memory(request: Resources) -> Resources:
     return request + Resources({("mem", DEFAULT_ROLE): missing}) if missing > 0 else request
 
 
-def make_containerizer(flags, total: Resources, lock: int | None = None) -> Containerizer:
-    """The agent's containerizer: the one --containerizers names, or a ComposingContainerizer over
-    them in the user's order. Call it while the process has one thread: the Mesos containerizer
-    launches through a launch server that it forks (containerizers/mesos/forkserver.py), so it is
-    made first; the docker and external ones start their threads only when first used. `lock`:
-    the agent's lock (Checkpoint.lock), which the launch server holds too."""
-    made: dict[str, Containerizer] = {}
-    if "mesos" in flags.containerizers:
-        made["mesos"] = MesosContainerizer(**containerizer_args(flags, total), launch_server=True,
-                                           hold=() if lock is None else (lock,))
-    if "docker" in flags.containerizers:
-        from corral.containerizers.docker import DockerContainerizer
-        # only=False: the docker containerizer takes only the containers that ask for it (a
-        # DOCKER ContainerInfo), as mesos-agent's does, however few containerizers there are.
-        made["docker"] = DockerContainerizer(flags.work_dir, flags.runtime_dir, socket=flags.docker_socket,
-                                             cgroups_enable_cfs=flags.cgroups_enable_cfs,
-                                             kill_orphans=flags.docker_kill_orphans, only=False)
-    if "external" in flags.containerizers:
-        from corral.containerizers.external import ExternalContainerizer
-        made["external"] = ExternalContainerizer(flags.work_dir, flags.runtime_dir, flags.external_containerizer_path,
-                                                 timeout=flags.external_containerizer_timeout)
-    ordered = [made[name] for name in flags.containerizers]
-    return ordered[0] if len(ordered) == 1 else ComposingContainerizer(ordered)
-
-
-def containerizer_args(flags, total: Resources) -> dict:
-    """SyncMesosContainerizer's arguments from the agent's flags."""
-    ports = total.get("ports")
-    provisioner = None
-    if flags.image_providers:
-        from corral.provisioner import Provisioner, ProvisionerFlags
-        provisioner = Provisioner(flags.work_dir, ProvisionerFlags(docker_registry=flags.docker_registry,
-                                                                   max_layer_size=flags.max_layer_size))
-    return dict(work_dir=flags.work_dir, runtime_dir=flags.runtime_dir, cgroups_root=flags.cgroups_root,
-                nvidia_gpu_devices=flags.nvidia_gpu_devices, nvidia_volumes=flags.nvidia_volumes,
-                provisioner=provisioner,
-                isolation=flags.isolation, cgroups_enable_cfs=flags.cgroups_enable_cfs,
-                container_ports_isolated_range=ports.to_list() if ports else [],
-                enforce_container_ports=flags.enforce_container_ports,
-                container_ports_watch_interval=flags.container_ports_watch_interval,
-                effective_capabilities=flags.effective_capabilities,
-                bounding_capabilities=flags.bounding_capabilities,
-                seccomp_config_dir=flags.seccomp_config_dir, seccomp_profile_name=flags.seccomp_profile_name,
-                allowed_devices=flags.allowed_devices or [], cgroups_pids_limit=flags.cgroups_pids_limit)
-
-
 class Agent:
     def __init__(self, flags, containerizer: Containerizer, total: Resources,
                  units: dict[str, list[str]] | None = None):
-        """`containerizer`: from make_containerizer(flags, total), made before any thread;
+        """`containerizer`: from agent/containerizer.py's make_containerizer(flags, total), made before any thread;
         `units`: the resources given as whole units, and their names (agent/custom_resources.py)."""
         self.flags = flags
         self.total = total
@@ -139,6 +91,10 @@ class Agent:
             self.checkpoint.add_container(container_id, {"config": None, "resources": [], "damaged": message})
             found.containers[container_id] = {"container": {"config": None, "resources": []}, "statuses": [
                 self._status(container_id, TASK_LOST, None, f"its checkpoint is damaged: {message}")]}
+        # The statuses of those still running in one call: one trip to the containerizer's thread,
+        # not one each while the watchers already set up take the loop (and the GIL) from it.
+        statuses = {} if found.rebooted else await self.containerizer.statuses(
+            [cid for cid, c in found.containers.items() if cid in alive and not _ended(c["statuses"])])
         for container_id, checkpointed in found.containers.items():
             self.records[container_id] = checkpointed["container"]
             stream = checkpointed["statuses"]
@@ -150,9 +106,9 @@ class Agent:
             if _ended(stream):
                 await self._release(container_id, alive)     # again: a release may have been cut short
                 continue
-            if (await self.containerizer.status(container_id))["state"] == "RUNNING":
+            if statuses.get(container_id, {}).get("state") == "RUNNING":
                 self._status(container_id, TASK_RUNNING, durable=False)
-            self._watch(container_id)
+            self._watch(container_id)        # one it no longer knows is lost: its watcher says so
         for stranger in alive - set(self.records):
             await self.containerizer.destroy(stranger, remove_sandbox=True)    # nobody knows it
         self.allocator.retain(self.ends)                                       # those still running

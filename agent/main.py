@@ -19,7 +19,8 @@ from corral.types import CorralError, InvalidInput
 from . import custom_resources
 from . import flags as agent_flags
 from .checkpoint import Checkpoint
-from .core import Agent, make_containerizer
+from .containerizer import make_containerizer
+from .core import Agent
 from .resources import Resources, detect
 
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import abc
 from _signal import SIGKILL    # signal's C core: the signal module imports enum, milliseconds of a cold CLI
 
-from corral.types import ContainerConfig, ExecConfig, InvalidInput, Resources, Termination
+from corral.types import ContainerConfig, ExecConfig, InvalidInput, NoSuchContainer, Resources, Termination
 
 
 class Containerizer(abc.ABC):
@@ -49,6 +49,16 @@ class Containerizer(abc.ABC):
 
     @abc.abstractmethod
     async def status(self, container_id: str) -> dict: ...
+
+    async def statuses(self, container_ids: list[str]) -> dict[str, dict]:
+        """status() of each container that is known, by id (SyncContainerizer.statuses)."""
+        found = {}
+        for container_id in container_ids:
+            try:
+                found[container_id] = await self.status(container_id)
+            except NoSuchContainer:
+                pass
+        return found
 
     @abc.abstractmethod
     async def containers(self) -> list[str]: ...

@@ -197,6 +197,11 @@ class SyncContainerizer:
         if self.stop(files) and self.wait(container_id, timeout=STOP_TIMEOUT) is None:
             files.settle(lambda: Termination(container_id, None, TASK_KILLED, None,
                                              f"still running {STOP_TIMEOUT:g}s after SIGKILL; removed by force"))
+        return self.finish_destroy(files, remove_sandbox)
+
+    def finish_destroy(self, files: ContainerFiles, remove_sandbox: bool = False) -> Termination:
+        """Destroy's last steps, once nothing of the container runs (stop() and the wait for its
+        end are done): settle the verdict, release what it held, forget it."""
         if self.capabilities.wait_timeout:
             self.termination(files)         # settled before _release removes what the verdict reads
         termination = self.termination(files, self._release(files))
@@ -266,6 +271,17 @@ class SyncContainerizer:
             **record,                       # what else the containerizer recorded (docker: docker_id)
             "termination": termination.to_dict() if termination else None,
         }
+
+    def statuses(self, container_ids: list[str]) -> dict[str, dict]:
+        """status() of each container that is known, by id, in one call: a caller that wants many
+        (the agent's recovery) makes one trip to a containerizer's thread, not one each."""
+        found = {}
+        for container_id in container_ids:
+            try:
+                found[container_id] = self.status(container_id)
+            except NoSuchContainer:
+                pass
+        return found
 
     def _state(self, files: ContainerFiles, ended: bool) -> tuple[str, int | None]:
         return ("EXITED" if ended else "RUNNING"), None

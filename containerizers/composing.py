@@ -1,8 +1,9 @@
 """The composing containerizer: a plain router over several containerizers, in the user's order.
 
 launch asks each in turn; the first that does not answer NOT_SUPPORTED owns the container, and
-wait, kill, destroy, update, usage, status and exec go to the owner alone. (Mesos sorts its
-containerizers; corral keeps the order it was given.) An id nobody owns is NoSuchContainer.
+wait, kill, destroy, update, usage, status and exec go to the owner alone (statuses to each
+owner, for its own ids). (Mesos sorts its containerizers; corral keeps the order it was given.)
+An id nobody owns is NoSuchContainer.
 A destroy that arrives while a launch is under way stops the launch from trying the next
 containerizer, waits for the one being asked to answer, and destroys the container if it took
 it. recover runs every containerizer and merges what they know.
@@ -89,6 +90,15 @@ class ComposingContainerizer(Containerizer):
 
     async def status(self, container_id: str) -> dict:
         return await self.owner(container_id).status(container_id)
+
+    async def statuses(self, container_ids: list[str]) -> dict[str, dict]:
+        """Each owner's in one call, the owners side by side; an id nobody owns is left out."""
+        owned: dict[Containerizer, list[str]] = {}
+        for container_id in container_ids:
+            if container_id in self._owners:
+                owned.setdefault(self._owners[container_id], []).append(container_id)
+        found = await asyncio.gather(*(owner.statuses(ids) for owner, ids in owned.items()))
+        return {cid: status for each in found for cid, status in each.items()}
 
     async def containers(self) -> list[str]:
         return sorted(self._owners)

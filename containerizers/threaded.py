@@ -90,6 +90,9 @@ class ThreadedContainerizer(Containerizer):
     async def status(self, container_id: str) -> dict:
         return await self.call(self.sync.status, container_id)
 
+    async def statuses(self, container_ids: list[str]) -> dict[str, dict]:
+        return await self.call(self.sync.statuses, container_ids)
+
     async def containers(self) -> list[str]:
         return await self.call(self.sync.containers)
 

@@ -110,18 +110,25 @@ class _ScannerContext:
     parse_constant = {"-Infinity": float("-inf"), "Infinity": float("inf"), "NaN": float("nan")}.__getitem__
 
 
+_scan = None        # the C scanner, made on first use: making one costs more than a small file's parse
+
+
 def _parse_json(raw: bytes):
     """json.loads(raw) of the UTF-8 that corral writes, by the json package's own C scanner
     (_json): the package's import compiles regular expressions (re, enum), ~10 ms of a cold
-    `corral exec`, which reads its state here and nothing else of json's."""
-    try:
-        from _json import make_scanner
-    except ImportError:                     # an interpreter without the accelerator
-        import json
-        return json.loads(raw)
+    `corral exec`, which reads its state here and nothing else of json's. One scanner serves
+    every call, as json.loads's default decoder does."""
+    global _scan
+    if _scan is None:
+        try:
+            from _json import make_scanner
+        except ImportError:                 # an interpreter without the accelerator
+            import json
+            return json.loads(raw)
+        _scan = make_scanner(_ScannerContext)
     text = raw.decode("utf-8").strip(_WHITESPACE)
     try:
-        value, end = make_scanner(_ScannerContext)(text, 0)
+        value, end = _scan(text, 0)
     except StopIteration as e:
         raise ValueError(f"expecting a value at character {e.value}") from None
     if end != len(text):

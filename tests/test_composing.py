@@ -70,6 +70,11 @@ def test_first_that_takes_it_owns_it(stack, docker_env, rootfs, tmp_path):
         assert owners == {"plain": 0, "dock": 1, "root": 2, "any": 3}
         assert (await cc.status("plain"))["containerizer"] == "mesos"
         assert {cid: (await cc.wait(cid)).exit_code for cid in owners} == {"plain": 2, "dock": 3, "root": 4, "any": 0}
+        # statuses asks each owner once, for its own; an id nobody owns is left out
+        statuses = await cc.statuses([*owners, "nobody"])
+        assert {cid: (s["containerizer"], s["state"], s["termination"]["exit_code"]) for cid, s in statuses.items()} == {
+            "plain": ("mesos", "EXITED", 2), "dock": ("docker", "EXITED", 3), "root": ("external", "EXITED", 4),
+            "any": ("external", "EXITED", 0)}
         with pytest.raises(ContainerExists):
             await cc.launch("dock", ContainerConfig(argv=["true"]))
         for cid in owners:

@@ -1,6 +1,8 @@
 """The Docker containerizer: containers run by a real dockerd.
 
-    engine.py         dockerd's Engine API, through the docker SDK or plain HTTP on its socket
+    engine.py         dockerd's Engine API, the calls by name
+    transport.py      how they reach dockerd (the docker SDK, or plain HTTP on its socket), and its errors
+    create.py         a ContainerConfig as the Engine API's create body
     sync.py           SyncDockerContainerizer: the work, as blocking calls (the CLI's)
     containerizer.py  DockerContainerizer: its asyncio face (the agent's)
 
@@ -8,7 +10,8 @@ DockerContainerizer is imported on first use: the CLI has no use for asyncio or 
 """
 
 from .engine import DEFAULT_SOCKET, DockerUnavailable, EngineError, NotFound, default_socket
-from .sync import LABEL_ID, LABEL_OWNER, NAME_PREFIX, SANDBOX, SyncDockerContainerizer
+from .create import LABEL_ID, LABEL_OWNER, NAME_PREFIX, SANDBOX
+from .sync import SyncDockerContainerizer
 
 __all__ = ["DEFAULT_SOCKET", "DockerUnavailable", "EngineError", "NotFound", "default_socket", "LABEL_ID",
            "LABEL_OWNER", "NAME_PREFIX", "SANDBOX", "SyncDockerContainerizer", "DockerContainerizer"]

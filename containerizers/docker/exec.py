@@ -25,7 +25,7 @@ EXIT_POLL_LIMIT = 10.0
 
 
 def start(containerizer, files: ContainerFiles, config: ExecConfig, stdio: tuple[int, int, int]) -> "DockerExecution":
-    from .sync import SANDBOX
+    from .create import SANDBOX
     engine = containerizer.engine
     workdir = os.path.join(SANDBOX, config.workdir) if config.workdir else None
     create = {"AttachStdin": config.interactive, "AttachStdout": True, "AttachStderr": True, "Tty": config.tty,

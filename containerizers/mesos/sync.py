@@ -9,26 +9,22 @@ from __future__ import annotations
 
 import os
 import pwd
-import select
 import signal
 import time
 
 from corral import linux
-from corral.confine import steps
 from corral.record import Record
 from corral.types import (DEFAULT_PATH, LAUNCHED, ContainerConfig, CorralError, ExecConfig, InvalidInput,
-                          Limitation, NoSuchContainer, Resources, Termination)
-from corral.isolators import IsolatorFlags, LaunchInfo, Watch
+                          Limitation, Resources)
+from corral.isolators import IsolatorFlags, LaunchInfo
 from corral.isolators.registry import CONFINEMENT, DEFAULT_ISOLATION, create_isolators
 
 from .. import state
 from ..base import Capabilities, End, SyncContainerizer
-from ..base import Waiter as BaseWaiter
 from .exec import SESSION_FILE, session_record, start as start_exec
 from .launcher import Launcher
 from .supervisor import LaunchSpec
-
-STARTING_POLL_INTERVAL = 0.01    # how often a waiter looks for the pids of a container still launching
+from .waiter import Waiter
 
 
 class SyncMesosContainerizer(SyncContainerizer):
@@ -165,7 +161,7 @@ class SyncMesosContainerizer(SyncContainerizer):
             namespaces=frozenset(launch_info.namespaces), hostname=launch_info.hostname,
             uid=identity.uid if identity else None, gid=identity.gid if identity else None,
             groups=identity.groups if identity else (),
-            confinement=steps(launch_info.confinement),
+            confinement=_steps(launch_info.confinement),
             io=_io_spec(files, config),
         )
 
@@ -313,107 +309,13 @@ class SyncMesosContainerizer(SyncContainerizer):
         return known
 
 
-class Waiter(BaseWaiter):
-    """Waits for one container's end: the supervisor's exit (a pidfd) or an isolator's limitation.
-
-    `fds` and `interval` say what to wait on; `ready(fd)` says what happened. block() drives it
-    with poll(2); MesosContainerizer drives it from an asyncio loop.
-    """
-
-    def __init__(self, containerizer: SyncMesosContainerizer, files: state.ContainerFiles):
-        self.containerizer = containerizer
-        self.files = files
-        self.result: Termination | None = files.termination()
-        self.pidfd: int | None = None
-        self.watches: list[Watch] = []
-        self.starting = False
-        if self.result is None:
-            self._open()
-
-    def _open(self) -> None:
-        sup = self.files.pids().get("supervisor", {})
-        self.supervisor_pid = sup.get("pid")
-        if not sup:
-            # Another process is launching it: look again shortly (its launch either writes the
-            # pids within milliseconds or removes the container).
-            if not self.files.exists():
-                raise NoSuchContainer(self.files.container_id)
-            self.starting = True
-            return
-        self.starting = False
-        if sup:
-            try:
-                self.pidfd = os.pidfd_open(sup["pid"])
-            except ProcessLookupError:
-                pass
-            # The pidfd pins the process: only now is the start-time check free of pid reuse.
-            if self.pidfd is not None and linux.process_start_time(sup["pid"]) != sup["start"]:
-                os.close(self.pidfd)
-                self.pidfd = None
-        if self.pidfd is None:
-            self.result = self.containerizer.termination(self.files)
-            return
-        for isolator in self.containerizer._isolators_of(self.files):
-            watch = isolator.watch(self.files.container_id)
-            if watch is not None:
-                self.watches.append(watch)
-        # A limit broken before the watches existed sent its event to no one: ask now.
-        self.ready(None)
-
-    @property
-    def fds(self) -> list[int]:
-        return [fd for fd in [self.pidfd] + [w.fd for w in self.watches] if fd is not None]
-
-    @property
-    def interval(self) -> float | None:
-        if self.starting:
-            return STARTING_POLL_INTERVAL
-        return min((w.interval for w in self.watches if w.interval), default=None)
-
-    def ready(self, fd: int | None) -> Termination | None:
-        """`fd` turned readable (None: the interval passed). Returns the termination once ended."""
-        if self.result is not None:
-            return self.result
-        if self.starting:
-            self._open()
-            return self.result
-        if fd == self.pidfd:
-            self.containerizer.launcher.reap(self.supervisor_pid)
-            self.result = self.containerizer.termination(self.files)
-            return self.result
-        for watch in self.watches:
-            if fd is None or fd == watch.fd:
-                limitation = watch.check()
-                if limitation is not None:
-                    self.containerizer.end(self.files.container_id, limitation)
+def _steps(confinement):
+    """The confinement made ready for init (corral.confine.steps); its module (ctypes' seccomp
+    and capability set-up) is imported only for a container that has one, not a privileged one."""
+    if confinement is None:
         return None
-
-    def block(self, timeout: float | None = None) -> Termination | None:
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while self.result is None:
-            poller = select.poll()     # anew each round: the fds change once a starting container has pids
-            for fd in self.fds:
-                poller.register(fd, select.POLLIN)
-            step = self.interval
-            if deadline is not None:
-                left = max(0.0, deadline - time.monotonic())
-                step = left if step is None else min(step, left)
-            events = poller.poll(None if step is None else step * 1000)
-            for fd, _ in events:
-                self.ready(fd)
-            if not events:
-                if deadline is not None and time.monotonic() >= deadline:
-                    break
-                self.ready(None)
-        return self.result
-
-    def close(self) -> None:
-        if self.pidfd is not None:
-            os.close(self.pidfd)
-            self.pidfd = None
-        for watch in self.watches:
-            watch.close()
-        self.watches = []
+    from corral.confine import steps
+    return steps(confinement)
 
 
 def _io_spec(files: state.ContainerFiles, config: ContainerConfig):

@@ -58,21 +58,27 @@ def _io(args) -> dict:
 
 
 def _confinement(args) -> dict:
-    """The run options that change the container's confinement, checked here (one line, exit 2)."""
-    from corral.isolators.capabilities import normalize
-    from corral.isolators.devices import parse_device
-    from corral.isolators.rlimits import parse_ulimit
-    for name in args.cap_add + args.cap_drop:
-        normalize(name)
-    for spec in args.device:
-        parse_device(spec)
+    """The run options that change the container's confinement, checked here (one line, exit 2).
+    Each check's module is imported only when its option is given: a cold run pays for none."""
+    if args.cap_add or args.cap_drop:
+        from corral.isolators.capabilities import normalize
+        for name in args.cap_add + args.cap_drop:
+            normalize(name)
+    if args.device:
+        from corral.isolators.devices import parse_device
+        for spec in args.device:
+            parse_device(spec)
+    rlimits = []
+    if args.ulimit:
+        from corral.isolators.rlimits import parse_ulimit
+        rlimits = [parse_ulimit(u) for u in args.ulimit]
     profile = args.seccomp_profile
     if profile is not None and profile != "unconfined":
         if not os.path.isfile(profile):
             raise InvalidInput(f"--seccomp-profile {profile}: no such file")
         profile = os.path.abspath(profile)
     return dict(privileged=args.privileged, cap_add=args.cap_add, cap_drop=args.cap_drop, seccomp_profile=profile,
-                devices=args.device, pids_limit=args.pids_limit, rlimits=[parse_ulimit(u) for u in args.ulimit])
+                devices=args.device, pids_limit=args.pids_limit, rlimits=rlimits)
 
 
 def _new_container_id() -> str:

@@ -43,7 +43,8 @@ class InProcessAgent:
         from aiohttp import ClientSession, web
 
         from corral.agent.api import make_runner
-        from corral.agent.core import Agent, make_containerizer
+        from corral.agent.containerizer import make_containerizer
+        from corral.agent.core import Agent
         from corral.agent.custom_resources import settle
         from corral.agent.resources import Resources, detect
         total, units = settle(self.flags, detect(self.flags.resources or Resources(), self.flags.work_dir))

@@ -119,7 +119,7 @@ def test_bad_credentials_files(tmp_path):
 
 
 def test_max_layer_size_reaches_the_provisioner(tmp_path):
-    from corral.agent.core import containerizer_args
+    from corral.agent.containerizer import containerizer_args
     assert parse([], {}).max_layer_size == 16 << 30
     flags = parse([f"--work_dir={tmp_path}", "--image_providers=docker", "--max_layer_size=64MB"], {})
     assert containerizer_args(flags, Resources.parse("cpus:1"))["provisioner"].flags.max_layer_size == 64 << 20

@@ -52,7 +52,7 @@ def test_mesos_capabilities_and_privileged(docker_env):
 
 
 def test_privileged(docker_env):
-    from corral.containerizers.docker.sync import confinement
+    from corral.containerizers.docker.create import confinement
     assert confinement(docker_env.config("true", privileged=True)) == {"Privileged": True}
     with open("/proc/self/status") as f:
         bounding = int(fields(f.read())["CapBnd"], 16)

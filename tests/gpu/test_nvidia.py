@@ -208,7 +208,7 @@ def test_an_image_container_gets_the_driver_volume(gpus, start_agent, corral, tm
 
 def test_the_docker_containerizer_asks_dockerd_for_the_given_gpus():
     """What dockerd receives (NVIDIA's container toolkit needs a GPU host to take it)."""
-    from corral.containerizers.docker.sync import gpu_requests
+    from corral.containerizers.docker.create import gpu_requests
     from corral.types import ContainerConfig
     config = ContainerConfig.from_dict({"argv": ["nvidia-smi"], "resources": {"custom": {"gpus": ["1", "3"]}}})
     assert gpu_requests(config) == {"DeviceRequests": [{"Driver": "nvidia", "DeviceIDs": ["1", "3"],
