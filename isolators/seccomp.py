@@ -7,7 +7,8 @@ no filter. The agent's --seccomp_profile_name is the default of its containers.
 
 libseccomp (through pyseccomp) compiles a profile to BPF once per profile and capability set,
 and seccomp_bpf.compact() rewrites its program a fifth as long, with the same answers (the
-kernel's load of a filter, in every container's init, costs by its length); the program is
+kernel's load of a filter, in every container's init, costs by its length; compact() checks
+the rewrite answers every call as libseccomp's does, else keeps libseccomp's); the program is
 kept in memory and in the runtime dir (a later `corral run` reads it back
 without loading libseccomp), and init loads it with one prctl before the exec.
 """
@@ -24,7 +25,8 @@ from . import Isolator, LaunchInfo
 
 DEFAULT_PROFILE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "seccomp_default.json")
 UNCONFINED = "unconfined"
-_COMPILER = b"corral-seccomp-3"     # part of the cache key: change it when compile_profile's output changes
+_COMPILER = b"corral-seccomp-4"     # part of the cache key: change it when compile_profile's output changes
+                                    # (4: compact() checks its rewrite, so none cached unchecked is taken)
 
 # Go's architecture names (Docker's "arches" conditions) and libseccomp's, by uname's machine.
 _GO_ARCH = {"x86_64": "amd64", "aarch64": "arm64", "riscv64": "riscv64", "s390x": "s390x", "ppc64le": "ppc64le"}
