@@ -3,32 +3,13 @@ system calls alone. Checked in forked children of the test, whose credentials di
 
 from __future__ import annotations
 
-import os
-
 from corral import confine
 from corral.confine import Confinement, DeviceNode
 from corral.isolators.capabilities import DEFAULT, numbers
+from tests.childkit import in_child
 
 PR_CAP_AMBIENT, PR_CAP_AMBIENT_RAISE = 47, 2
 CAP_NET_RAW = 13
-
-
-def in_child(fn) -> str:
-    """fn()'s string, computed in a forked child (what it changes of itself dies with it)."""
-    read, write = os.pipe()
-    pid = os.fork()
-    if pid == 0:
-        try:
-            os.write(write, str(fn()).encode())
-        except BaseException as e:  # noqa: BLE001
-            os.write(write, f"error {e!r}".encode())
-        finally:
-            os._exit(0)
-    os.close(write)
-    with os.fdopen(read) as f:
-        answer = f.read()
-    os.waitpid(pid, 0)
-    return answer
 
 
 def status(*names: str) -> dict[str, int]:

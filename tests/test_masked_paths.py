@@ -9,6 +9,7 @@ import os
 import pytest
 
 from corral.isolators.masked_paths import MASKED, READONLY, on_this_kernel
+from tests.childkit import in_child
 from tests.test_confinement import rootfs, run  # noqa: F401 - the busybox rootfs fixture
 
 
@@ -44,21 +45,14 @@ def test_a_mask_of_unknown_kind_finds_out_itself():
     a directory, where that bind fails, mounts the empty tmpfs; a missing path is skipped.
     In a child's private mount namespace, gone with it."""
     from corral import confine, linux
-    read, write = os.pipe()
-    pid = os.fork()
-    if pid == 0:
-        try:
-            linux.unshare(linux.CLONE_NEWNS)
-            linux.mount(None, "/", None, linux.MS_REC | linux.MS_PRIVATE)
-            for path in ("/sys/firmware", "/proc/keys", "/proc/no-such-entry"):
-                confine.mask(path)
-            fstypes = {line.split()[4]: line.split(" - ")[1].split()[0] for line in open("/proc/self/mountinfo")}
-            os.write(write, repr((os.listdir("/sys/firmware"), fstypes.get("/sys/firmware"),
-                                  os.stat("/proc/keys").st_rdev == os.stat("/dev/null").st_rdev)).encode())
-        finally:
-            os._exit(0)
-    os.close(write)
-    with os.fdopen(read) as f:
-        answer = f.read()
-    os.waitpid(pid, 0)
+
+    def mask_and_look():
+        linux.unshare(linux.CLONE_NEWNS)
+        linux.mount(None, "/", None, linux.MS_REC | linux.MS_PRIVATE)
+        for path in ("/sys/firmware", "/proc/keys", "/proc/no-such-entry"):
+            confine.mask(path)
+        fstypes = {line.split()[4]: line.split(" - ")[1].split()[0] for line in open("/proc/self/mountinfo")}
+        return repr((os.listdir("/sys/firmware"), fstypes.get("/sys/firmware"),
+                     os.stat("/proc/keys").st_rdev == os.stat("/dev/null").st_rdev))
+    answer = in_child(mask_and_look)
     assert answer == repr(([], "tmpfs", True)), answer

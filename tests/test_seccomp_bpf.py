@@ -19,6 +19,7 @@ from corral.isolators.capabilities import ALL, DEFAULT
 from corral.isolators.seccomp import DEFAULT_PROFILE, compile_profile, libseccomp_program
 from corral.isolators import seccomp_bpf
 from corral.isolators.seccomp_bpf import Unverified, compact, pack, same_answers, unpack
+from tests.childkit import in_child
 
 
 def profile(**changes) -> bytes:
@@ -136,18 +137,11 @@ def test_a_loaded_filter_answers_as_libseccomps(tmp_path):
     program = compile_profile(profile(), DEFAULT, "default")
     fprog = _SockFprog(len(program) // 8, program)
     libc = ctypes.CDLL(None, use_errno=True)
-    read_fd, write_fd = os.pipe()
-    pid = os.fork()
-    if pid == 0:
-        try:
-            libc.prctl(38, 1, 0, 0, 0)
-            loaded = libc.prctl(22, 2, ctypes.c_void_p(ctypes.addressof(fprog)), 0, 0)
-            refused = libc.unshare(0x10000000)
-            os.write(write_fd, f"{loaded} {refused} {ctypes.get_errno()} {os.getpid() > 0}".encode())
-        finally:
-            os._exit(0)
-    os.close(write_fd)
-    with os.fdopen(read_fd) as f:
-        answer = f.read()
-    os.waitpid(pid, 0)
+
+    def load_and_try():
+        libc.prctl(38, 1, 0, 0, 0)
+        loaded = libc.prctl(22, 2, ctypes.c_void_p(ctypes.addressof(fprog)), 0, 0)
+        refused = libc.unshare(0x10000000)
+        return f"{loaded} {refused} {ctypes.get_errno()} {os.getpid() > 0}"
+    answer = in_child(load_and_try)
     assert answer == "0 -1 1 True"

@@ -16,6 +16,7 @@ from corral import provisioner
 from corral.types import ContainerExists, CorralError, InvalidInput
 from corral.provisioner import ImageNotFound, image_user, mountns, read_image_file, resolve_user
 
+from tests.childkit import in_child
 from tests.provisioner.prov_images import aci, busybox_layer, docker_save, tar
 
 
@@ -57,28 +58,21 @@ def test_destroy_refuses_a_mounted_rootfs(make_provisioner, tmp):
     docker_save(os.path.join(store, "one:latest.tar"), "one:latest", [busybox_layer()])
     p = make_provisioner(store, image_provisioner_backend="bind")
     info = p.provision("c", "one")
-    r, w = os.pipe()
-    child = os.fork()
-    if child == 0:                       # a private namespace holding the mount, as a container would
+
+    def destroy_while_mounted():         # a private namespace holding the mount, as a container would
+        mountns.private_namespace()
+        mountns.mount_all(info)
         try:
-            os.close(r)
-            mountns.private_namespace()
-            mountns.mount_all(info)
-            try:
-                p.destroy("c")
-                os.write(w, b"destroyed")
-            except CorralError as e:
-                os.write(w, str(e).encode())
-            try:
-                open(os.path.join(info.rootfs, "x"), "w")
-            except OSError as e:
-                os.write(w, f"|{e.strerror}".encode())
-        finally:
-            os._exit(0)
-    os.close(w)
-    with os.fdopen(r) as pipe:
-        said = pipe.read()
-    os.waitpid(child, 0)
+            p.destroy("c")
+            said = "destroyed"
+        except CorralError as e:
+            said = str(e)
+        try:
+            open(os.path.join(info.rootfs, "x"), "w")
+        except OSError as e:
+            said += f"|{e.strerror}"
+        return said
+    said = in_child(destroy_while_mounted)
     assert said == f"cannot remove the rootfs of c: {info.rootfs} is mounted|Read-only file system"
     assert p.destroy("c")
 
