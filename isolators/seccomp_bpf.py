@@ -70,7 +70,11 @@ def compact(program: bytes) -> bytes:
         if len(new) >= len(insns):
             return program
         same_answers(insns, new, _MAX_CALLS)
-    except (_Unsupported, Unverified):
+    except _Unsupported:
+        return program
+    except Unverified as e:     # a rewrite not shown equal: worth knowing of, never worth using
+        import logging          # here only: not on a launch's path
+        logging.getLogger("corral.seccomp").warning("seccomp: libseccomp's program kept as it is: %s", e)
         return program
     return pack(new)
 

@@ -80,9 +80,10 @@ def an_argument_check_inverted(program):
 
 
 @pytest.mark.parametrize("mutation", [an_action_changed, an_argument_check_inverted])
-def test_a_rewrite_that_answers_a_call_otherwise_is_refused(monkeypatch, mutation):
+def test_a_rewrite_that_answers_a_call_otherwise_is_refused(monkeypatch, caplog, mutation):
     """compact() checks its rewrite before it returns it: one that answers a call otherwise
-    (here, compact's own emission broken on purpose) leaves libseccomp's program as it is."""
+    (here, compact's own emission broken on purpose) leaves libseccomp's program as it is, and
+    says so in the log."""
     original = libseccomp_program(profile(), DEFAULT, "default")
     emit = seccomp_bpf._emit
     emitted = []
@@ -94,6 +95,7 @@ def test_a_rewrite_that_answers_a_call_otherwise_is_refused(monkeypatch, mutatio
     monkeypatch.setattr(seccomp_bpf, "_emit", broken_emit)
     assert compact(original) == original
     assert len(emitted[0]) < len(unpack(original))      # it would have been taken
+    assert "libseccomp's program kept as it is: arch" in caplog.text
     with pytest.raises(Unverified, match="rewritten"):
         same_answers(unpack(original), emitted[0])
 
