@@ -4,6 +4,7 @@ in the test's process, whose HTTP client makes threads: launches go through the 
 from __future__ import annotations
 
 import asyncio
+import errno
 import json
 import os
 import signal
@@ -91,7 +92,12 @@ class HeldOpens:
         self.fd = libc.fanotify_init(FAN_CLOEXEC | FAN_CLASS_CONTENT, os.O_RDONLY)
         if self.fd < 0 or libc.fanotify_mark(self.fd, FAN_MARK_ADD, FAN_OPEN_PERM | FAN_ONDIR, -100,
                                              path.encode()) != 0:
-            raise OSError(ctypes.get_errno(), f"fanotify on {path}")
+            error = ctypes.get_errno()
+            if self.fd >= 0:
+                os.close(self.fd)
+            if error in (errno.EINVAL, errno.ENOSYS):
+                pytest.skip("this kernel has no fanotify permission events (CONFIG_FANOTIFY_ACCESS_PERMISSIONS)")
+            raise OSError(error, f"fanotify on {path}")
         self.limit = limit
         self.held, self.released = threading.Event(), threading.Event()
         self.gave_up = False
@@ -126,10 +132,11 @@ class HeldOpens:
             os.close(fd)            # the fanotify group's end allows any open still waiting
 
 
-def test_remove_deletes_the_sandbox_while_the_agent_serves_on(agent_flags, corral):
+def test_remove_deletes_the_sandbox_while_the_agent_serves_on(agent_flags, corral, tmp_path):
     """A sandbox can be large (whatever the task wrote): the agent removes it off its loop. Its
     removal is held at its first step (the open of the sandbox); meanwhile other calls are
     answered, and REMOVE_CONTAINER answers only once the sandbox is gone."""
+    HeldOpens(str(tmp_path)).close()        # skips first where the kernel cannot hold an open
     async def scenario():
         async with InProcessAgent(agent_flags()) as a:
             assert (await a.call(launch("full", "mkdir -p a/b && echo x > a/b/c")))[0] == 200
