@@ -306,7 +306,8 @@ def _command(plan: _Plan, pidfd: int, root: int, stdio: tuple[int, int, int], tt
         os.chroot(".")
         os.close(root)
         uid, gid, groups = plan.uid, plan.gid, plan.groups
-        if plan.user:
+        if plan.user:       # opens the container's files: only once in its cgroups (devices)
+            go_r = _placed(go_r)
             uid, gid, groups = _container_user(plan.user)
             plan.env.update(_user_env(plan.user, uid))
         try:
@@ -325,10 +326,8 @@ def _command(plan: _Plan, pidfd: int, root: int, stdio: tuple[int, int, int], tt
         for sig in _IGNORED_BY_PYTHON:
             signal.signal(sig, signal.SIG_DFL)
         # Set up and confined while the caller moves us into the cgroups: nothing of the
-        # container's runs before we are there.
-        if go_r is not None and os.read(go_r, 1) != b"g":
-            os._exit(1)                     # the caller could not place us in the cgroups
-        go_r = None
+        # container's runs, and none of its files is opened, before we are there.
+        go_r = _placed(go_r)
         try:
             os.execve(program, plan.argv, plan.env)
         except OSError as e:
@@ -344,6 +343,14 @@ def _command(plan: _Plan, pidfd: int, root: int, stdio: tuple[int, int, int], tt
         except OSError:
             pass
     os._exit(127)
+
+
+def _placed(go_r: int | None) -> None:
+    """Wait until the caller has written us into the container's cgroups (go_r None: we were
+    cloned into them); exit if it could not."""
+    if go_r is not None and os.read(go_r, 1) != b"g":
+        os._exit(1)
+    return None
 
 
 def _container_user(spec: str) -> tuple[int, int, tuple[int, ...]]:
