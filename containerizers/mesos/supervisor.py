@@ -30,7 +30,6 @@ import time
 import prctl
 
 from corral import linux
-from corral.confine import confine
 from corral.files import find_program, open_beneath, write_atomic
 from corral.record import Record
 
@@ -250,7 +249,7 @@ def _confine(spec: LaunchSpec) -> None:
     overlaps the launcher's cgroup writes. init itself is confined too: what it does after this
     (wait for go, spawn the task, forward signals, reap) needs none of what confinement takes."""
     if spec.confinement is not None:
-        confine(spec.confinement)
+        spec.confinement.apply()     # corral.confine.Steps
 
 
 def _spawn_task(spec: LaunchSpec) -> int:
