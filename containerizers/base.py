@@ -34,7 +34,7 @@ from corral.types import (NOT_SUPPORTED, TASK_KILLED, TASK_LOST, ContainerConfig
                           Limitation, NoSuchContainer, NotRunning, Resources, Termination, verdict)
 
 from .execution import Execution
-from .state import ContainerFiles, container_ids, ended_before, state_dir  # noqa: F401 - state_dir: imported from here
+from .state import ContainerFiles, container_ids, ended_before
 
 STOP_TIMEOUT = 10.0         # how long destroy waits for a SIGKILLed container's end
 FOLLOW_INTERVAL = 0.05      # how often a followed output is read while its task runs

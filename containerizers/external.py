@@ -27,8 +27,8 @@ from corral.files import open_beneath
 from corral.types import (LAUNCHED, NOT_SUPPORTED, STATISTICS_FIELDS, TASK_KILLED, ContainerConfig,
                           CorralError, Limitation, Resources, Termination, signal_name)
 
-from .base import Capabilities, End, SyncContainerizer, state_dir
-from .state import ContainerFiles
+from .base import Capabilities, End, SyncContainerizer
+from .state import ContainerFiles, state_dir
 from .threaded import ThreadedContainerizer
 
 PROTOCOL_VERSION = 1

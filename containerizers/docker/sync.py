@@ -32,9 +32,9 @@ from corral.cpu import CFS_PERIOD_US, CPU_SHARES_PER_CPU
 from corral.types import (LAUNCHED, REASON_CONTAINER_LIMITATION_MEMORY, ContainerConfig, CorralError, Limitation,
                           NoSuchContainer, Resources, Termination, Unavailable)
 
-from ..base import Capabilities, End, SyncContainerizer, state_dir
+from ..base import Capabilities, End, SyncContainerizer
 from ..logs import RotatingFile
-from ..state import ContainerFiles
+from ..state import ContainerFiles, state_dir
 from .create import LABEL_ID, LABEL_OWNER, NAME_PREFIX, cgroup_limits, create_body
 from .engine import Engine, EngineError, NotFound, default_socket
 from .hijack import Attachment, Hijacked

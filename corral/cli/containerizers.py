@@ -61,7 +61,7 @@ def launch(args, container_id: str, config):
 
 def owner(args, container_id: str):
     """The containerizer whose files hold the container (--containerizer, when given, alone)."""
-    from corral.containerizers.base import state_dir
+    from corral.containerizers.state import state_dir
     from corral.containerizers.state import ContainerFiles
     candidates = [args.containerizer] if getattr(args, "containerizer", None) else CONTAINERIZERS
     for name in candidates:
@@ -75,7 +75,7 @@ def owner(args, container_id: str):
 
 def present(args) -> list:
     """Every containerizer that has containers on this host (for ps)."""
-    from corral.containerizers.base import state_dir
+    from corral.containerizers.state import state_dir
     found = []
     for name in CONTAINERIZERS:
         if os.path.isdir(os.path.join(state_dir(args.runtime_dir, name), "containers")):
