@@ -5,6 +5,8 @@ the rest of the containerizer."""
 
 from __future__ import annotations
 
+import os
+
 
 class Held:
     """What a containerizer hands its caller to hold: closed on leaving a `with` block."""
@@ -52,3 +54,8 @@ class Execution(Held):
     def wait(self) -> int:
         """Block until the command ends: its exit code, 128+N for a death by signal N."""
         raise NotImplementedError
+
+
+def exit_code(status: int) -> int:
+    """A raw wait status as a shell's exit code: the code, or 128+N for a death by signal N."""
+    return 128 + os.WTERMSIG(status) if os.WIFSIGNALED(status) else os.WEXITSTATUS(status)

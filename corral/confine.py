@@ -55,12 +55,14 @@ class Confinement(Record):
     readonly_paths: tuple = ()             # bind-remounted read-only
     device_nodes: tuple = ()               # DeviceNode, made in the container's /dev
     rlimits: tuple = ()                    # (resource number, soft, hard)
+    init_serves_exec: bool = True          # False: the seccomp filter forbids what init serves execs with
 
     def merge(self, other: "Confinement") -> None:
         for name in ("bounding", "effective", "seccomp_filter"):
             if getattr(other, name) is not None:
                 setattr(self, name, getattr(other, name))
         self.no_new_privs = self.no_new_privs or other.no_new_privs
+        self.init_serves_exec = self.init_serves_exec and other.init_serves_exec
         for name in ("masked_paths", "masked_dirs", "readonly_paths", "device_nodes", "rlimits"):
             setattr(self, name, tuple(getattr(self, name)) + tuple(getattr(other, name)))
 

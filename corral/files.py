@@ -94,7 +94,7 @@ def read_json(path: str, default=FileNotFoundError):
             raise
         return default
     try:
-        return _parse_json(raw)
+        return decode_json(raw)
     except ValueError as e:
         raise DamagedFile(path, f"not valid JSON ({e})") from None
 
@@ -113,7 +113,7 @@ class _ScannerContext:
 _scan = None        # the C scanner, made on first use: making one costs more than a small file's parse
 
 
-def _parse_json(raw: bytes):
+def decode_json(raw: bytes):
     """json.loads(raw) of the UTF-8 that corral writes, by the json package's own C scanner
     (_json): the package's import compiles regular expressions (re, enum), ~10 ms of a cold
     `corral exec`, which reads its state here and nothing else of json's. One scanner serves
@@ -134,6 +134,35 @@ def _parse_json(raw: bytes):
     if end != len(text):
         raise ValueError(f"extra data at character {end}")
     return value
+
+
+def encode_json(value) -> bytes:
+    """json.dumps(value) as compact UTF-8, by the json package's C encoder (_json), for the
+    reason decode_json gives: a cold `corral exec` sends its request to the container's init
+    in JSON."""
+    try:
+        from _json import encode_basestring_ascii, make_encoder
+    except ImportError:                     # an interpreter without the accelerator
+        import json
+        return json.dumps(value, separators=(",", ":")).encode()
+    encode = make_encoder(None, None, encode_basestring_ascii, None, ":", ",", False, False, True)
+    return "".join(encode(value, 0)).encode()
+
+
+class short_socket_path:
+    """A unix socket's path short enough for sun_path (108 bytes, and a runtime dir with a
+    128-character container id is longer): the same file, through an fd on its directory.
+        with short_socket_path(path) as short: sock.bind(short)"""
+
+    def __init__(self, path: str):
+        self.dir_fd = os.open(os.path.dirname(path) or ".", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+        self.path = f"/proc/self/fd/{self.dir_fd}/{os.path.basename(path)}"
+
+    def __enter__(self) -> str:
+        return self.path
+
+    def __exit__(self, *exc):
+        os.close(self.dir_fd)
 
 
 class UnsafeFile(CorralError):
@@ -208,6 +237,15 @@ def _remove_entry(name: str, dir_fd: int, directory: bool = False) -> None:
         os.unlink(name, dir_fd=dir_fd)
     except FileNotFoundError:
         pass
+
+
+def read_small(path: str, limit: int = 1 << 20) -> str | None:
+    """The text of a small file (its first `limit` bytes; bad UTF-8 replaced); None if it cannot be read."""
+    try:
+        with open(path, "rb") as f:
+            return f.read(limit).decode("utf-8", "replace")
+    except OSError:
+        return None
 
 
 def find_program(name: str, path: str) -> str | None:

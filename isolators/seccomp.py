@@ -38,6 +38,30 @@ _OPS = ("SCMP_CMP_NE", "SCMP_CMP_LT", "SCMP_CMP_LE", "SCMP_CMP_EQ", "SCMP_CMP_GE
         "SCMP_CMP_MASKED_EQ")
 
 
+# What a container's init calls to serve an exec (containerizers/mesos/execserver.py) beyond
+# what it calls to start the task, by machine: its audit architecture and the calls' numbers.
+_SERVING_CALLS = {
+    "x86_64": (0xC000003E, {"accept4": 288, "recvmsg": 47, "sendmsg": 46, "poll": 7, "pipe2": 293, "fcntl": 72,
+                            "dup2": 33}),
+    "aarch64": (0xC00000B7, {"accept4": 242, "recvmsg": 212, "sendmsg": 211, "ppoll": 73, "pipe2": 59, "fcntl": 25,
+                             "dup3": 24}),
+}
+_SECCOMP_RET_ALLOW = 0x7fff0000
+
+
+def serving_allowed(program: bytes) -> bool:
+    """Whether a filter lets init serve execs: it allows each of _SERVING_CALLS (with zero
+    arguments: no profile conditions these on theirs). Where it does not, init does not serve
+    (a call denied would fail the exec, a call that kills would end the container), and an exec
+    joins the container from outside instead. Unknown machines: no."""
+    from .seccomp_bpf import run, unpack
+    arch, calls = _SERVING_CALLS.get(os.uname().machine, (None, {}))
+    if arch is None:
+        return False
+    insns = unpack(program)
+    return all(run(insns, [nr, arch] + [0] * 14)[0] == _SECCOMP_RET_ALLOW for nr in calls.values())
+
+
 def profile_path(name: str | None, config_dir: str | None) -> str | None:
     """The file a profile name means: None for unconfined, the default for None; a relative name
     is in `config_dir` (Mesos's rule) and may not leave it."""
@@ -190,7 +214,8 @@ class SeccompIsolator(Isolator):
         if info is None:
             from corral.confine import Confinement
             program = self._cached(read_profile(path), caps, path)
-            info = self._launch_infos[key] = LaunchInfo(confinement=Confinement(seccomp_filter=program))
+            info = self._launch_infos[key] = LaunchInfo(confinement=Confinement(
+                seccomp_filter=program, init_serves_exec=serving_allowed(program)))
         return info
 
     def _capabilities(self, config) -> frozenset:

@@ -15,6 +15,7 @@ import stat
 
 from corral.record import Record
 from corral.types import InvalidInput
+from corral.users import resolve_user
 
 from .extract import OPAQUE_XATTR, is_whiteout
 
@@ -54,41 +55,6 @@ def _env(config: dict, env: dict | None) -> dict[str, str]:
         merged[key] = val
     merged.update(env or {})
     return merged
-
-
-def resolve_user(spec: str, passwd: str | None, group: str | None = None) -> tuple[int, int]:
-    """`name`, `uid`, `name:group`, `uid:gid`... to (uid, gid), by the image's /etc/passwd and
-    /etc/group texts. A numeric uid needs no entry (gid 0 then, as docker does); a name does."""
-    name, _, group_spec = (spec or "").partition(":")
-    if not name:
-        raise InvalidInput(f"invalid user {spec!r}")
-    users = _table(passwd)
-    if name.isdigit():
-        uid = int(name)
-        entry = next((e for e in users.values() if e[1] == name), None)
-        gid = int(entry[2]) if entry and entry[2].isdigit() else 0
-    elif name in users:
-        uid, gid = int(users[name][1]), int(users[name][2])
-    else:
-        raise InvalidInput(f"user {name!r} is not in the image's /etc/passwd")
-    if group_spec:
-        if group_spec.isdigit():
-            gid = int(group_spec)
-        elif group_spec in (groups := _table(group)):
-            gid = int(groups[group_spec][1])
-        else:
-            raise InvalidInput(f"group {group_spec!r} is not in the image's /etc/group")
-    return uid, gid
-
-
-def _table(text: str | None) -> dict[str, list[str]]:
-    """name -> [name, id, gid-or-members, ...] for a passwd or group file (password column dropped)."""
-    rows = {}
-    for line in (text or "").splitlines():
-        fields = line.split(":")
-        if len(fields) >= 3 and fields[0] and not line.startswith("#"):
-            rows.setdefault(fields[0], [fields[0]] + fields[2:])
-    return rows
 
 
 def read_image_file(layers: list[str], path: str, limit: int = 1 << 20) -> str | None:

@@ -131,24 +131,6 @@ def test_fork_into_cgroup_starts_the_child_there(v2_cgroup):
     assert f"0::/{relative}\n" in seen
 
 
-def test_warm_migration_moves_a_child_that_is_gone_at_once(v2_cgroup):
-    """cgroups.warm_migration, a cold exec's head start on the kernel's cgroup migration lock: a
-    child joins the cgroup and exits; the caller stays where it was and the cgroup is left empty.
-    Nothing on a pure cgroup2 host, where an exec is cloned into its cgroup and migrates nothing."""
-    from corral.cgroups import single_hierarchy, warm_migration
-    with open("/proc/self/cgroup") as f:
-        before = f.read()
-    pid = warm_migration(v2_cgroup.path)
-    if single_hierarchy():
-        assert pid is None
-        return
-    assert os.waitpid(pid, 0)[1] == 0, "the child did not join the cgroup"
-    with open("/proc/self/cgroup") as f:
-        assert f.read() == before
-    assert v2_cgroup.procs() == [] and not v2_cgroup.populated()
-    assert warm_migration(os.path.join(v2_cgroup.path, "missing")) is None
-
-
 def test_pids_limit_in_either_version(corral):
     """pids.max and pids.current, the same files on v1 and cgroup2."""
     try:

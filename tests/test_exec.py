@@ -251,3 +251,81 @@ def test_the_external_containerizer_says_it_cannot_exec(tmp_path):
     external = SyncExternalContainerizer(str(tmp_path / "work"), str(tmp_path / "run"), "/bin/false")
     with pytest.raises(InvalidInput, match="the external containerizer cannot run a command in a running container"):
         external.exec("any", ExecConfig(argv=["true"]))
+
+
+def _runtime_file(corral, name: str, file: str) -> str:
+    return os.path.join(corral.runtime_dir, "containers", name, file)
+
+
+def _ppid(status_text: str) -> int:
+    return int(_status_fields(status_text)["PPid"])
+
+
+def test_init_serves_execs_unless_its_filter_forbids_it_then_exec_joins_from_outside(corral, detached, tmp_path):
+    served = detached()
+    assert os.path.exists(_runtime_file(corral, served, "exec.sock"))
+    assert not os.path.exists(_runtime_file(corral, served, "exec.json"))
+    result = _exec(corral, served, "cat", "/proc/self/status")
+    assert result.returncode == 0 and _ppid(result.stdout) == 1         # init's child
+    # A filter that denies one call init serves with (an errno, as a profile may): init does
+    # not serve, and exec joins the container from outside, as confined as the task.
+    profile = tmp_path / "no-accept4.json"
+    profile.write_text('{"defaultAction": "SCMP_ACT_ALLOW", "syscalls": [{"names": ["accept4"], '
+                       '"action": "SCMP_ACT_ERRNO", "errnoRet": 1}]}')
+    joined = detached("--seccomp-profile", str(profile), "--mem", "64")
+    assert not os.path.exists(_runtime_file(corral, joined, "exec.sock"))
+    assert os.path.exists(_runtime_file(corral, joined, "exec.json"))
+    with open(f"/proc/{_init_pid(corral, joined)}/cgroup") as f:
+        expected = sorted(f.read().splitlines())
+    result = _exec(corral, joined, "sh", "-c", "cat /proc/$$/status; cat /proc/self/cgroup")
+    assert result.returncode == 0, result.stderr
+    assert _ppid(result.stdout) == 0                                     # the caller's child, outside
+    assert _status_fields(result.stdout)["Seccomp"] == "2"
+    assert sorted(line for line in result.stdout.splitlines() if line[:1].isdigit()) == expected
+    assert _exec(corral, joined, "id", "-u", options=("--user", "nobody")).stdout == "65534\n"
+
+
+def test_execs_get_the_tasks_user(corral, detached):
+    name = detached("--user", "nobody")
+    assert _exec(corral, name, "id", "-u").stdout == "65534\n"
+    assert _exec(corral, name, "id", "-u", options=("--user", "0")).stdout == "0\n"
+
+
+def _send(corral, name: str, payload: bytes, fds=()) -> bytes:
+    """One raw request to a container's exec socket: init's first reply ('' when it closed)."""
+    import socket
+    with socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET) as sock:
+        sock.connect(_runtime_file(corral, name, "exec.sock"))
+        if payload:
+            socket.send_fds(sock, [payload], list(fds))
+        else:
+            sock.shutdown(socket.SHUT_WR)
+        sock.settimeout(20)
+        return sock.recv(4096)
+
+
+def test_bad_requests_and_silent_clients_never_stop_init_serving(corral, detached):
+    name = detached()
+    task = _task_pid(corral, name)
+    good = json.dumps({"argv": ["true"], "env": {}, "user": None, "workdir": None, "tty": False}).encode()
+    with open(os.devnull, "rb") as null:
+        three = [null.fileno()] * 3
+        assert _send(corral, name, b"") == b""                                   # connects, says nothing, goes
+        for payload, fds in ((b"not json", three), (good, ()), (good, three[:2]),
+                             (json.dumps({"argv": [1], "env": {}, "user": None, "workdir": None,
+                                          "tty": False}).encode(), three),
+                             (json.dumps({"argv": ["true"]}).encode(), three)):
+            assert _send(corral, name, payload, fds) == b"error 126 a request that is not corral's", payload
+        assert _send(corral, name, good, three) == b"started"
+    assert os.path.exists(f"/proc/{task}") and _exec(corral, name, "echo", "still").stdout == "still\n"
+
+
+def test_execs_at_once_end_with_the_task(corral, detached):
+    name = detached()
+    execs = [corral.popen("exec", name, "--", "sleep", "1000") for _ in range(3)]
+    deadline = time.monotonic() + 20
+    while len(corral.sync().launcher.pids(name)) < 5 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert len(corral.sync().launcher.pids(name)) == 5            # init, the task, three execs
+    os.kill(_task_pid(corral, name), signal.SIGKILL)              # the task ends: init, and its execs, with it
+    assert [e.wait(timeout=20) for e in execs] == [128 + signal.SIGKILL] * 3

@@ -1,109 +1,55 @@
-"""Exec: another command run inside a running Mesos container (`corral exec`, nested sessions).
+"""Exec: another command run inside a running Mesos container (`corral exec`, and the agent's
+nested sessions through it), the caller's side.
 
-    caller ──setns(pid of init: CLONE_NEWPID, for its children only)──fork──▶ command
-                                                                     │ setsid, its stdio (a pty: its tty)
-                                                                     │ setns(init: mnt uts ipc net cgroup)
-                                                                     │ confined as the task: rlimits,
-                                                                     │ capabilities, no_new_privs, seccomp
-                                                                     │ in the container's cgroups
-                                                                     ▼ execve
-
-The command is the caller's child, so the caller waits for its exit status, and PID N of the
-container's pid namespace, whose init reaps it should the caller go first. It is in every
-cgroup of the container, those init is in (/proc/PID/cgroup: the tracking cgroup and each
-isolator's, as the launch placed init): cloned into it on a pure cgroup2 host (clone3, as the
-launcher does), else written into each cgroup.procs by the caller while the command sets
-itself up and confines itself, which then waits for that before it may exec. So it
-counts against the container's limits, and the container's end (cgroup.kill, or the end of its
-pid namespace) ends it too.
-
-It gets what the task got, as the launch recorded it in the runtime dir's exec.json: the task's
-environment, user and working directory, and its confinement (the capability sets, no_new_privs,
-the seccomp filter, the rlimits; masks and device nodes are the mount namespace's already). Exec
-is never a way out of the container. --user names a user of the container's /etc/passwd.
-
-The caller must be single-threaded (it forks; the agent execs through a process of its own).
+The container's init starts the command as its own child (execserver.py): the caller connects
+to the container's exec socket, sends the command with its stdin, stdout and stderr, and waits
+for its exit status; its signals go the same way. Where init does not serve execs (a seccomp
+filter that forbids what it serves with; a container of an older corral), exec.json says what
+the task got and the caller joins the container from outside (nsenter.py).
 
 A cold `corral exec` imports this module and what it needs alone (corral/cli/exec.py), no
-containerizer: its imports are kept to what the exec itself uses.
+containerizer: its imports are kept to what the exec itself uses (_socket, not socket, whose
+import is enum's).
 """
 
 from __future__ import annotations
 
-import binascii
-import errno
 import os
+import sys
 import _signal as signal     # signal's C core: the signal module imports enum, milliseconds of a cold exec
+import _socket
 
-from corral import cgroups, linux
-from corral.files import find_program, read_json
+from corral.files import encode_json, read_json, short_socket_path
 from corral.types import CorralError, ExecConfig, ExecFailed, NotRunning
 
-from ..execution import Execution
+from ..execution import Execution, exit_code
 from ..state import ContainerFiles
-
-SESSION_FILE = "exec.json"
-# The namespaces the command joins beside the pid one: a kind the container does not have is
-# the host's, and joining it changes nothing.
-_JOINED = linux.CLONE_NEWNS | linux.CLONE_NEWUTS | linux.CLONE_NEWIPC | linux.CLONE_NEWNET | linux.CLONE_NEWCGROUP
-_IGNORED_BY_PYTHON = (signal.SIGPIPE, signal.SIGXFSZ)   # exec keeps SIG_IGN: the command gets the default
+SOCKET = "exec.sock"                # where init serves execs (execserver.py), in the runtime dir
+SESSION_FILE = "exec.json"          # nsenter.py's record, written only where init does not serve
+_REPLY_MAX = 64 << 10
 
 
-def session_record(spec) -> dict:
-    """What an exec needs of the task's launch (supervisor.LaunchSpec), for exec.json."""
-    return {"env": spec.env, "cwd": spec.cwd, "uid": spec.uid, "gid": spec.gid, "groups": list(spec.groups),
-            "confinement": _confinement_record(spec.confinement)}
+def start(files: ContainerFiles, cgroups_root: str, config: ExecConfig, stdio: tuple[int, int, int]) -> Execution:
+    """Start the command in the container of `files` (whose cgroups are under `cgroups_root`)
+    with `stdio` as its stdin (with config.interactive), stdout and stderr, or a terminal of its
+    own (config.tty); ExecFailed if it cannot start (SyncMesosContainerizer._exec, and a cold
+    `corral exec`)."""
+    session = read_json(files.path(SESSION_FILE), default=None)
+    if session is not None:
+        from .nsenter import start as join
+        return join(files, cgroups_root, config, stdio, session)
+    return _through_init(files, config, stdio)
 
 
-# Records made, by Steps object. Not functools.lru_cache: functools (collections, operator) is
-# milliseconds of a cold exec, which imports this module too.
-_confinement_records: dict = {}
+class InitExecution(Execution):
+    """A command that the container's init started: its connection carries the command's
+    signals there and its exit status back."""
 
-
-def _confinement_record(steps) -> dict | None:
-    """A launch's confinement (corral.confine.Steps, the same object for the same confinement)
-    as exec.json holds it: encoded once, not per launch (the seccomp program is 10 kB)."""
-    if steps is None:
-        return None
-    record = _confinement_records.get(steps)
-    if record is None:
-        if len(_confinement_records) >= 64:      # as confine.steps(): stays small
-            _confinement_records.clear()
-        record = _confinement_records[steps] = _encode_confinement(steps.confinement)
-    return record
-
-
-def _encode_confinement(c) -> dict:
-    return {
-        "bounding": sorted(c.bounding) if c.bounding is not None else None,
-        "effective": sorted(c.effective) if c.effective is not None else None,
-        "no_new_privs": c.no_new_privs,
-        "seccomp_filter": binascii.b2a_base64(c.seccomp_filter, newline=False).decode() if c.seccomp_filter is not None else None,
-        "rlimits": [list(r) for r in c.rlimits],
-    }
-
-
-def _confinement(record: dict | None):
-    """The task's confinement, but what is done once for the whole container (masks, device
-    nodes), made ready (corral.confine.Steps) before the fork."""
-    if record is None:
-        return None
-    from corral.confine import Confinement, steps
-    seccomp = record.get("seccomp_filter")
-    return steps(Confinement(
-        bounding=frozenset(record["bounding"]) if record.get("bounding") is not None else None,
-        effective=frozenset(record["effective"]) if record.get("effective") is not None else None,
-        no_new_privs=bool(record.get("no_new_privs")),
-        seccomp_filter=binascii.a2b_base64(seccomp) if seccomp is not None else None,
-        rlimits=tuple(tuple(r) for r in record.get("rlimits") or ())))
-
-
-class MesosExecution(Execution):
-    def __init__(self, pid: int, master: int | None, stdout: int):
-        self.pid = pid
+    def __init__(self, sock: _socket.socket, master: int | None, stdout: int):
+        self.sock = sock
         self.to_process = master
         self.outputs = [(master, stdout)] if master is not None else []
-        self._status: int | None = None
+        self._code: int | None = None
 
     def resize(self, rows: int, cols: int) -> None:
         if self.to_process is not None:
@@ -113,57 +59,45 @@ class MesosExecution(Execution):
     def signal(self, sig: int) -> None:
         """To the command's process group (it leads a session of its own), as a terminal signals
         a foreground job: a shell's children end with it instead of living on in the container."""
-        if self._status is None:
+        if self._code is None:
             try:
-                os.killpg(self.pid, sig)
-            except ProcessLookupError:
-                pass
+                self.sock.sendmsg([b"signal %d" % sig], [], _socket.MSG_NOSIGNAL)
+            except OSError:
+                pass        # init is gone: so is the command
 
     def wait(self) -> int:
-        if self._status is None:
-            self._status = os.waitpid(self.pid, 0)[1]
-        return _shell_code(self._status)
+        while self._code is None:
+            reply = self.sock.recv(_REPLY_MAX)
+            if reply.startswith(b"exit "):
+                self._code = exit_code(int(reply[5:]))
+            elif not reply:
+                # init is gone without a word: the container has ended, and the end of its pid
+                # namespace killed every process in it (as its cgroups' kill does without one).
+                self._code = 128 + signal.SIGKILL
+        return self._code
 
     def close(self) -> None:
+        self.sock.close()
         if self.to_process is not None:
             os.close(self.to_process)
             self.to_process, self.outputs = None, []
 
 
-def _shell_code(status: int) -> int:
-    return 128 + os.WTERMSIG(status) if os.WIFSIGNALED(status) else os.WEXITSTATUS(status)
-
-
-def start(files: ContainerFiles, cgroups_root: str, config: ExecConfig,
-          stdio: tuple[int, int, int]) -> MesosExecution:
-    """Fork the command into the container of `files`, whose cgroups are under `cgroups_root`
-    (SyncMesosContainerizer._exec, and a cold `corral exec`)."""
-    if len(os.listdir("/proc/self/task")) > 1:
-        # As the launcher: a fork copies this thread alone, and another's locks stay held in the child.
-        raise CorralError("exec must fork from a single-threaded process")
+def _through_init(files: ContainerFiles, config: ExecConfig, stdio: tuple[int, int, int]) -> InitExecution:
     container_id = files.container_id
-    init = files.pids().get("init") or {}
-    session = read_json(files.path(SESSION_FILE), default=None)
-    if session is None and init:
-        raise CorralError(f"container {container_id} was launched without {SESSION_FILE} (by an older corral): "
-                          "nothing says what an exec into it gets")
-    pidfd = _open_init(files, init)
-    # init's root, which joining its mount namespace does not give: setns puts us at the
-    # namespace's root mount, and init's root is elsewhere when corral itself runs chrooted.
-    root = os.open(f"/proc/{init['pid']}/root", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
-    master = slave = devnull = into_cgroup = report_r = report_w = go_r = go_w = None
-    child = None
+    if files.termination() is not None:
+        raise NotRunning(container_id, "has ended")
+    sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_SEQPACKET | _socket.SOCK_CLOEXEC)
+    master = slave = devnull = None
     caller_stdout = stdio[1]
     try:
-        if files.termination() is not None:
-            raise NotRunning(container_id, "has ended")
-        places = cgroups.directories_of(init["pid"], cgroups_root, container_id)
-        if not places:
-            raise CorralError(f"container {container_id}'s init is in no cgroup under {cgroups_root}: "
-                              "was it launched with another cgroups root?")
-        plan = _plan(session, config)
-        report_r, report_w = os.pipe2(os.O_CLOEXEC)
-        go_r, go_w = os.pipe2(os.O_CLOEXEC)
+        try:
+            with short_socket_path(files.path(SOCKET)) as path:
+                sock.connect(path)
+        except FileNotFoundError:
+            raise _not_serving(files) from None
+        except ConnectionRefusedError:      # init has gone, and its socket with it
+            raise NotRunning(container_id, "has ended") from None
         if config.tty:
             from corral.terminal import set_window_size
             master, slave = os.openpty()
@@ -172,214 +106,34 @@ def start(files: ContainerFiles, cgroups_root: str, config: ExecConfig,
         elif not config.interactive:
             devnull = os.open("/dev/null", os.O_RDONLY | os.O_CLOEXEC)
             stdio = (devnull, *stdio[1:])
-        if cgroups.single_hierarchy():      # one cgroup2 directory is all of them: clone into it
-            into_cgroup = os.open(places[0], os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
-        child = _fork_in_pid_namespace(pidfd, into_cgroup)
-        if child == 0:
-            _command(plan, pidfd, root, stdio, config.tty, report_w, None if into_cgroup is not None else go_r)
-        os.close(report_w)
-        report_w = None
-        if into_cgroup is None:
-            for place in places:
-                _write_procs(place, child)
-        os.write(go_w, b"g")
-        os.close(go_w)
-        go_w = None
-        with os.fdopen(report_r, "rb") as f:
-            report_r, failure = None, f.read().decode(errors="replace")
-        if failure:
-            os.waitpid(child, 0)
-            child = None
-            code, _, message = failure.partition(" ")
+        request = encode_json({"argv": config.argv, "env": config.env, "user": config.user,
+                               "workdir": config.workdir, "tty": bool(config.tty)})
+        fds = b"".join(fd.to_bytes(4, sys.byteorder) for fd in stdio)
+        try:
+            sock.sendmsg([request], [(_socket.SOL_SOCKET, _socket.SCM_RIGHTS, fds)], _socket.MSG_NOSIGNAL)
+            reply = sock.recv(_REPLY_MAX)
+        except (BrokenPipeError, ConnectionResetError):
+            reply = b""
+        if reply.startswith(b"error "):
+            code, _, message = reply[6:].decode(errors="replace").partition(" ")
             raise ExecFailed(message, int(code))
-        execution = MesosExecution(child, master, caller_stdout)
-        master = None
+        if reply != b"started":
+            raise NotRunning(container_id, "has ended")     # init went (or never served): the container ended
+        execution, master = InitExecution(sock, master, caller_stdout), None
         return execution
     except BaseException:
-        if child:
-            _kill_and_reap(child)
+        sock.close()
         raise
     finally:
-        for fd in (pidfd, root, slave, devnull, into_cgroup, report_r, report_w, go_r, go_w, master):
+        for fd in (slave, devnull, master):
             if fd is not None:
                 os.close(fd)
 
 
-def _write_procs(place: str, pid: int) -> None:
-    fd = os.open(os.path.join(place, "cgroup.procs"), os.O_WRONLY | os.O_CLOEXEC)
-    try:
-        os.write(fd, str(pid).encode())
-    finally:
-        os.close(fd)
-
-
-def _open_init(files: ContainerFiles, init: dict) -> int:
-    """A pidfd of the container's init, as pids.json names it; NotRunning when it is gone."""
-    try:
-        pidfd = os.pidfd_open(init["pid"]) if init else None
-    except ProcessLookupError:
-        pidfd = None
-    # The pidfd holds init: only once it is open does the start time say it is the same process.
-    if pidfd is not None and linux.process_start_time(init["pid"]) != init["start"]:
-        os.close(pidfd)
-        pidfd = None
-    if pidfd is None:
-        raise NotRunning(files.container_id, "has no running init" if files.status() is None else "has ended")
-    return pidfd
-
-
-def _kill_and_reap(pid: int) -> None:
-    try:
-        os.kill(pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
-    try:
-        os.waitpid(pid, 0)
-    except ChildProcessError:
-        pass
-
-
-def _fork_in_pid_namespace(pidfd: int, into_cgroup: int | None) -> int:
-    """fork() with the child in init's pid namespace (and in `into_cgroup`, where given): the
-    caller's own namespace for its children is put back at once."""
-    own = os.open("/proc/self/ns/pid", os.O_RDONLY | os.O_CLOEXEC)
-    try:
-        linux.setns(pidfd, linux.CLONE_NEWPID)
-        try:
-            child = linux.fork_into_cgroup(into_cgroup) if into_cgroup is not None else None
-            if child is None:
-                if into_cgroup is not None:
-                    raise OSError(errno.ENOSYS, "clone3 with CLONE_INTO_CGROUP is not available")
-                child = os.fork()
-        finally:
-            if child != 0:
-                linux.setns(own, linux.CLONE_NEWPID)
-    finally:
-        if child != 0:
-            os.close(own)
-    return child
-
-
-class _Plan:
-    """What the child does, resolved in the caller (whose imports still work: the child's
-    filesystem is the container's once it has joined the mount namespace)."""
-
-    def __init__(self, argv, env, cwd, user, uid, gid, groups, confinement):
-        self.argv, self.env, self.cwd = argv, env, cwd
-        self.user, self.uid, self.gid, self.groups = user, uid, gid, groups
-        self.confinement = confinement
-
-
-def _plan(session: dict, config: ExecConfig) -> _Plan:
-    confinement = _confinement(session.get("confinement"))      # corral.confine imported, with all it needs
-    # What the child imports is imported here, before it leaves the host's filesystem.
-    if confinement is not None and confinement.rlimits:
-        import resource  # noqa: F401
-    if config.user:
-        from corral.provisioner.command import resolve_user  # noqa: F401
-    env = dict(session["env"])
-    env.update(config.env)
-    cwd = os.path.join(session["cwd"], config.workdir) if config.workdir else session["cwd"]
-    return _Plan(config.argv, env, cwd, config.user, session.get("uid"), session.get("gid"),
-                 tuple(session.get("groups") or ()), confinement)
-
-
-def _command(plan: _Plan, pidfd: int, root: int, stdio: tuple[int, int, int], tty: bool, report_w: int,
-             go_r: int | None) -> None:
-    """In the child: become the command in the container, or report why not; never return."""
-    try:
-        os.setsid()
-        for fd, target in zip(stdio, (0, 1, 2)):
-            if fd != target:
-                os.dup2(fd, target)
-            else:
-                os.set_inheritable(fd, True)
-        if tty:
-            import fcntl
-            import termios
-            fcntl.ioctl(0, termios.TIOCSCTTY, 0)
-        keep = {report_w, pidfd, root} | ({go_r} if go_r is not None else set())
-        linux.close_fds_except(keep)
-        linux.setns(pidfd, _JOINED)
-        os.close(pidfd)
-        os.fchdir(root)
-        os.chroot(".")
-        os.close(root)
-        uid, gid, groups = plan.uid, plan.gid, plan.groups
-        if plan.user:       # opens the container's files: only once in its cgroups (devices)
-            go_r = _placed(go_r)
-            uid, gid, groups = _container_user(plan.user)
-            plan.env.update(_user_env(plan.user, uid))
-        try:
-            os.chdir(plan.cwd)
-        except OSError as e:
-            raise OSError(e.errno, f"cannot enter working directory {plan.cwd}: {e.strerror}") from None
-        program = _which(plan.argv[0], plan.env.get("PATH", ""))
-        if plan.confinement is not None:
-            from corral.confine import confine
-            confine(plan.confinement)
-        if gid is not None:
-            os.setgroups(list(groups))
-            os.setgid(gid)
-        if uid is not None:
-            os.setuid(uid)
-        for sig in _IGNORED_BY_PYTHON:
-            signal.signal(sig, signal.SIG_DFL)
-        # Set up and confined while the caller moves us into the cgroups: nothing of the
-        # container's runs, and none of its files is opened, before we are there.
-        go_r = _placed(go_r)
-        try:
-            os.execve(program, plan.argv, plan.env)
-        except OSError as e:
-            raise OSError(e.errno, f"cannot run {plan.argv[0]}: {e.strerror}") from None
-    except BaseException as e:  # noqa: BLE001 - nothing may return into the caller's code
-        number = getattr(e, "errno", None)
-        code = {errno.ENOENT: 127, errno.EACCES: 126, errno.ENOEXEC: 126}.get(number, 126)
-        message = e.strerror if isinstance(e, OSError) and e.strerror else str(e) or type(e).__name__
-        try:
-            os.write(report_w, f"{code} {message}".encode())
-            if go_r is not None:
-                os.read(go_r, 1)    # alive until the caller's cgroup.procs writes are done: they name us
-        except OSError:
-            pass
-    os._exit(127)
-
-
-def _placed(go_r: int | None) -> None:
-    """Wait until the caller has written us into the container's cgroups (go_r None: we were
-    cloned into them); exit if it could not."""
-    if go_r is not None and os.read(go_r, 1) != b"g":
-        os._exit(1)
-    return None
-
-
-def _container_user(spec: str) -> tuple[int, int, tuple[int, ...]]:
-    """--user against the container's /etc/passwd and /etc/group (we are in its mount namespace)."""
-    from corral.provisioner.command import resolve_user
-    passwd, group = (_read_small(path) for path in ("/etc/passwd", "/etc/group"))
-    uid, gid = resolve_user(spec, passwd, group)
-    return uid, gid, (gid,)
-
-
-def _user_env(spec: str, uid: int) -> dict[str, str]:
-    """HOME, USER and LOGNAME of the user exec runs as, where the container's passwd names them."""
-    for line in (_read_small("/etc/passwd") or "").splitlines():
-        fields = line.split(":")
-        if len(fields) >= 6 and fields[2] == str(uid):
-            return {"HOME": fields[5] or "/", "USER": fields[0], "LOGNAME": fields[0]}
-    return {"HOME": "/"}
-
-
-def _read_small(path: str, limit: int = 1 << 20) -> str | None:
-    try:
-        with open(path, "rb") as f:
-            return f.read(limit).decode("utf-8", "replace")
-    except OSError:
-        return None
-
-
-def _which(name: str, path: str) -> str:
-    program = find_program(name, path)
-    if program is None:
-        raise OSError(errno.ENOENT, f"{name}: not found in the container's PATH")
-    return program
+def _not_serving(files: ContainerFiles) -> CorralError:
+    """Why nothing answers at the exec socket of a container that has not ended."""
+    init = files.pids().get("init")
+    if not init or files.status() is not None:
+        return NotRunning(files.container_id, "has no running init" if files.status() is None else "has ended")
+    return CorralError(f"container {files.container_id} was launched by an older corral, whose init serves "
+                       f"no execs and which left no {SESSION_FILE}: nothing says what an exec into it gets")

@@ -13,7 +13,8 @@ The supervisor outlives whoever launched it (its parent only reaps it, if still 
 writes the task's raw wait status to the runtime dir when the container ends; it sits outside
 the container's cgroups, so its memory is not charged to the task. init forwards signals to
 the task and reaps orphans, as Mesos's launch helper and tini do, so the task is not PID 1 and
-behaves as on the host.
+behaves as on the host. Once the task runs, init also serves execs: it forks commands into the
+container on request (execserver.py), over the socket the supervisor binds before forking it.
 
 Nothing here may return into the caller's code: every path ends in os._exit or exec.
 """
@@ -32,6 +33,8 @@ import prctl
 from corral import linux
 from corral.files import find_program, open_beneath, write_atomic
 from corral.record import Record
+
+from . import execserver
 
 # Signals init passes on to the task; synchronous faults and SIGCHLD are init's own.
 _NOT_FORWARDED = {signal.SIGCHLD, signal.SIGKILL, signal.SIGSTOP, signal.SIGSEGV, signal.SIGBUS,
@@ -60,6 +63,7 @@ class LaunchSpec(Record):
     groups: tuple[int, ...] = ()
     confinement: object = None        # corral.confine.Steps: applied last, before the task's exec
     io: object = None                 # switchboard.IOSpec: the supervisor holds the task's I/O
+    exec_socket: str | None = None    # where init serves execs (execserver.py); None: it does not
 
 
 def start(spec: LaunchSpec, ready_w: int, go_r: int, init_cgroup: int | None = None) -> None:
@@ -115,6 +119,8 @@ def _supervise(spec: LaunchSpec, ready_w: int, go_r: int, init_cgroup: int | Non
     status_r, status_w = os.pipe()
     # Close what the launcher had open (its sockets, pidfds, pipes): the supervisor lives long.
     linux.close_fds_except({ready_w, go_r, status_r, status_w, init_cgroup, *(board.own_fds() if board else ())})
+    # Bound here, before init exists, so that the socket is there once the launch returns.
+    execs = execserver.listen(spec.exec_socket) if spec.exec_socket else None
     if "pid" in spec.namespaces:
         linux.unshare(linux.CLONE_NEWPID)   # the next child is PID 1 of a new namespace
     # init is born ignoring what it forwards (our SIG_IGN), and a signal sent to an ignored
@@ -132,8 +138,10 @@ def _supervise(spec: LaunchSpec, ready_w: int, go_r: int, init_cgroup: int | Non
             os.close(init_cgroup)
         for fd in board.own_fds() if board else ():
             os.close(fd)
-        _init(spec, go_r, status_w)
+        _init(spec, go_r, status_w, execs)
     signal.pthread_sigmask(signal.SIG_UNBLOCK, FORWARDED)     # what came meanwhile we ignore
+    if execs is not None:
+        execs.close()
     if init_cgroup is not None:
         os.close(init_cgroup)
     os.close(go_r)
@@ -170,7 +178,7 @@ def _reap_until(pid: int) -> int:
             return status
 
 
-def _init(spec: LaunchSpec, go_r: int, status_w: int) -> None:
+def _init(spec: LaunchSpec, go_r: int, status_w: int, execs) -> None:
     task = None
     pending: list[int] = []
 
@@ -203,6 +211,12 @@ def _init(spec: LaunchSpec, go_r: int, status_w: int) -> None:
             os.close(fd)        # the task's ends are the task's: a stdin init held would never see EPIPE
     for signum in pending:
         _signal(task, signum)
+    if execs is not None:
+        try:
+            execserver.Server(execs, spec, task, FORWARDED, lambda status: _task_ended(status_w, status)).serve()
+        except Exception:  # noqa: BLE001 - serving execs fails alone; reaping the task goes on
+            execs.close()
+            signal.set_wakeup_fd(-1)
     _reap_until_task(task, status_w)
 
 
@@ -321,7 +335,11 @@ def _reap_until_task(task: int, status_w: int) -> None:
         except ChildProcessError:
             os._exit(1)
         if pid == task:
-            # When it ended, on the clock kill records use: a kill recorded later ended nothing.
-            _report(status_w, f"exit {status} {time.monotonic_ns()}")
-            # Leaving now ends the pid namespace: the kernel kills what the task left behind.
-            os._exit(0)
+            _task_ended(status_w, status)
+
+
+def _task_ended(status_w: int, status: int) -> None:
+    # When it ended, on the clock kill records use: a kill recorded later ended nothing.
+    _report(status_w, f"exit {status} {time.monotonic_ns()}")
+    # Leaving now ends the pid namespace: the kernel kills what the task left behind, execs too.
+    os._exit(0)

@@ -36,6 +36,7 @@ import termios
 import time
 
 from corral import linux
+from corral.files import short_socket_path
 from corral.record import Record
 
 from .. import execution
@@ -94,21 +95,6 @@ class Frames:
         return frames
 
 
-class _short:
-    """A unix socket's path short enough for sun_path (108 bytes, and a runtime dir with a
-    128-character container id is longer): the same file, through an fd on its directory."""
-
-    def __init__(self, path: str):
-        self.dir_fd = os.open(os.path.dirname(path) or ".", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
-        self.path = f"/proc/self/fd/{self.dir_fd}/{os.path.basename(path)}"
-
-    def __enter__(self) -> str:
-        return self.path
-
-    def __exit__(self, *exc):
-        os.close(self.dir_fd)
-
-
 def set_window(fd: int, rows: int, columns: int) -> None:
     fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", rows, columns, 0, 0))
 
@@ -158,7 +144,7 @@ class Switchboard:
         self.listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
         old = os.umask(0o177)
         try:
-            with _short(io.socket_path) as path:
+            with short_socket_path(io.socket_path) as path:
                 self.listener.bind(path)            # in the runtime dir (0700): root's alone anyway
         finally:
             os.umask(old)
@@ -392,7 +378,7 @@ class Attachment(execution.Attachment):
     def __init__(self, socket_path: str):
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
         try:
-            with _short(socket_path) as path:
+            with short_socket_path(socket_path) as path:
                 self.sock.connect(path)
         except OSError:
             self.sock.close()

@@ -21,7 +21,8 @@ from corral.isolators.registry import CONFINEMENT, DEFAULT_ISOLATION, create_iso
 
 from .. import state
 from ..base import Capabilities, End, SyncContainerizer
-from .exec import SESSION_FILE, session_record, start as start_exec
+from .exec import SESSION_FILE, SOCKET as EXEC_SOCKET, start as start_exec
+from .nsenter import session_record
 from .launcher import Launcher
 from .supervisor import LaunchSpec
 from .waiter import Waiter
@@ -95,9 +96,10 @@ class SyncMesosContainerizer(SyncContainerizer):
                 launch_info.merge(isolator.prepare(container_id, config))
             spec = self._launch_spec(files, config, launch_info, identity)
             forked = self.launcher.fork(container_id, spec)
-            # What an exec into it gets: written while init sets itself up (no exec starts
-            # before pids.json names init), not on the way to the fork.
-            files.write(SESSION_FILE, session_record(spec))
+            if spec.exec_socket is None:
+                # What an exec that joins it from outside gets: written while init sets itself up
+                # (no exec starts before pids.json names init), not on the way to the fork.
+                files.write(SESSION_FILE, session_record(spec))
             files.write("pids.json", {
                 "supervisor": {"pid": forked.supervisor_pid, "start": linux.process_start_time(forked.supervisor_pid)},
                 "init": {"pid": forked.init_pid, "start": linux.process_start_time(forked.init_pid)},
@@ -163,6 +165,8 @@ class SyncMesosContainerizer(SyncContainerizer):
             groups=identity.groups if identity else (),
             confinement=_steps(launch_info.confinement),
             io=_io_spec(files, config),
+            exec_socket=None if launch_info.confinement and not launch_info.confinement.init_serves_exec
+            else files.path(EXEC_SOCKET),
         )
 
     # -- attach ----------------------------------------------------------------------------

@@ -178,39 +178,6 @@ def directories_of(pid: int, root: str, container_id: str) -> list[str]:
     return found
 
 
-def warm_migration(directory: str) -> int | None:
-    """Have the wait that a cgroup migration about to come would make run now, in a child that
-    joins cgroup `directory` and exits (status 0 when it joined): its pid, for the caller to reap
-    without waiting (a frozen cgroup would keep it). None on a pure cgroup2 host, where an exec
-    is cloned into its cgroup and migrates nothing, and where `directory` cannot be opened.
-
-    The first cgroup.procs write after a quiet spell waits for an RCU grace period (the rcu_sync
-    of the kernel's cgroup_threadgroup_rwsem: 5-15 ms on this 2-core host) before it moves
-    anything; writes within a grace period of the last one do not wait. A cold `corral exec` has
-    that wait run alongside its imports (corral/cli/exec.py) instead of after them. (A write of a
-    pid that no process has would take the lock without moving anything, but Linux 6.18 looks
-    the process up first.)"""
-    if single_hierarchy():
-        return None
-    try:
-        fd = os.open(os.path.join(directory, "cgroup.procs"), os.O_WRONLY | os.O_CLOEXEC)
-    except OSError:
-        return None
-    try:
-        pid = os.fork()
-        if pid == 0:
-            joined = False
-            try:
-                os.write(fd, b"0")      # the child itself, which exits at once
-                joined = True
-            finally:
-                os._exit(0 if joined else 1)
-        os.sched_yield()        # let it make that write now, not when a CPU is free
-    finally:
-        os.close(fd)
-    return pid
-
-
 # -- roots ------------------------------------------------------------------------------------
 
 def root_dirs(root: str) -> list[str]:

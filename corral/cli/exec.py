@@ -11,9 +11,9 @@ death by signal N; 126 or 127 when it could not start, as a shell's).
 A cold exec into a Mesos container is measured against `runc exec`, where a Python start alone
 is most of runc's time: exec_quickly() reads plain options without argparse and starts the
 command with containerizers/mesos/exec.py's start() (which SyncMesosContainerizer.exec runs
-too) without making a containerizer. Its imports leave out argparse, re, json, enum and
-functools; before them it has a child start the wait of the cgroup migration to come
-(cgroups.warm_migration), which then runs alongside them.
+too) without making a containerizer. Its imports leave out argparse, re, json, enum,
+functools and ctypes: it hands the command to the container's init (execserver.py), which forks
+it where it must be, and waits.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from __future__ import annotations
 import os
 import _signal as signal     # signal's C core: the signal module imports enum, milliseconds of a cold exec
 
-from corral.types import CorralError, ExecConfig, ExecFailed, InvalidInput, check_cgroups_root
+from corral.types import ExecConfig, ExecFailed, InvalidInput, check_cgroups_root
 
 
 def cmd_exec(args, command: list[str]) -> int:
@@ -42,30 +42,10 @@ def exec_quickly(argv: list[str], command: list[str]) -> int | None:
     files = ContainerFiles(args["runtime_dir"], args["work_dir"], args["container_id"])
     if not files.exists():
         return None
-    helper = _warm_cgroups(files, args["cgroups_root"])     # before the imports of start(): see there
     from corral.containerizers.mesos.exec import start
     config = ExecConfig(argv=command, env=parse_env(args["env"]), user=args["user"], workdir=args["workdir"],
                         tty=args["tty"], interactive=args["interactive"])
-
-    def start_and_reap():
-        try:
-            return start(files, args["cgroups_root"], config, (0, 1, 2))
-        finally:
-            if helper:      # over by now, but for a frozen container's
-                os.waitpid(helper, os.WNOHANG)
-    return _run(config, start_and_reap)
-
-
-def _warm_cgroups(files, cgroups_root: str) -> int | None:
-    """cgroups.warm_migration into the container's cgroup that /proc/PID/cgroup of its init lists
-    last (cgroup2's on a hybrid host, where it holds no controller): the helper's pid, or None."""
-    from corral import cgroups
-    try:
-        init = files.pids().get("init")
-        places = cgroups.directories_of(init["pid"], cgroups_root, files.container_id) if init else []
-    except (CorralError, OSError):      # an ended or damaged container: start() says so
-        return None
-    return cgroups.warm_migration(places[-1]) if places else None
+    return _run(config, lambda: start(files, args["cgroups_root"], config, (0, 1, 2)))
 
 
 _FLAGS = {"-i": ("interactive",), "--interactive": ("interactive",), "-t": ("tty",), "--tty": ("tty",),
