@@ -239,6 +239,15 @@ def _remove_entry(name: str, dir_fd: int, directory: bool = False) -> None:
         pass
 
 
+def drain(fd: int) -> None:
+    """Read a non-blocking fd (a wake-up pipe) until nothing is left in it."""
+    try:
+        while os.read(fd, 512):
+            pass
+    except BlockingIOError:
+        pass
+
+
 def read_small(path: str, limit: int = 1 << 20) -> str | None:
     """The text of a small file (its first `limit` bytes; bad UTF-8 replaced); None if it cannot be read."""
     try:

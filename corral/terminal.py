@@ -31,6 +31,8 @@ import struct
 import termios
 import tty
 
+from .files import drain
+
 CHUNK = 65536
 # Signals that end the caller without unwinding Python: the terminal is restored before they do.
 _ENDING = (signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)
@@ -173,7 +175,7 @@ def relay(stdin: int | None, to_process: int | None, outputs: list[tuple[int, in
         registered = set(wanted)
         for fd, events in poller.poll():
             if fd == resize_fd:
-                _drain(resize_fd)
+                drain(resize_fd)
                 size = terminal.size()
                 if size:
                     on_resize(*size)
@@ -234,11 +236,3 @@ def _input_ended(to_process: int, sources: dict, on_input_end) -> None:
         on_input_end()
     elif to_process not in sources:
         os.close(to_process)
-
-
-def _drain(fd: int) -> None:
-    try:
-        while os.read(fd, 64):
-            pass
-    except BlockingIOError:
-        pass

@@ -41,20 +41,33 @@ def start(files: ContainerFiles, cgroups_root: str, config: ExecConfig, stdio: t
     return _through_init(files, config, stdio)
 
 
-class InitExecution(Execution):
-    """A command that the container's init started: its connection carries the command's
-    signals there and its exit status back."""
+class CommandExecution(Execution):
+    """A command a Mesos container runs for an exec; with a terminal, its master is the caller's
+    to relay."""
 
-    def __init__(self, sock: _socket.socket, master: int | None, stdout: int):
-        self.sock = sock
+    def __init__(self, master: int | None, stdout: int):
         self.to_process = master
         self.outputs = [(master, stdout)] if master is not None else []
-        self._code: int | None = None
 
     def resize(self, rows: int, cols: int) -> None:
         if self.to_process is not None:
             from corral.terminal import set_window_size
             set_window_size(self.to_process, rows, cols)
+
+    def close(self) -> None:
+        if self.to_process is not None:
+            os.close(self.to_process)
+            self.to_process, self.outputs = None, []
+
+
+class InitExecution(CommandExecution):
+    """A command that the container's init started: its connection carries the command's
+    signals there and its exit status back."""
+
+    def __init__(self, sock: _socket.socket, master: int | None, stdout: int):
+        super().__init__(master, stdout)
+        self.sock = sock
+        self._code: int | None = None
 
     def signal(self, sig: int) -> None:
         """To the command's process group (it leads a session of its own), as a terminal signals
@@ -78,9 +91,22 @@ class InitExecution(Execution):
 
     def close(self) -> None:
         self.sock.close()
-        if self.to_process is not None:
-            os.close(self.to_process)
-            self.to_process, self.outputs = None, []
+        super().close()
+
+
+def command_stdio(config: ExecConfig, stdio: tuple[int, int, int]):
+    """(the command's stdin, stdout and stderr, the terminal's master, the fds to close once the
+    command has its copies): with tty, a new terminal's slave for all three; else `stdio`, with
+    /dev/null for stdin unless the exec is interactive."""
+    if config.tty:
+        from corral.terminal import set_window_size
+        master, slave = os.openpty()
+        set_window_size(slave, *(config.size or (24, 80)))
+        return (slave, slave, slave), master, (slave,)
+    if not config.interactive:
+        devnull = os.open("/dev/null", os.O_RDONLY | os.O_CLOEXEC)
+        return (devnull, *stdio[1:]), None, (devnull,)
+    return stdio, None, ()
 
 
 def _through_init(files: ContainerFiles, config: ExecConfig, stdio: tuple[int, int, int]) -> InitExecution:
@@ -88,7 +114,7 @@ def _through_init(files: ContainerFiles, config: ExecConfig, stdio: tuple[int, i
     if files.termination() is not None:
         raise NotRunning(container_id, "has ended")
     sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_SEQPACKET | _socket.SOCK_CLOEXEC)
-    master = slave = devnull = None
+    master, handed = None, ()
     caller_stdout = stdio[1]
     try:
         try:
@@ -98,14 +124,7 @@ def _through_init(files: ContainerFiles, config: ExecConfig, stdio: tuple[int, i
             raise _not_serving(files) from None
         except ConnectionRefusedError:      # init has gone, and its socket with it
             raise NotRunning(container_id, "has ended") from None
-        if config.tty:
-            from corral.terminal import set_window_size
-            master, slave = os.openpty()
-            set_window_size(slave, *(config.size or (24, 80)))
-            stdio = (slave, slave, slave)
-        elif not config.interactive:
-            devnull = os.open("/dev/null", os.O_RDONLY | os.O_CLOEXEC)
-            stdio = (devnull, *stdio[1:])
+        stdio, master, handed = command_stdio(config, stdio)
         request = encode_json({"argv": config.argv, "env": config.env, "user": config.user,
                                "workdir": config.workdir, "tty": bool(config.tty)})
         fds = b"".join(fd.to_bytes(4, sys.byteorder) for fd in stdio)
@@ -125,9 +144,8 @@ def _through_init(files: ContainerFiles, config: ExecConfig, stdio: tuple[int, i
         sock.close()
         raise
     finally:
-        for fd in (slave, devnull, master):
-            if fd is not None:
-                os.close(fd)
+        for fd in (*handed, *((master,) if master is not None else ())):
+            os.close(fd)
 
 
 def _not_serving(files: ContainerFiles) -> CorralError:

@@ -45,7 +45,7 @@ import sys
 import termios
 import _socket
 
-from corral.files import decode_json, find_program, read_small, short_socket_path
+from corral.files import decode_json, drain, find_program, read_small, short_socket_path
 from corral.users import resolve_user, user_env
 
 REQUEST_MAX = 256 << 10             # bytes of one request: a larger one is refused
@@ -111,7 +111,7 @@ class Server:
         wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         # Every handled signal writes to the wake pipe, and SIGCHLD is handled (a default one is
         # dropped): a child's end wakes the poll, with no race between the reap and the poll.
-        signal.set_wakeup_fd(wake_w)
+        signal.set_wakeup_fd(wake_w, warn_on_full_buffer=False)     # full after a flood: no warning on the task's stderr
         signal.signal(signal.SIGCHLD, lambda *_: None)
         self.poller.register(wake_r, select.POLLIN)
         self.poller.register(self.listener.fileno(), select.POLLIN)
@@ -119,7 +119,7 @@ class Server:
             self._reap()
             for fd, _ in self.poller.poll():
                 if fd == wake_r:
-                    _drain(wake_r)
+                    drain(wake_r)
                 elif fd == self.listener.fileno():
                     self._accept()
                 elif fd in self.by_fd:
@@ -339,11 +339,3 @@ def _above_stdio(fd: int) -> int:
     moved = fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 3)
     os.close(fd)
     return moved
-
-
-def _drain(fd: int) -> None:
-    try:
-        while os.read(fd, 512):
-            pass
-    except BlockingIOError:
-        pass

@@ -38,8 +38,9 @@ from corral import cgroups, linux
 from corral.files import find_program, read_small
 from corral.types import CorralError, ExecConfig, ExecFailed, NotRunning
 
-from ..execution import Execution, exit_code
+from ..execution import exit_code
 from ..state import ContainerFiles
+from .exec import CommandExecution, command_stdio
 
 # The namespaces the command joins beside the pid one: a kind the container does not have is
 # the host's, and joining it changes nothing.
@@ -96,21 +97,16 @@ def _confinement(record: dict | None):
         rlimits=tuple(tuple(r) for r in record.get("rlimits") or ())))
 
 
-class MesosExecution(Execution):
+class MesosExecution(CommandExecution):
+    """A command forked here into the container: our child, whose status we wait for."""
+
     def __init__(self, pid: int, master: int | None, stdout: int):
+        super().__init__(master, stdout)
         self.pid = pid
-        self.to_process = master
-        self.outputs = [(master, stdout)] if master is not None else []
         self._status: int | None = None
 
-    def resize(self, rows: int, cols: int) -> None:
-        if self.to_process is not None:
-            from corral.terminal import set_window_size
-            set_window_size(self.to_process, rows, cols)
-
     def signal(self, sig: int) -> None:
-        """To the command's process group (it leads a session of its own), as a terminal signals
-        a foreground job: a shell's children end with it instead of living on in the container."""
+        """To the command's process group, as InitExecution.signal."""
         if self._status is None:
             try:
                 os.killpg(self.pid, sig)
@@ -121,11 +117,6 @@ class MesosExecution(Execution):
         if self._status is None:
             self._status = os.waitpid(self.pid, 0)[1]
         return exit_code(self._status)
-
-    def close(self) -> None:
-        if self.to_process is not None:
-            os.close(self.to_process)
-            self.to_process, self.outputs = None, []
 
 
 def start(files: ContainerFiles, cgroups_root: str, config: ExecConfig, stdio: tuple[int, int, int],
@@ -141,7 +132,8 @@ def start(files: ContainerFiles, cgroups_root: str, config: ExecConfig, stdio: t
     # init's root, which joining its mount namespace does not give: setns puts us at the
     # namespace's root mount, and init's root is elsewhere when corral itself runs chrooted.
     root = os.open(f"/proc/{init['pid']}/root", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
-    master = slave = devnull = into_cgroup = report_r = report_w = go_r = go_w = None
+    master = into_cgroup = report_r = report_w = go_r = go_w = None
+    handed = ()
     child = None
     caller_stdout = stdio[1]
     try:
@@ -154,14 +146,7 @@ def start(files: ContainerFiles, cgroups_root: str, config: ExecConfig, stdio: t
         plan = _plan(session, config)
         report_r, report_w = os.pipe2(os.O_CLOEXEC)
         go_r, go_w = os.pipe2(os.O_CLOEXEC)
-        if config.tty:
-            from corral.terminal import set_window_size
-            master, slave = os.openpty()
-            set_window_size(slave, *(config.size or (24, 80)))
-            stdio = (slave, slave, slave)
-        elif not config.interactive:
-            devnull = os.open("/dev/null", os.O_RDONLY | os.O_CLOEXEC)
-            stdio = (devnull, *stdio[1:])
+        stdio, master, handed = command_stdio(config, stdio)
         if cgroups.single_hierarchy():      # one cgroup2 directory is all of them: clone into it
             into_cgroup = os.open(places[0], os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
         child = _fork_in_pid_namespace(pidfd, into_cgroup)
@@ -190,7 +175,7 @@ def start(files: ContainerFiles, cgroups_root: str, config: ExecConfig, stdio: t
             _kill_and_reap(child)
         raise
     finally:
-        for fd in (pidfd, root, slave, devnull, into_cgroup, report_r, report_w, go_r, go_w, master):
+        for fd in (pidfd, root, *handed, into_cgroup, report_r, report_w, go_r, go_w, master):
             if fd is not None:
                 os.close(fd)
 
