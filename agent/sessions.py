@@ -37,7 +37,7 @@ from aiohttp import web
 from corral.types import InvalidInput, NoSuchContainer
 
 from . import recordio
-from .shapes import JsonObject, config_of, container_id_of
+from .shapes import JsonObject, config_of, container_id_of, window_size
 
 SESSIONS = web.AppKey("sessions", object)     # the app's Sessions (agent/api.py makes it)
 KEEP_ENDED = 256            # exit statuses of ended sessions kept for WAIT_NESTED_CONTAINER
@@ -125,7 +125,7 @@ class Sessions:
             raise InvalidInput(f"nested container {parent}.{session_id} exists already")
         config = config_of(call)
         tty = call.object("container").data.get("tty_info") is not None
-        size = _window_size(call.object("container").object("tty_info")) if tty else None
+        size = window_size(call.object("container").object("tty_info")) if tty else None
         session = self._spawn(session_id, parent, config, tty, size)
         self.active[session_id] = session
         response = web.StreamResponse(status=200, headers={"Content-Type": recordio.CONTENT_TYPE,
@@ -245,7 +245,7 @@ class Sessions:
         elif kind == "CONTROL":
             control = io.object("control")
             if control.get("type", str) == "TTY_INFO":
-                size = _window_size(control.object("tty_info"))
+                size = window_size(control.object("tty_info"))
                 if size:
                     session.resize(*size)
             elif control.get("type", str) != "HEARTBEAT":
@@ -284,16 +284,6 @@ def _nested_id(call: JsonObject) -> tuple[str, str]:
     if parent is None:
         raise InvalidInput('"container_id" of a nested container needs a "parent": {"value": "..."}')
     return session_id, parent
-
-
-def _window_size(tty_info: JsonObject) -> tuple[int, int] | None:
-    size = tty_info.object("window_size")
-    rows, cols = size.get("rows", int), size.get("columns", int)
-    if rows is None or cols is None:
-        return None
-    if not (0 < rows < 65536 and 0 < cols < 65536):
-        raise InvalidInput(f'"{size.where}" must have rows and columns from 1 to 65535')
-    return rows, cols
 
 
 def _base64(text: str, where: str) -> bytes:

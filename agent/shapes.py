@@ -147,13 +147,25 @@ def config_of(call: JsonObject) -> ContainerConfig:
     hostname = container.get("hostname", str)
     if hostname is not None and len(hostname.encode()) > HOST_NAME_MAX:
         raise InvalidInput(f'"{container.path("hostname")}" is longer than {HOST_NAME_MAX} bytes')
-    # A tty (TTYInfo; its window_size is the attached client's to set) takes input, as in Mesos.
+    # A tty (TTYInfo) takes input, as in Mesos; its window_size is the terminal's until a client sets its own.
     tty = container.data.get("tty_info") is not None
-    container.object("tty_info")                    # an object, if given
+    window = window_size(container.object("tty_info"))      # an object, if given
     return ContainerConfig(
         argv=argv, env=env, user=command.get("user", str), hostname=hostname, tty=tty, stdin=tty,
+        window=list(window) if tty and window else None,
         containerizer="docker" if kind == "DOCKER" else None, image=image, network=network,
         **_linux_info(container.object("linux_info")), rlimits=_rlimit_info(container.object("rlimit_info")))
+
+
+def window_size(tty_info: JsonObject) -> tuple[int, int] | None:
+    """TTYInfo.window_size as (rows, columns); None where it has none."""
+    size = tty_info.object("window_size")
+    rows, cols = size.get("rows", int), size.get("columns", int)
+    if rows is None or cols is None:
+        return None
+    if not (0 < rows < 65536 and 0 < cols < 65536):
+        raise InvalidInput(f'"{size.where}" must have rows and columns from 1 to 65535')
+    return rows, cols
 
 
 def _linux_info(info: JsonObject) -> dict:

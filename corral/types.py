@@ -214,6 +214,7 @@ class ContainerConfig(Record):
     # its output files, rotated over log_max_files files (Docker's json-file max-size, max-file).
     stdin: bool = False
     tty: bool = False
+    window: list[int] | None = None     # the tty's rows and columns until a client sets its own (TTYInfo.window_size)
     attach: bool = False                # a client attaches at once (a foreground run): no output is read before
     log_max_size: int | None = None     # bytes
     log_max_files: int | None = None    # files per stream, the one written included (default 1)

@@ -58,6 +58,7 @@ class IOSpec(Record):
     socket_path: str
     stdin: bool = False
     tty: bool = False
+    window: tuple = DEFAULT_WINDOW      # rows, columns of the tty at first
     wait_for_client: bool = False
     log_max_size: int | None = None
     log_max_files: int | None = None
@@ -122,7 +123,7 @@ class Switchboard:
         self.stdin_fd: int | None = None         # where clients' stdin goes
         if io.tty:
             master, slave = os.openpty()
-            set_window(master, *DEFAULT_WINDOW)
+            set_window(master, *io.window)
             if owner is not None:
                 os.fchown(slave, *owner)        # the task may reopen its terminal (/dev/tty) as itself
             self.sources[master] = STDOUT

@@ -327,8 +327,9 @@ def _io_spec(files: state.ContainerFiles, config: ContainerConfig):
     writes its files itself) unless the container asked for stdin, a tty or a log cap."""
     if not (config.stdin or config.tty or config.log_max_size):
         return None
-    from .switchboard import SOCKET, IOSpec
-    return IOSpec(socket_path=files.path(SOCKET), stdin=config.stdin, tty=config.tty, wait_for_client=config.attach,
+    from .switchboard import DEFAULT_WINDOW, SOCKET, IOSpec
+    return IOSpec(socket_path=files.path(SOCKET), stdin=config.stdin, tty=config.tty,
+                  window=tuple(config.window) if config.window else DEFAULT_WINDOW, wait_for_client=config.attach,
                   log_max_size=config.log_max_size, log_max_files=config.log_max_files)
 
 

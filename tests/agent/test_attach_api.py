@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import os
 import sys
 import textwrap
 
@@ -232,4 +233,23 @@ def test_a_session_that_sends_nothing_meets_the_deadlines(agent_flags):
             await a.call({"type": "KILL_CONTAINER", "kill_container": {"container_id": {"value": "term"}}})
             await a.call({"type": "WAIT_CONTAINER", "wait_container": {"container_id": {"value": "term"}}})
             await a.call({"type": "REMOVE_CONTAINER", "remove_container": {"container_id": {"value": "term"}}})
+    asyncio.run(scenario())
+
+
+def test_a_launch_with_a_window_size_gives_the_terminal_that_size(agent_flags, corral):
+    async def scenario():
+        async with InProcessAgent(agent_flags()) as a:
+            call = launch("sized", ["/bin/sh", "-c", "stty size > size"])
+            call["launch_container"]["container"]["tty_info"] = {"window_size": {"rows": 33, "columns": 99}}
+            assert (await a.call(call))[0] == 200
+            status, answer = await a.call({"type": "WAIT_CONTAINER",
+                                           "wait_container": {"container_id": {"value": "sized"}}})
+            assert status == 200 and answer["wait_container"]["exit_status"] == 0, answer
+            with open(os.path.join(corral.work_dir, "containers", "sized", "size")) as f:
+                assert f.read() == "33 99\n"
+            bad = launch("bad", ["true"])
+            bad["launch_container"]["container"]["tty_info"] = {"window_size": {"rows": 0, "columns": 99}}
+            assert (await a.call(bad))[0] == 400
+            assert (await a.call({"type": "REMOVE_CONTAINER",
+                                  "remove_container": {"container_id": {"value": "sized"}}}))[0] == 200
     asyncio.run(scenario())
