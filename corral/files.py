@@ -239,13 +239,16 @@ def _remove_entry(name: str, dir_fd: int, directory: bool = False) -> None:
         pass
 
 
-def drain(fd: int) -> None:
-    """Read a non-blocking fd (a wake-up pipe) until nothing is left in it."""
+def drain(fd: int) -> bool:
+    """Read a non-blocking fd (a wake-up pipe, an eventfd, inotify) until it would block; whether
+    anything was there."""
+    got = False
     try:
-        while os.read(fd, 512):
-            pass
+        while os.read(fd, 4096):
+            got = True
     except BlockingIOError:
         pass
+    return got
 
 
 def read_small(path: str, limit: int = 1 << 20) -> str | None:

@@ -299,14 +299,3 @@ def inotify_file(path: str, mask: int = IN_MODIFY) -> int:
         os.close(fd)
         raise OSError(err, f"inotify_add_watch {path}: {os.strerror(err)}")
     return fd
-
-
-def drain(fd: int) -> bool:
-    """Read a non-blocking fd (eventfd, inotify) until it would block; whether anything was there."""
-    got = False
-    try:
-        while os.read(fd, 4096):
-            got = True
-    except BlockingIOError:
-        pass
-    return got

@@ -35,8 +35,7 @@ import struct
 import termios
 import time
 
-from corral import linux
-from corral.files import short_socket_path
+from corral.files import drain, short_socket_path
 from corral.record import Record
 
 from .. import execution
@@ -442,7 +441,7 @@ class Attachment(execution.Attachment):
                     to_send += frame(STDIN, data)       # empty: the end of stdin
                     reading = bool(data)
                 elif fd == resize_fd and terminal.resize_fd == fd:   # else closed by a signal's handler meanwhile
-                    linux.drain(resize_fd)
+                    drain(resize_fd)
                     size = terminal.size()
                     if size:
                         to_send += winsize_frame(*size)

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import os
 
-from corral import cgroups, linux
+from corral import cgroups
+from corral.files import drain
 from corral.types import REASON_CONTAINER_LIMITATION_MEMORY, Limitation, Resources
 
 from .. import Isolator, Watch
@@ -57,7 +58,7 @@ class MemIsolator(Isolator):
         fd = cgroup.oom_notice()
 
         def check():
-            fired = linux.drain(fd)
+            fired = drain(fd)
             return self.limitation(container_id, oom_event=fired and cgroup.OOM_NOTICE_IS_THE_OOM)
         return Watch(check=check, fd=fd, close=lambda: os.close(fd))
 
