@@ -34,7 +34,7 @@ import errno
 import fcntl
 import os
 import select
-import signal
+import _signal as signal     # signal's C core: the signal module imports enum, milliseconds of a cold exec
 import struct
 import termios
 import tty
