@@ -16,8 +16,16 @@ the middle of one.
 
 `relay` copies the caller's stdin to the process and the process's outputs to the caller
 until every output has ended. It works as well when the caller's stdin is no tty (a pipe, a
-file, /dev/null) or when there is no terminal at all. Only the standard library's cheapest
-modules: the CLI imports this on its cold path.
+file, /dev/null) or when there is no terminal at all.
+
+Detach keys (Docker's `--detach-keys`, ctrl-p,ctrl-q by default): a Terminal given keys watches
+what is typed on it while it is raw (a session with a tty that takes our keys); once they are
+typed, every relay of the session (this one, the Mesos switchboard's and dockerd's attachments,
+the agent's input stream) stops and raises Detached, leaving the far side's process running
+and its input open. A partial sequence is held back until the next key says whether it
+completes: if not, it goes on with that key, as typed.
+
+Only the standard library's cheapest modules: the CLI imports this on its cold path.
 """
 
 from __future__ import annotations
@@ -26,16 +34,76 @@ import errno
 import fcntl
 import os
 import select
-import signal
+import _signal as signal     # signal's C core: the signal module imports enum, milliseconds of a cold exec
 import struct
 import termios
 import tty
 
 from .files import drain
+from .types import CorralError, InvalidInput
 
 CHUNK = 65536
+DEFAULT_DETACH_KEYS = b"\x10\x11"      # ctrl-p, ctrl-q, as Docker's
+# ctrl-<c> is the code of c's place here (ctrl-@ 0, ctrl-a 1, ... ctrl-_ 31): what a terminal sends.
+_CTRL = "@abcdefghijklmnopqrstuvwxyz[\\]^_"
 # Signals that end the caller without unwinding Python: the terminal is restored before they do.
 _ENDING = (signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)
+
+
+def parse_detach_keys(spec: str | None) -> bytes:
+    """Docker's --detach-keys: keys separated by commas, each a single ASCII character or
+    ctrl-<c>, c one of a-z @ [ \\ ] ^ _ (or DEL), as moby's term.ToBytes reads them. None or
+    empty: ctrl-p,ctrl-q. InvalidInput for anything else."""
+    if not spec:
+        return DEFAULT_DETACH_KEYS
+    keys = bytearray()
+    for key in spec.split(","):
+        if len(key) == 1 and key.isascii():
+            keys.append(ord(key))
+        elif len(key) == 6 and key.startswith("ctrl-") and key[5] in _CTRL:
+            keys.append(_CTRL.index(key[5]))
+        elif key == "DEL":
+            keys.append(0x7f)
+        else:
+            raise InvalidInput(f"no such key {key!r}: give characters or ctrl-<a-z, @, [, \\, ], ^, _>, "
+                               "comma separated (default ctrl-p,ctrl-q)")
+    return bytes(keys)
+
+
+class Detached(CorralError):
+    """The detach keys were typed: the session is left, its process runs on (its input open).
+    The message is what `docker attach` and `docker exec` print when they detach."""
+
+    def __init__(self):
+        super().__init__("read escape sequence")
+
+
+class DetachWatch:
+    """The detach keys, watched for in what is typed (moby's escape proxy): feed() each read,
+    and pass on what it returns. A tail that may begin the keys is held back until the next
+    read says whether they complete (keys split across reads are seen); if not, it goes on with
+    that read. `detached` once they are complete: what came before them is returned, what
+    followed them (and anything fed later) is dropped, as Docker's."""
+
+    def __init__(self, keys: bytes):
+        self.keys = keys
+        self.held = b""
+        self.detached = False
+
+    def feed(self, data: bytes) -> bytes:
+        if self.detached:
+            return b""
+        data, self.held = self.held + data, b""
+        at = data.find(self.keys)
+        if at >= 0:
+            self.detached = True
+            return data[:at]
+        # The longest tail of data that begins the keys (a shorter one is a part of it).
+        for length in range(min(len(self.keys) - 1, len(data)), 0, -1):
+            if data.endswith(self.keys[:length]):
+                self.held = data[-length:]
+                return data[:-length]
+        return data
 
 
 def window_size(fd: int) -> tuple[int, int] | None:
@@ -60,11 +128,13 @@ class Terminal:
     SIGWINCH turned into a readable `resize_fd`. On anything else it changes nothing, and
     size() is None. Signal handlers are only installed from the main thread (Python's rule)."""
 
-    def __init__(self, fd: int = 0, raw: bool = True):
+    def __init__(self, fd: int = 0, raw: bool = True, detach_keys: bytes | None = None):
         """`raw`: False leaves the settings alone (a session that sends no input: keys stay
-        the caller's own), the window size is still followed."""
+        the caller's own), the window size is still followed. `detach_keys`: typed while the
+        terminal is raw, they end the session's relay (detach_watch())."""
         self.fd = fd
         self.raw = raw
+        self.detach_keys = detach_keys
         self.is_tty = os.isatty(fd)
         self.resize_fd: int | None = None
         self._saved: list | None = None
@@ -73,6 +143,11 @@ class Terminal:
 
     def size(self) -> tuple[int, int] | None:
         return window_size(self.fd) if self.is_tty else None
+
+    def detach_watch(self) -> DetachWatch | None:
+        """A watch for the detach keys over a session's input typed here: None without keys or
+        unless raw (as Docker watches only a tty session's stdin: piped input is never cut short)."""
+        return DetachWatch(self.detach_keys) if self.detach_keys and self._saved is not None else None
 
     def __enter__(self) -> "Terminal":
         if not self.is_tty:
@@ -137,6 +212,32 @@ class Terminal:
         os.kill(os.getpid(), signum)     # again, to the handler (or default action) from before
 
 
+def hold(master: int) -> None:
+    """Keep the pty master `master` open after the caller has gone (a detach from a terminal the
+    caller made, as `corral exec -t` makes the command's), in a process of its own that reads
+    and drops the output until the far side has closed the terminal everywhere: the last close
+    of a master hangs up its terminal (SIGHUP, then end of file), and Docker's daemon, which
+    holds its execs' terminals, leaves a detached command running."""
+    child = os.fork()
+    if child:
+        os.waitpid(child, 0)
+        return
+    try:
+        os.setsid()                         # out of the caller's session and its terminal's hangup
+        if os.fork() == 0:                  # reparented: the caller waits for no one
+            for sig in (signal.SIGINT, signal.SIGWINCH, signal.SIGCONT, *_ENDING):
+                signal.signal(sig, signal.SIG_DFL)      # not the caller's handlers (its terminal's restore)
+            os.closerange(0, master)
+            os.closerange(master + 1, os.sysconf("SC_OPEN_MAX"))
+            os.set_blocking(master, True)
+            while os.read(master, CHUNK):
+                pass
+    except BaseException:       # noqa: BLE001 - EIO: the terminal closed everywhere; the end either way
+        pass
+    finally:
+        os._exit(0)
+
+
 def relay(stdin: int | None, to_process: int | None, outputs: list[tuple[int, int]], *,
           terminal: Terminal | None = None, on_resize=None, on_input_end=None) -> None:
     """Copy `stdin` to `to_process`, and each (from_process, to_caller) pair of `outputs` (to_caller:
@@ -150,12 +251,16 @@ def relay(stdin: int | None, to_process: int | None, outputs: list[tuple[int, in
     flags (they are shared with the caller's shell). On EOF of `stdin`, `on_input_end()` is
     called (default: close `to_process`, unless it is also an output, as a pty's master or a
     socket is). With `terminal` and `on_resize`, `on_resize(rows, cols)` runs on each window
-    change of the terminal."""
+    change of the terminal.
+
+    Detached is raised when `terminal`'s detach keys are typed (Terminal.detach_watch): what was
+    typed before them is written as far as the process takes it now, and nothing is closed."""
     for fd in {to_process, *(source for source, _ in outputs)} - {None}:
         os.set_blocking(fd, False)
     sources = dict(outputs)
     pending = b""                                   # read from stdin, not yet written to the process
     reading = stdin is not None and to_process is not None
+    watch = terminal.detach_watch() if terminal is not None and reading else None
     poller = select.poll()
     registered: set[int] = set()
     while sources:
@@ -187,11 +292,16 @@ def relay(stdin: int | None, to_process: int | None, outputs: list[tuple[int, in
                 pending, reading = _write_some(to_process, pending, reading)
             if fd == stdin and reading and events & (select.POLLIN | select.POLLHUP | select.POLLERR):
                 data = os.read(stdin, CHUNK)
-                if data:
-                    pending = data
-                else:
+                if not data:
                     reading = False
                     _input_ended(to_process, sources, on_input_end)
+                elif watch is None:
+                    pending = data
+                else:
+                    pending = watch.feed(data)
+                    if watch.detached:
+                        _write_some(to_process, pending, reading)
+                        raise Detached()
 
 
 def _copy_out(source: int, target: int) -> bool:

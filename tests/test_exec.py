@@ -329,3 +329,37 @@ def test_execs_at_once_end_with_the_task(corral, detached):
     assert len(corral.sync().launcher.pids(name)) == 5            # init, the task, three execs
     os.kill(_task_pid(corral, name), signal.SIGKILL)              # the task ends: init, and its execs, with it
     assert [e.wait(timeout=20) for e in execs] == [128 + signal.SIGKILL] * 3
+
+
+# A command that says it is alive when asked (SIGUSR1: a file in the sandbox, its working
+# directory) and reports what it reads.
+ALIVE = textwrap.dedent("""
+    import os, signal, sys
+    signal.signal(signal.SIGUSR1, lambda *_: open("alive", "w").write("yes"))
+    print("pid", os.getpid(), flush=True)
+    for line in sys.stdin:
+        print("got", repr(line), flush=True)
+""")
+
+
+def test_detach_keys_leave_the_exec_running(corral, detached):
+    name = detached()
+    session = PtySession([corral.executable, "exec", "-it", name, "--", sys.executable, "-c", ALIVE], env=corral.env)
+    try:
+        pid = int(session.expect(b"\r\n").split(b"pid ")[1].split(b"\r\n")[0])
+        session.write(b"\x10")
+        session.write(b"x\r")                    # not the keys: both go on
+        session.expect(b"got '\\x10x\\n'")
+        session.write(b"\x10\x11")
+        assert session.wait() == 1               # as docker exec -it
+        session.expect(b"corral: read escape sequence\r\n")   # written before it exited
+        assert session.settings() == session.before
+    finally:
+        session.close()
+    # The command runs on, its terminal open (it would have had SIGHUP at its last close).
+    assert _exec(corral, name, "kill", "-USR1", str(pid)).returncode == 0
+    alive = os.path.join(corral.work_dir, "containers", name, "alive")
+    deadline = time.monotonic() + 20
+    while not os.path.exists(alive):
+        assert time.monotonic() < deadline, "the detached command never answered"
+        time.sleep(0.05)

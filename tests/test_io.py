@@ -211,3 +211,86 @@ def test_bad_log_options_are_one_line_and_exit_2(corral, args, message):
     result = corral.run("run", *args, "--", "true")
     assert result.returncode == 2
     assert message in result.stderr and result.stderr.count("\n") == 1
+
+
+# A task on a terminal that reports each line it reads, as repr: typed control keys show.
+ECHO_TASK = textwrap.dedent("""
+    import sys
+    print("ready", flush=True)
+    for line in sys.stdin:
+        print("got", repr(line), flush=True)
+""")
+
+
+def _attach_on_a_terminal(corral, name: str, *options: str) -> PtySession:
+    session = PtySession([corral.executable, "attach", *options, name], env=corral.env)
+    deadline = time.monotonic() + 20
+    while not is_raw(session.settings()):
+        assert time.monotonic() < deadline, "the terminal never turned raw"
+        time.sleep(0.05)
+    return session
+
+
+def test_detach_keys_leave_an_attached_container_running(corral):
+    corral.run("run", "-d", "-it", "--name", "held", "--", sys.executable, "-c", ECHO_TASK, check=True)
+    _wait_for_log(corral, "held", "ready")
+    session = _attach_on_a_terminal(corral, "held")
+    try:
+        session.write(b"\x10")
+        session.write(b"a\r")                      # ctrl-p, then not ctrl-q: both reach the task
+        session.expect(b"got '\\x10a\\n'")
+        session.write(b"\x10")
+        session.write(b"\x11")                     # ctrl-p ctrl-q: we leave, as docker attach
+        assert session.wait() == 1
+        session.expect(b"corral: read escape sequence\r\n")   # written before it exited
+        assert session.settings() == session.before
+    finally:
+        session.close()
+    assert corral.run("ps", "--json", check=True).stdout.count('"RUNNING"') == 1
+    # Another attach, with keys of its own: ctrl-p ctrl-q are now the task's; its output still flows.
+    session = _attach_on_a_terminal(corral, "held", "--detach-keys", "ctrl-a,x")
+    try:
+        session.write(b"\x10\x11again\r")
+        session.expect(b"again\\n'")
+        session.write(b"\x01x")
+        assert session.wait() == 1
+        assert session.settings() == session.before
+    finally:
+        session.close()
+    assert corral.run("ps", "--json", check=True).stdout.count('"RUNNING"') == 1
+    corral.run("destroy", "held", check=True)
+
+
+def test_detach_keys_leave_a_foreground_run_it_running(corral):
+    session = PtySession([corral.executable, "run", "-it", "--name", "fg", "--", sys.executable, "-c", ECHO_TASK],
+                         env={**corral.env, "CORRAL_DETACH_KEYS": "ctrl-^,q"})
+    try:
+        session.expect(b"ready")
+        session.write(b"\x1eq")
+        assert session.wait() == 0                 # as docker run -it: quietly, exit 0
+        assert b"corral:" not in session.output
+        assert session.settings() == session.before
+    finally:
+        session.close()
+    assert corral.run("ps", "--json", check=True).stdout.count('"RUNNING"') == 1      # not removed
+    session = _attach_on_a_terminal(corral, "fg")
+    try:
+        session.write(b"back\r")
+        session.expect(b"got 'back\\n'")
+        session.write(b"\x10\x11")
+        assert session.wait() == 1
+    finally:
+        session.close()
+    corral.run("destroy", "fg", check=True)
+
+
+@pytest.mark.parametrize("args, env", [
+    (("run", "-it", "--detach-keys", "ctrl-P", "--", "true"), {}),
+    (("attach", "--detach-keys", "a,,b", "some-id"), {}),
+    (("exec", "-it", "--detach-keys=ctrl-", "some-id", "--", "true"), {}),
+    (("exec", "-it", "some-id", "--", "true"), {"CORRAL_DETACH_KEYS": "ctrl-p,ctrl-Q"})])
+def test_bad_detach_keys_are_one_line_and_exit_2(corral, args, env):
+    result = subprocess.run([corral.executable, *args], env={**corral.env, **env}, capture_output=True, text=True,
+                            timeout=60)
+    assert result.returncode == 2
+    assert result.stderr.startswith("corral: argument --detach-keys: no such key '") and result.stderr.count("\n") == 1

@@ -28,9 +28,9 @@ FAR = textwrap.dedent("""
 # The caller: corral.terminal between its own tty and a far program on a pty of its own.
 NEAR = textwrap.dedent("""
     import os, subprocess, sys, fcntl, termios
-    from corral.terminal import Terminal, relay, set_window_size
+    from corral.terminal import Detached, Terminal, relay, set_window_size
     far = sys.argv[1]
-    with Terminal() as terminal:
+    with Terminal(detach_keys=b"\x10\x11" if sys.argv[2] == "detach" else None) as terminal:
         master, slave = os.openpty()
         set_window_size(slave, *terminal.size())
         child = subprocess.Popen([sys.executable, "-c", far], stdin=slave, stdout=slave, stderr=slave,
@@ -38,8 +38,15 @@ NEAR = textwrap.dedent("""
         os.close(slave)
         if sys.argv[2] == "raise":
             raise SystemExit("raised")
-        relay(0, master, [(master, 1)], terminal=terminal,
-              on_resize=lambda rows, cols: set_window_size(master, rows, cols))
+        try:
+            relay(0, master, [(master, 1)], terminal=terminal,
+                  on_resize=lambda rows, cols: set_window_size(master, rows, cols))
+        except Detached as e:
+            running = child.poll() is None
+            child.kill()
+            child.wait()
+            os.close(master)
+            raise SystemExit(f"{e}: far running {running}")
         code = child.wait()
     print("far exited", code, flush=True)
 """)
@@ -118,3 +125,47 @@ def test_no_stdin_at_all():
     """)
     result = subprocess.run([sys.executable, "-c", script], stdin=subprocess.DEVNULL, capture_output=True, timeout=30)
     assert result.stdout == b"alone\n" and result.returncode == 0
+
+
+def test_the_detach_keys_leave_the_relay_and_the_far_program_running(session):
+    s = session("detach")
+    s.expect(b"size 30 90")
+    s.write(b"\x10")
+    s.write(b"a\r")                                 # not the keys: both bytes go on, as typed
+    s.expect(b"got \x10a")
+    s.write(b"\x10")
+    s.write(b"\x11")                                # the keys, across two reads
+    assert s.wait() == 1
+    s.expect(b"read escape sequence: far running True")
+    assert s.settings() == s.before
+
+
+def test_detach_watch_holds_back_what_may_begin_the_keys():
+    from corral.terminal import DetachWatch
+
+    def typed(keys: bytes, *reads: bytes) -> tuple[bytes, bool]:
+        watch = DetachWatch(keys)
+        passed = b"".join(watch.feed(read) for read in reads)
+        return passed, watch.detached
+    ctrl_p, ctrl_q = b"\x10", b"\x11"
+    assert typed(ctrl_p + ctrl_q, b"ab", ctrl_p, b"c") == (b"ab" + ctrl_p + b"c", False)
+    assert typed(ctrl_p + ctrl_q, b"ab", ctrl_p) == (b"ab", False)               # held, not lost ...
+    assert typed(ctrl_p + ctrl_q, b"ab" + ctrl_p, ctrl_q, b"after") == (b"ab", True)  # ... unless they complete
+    assert typed(ctrl_p + ctrl_q, ctrl_p, ctrl_p, ctrl_q) == (ctrl_p, True)      # a repeated first key
+    assert typed(b"aab", b"xaa", b"a", b"b") == (b"xa", True)
+    assert typed(b"\x01x", b"\x01", b"y\x01x") == (b"\x01y", True)
+    assert typed(ctrl_p + ctrl_q, b"plain " * 1000) == (b"plain " * 1000, False)
+
+
+@pytest.mark.parametrize("spec, keys", [
+    (None, b"\x10\x11"), ("", b"\x10\x11"), ("ctrl-a,x", b"\x01x"), ("ctrl-@,ctrl-[,ctrl-\\,ctrl-],ctrl-^,ctrl-_",
+                                                                     b"\x00\x1b\x1c\x1d\x1e\x1f"),
+    ("ctrl-z,DEL,,", None), ("ctrl-P", None), ("ctrl-", None), ("ab", None), ("\u00e9", None), ("a,,b", None)])
+def test_detach_keys_are_read_as_dockers(spec, keys):
+    from corral.terminal import parse_detach_keys
+    from corral.types import InvalidInput
+    if keys is None:
+        with pytest.raises(InvalidInput, match="no such key"):
+            parse_detach_keys(spec)
+    else:
+        assert parse_detach_keys(spec) == keys

@@ -108,10 +108,12 @@ class Engine:
     def exec_inspect(self, exec_id: str) -> dict:
         return self.call("GET", f"/exec/{exec_id}/json")
 
-    def attach(self, docker_id: str, stdin: bool):
+    def attach(self, docker_id: str, stdin: bool, detach_keys: str | None = None):
         """Attach to the container's streams from now on (before its start: all of them), on a
-        hijacked connection as exec_start's; its stdin with `stdin` (the container's OpenStdin)."""
-        query = {"stream": 1, "stdin": int(stdin), "stdout": 1, "stderr": 1}
+        hijacked connection as exec_start's; its stdin with `stdin` (the container's OpenStdin),
+        watched by dockerd for `detach_keys` (with a tty; None: its default, ctrl-p,ctrl-q)."""
+        query = {"stream": 1, "stdin": int(stdin), "stdout": 1, "stderr": 1,
+                 **({"detachKeys": detach_keys} if detach_keys else {})}
         return self._hijack("attach", f"/containers/{docker_id}/attach", query=query)
 
     def resize(self, docker_id: str, rows: int, cols: int) -> None:

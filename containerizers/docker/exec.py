@@ -34,6 +34,8 @@ def start(containerizer, files: ContainerFiles, config: ExecConfig, stdio: tuple
         create["User"] = config.user
     if workdir:
         create["WorkingDir"] = workdir
+    if containerizer.detach_keys:
+        create["DetachKeys"] = containerizer.detach_keys
     try:
         exec_id = engine.exec_create(containerizer.docker_id(files), create)
     except EngineError as e:

@@ -95,7 +95,8 @@ class Attachment(execution.Attachment):
         """Copy `stdin` (None: none) to the task until its end, and the task's output to
         `outputs` (stream -> fd) until the container's output ends (True) or the caller stops
         taking it (False). With `terminal` (corral.terminal.Terminal), the container's tty gets
-        its size now and at each change.
+        its size now and at each change, and its detach keys raise Detached (corral.terminal.relay:
+        the connection is left as it is, the container's stdin open).
 
         Without StdinOnce, the end of our input is not passed on: the container's stdin stays open
         for the next client, and dockerd would end our output with it (as `docker attach` loses

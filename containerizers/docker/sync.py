@@ -45,9 +45,13 @@ class SyncDockerContainerizer(SyncContainerizer):
 
     def __init__(self, work_dir: str, runtime_dir: str, socket: str | None = None,
                  cgroups_enable_cfs: bool = False, kill_orphans: bool = True, only: bool = False,
-                 timeout: float = 30.0, sdk: bool = True):
+                 timeout: float = 30.0, sdk: bool = True, detach_keys: str | None = None):
         """`sdk`: False speaks plain HTTP on a unix socket instead of importing the docker SDK
-        (the CLI's choice: the SDK's import alone costs more than a `docker run`)."""
+        (the CLI's choice: the SDK's import alone costs more than a `docker run`).
+        `detach_keys`: the keys (Docker's format) that dockerd watches for on the stdin of a tty
+        attach or exec, as the docker CLI passes its --detach-keys (None: dockerd's default,
+        ctrl-p,ctrl-q): the CLI watches for the same keys first, so that dockerd never cuts a
+        session short on keys of its own."""
         super().__init__(work_dir, state_dir(runtime_dir, self.name))
         self.owner = os.path.realpath(runtime_dir)
         self.socket = socket or default_socket()
@@ -56,6 +60,7 @@ class SyncDockerContainerizer(SyncContainerizer):
         self.only = only
         self.timeout = timeout
         self.engine = Engine(self.socket, timeout, sdk=sdk)
+        self.detach_keys = detach_keys
         # Foreground runs' attach connections, made before the start (launch), for attach() to hand over.
         self._attached: dict[str, Hijacked] = {}
 
@@ -81,7 +86,7 @@ class SyncDockerContainerizer(SyncContainerizer):
             record["docker_id"] = self._create(files.container_id, create)
             files.write("config.json", record)
             if config.attach:       # as `docker run -i/-t`: attached before the start, nothing is missed
-                hijacked = Hijacked(*self.engine.attach(record["docker_id"], config.stdin), config.tty)
+                hijacked = Hijacked(*self.engine.attach(record["docker_id"], config.stdin, self.detach_keys), config.tty)
                 self._attached[files.container_id] = hijacked
             self.engine.start(record["docker_id"])
         except BaseException:
@@ -173,7 +178,7 @@ class SyncDockerContainerizer(SyncContainerizer):
         if hijacked is None:
             if files.termination() is not None or not self.running(files):
                 raise CorralError(f"container {container_id} has ended: nothing to attach to")
-            hijacked = Hijacked(*self.engine.attach(docker_id, config.stdin), config.tty)
+            hijacked = Hijacked(*self.engine.attach(docker_id, config.stdin, self.detach_keys), config.tty)
         return Attachment(self.engine, docker_id, hijacked, stdin_once=config.attach)
 
     # -- the rest of the interface ----------------------------------------------------------

@@ -391,7 +391,9 @@ class Attachment(execution.Attachment):
         """Copy `stdin` (None: none) to the task until its end, and the task's output to
         `outputs` (stream -> fd) until the container's output ends (True) or the caller stops
         taking it (False).
-        With `terminal` (corral.terminal.Terminal), its size now and at each change.
+        With `terminal` (corral.terminal.Terminal), its size now and at each change; its detach
+        keys typed, Detached is raised (what came before them sent as far as the socket takes
+        it now, no end of stdin: the task runs on).
 
         One poll loop, never blocking on the socket: a caller writing more than the task reads
         while the task writes more than the caller reads would otherwise deadlock the two."""
@@ -399,6 +401,7 @@ class Attachment(execution.Attachment):
         to_send = bytearray()
         frames = Frames()
         reading = stdin is not None
+        watch = terminal.detach_watch() if terminal is not None and reading else None
         size = terminal.size() if terminal is not None else None
         if size:
             to_send += winsize_frame(*size)
@@ -438,13 +441,28 @@ class Attachment(execution.Attachment):
                                     return False    # the caller stopped reading (`| head`)
                 elif fd == stdin:
                     data = os.read(stdin, READ_SIZE)
-                    to_send += frame(STDIN, data)       # empty: the end of stdin
                     reading = bool(data)
+                    if data and watch is not None:
+                        data = watch.feed(data)
+                        if watch.detached:
+                            self._send_now(to_send + (frame(STDIN, data) if data else b""))
+                            from corral.terminal import Detached
+                            raise Detached()
+                        if not data:
+                            continue                    # held: maybe the start of the detach keys
+                    to_send += frame(STDIN, data)       # empty: the end of stdin
                 elif fd == resize_fd and terminal.resize_fd == fd:   # else closed by a signal's handler meanwhile
                     drain(resize_fd)
                     size = terminal.size()
                     if size:
                         to_send += winsize_frame(*size)
+
+    def _send_now(self, data: bytes) -> None:
+        """What the socket takes at once (the last input before a detach): never waits."""
+        try:
+            self.sock.send(data)
+        except OSError:
+            pass
 
 
 def _write_all(fd: int, data: bytes) -> None:

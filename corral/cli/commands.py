@@ -82,7 +82,8 @@ def cmd_logs(args) -> int:
 def cmd_attach(args) -> int:
     """As docker attach: the running container's output from now on, following, and our stdin
     to it when it was started with -i (raw mode on our terminal when it has a tty); the exit code
-    is the container's once it ends. Our SIGINT, SIGTERM and SIGHUP go to the task."""
+    is the container's once it ends. Our SIGINT, SIGTERM and SIGHUP go to the task. The detach
+    keys (with a tty) leave it running: Detached, which main() prints, exit 1, as docker attach."""
     from .run import forward_signals, relay
     mc = containerizers.owner(args, args.container_id)
     if mc.status(args.container_id)["state"] == "EXITED":
@@ -99,7 +100,7 @@ def cmd_attach(args) -> int:
             (sys.stdout if stream == 1 else sys.stderr).buffer.flush()
     else:
         with attachment:
-            if not relay(attachment, stdin, config.tty):
+            if not relay(attachment, stdin, config.tty, args.detach_keys):
                 return 0            # we stopped reading: the container runs on
     return mc.wait(args.container_id).shell_exit_code()
 

@@ -40,7 +40,8 @@ def make(args, name: str, only: bool = True, listing: bool = False):
         from corral.containerizers.docker import SyncDockerContainerizer
         # sdk=False: plain HTTP on dockerd's socket, as importing the SDK costs more than the run.
         return SyncDockerContainerizer(args.work_dir, args.runtime_dir, socket=args.docker_socket,
-                                       kill_orphans=args.docker_kill_orphans, only=only, sdk=False)
+                                       kill_orphans=args.docker_kill_orphans, only=only, sdk=False,
+                                       detach_keys=getattr(args, "detach_keys", None))
     if not args.external_containerizer_path and not listing:
         raise InvalidInput("the external containerizer needs --external-containerizer-path")
     from corral.containerizers.external import SyncExternalContainerizer

@@ -1,12 +1,13 @@
-"""`corral exec [-i] [-t] [--user U] [--env K=V] [--workdir D] ID -- CMD [ARG...]`: a command in
-a running container, by its containerizer's exec (containerizers/base.py's Execution).
+"""`corral exec [-i] [-t] [--detach-keys KEYS] [--user U] [--env K=V] [--workdir D] ID -- CMD [ARG...]`:
+a command in a running container, by its containerizer's exec (containerizers/base.py's Execution).
 
 Without -t the command has our stdout and stderr themselves (and our stdin with -i), where the
 containerizer can hand fds over (Mesos), else its streams are copied here (docker); our
 SIGINT, SIGTERM and SIGHUP are passed on to it. With -t it gets a terminal of its own, relayed
 to ours (corral/terminal.py): ours in raw mode with -i, so that Ctrl-C and Ctrl-Z reach the
 command's terminal as keys, and its size followed. Our exit code is the command's (128+N for a
-death by signal N; 126 or 127 when it could not start, as a shell's).
+death by signal N; 126 or 127 when it could not start, as a shell's). With -it, the detach keys
+(ctrl-p,ctrl-q) leave the command running, as `docker exec -it`'s: "read escape sequence", exit 1.
 
 A cold exec into a Mesos container is measured against `runc exec`, where a Python start alone
 is most of runc's time: exec_quickly() reads plain options without argparse and starts the
@@ -28,7 +29,7 @@ def cmd_exec(args, command: list[str]) -> int:
     from . import containerizers
     config = _config(args, command)
     containerizer = containerizers.owner(args, args.container_id)
-    return _run(config, lambda: containerizer.exec(args.container_id, config))
+    return _run(config, lambda: containerizer.exec(args.container_id, config), args.detach_keys)
 
 
 def exec_quickly(argv: list[str], command: list[str]) -> int | None:
@@ -45,13 +46,13 @@ def exec_quickly(argv: list[str], command: list[str]) -> int | None:
     from corral.containerizers.mesos.exec import start
     config = ExecConfig(argv=command, env=parse_env(args["env"]), user=args["user"], workdir=args["workdir"],
                         tty=args["tty"], interactive=args["interactive"])
-    return _run(config, lambda: start(files, args["cgroups_root"], config, (0, 1, 2)))
+    return _run(config, lambda: start(files, args["cgroups_root"], config, (0, 1, 2)), args["detach_keys"])
 
 
 _FLAGS = {"-i": ("interactive",), "--interactive": ("interactive",), "-t": ("tty",), "--tty": ("tty",),
           "-it": ("interactive", "tty"), "-ti": ("interactive", "tty")}
 _VALUES = {"-u": "user", "--user": "user", "-e": "env", "--env": "env", "-w": "workdir", "--workdir": "workdir",
-           "--work-dir": "work_dir", "--runtime-dir": "runtime_dir", "--cgroups-root": "cgroups_root"}
+           "--detach-keys": "detach_keys", "--work-dir": "work_dir", "--runtime-dir": "runtime_dir", "--cgroups-root": "cgroups_root"}
 
 
 def _plain_options(argv: list[str]) -> dict | None:
@@ -62,6 +63,7 @@ def _plain_options(argv: list[str]) -> dict | None:
     if env("CORRAL_AGENT"):
         return None
     found = {"interactive": False, "tty": False, "user": None, "env": [], "workdir": None, "container_id": None,
+             "detach_keys": env("CORRAL_DETACH_KEYS") or None,
              "work_dir": env("CORRAL_WORK_DIR", "/var/lib/corral"), "runtime_dir": env("CORRAL_RUNTIME_DIR", "/run/corral"),
              "cgroups_root": env("CORRAL_CGROUPS_ROOT", "corral")}
     positional = []
@@ -92,6 +94,9 @@ def _plain_options(argv: list[str]) -> dict | None:
         found[key] = os.path.abspath(found[key])
     try:
         check_cgroups_root(found["cgroups_root"])
+        if found["detach_keys"]:
+            from corral.terminal import parse_detach_keys
+            parse_detach_keys(found["detach_keys"])
     except InvalidInput:
         return None
     return found
@@ -115,11 +120,11 @@ def parse_env(items: list[str]) -> dict[str, str]:
     return env
 
 
-def _run(config: ExecConfig, start) -> int:
+def _run(config: ExecConfig, start, detach_keys: str | None) -> int:
     """Start the command (`start()`: its Execution), relay it, and answer its exit code."""
     try:
         if config.tty:
-            return _with_terminal(config, start)
+            return _with_terminal(config, start, detach_keys)
         return _plain(config, start)
     except ExecFailed as e:
         import sys
@@ -150,11 +155,19 @@ def _plain(config: ExecConfig, start) -> int:
         return execution.wait()
 
 
-def _with_terminal(config: ExecConfig, start) -> int:
-    from corral.terminal import Terminal, relay, window_size
-    with Terminal(0, raw=config.interactive) as terminal:
+def _with_terminal(config: ExecConfig, start, detach_keys: str | None) -> int:
+    """The command on a terminal, relayed to ours. The detach keys leave it running (Detached,
+    which main() prints): a terminal of ours (Mesos's exec: its master is ours) is then held
+    open by a process of its own (terminal.hold), as the last close would hang it up."""
+    from corral.terminal import Detached, Terminal, hold, parse_detach_keys, relay, window_size
+    with Terminal(0, raw=config.interactive, detach_keys=parse_detach_keys(detach_keys)) as terminal:
         config.size = terminal.size() or window_size(1)
         with start() as execution:
-            relay(0 if config.interactive else None, execution.to_process, execution.outputs, terminal=terminal,
-                  on_resize=execution.resize, on_input_end=execution.end_input)
+            try:
+                relay(0 if config.interactive else None, execution.to_process, execution.outputs, terminal=terminal,
+                      on_resize=execution.resize, on_input_end=execution.end_input)
+            except Detached:
+                if os.isatty(execution.to_process):
+                    hold(execution.to_process)
+                raise
             return execution.wait()

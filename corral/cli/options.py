@@ -104,6 +104,7 @@ def _run_arguments(run: argparse.ArgumentParser) -> None:
     run.add_argument("--interactive", "-i", action="store_true",
                      help="keep the task's stdin open: ours in the foreground, corral attach's later")
     run.add_argument("--tty", "-t", action="store_true", help="give the task a pseudo-terminal")
+    _detach_keys_argument(run)
     run.add_argument("--log-max-size", type=parse_log_size, metavar="SIZE",
                      help="rotate stdout and stderr at this size: bytes, or 10k, 64M, 1G (as Docker's max-size)")
     run.add_argument("--log-max-files", type=_log_max_files, metavar="N",
@@ -141,6 +142,21 @@ def _run_arguments(run: argparse.ArgumentParser) -> None:
 def _attach_arguments(attach: argparse.ArgumentParser) -> None:
     _id_argument(attach)
     attach.add_argument("--no-stdin", action="store_true", help="do not pass our stdin to the task")
+    _detach_keys_argument(attach)
+
+
+def _detach_keys_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--detach-keys", default=os.environ.get("CORRAL_DETACH_KEYS") or None, type=_detach_keys,
+                        metavar="KEYS", help="keys that detach from a terminal session (-it), leaving the task running: "
+                        "characters or ctrl-<a-z, @, [, \\, ], ^, _>, comma separated, as Docker's "
+                        "(default ctrl-p,ctrl-q; env CORRAL_DETACH_KEYS)")
+
+
+def _detach_keys(text: str) -> str:
+    """Docker's --detach-keys, checked (corral/terminal.py reads them); kept as written, for dockerd."""
+    from corral.terminal import parse_detach_keys
+    _checked(parse_detach_keys)(text)
+    return text
 
 
 def _ps_arguments(ps: argparse.ArgumentParser) -> None:
@@ -185,10 +201,12 @@ def _logs_arguments(logs: argparse.ArgumentParser) -> None:
 
 
 def _exec_arguments(exec_parser: argparse.ArgumentParser) -> None:
-    exec_parser.usage = "corral exec [-i] [-t] [--user U] [--env K=V] [--workdir DIR] ID -- CMD [ARG...]"
+    exec_parser.usage = ("corral exec [-i] [-t] [--detach-keys KEYS] [--user U] [--env K=V] [--workdir DIR] "
+                         "ID -- CMD [ARG...]")
     _id_argument(exec_parser)
     exec_parser.add_argument("--interactive", "-i", action="store_true", help="pass our stdin to the command")
     exec_parser.add_argument("--tty", "-t", action="store_true", help="give the command a terminal")
+    _detach_keys_argument(exec_parser)
     exec_parser.add_argument("--user", "-u", metavar="NAME", help="run as this user of the container (NAME|UID[:GROUP])")
     exec_parser.add_argument("--env", "-e", action="append", default=[], metavar="K=V",
                              help="an environment variable beside the task's (repeatable)")

@@ -170,11 +170,12 @@ def cmd_logs(client: AgentClient, args) -> int:
 def cmd_attach(client: AgentClient, args) -> int:
     """ATTACH_CONTAINER_OUTPUT, and our stdin through ATTACH_CONTAINER_INPUT (unless --no-stdin):
     the agent attaches containers launched with a tty (container.tty_info), as Mesos does. Our
-    terminal, when stdin is one, is raw meanwhile. The exit code is the container's."""
-    from corral.terminal import Terminal
+    terminal, when stdin is one, is raw meanwhile. The exit code is the container's; the detach
+    keys leave it running (Detached, exit 1, as docker attach)."""
+    from corral.terminal import Terminal, parse_detach_keys
 
     from .remote_io import session
-    terminal = Terminal()
+    terminal = Terminal(detach_keys=parse_detach_keys(args.detach_keys))
     try:
         if not args.no_stdin:
             terminal.__enter__()
@@ -191,8 +192,9 @@ def cmd_attach(client: AgentClient, args) -> int:
 def cmd_exec(client: AgentClient, args, command: list[str]) -> int:
     """LAUNCH_NESTED_CONTAINER_SESSION (its answer streams the command's output), our stdin with -i
     through ATTACH_CONTAINER_INPUT to the session's id, and WAIT_NESTED_CONTAINER's exit status:
-    as `mesos task exec` does it."""
-    from corral.terminal import Terminal
+    as `mesos task exec` does it. The detach keys (with -it) leave, and the agent then ends the
+    session, as Mesos's ends one whose client has gone."""
+    from corral.terminal import Terminal, parse_detach_keys
 
     from .remote_io import session
     from .exec import parse_env
@@ -206,7 +208,7 @@ def cmd_exec(client: AgentClient, args, command: list[str]) -> int:
             **({"user": args.user} if args.user else {}),
             **({"environment": {"variables": [{"name": k, "type": "VALUE", "value": v} for k, v in env.items()]}}
                if env else {})}
-    terminal = Terminal()
+    terminal = Terminal(detach_keys=parse_detach_keys(args.detach_keys))
     try:
         if args.tty and args.interactive:
             terminal.__enter__()

@@ -42,7 +42,7 @@ def cmd_run(args, command: list[str]) -> int:
         print(container_id)
         return 0
     if config.attach:
-        return _attached(mc, container_id, config)
+        return _attached(mc, container_id, config, args.detach_keys)
     return _foreground(mc, container_id)
 
 
@@ -112,26 +112,36 @@ def _foreground(mc, container_id: str) -> int:
     return _ended(termination)
 
 
-def _attached(mc, container_id: str, config: ContainerConfig) -> int:
+def _attached(mc, container_id: str, config: ContainerConfig, detach_keys: str | None) -> int:
     """_foreground for a container with -i or -t: our stdin goes to the task, its output comes
-    through its attach connection (with -it, our terminal is raw meanwhile)."""
+    through its attach connection (with -it, our terminal is raw meanwhile). The detach keys
+    leave it running, as `docker run -it` does: it is then a detached container (corral attach,
+    corral destroy), and we exit 0."""
+    from corral.terminal import Detached
     forward_signals(mc, container_id)
     try:
         with mc.attach(container_id) as attachment:
-            if not relay(attachment, config.stdin, config.tty):
+            if not relay(attachment, config.stdin, config.tty, detach_keys):
                 raise BrokenPipeError       # we stopped reading (`| head`): as _foreground's write would
+    except Detached:
+        return 0
+    except BaseException:
+        mc.destroy(container_id, remove_sandbox=True)
+        raise
+    try:
         termination = mc.wait(container_id)
     finally:
         mc.destroy(container_id, remove_sandbox=True)
     return _ended(termination)
 
 
-def relay(attachment, stdin: bool, tty: bool) -> bool:
+def relay(attachment, stdin: bool, tty: bool, detach_keys: str | None = None) -> bool:
     """Our stdin (if `stdin`) to the task, its output to ours, until it ends (True) or we stop
     taking it (False). With a tty, its window size is ours; with a tty and stdin, our terminal is
-    raw meanwhile (our keys, ^C and ^Z too, go to the task's terminal), restored however this ends."""
-    from corral.terminal import Terminal
-    terminal = Terminal()
+    raw meanwhile (our keys, ^C and ^Z too, go to the task's terminal), restored however this
+    ends, and `detach_keys` (Docker's format; None: ctrl-p,ctrl-q) typed raise Detached."""
+    from corral.terminal import Terminal, parse_detach_keys
+    terminal = Terminal(detach_keys=parse_detach_keys(detach_keys))
     try:
         if tty and stdin:
             terminal.__enter__()

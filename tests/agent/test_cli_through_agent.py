@@ -116,3 +116,45 @@ def test_exec_through_the_agent(agent_process, corral):
     unknown = cli("exec", "nobody", "--", "true")
     assert unknown.returncode == 1 and unknown.stderr.count("\n") == 1
     assert cli("destroy", "box").returncode == 0
+
+
+def test_detach_keys_through_the_agent(agent_process, corral):
+    """`corral --agent X attach` from a terminal: the detach keys leave the container running
+    (a partial sequence reaching the task as typed); a later attach gets its output."""
+    import sys
+    import textwrap
+
+    from tests.agent.test_attach_api import launch as launch_tty
+    from tests.conftest import CORRAL
+    from tests.ptykit import PtySession
+    agent = agent_process()
+    address = f"127.0.0.1:{agent.port}"
+    task = textwrap.dedent("""
+        import sys
+        for line in sys.stdin:
+            print("got", repr(line), flush=True)
+    """)
+    assert agent.call(launch_tty("held", [sys.executable, "-c", task]))[0] == 200
+    session = PtySession([CORRAL, "--agent", address, "attach", "held"], env=corral.env)
+    try:
+        session.write(b"\x10")
+        session.write(b"a\r")
+        session.expect(b"got '\\x10a\\n'")
+        session.write(b"\x10\x11")
+        assert session.wait() == 1
+        session.expect(b"corral: read escape sequence\r\n")   # written before it exited
+        assert session.settings() == session.before
+    finally:
+        session.close()
+    session = PtySession([CORRAL, "--agent", address, "attach", "held"],
+                         env={**corral.env, "CORRAL_DETACH_KEYS": "ctrl-a,x"})
+    try:
+        session.write(b"again\r")
+        session.expect(b"got 'again\\n'")          # it ran on, its output flows to the next attach
+        session.write(b"\x01x")
+        assert session.wait() == 1
+    finally:
+        session.close()
+    assert agent.call(by_id("KILL_CONTAINER", "held"))[0] == 200
+    agent.call(by_id("WAIT_CONTAINER", "held"))
+    assert agent.call(by_id("REMOVE_CONTAINER", "held"))[0] == 200
