@@ -75,13 +75,17 @@ class Launcher:
         tracking.create()
         supervisors = self.tracking_cgroup(SUPERVISORS)
         supervisors.create()
-        child = cloned = into_supervisors = into_tracking = None
-        if self.clone_into_cgroup:
-            into_supervisors = os.open(supervisors.path, _CGROUP_DIR)
-            into_tracking = os.open(tracking.path, _CGROUP_DIR)
-        ready_r, ready_w = os.pipe()
-        go_r, go_w = os.pipe()
         try:
+            files = supervisor.task_files(spec)
+        except (OSError, CorralError) as e:
+            raise LaunchFailed(f"cannot open the task's output: {e}") from None
+        child = cloned = into_supervisors = into_tracking = None
+        try:
+            if self.clone_into_cgroup:
+                into_supervisors = os.open(supervisors.path, _CGROUP_DIR)
+                into_tracking = os.open(tracking.path, _CGROUP_DIR)
+            ready_r, ready_w = os.pipe()
+            go_r, go_w = os.pipe()
             if into_supervisors is not None:
                 child = cloned = linux.fork_into_cgroup(into_supervisors)
             if cloned is None:
@@ -89,9 +93,9 @@ class Launcher:
             if child == 0:
                 os.close(ready_r)
                 os.close(go_w)
-                supervisor.start(spec, ready_w, go_r, into_tracking)   # never returns
+                supervisor.start(spec, ready_w, go_r, into_tracking, files)   # never returns
         finally:
-            for fd in (into_supervisors, into_tracking):
+            for fd in (into_supervisors, into_tracking, *(files or ())):
                 if fd is not None and child != 0:
                     os.close(fd)
         self._children.add(child)

@@ -21,6 +21,7 @@ Nothing here may return into the caller's code: every path ends in os._exit or e
 
 from __future__ import annotations
 
+import _signal as signal_c     # signal's C core: the supervisor's calls without the wrapper's enums (see _supervise)
 import errno
 import gc
 import json
@@ -36,10 +37,12 @@ from corral.record import Record
 
 from . import execserver
 
-# Signals init passes on to the task; synchronous faults and SIGCHLD are init's own.
+# Signals init passes on to the task; synchronous faults and SIGCHLD are init's own. Plain
+# numbers, not signal.Signals: each enum member is an object of its own that every use writes
+# (its reference count), a page copied in a forked supervisor or init.
 _NOT_FORWARDED = {signal.SIGCHLD, signal.SIGKILL, signal.SIGSTOP, signal.SIGSEGV, signal.SIGBUS,
                   signal.SIGFPE, signal.SIGILL, signal.SIGTRAP, signal.SIGSYS}
-FORWARDED = {s for s in signal.valid_signals() if s not in _NOT_FORWARDED and s < signal.SIGRTMIN}
+FORWARDED = frozenset(int(s) for s in signal.valid_signals() if s not in _NOT_FORWARDED and s < signal.SIGRTMIN)
 
 
 class LaunchSpec(Record):
@@ -66,15 +69,36 @@ class LaunchSpec(Record):
     exec_socket: str | None = None    # where init serves execs (execserver.py); None: it does not
 
 
-def start(spec: LaunchSpec, ready_w: int, go_r: int, init_cgroup: int | None = None) -> None:
+def task_files(spec: LaunchSpec) -> tuple[int, int, int] | None:
+    """The task's stdin (/dev/null), stdout and stderr files, opened by the launcher before it
+    forks (what the Python code of opening them touches, a fork would copy page by page); None
+    where the supervisor holds the task's I/O (spec.io) and makes its own."""
+    if spec.io is not None:
+        return None
+    fds = [os.open("/dev/null", os.O_RDONLY | os.O_CLOEXEC)]
+    try:
+        # A sandbox kept from an earlier container of this id may hold its task's links in their place.
+        for path in (spec.stdout_path, spec.stderr_path):
+            fds.append(open_beneath(os.path.dirname(path), os.path.basename(path), os.O_WRONLY | os.O_CREAT | os.O_APPEND))
+    except BaseException:
+        for fd in fds:
+            os.close(fd)
+        raise
+    return fds[0], fds[1], fds[2]
+
+
+def start(spec: LaunchSpec, ready_w: int, go_r: int, init_cgroup: int | None = None,
+          files: tuple[int, int, int] | None = None) -> None:
     """Run in the launcher's child: become the supervisor; never return. `init_cgroup`: an open
-    cgroup2 directory to clone init straight into (else the launcher moves it there)."""
+    cgroup2 directory to clone init straight into (else the launcher moves it there); `files`:
+    task_files(spec), the task's stdin, stdout and stderr (None where spec.io has the supervisor
+    hold them)."""
     # No garbage collection here or in init: a collection walks the launcher's objects, which
     # this fork shares, and copies most of its heap page by page (milliseconds a launch).
     gc.disable()
     try:
         os.setsid()
-        _supervise(spec, ready_w, go_r, init_cgroup)
+        _supervise(spec, ready_w, go_r, init_cgroup, files)
     except BaseException as e:  # noqa: BLE001 - nothing may escape into the launcher's code
         _report(ready_w, f"error supervisor: {e}")
     os._exit(1)
@@ -95,11 +119,14 @@ def _describe(e: BaseException) -> str:
     return str(e) or type(e).__name__
 
 
-def _supervise(spec: LaunchSpec, ready_w: int, go_r: int, init_cgroup: int | None) -> None:
-    # Only SIGKILL ends the supervisor; the launcher's own handlers must not run here.
+def _supervise(spec: LaunchSpec, ready_w: int, go_r: int, init_cgroup: int | None,
+               files: tuple[int, int, int] | None) -> None:
+    # Only SIGKILL ends the supervisor; the launcher's own handlers must not run here. Through
+    # signal_c: the signal module's wrappers turn every answer into an enum, which runs enum's
+    # code, and each page of it that runs is a page this fork copies (~80 of them here).
     for sig in FORWARDED:
-        signal.signal(sig, signal.SIG_IGN)
-    signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+        signal_c.signal(sig, signal_c.SIG_IGN)
+    signal_c.signal(signal_c.SIGCHLD, signal_c.SIG_DFL)
     prctl.set_child_subreaper(True)
     board = None
     if spec.io is not None:
@@ -108,10 +135,7 @@ def _supervise(spec: LaunchSpec, ready_w: int, go_r: int, init_cgroup: int | Non
                             (spec.uid, spec.gid) if spec.uid is not None else None)
         task_fds = board.task_fds()
     else:
-        # A sandbox kept from an earlier container of this id may hold its task's links in their place.
-        task_fds = (os.open("/dev/null", os.O_RDONLY),
-                    *(open_beneath(os.path.dirname(path), os.path.basename(path), os.O_WRONLY | os.O_CREAT | os.O_APPEND)
-                      for path in (spec.stdout_path, spec.stderr_path)))
+        task_fds = files
     for fd, target in zip(task_fds, (0, 1, 2)):
         os.dup2(fd, target)
     for fd in set(task_fds):
@@ -127,7 +151,7 @@ def _supervise(spec: LaunchSpec, ready_w: int, go_r: int, init_cgroup: int | Non
     # signal is dropped: a kill right after the launch, before init's handlers exist, would be
     # lost. Born with them blocked instead, init gets such a signal queued (Linux queues a
     # blocked signal even while it is ignored) and handles it once it unblocks them.
-    signal.pthread_sigmask(signal.SIG_BLOCK, FORWARDED)
+    signal_c.pthread_sigmask(signal_c.SIG_BLOCK, FORWARDED)
     init = linux.fork_into_cgroup(init_cgroup) if init_cgroup is not None else None
     if init is None:
         init = os.fork()
@@ -139,15 +163,17 @@ def _supervise(spec: LaunchSpec, ready_w: int, go_r: int, init_cgroup: int | Non
         for fd in board.own_fds() if board else ():
             os.close(fd)
         _init(spec, go_r, status_w, execs)
-    signal.pthread_sigmask(signal.SIG_UNBLOCK, FORWARDED)     # what came meanwhile we ignore
+    # The launcher waits for this line: the rest of our set-up comes after it. (Each first
+    # write to a page since init's fork copies that page: the fewer before it, the sooner.)
+    _report(ready_w, f"ok {os.getpid()} {init}")
+    os.close(ready_w)
+    signal_c.pthread_sigmask(signal_c.SIG_UNBLOCK, FORWARDED)     # what came meanwhile we ignore
     if execs is not None:
         execs.close()
     if init_cgroup is not None:
         os.close(init_cgroup)
     os.close(go_r)
     os.close(status_w)
-    _report(ready_w, f"ok {os.getpid()} {init}")
-    os.close(ready_w)
 
     if board is not None:
         board.forked()
