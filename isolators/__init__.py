@@ -68,8 +68,9 @@ class Isolator:
     Isolators keep no state in memory (what they need is in cgroups and files), so, unlike
     Mesos's, they have no recover(): after a restart, the containers' own files say it all;
     the cleanup of an orphan (a container no runtime dir knows) is its cleanup(). (What a
-    launch's prepare() leaves for its isolate(), in the same process, is the one exception: the
-    cgroups isolators make their cgroups after the fork, so that init starts sooner.)"""
+    launch's prepare() leaves for its forked() and isolate(), in the same process, is the one
+    exception: the cgroups isolators make their cgroups after the fork, so that init starts
+    sooner.)"""
 
     name: str = ""
 
@@ -97,6 +98,11 @@ class Isolator:
 
     def prepare(self, container_id: str, config: ContainerConfig) -> LaunchInfo | None:
         """Before the container's init is forked: set up, and say what the launch needs."""
+
+    def forked(self, container_id: str) -> None:
+        """The container's supervisor is forked and starting init, whose pid isolate() gets next:
+        what needs no process is best done here (make and limit cgroups), while the launcher
+        would otherwise only wait for init."""
 
     def isolate(self, container_id: str, pid: int) -> None:
         """The init `pid` exists and waits; place it (e.g. in cgroups) before it execs the task."""

@@ -182,6 +182,39 @@ def test_supervisor_is_outside_the_containers_cgroups_and_init_inside(corral):
     mc.destroy("where")
 
 
+def test_an_isolator_failing_while_the_supervisor_starts_fails_the_launch_and_leaves_nothing(corral, monkeypatch,
+                                                                                               tmp_path):
+    """An isolator's forked() runs while the supervisor starts init: when it fails, the launch
+    fails with its error, init never runs the task, and the supervisor is gone with the rest."""
+    from corral.isolators.cgroups.cpu import CpuIsolator
+
+    def no_room(self, container_id):
+        raise OSError(28, "No space left on device")
+    monkeypatch.setattr(CpuIsolator, "forked", no_room)
+    mc = corral.sync()
+    ran = tmp_path / "ran"
+    before = set(_children_of(os.getpid()))
+    with pytest.raises(OSError, match="No space left on device"):
+        mc.launch("nospace", sh(f"touch {ran}", resources=Resources(cpus=0.5)))
+    assert mc.containers() == [] and not ran.exists()
+    assert set(_children_of(os.getpid())) <= before     # its supervisor was collected before the launch raised
+
+
+def _children_of(parent: int) -> list[int]:
+    """The processes whose parent is `parent`, zombies too."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat", "rb") as f:
+                    stat = f.read()
+            except (FileNotFoundError, ProcessLookupError):
+                continue
+            if int(stat[stat.rindex(b")") + 2:].split()[1]) == parent:
+                found.append(int(entry))
+    return found
+
+
 def test_a_threaded_process_launches_through_the_launch_server(corral):
     import threading
     mc = _mc(corral, launch_server=True)

@@ -66,7 +66,10 @@ class Launcher:
     def tracking_cgroup(self, container_id: str):
         return cgroups.container(self.tracking, self.cgroups_root, container_id)
 
-    def fork(self, container_id: str, spec: supervisor.LaunchSpec) -> Forked:
+    def fork(self, container_id: str, spec: supervisor.LaunchSpec, meanwhile=None) -> Forked:
+        """Fork the container's supervisor, which forks its init; `meanwhile()`, if given, runs
+        while the supervisor starts (work that needs no process of the container, done while
+        we would only wait for init's pid)."""
         # fork() copies only the calling thread: another thread's locks would stay held forever
         # in the children. The agent forks through a single-threaded launcher process instead.
         if len(os.listdir("/proc/self/task")) > 1:
@@ -109,14 +112,27 @@ class Launcher:
                 supervisors.attach(child)
             except ProcessLookupError:
                 pass            # it died at once: its answer below says why
+        failed = None
+        if meanwhile is not None:
+            try:
+                meanwhile()
+            except BaseException as e:  # noqa: BLE001 - raised below, once init is stopped
+                failed = e
         with os.fdopen(ready_r, "rb") as f:
             answer = f.readline().decode(errors="replace").split()
-        if len(answer) != 3 or answer[0] != "ok":
-            os.close(go_w)
-            # A supervisor that answers anything but ok is exiting: collect it now, so that no
-            # caller finds it still in <root>/.supervisors after the launch has failed.
+        ok = len(answer) == 3 and answer[0] == "ok"
+        if failed is not None or not ok:
+            if ok:
+                Forked(int(answer[1]), int(answer[2]), go_w).abort()    # init never runs the task
+            else:
+                os.close(go_w)
+            # A supervisor that answers anything but ok, or whose init we stopped, is exiting:
+            # collect it now, so that no caller finds it still in <root>/.supervisors after the
+            # launch has failed.
             os.waitpid(child, 0)
             self._children.discard(child)
+            if failed is not None:
+                raise failed
             raise LaunchFailed(" ".join(answer[1:]) or "the supervisor died before starting init")
         forked = Forked(int(answer[1]), int(answer[2]), go_w)
         try:

@@ -95,7 +95,11 @@ class SyncMesosContainerizer(SyncContainerizer):
                 prepared.append(isolator)
                 launch_info.merge(isolator.prepare(container_id, config))
             spec = self._launch_spec(files, config, launch_info, identity)
-            forked = self.launcher.fork(container_id, spec)
+
+            def meanwhile():
+                for isolator in isolators:
+                    isolator.forked(container_id)
+            forked = self.launcher.fork(container_id, spec, meanwhile)
             if spec.exec_socket is None:
                 # What an exec that joins it from outside gets: written while init sets itself up
                 # (no exec starts before pids.json names init), not on the way to the fork.

@@ -16,7 +16,7 @@ class CpuIsolator(Isolator):
 
     def __init__(self, flags):
         super().__init__(flags)
-        # container -> (resources, cfs), from prepare() to isolate(): the same launch, in this process
+        # container -> (resources, cfs), from prepare() to forked(): the same launch, in this process
         self._pending: dict[str, tuple] = {}
 
     def _cgroup(self, container_id: str):
@@ -25,16 +25,19 @@ class CpuIsolator(Isolator):
     def prepare(self, container_id, config):
         self._pending[container_id] = (config.resources, config.cgroups_enable_cfs or self.flags.cgroups_enable_cfs)
 
-    def isolate(self, container_id, pid):
-        # A launch's cgroup is made and limited here, after the fork, while init sets itself up
-        # (the task cannot start before every isolate() has returned), not on init's way to
-        # its fork.
-        cpu = self._cgroup(container_id)
+    def forked(self, container_id):
+        # A launch's cgroup is made and limited here, after the fork, while the supervisor starts
+        # init (the task cannot start before every isolate() has returned), not on init's way
+        # to its fork.
         pending = self._pending.pop(container_id, None)
         if pending is not None:
+            cpu = self._cgroup(container_id)
             cpu.create()
             self._apply(cpu, *pending)
-        cpu.attach(pid)
+
+    def isolate(self, container_id, pid):
+        self.forked(container_id)       # made already, unless the launch skipped forked()
+        self._cgroup(container_id).attach(pid)
 
     def update(self, container_id, resources: Resources):
         cpu = self._cgroup(container_id)

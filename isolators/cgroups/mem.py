@@ -27,7 +27,7 @@ class MemIsolator(Isolator):
 
     def __init__(self, flags):
         super().__init__(flags)
-        # container -> its resources, from prepare() to isolate(): the same launch, in this process
+        # container -> its resources, from prepare() to forked(): the same launch, in this process
         self._pending: dict[str, Resources] = {}
 
     def _cgroup(self, container_id: str):
@@ -36,14 +36,17 @@ class MemIsolator(Isolator):
     def prepare(self, container_id, config):
         self._pending[container_id] = config.resources
 
-    def isolate(self, container_id, pid):
+    def forked(self, container_id):
         # A launch's cgroup is made and limited here, after the fork (see cgroups/cpu).
-        cgroup = self._cgroup(container_id)
         resources = self._pending.pop(container_id, None)
         if resources is not None:
+            cgroup = self._cgroup(container_id)
             cgroup.create()
             self._apply(cgroup, resources)
-        cgroup.attach(pid)
+
+    def isolate(self, container_id, pid):
+        self.forked(container_id)       # made already, unless the launch skipped forked()
+        self._cgroup(container_id).attach(pid)
 
     def update(self, container_id, resources: Resources):
         self._apply(self._cgroup(container_id), resources)
