@@ -10,7 +10,6 @@ import sys
 from corral.types import NOT_SUPPORTED, ContainerConfig, CorralError, InvalidInput, Resources
 
 from . import containerizers
-from .exec import parse_env
 
 
 def cmd_run(args, command: list[str]) -> int:
@@ -23,7 +22,7 @@ def cmd_run(args, command: list[str]) -> int:
     if not argv and not args.image:
         raise InvalidInput("no command: corral run [OPTIONS] -- CMD [ARG...]")
     config = ContainerConfig(
-        argv=argv, env=parse_env(args.env), resources=Resources(cpus=args.cpus, mem_mb=args.mem),
+        argv=argv, env=_env(args.env), resources=Resources(cpus=args.cpus, mem_mb=args.mem),
         isolation=parse_isolation(args.isolation), workdir=args.workdir, user=args.user,
         hostname=args.hostname, cgroups_enable_cfs=args.cgroups_enable_cfs, volumes=args.volume,
         image={"type": args.image_type.upper(), "name": args.image} if args.image else None,
@@ -44,6 +43,15 @@ def cmd_run(args, command: list[str]) -> int:
     if config.attach:
         return _attached(mc, container_id, config, args.detach_keys)
     return _foreground(mc, container_id)
+
+
+def _env(items: list[str]) -> dict[str, str]:
+    """--env K=V, parsed as exec's are (cli/exec.py): that module only where one is given, not on
+    every cold run's way."""
+    if not items:
+        return {}
+    from .exec import parse_env
+    return parse_env(items)
 
 
 def _io(args) -> dict:
