@@ -10,7 +10,8 @@ and seccomp_bpf.compact() rewrites its program a fifth as long, with the same an
 kernel's load of a filter, in every container's init, costs by its length; compact() checks
 the rewrite answers every call as libseccomp's does, else keeps libseccomp's); the program is
 kept in memory and in the runtime dir (a later `corral run` reads it back
-without loading libseccomp), and init loads it with one prctl before the exec.
+without loading libseccomp), and init loads it with one prctl before the exec. The compiling
+itself runs in a child process: libseccomp never loads into the launching one.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import json
 import os
 
 from corral.files import write_atomic
-from corral.types import InvalidInput
+from corral.types import CorralError, InvalidInput
 
 from . import Isolator, LaunchInfo
 
@@ -187,6 +188,49 @@ def libseccomp_program(raw: bytes, caps: frozenset, where: str) -> bytes:
         return out.read()
 
 
+def _compiled_apart(raw: bytes, caps: frozenset, where: str) -> bytes:
+    """compile_profile() in a child process, its answer or its error: libseccomp, pyseccomp and
+    what they import (ctypes.util, subprocess, threading, typing: ~2.6 MB) stay out of the
+    launching process, which lives on and forks each launch's supervisor (every page it holds is a
+    page table entry each fork copies). A process with threads, which must not fork, compiles here."""
+    if len(os.listdir("/proc/self/task")) > 1:
+        return compile_profile(raw, caps, where)
+    read_fd, write_fd = os.pipe()
+    child = os.fork()
+    if child == 0:
+        try:
+            import gc
+            gc.disable()            # a collection would copy the parent's pages it walks
+            os.close(read_fd)
+            try:
+                answer = b"+" + compile_profile(raw, caps, where)
+            except BaseException as e:  # noqa: BLE001 - raised again in the parent
+                import pickle
+                answer = b"!" + pickle.dumps(e)     # unpicklable: nothing sent, the parent says so
+            with open(write_fd, "wb") as out:
+                out.write(answer)
+        finally:
+            os._exit(0)
+    os.close(write_fd)
+    with open(read_fd, "rb") as answer_from:
+        answer = answer_from.read()
+    try:
+        os.waitpid(child, 0)
+    except ChildProcessError:
+        pass            # reaped already: the launch server ignores SIGCHLD
+    if answer[:1] == b"+":
+        return answer[1:]
+    if answer[:1] == b"!":
+        import pickle
+        try:
+            error = pickle.loads(answer[1:])
+        except Exception:  # noqa: BLE001 - an error that cannot be rebuilt here
+            error = None
+        if isinstance(error, BaseException):
+            raise error
+    raise CorralError(f"seccomp profile {where}: compiling it failed (in a child process)")
+
+
 class SeccompIsolator(Isolator):
 
     def __init__(self, flags):
@@ -247,7 +291,7 @@ class SeccompIsolator(Isolator):
                 return cached[len(header):]
         except FileNotFoundError:
             pass
-        program = compile_profile(raw, caps, where)
+        program = _compiled_apart(raw, caps, where)
         os.makedirs(os.path.dirname(cache), exist_ok=True)
         write_atomic(cache, header + program)
         return program

@@ -15,6 +15,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import textwrap
 
 import pytest
 
@@ -352,6 +353,25 @@ def test_a_profile_is_compiled_once(corral):
     result = run(corral, "grep Seccomp: /proc/self/status")
     assert result.stdout == "Seccomp:\t2\n" and os.listdir(cache) == [name]
     assert os.stat(os.path.join(cache, name)).st_mtime_ns == before
+
+
+def test_the_launching_process_never_loads_libseccomp(corral):
+    """A profile is compiled in a child process: the launching one (the CLI, the agent's launch
+    server), which forks every later launch, takes in none of libseccomp and its imports; the
+    task is filtered all the same."""
+    script = textwrap.dedent(f"""
+        import sys
+        from corral.containerizers.mesos.sync import SyncMesosContainerizer
+        from corral.types import ContainerConfig
+        mc = SyncMesosContainerizer({corral.work_dir!r}, {corral.runtime_dir!r}, {corral.cgroups_root!r})
+        mc.launch("filtered", ContainerConfig(argv=["/bin/grep", "Seccomp:", "/proc/self/status"]))
+        mc.wait("filtered")
+        print(open(mc.files("filtered").stdout).read().strip(), "pyseccomp" in sys.modules, "threading" in sys.modules)
+        mc.destroy("filtered", remove_sandbox=True)
+    """)
+    assert not os.path.exists(os.path.join(corral.runtime_dir, "seccomp"))     # compiled by this launch
+    result = subprocess.run([PYTHON, "-c", script], capture_output=True, text=True, timeout=60)
+    assert result.stdout.split() == ["Seccomp:", "2", "False", "False"], result
 
 
 @pytest.mark.parametrize("tracking", ["unified", "freezer"])
