@@ -82,8 +82,12 @@ class Launcher:
             files = supervisor.task_files(spec)
         except (OSError, CorralError) as e:
             raise LaunchFailed(f"cannot open the task's output: {e}") from None
-        child = cloned = into_supervisors = into_tracking = None
+        child = cloned = into_supervisors = into_tracking = execs = None
         try:
+            try:
+                execs = supervisor.exec_listener(spec)
+            except OSError as e:
+                raise LaunchFailed(f"cannot make the exec socket: {e}") from None
             if self.clone_into_cgroup:
                 into_supervisors = os.open(supervisors.path, _CGROUP_DIR)
                 into_tracking = os.open(tracking.path, _CGROUP_DIR)
@@ -96,11 +100,14 @@ class Launcher:
             if child == 0:
                 os.close(ready_r)
                 os.close(go_w)
-                supervisor.start(spec, ready_w, go_r, into_tracking, files)   # never returns
+                supervisor.start(spec, ready_w, go_r, into_tracking, files, execs)   # never returns
         finally:
-            for fd in (into_supervisors, into_tracking, *(files or ())):
-                if fd is not None and child != 0:
-                    os.close(fd)
+            if child != 0:          # the supervisor's now, or nobody's
+                for fd in (into_supervisors, into_tracking, *(files or ())):
+                    if fd is not None:
+                        os.close(fd)
+                if execs is not None:
+                    execs.close()
         self._children.add(child)
         os.close(ready_w)
         os.close(go_r)

@@ -14,7 +14,7 @@ writes the task's raw wait status to the runtime dir when the container ends; it
 the container's cgroups, so its memory is not charged to the task. init forwards signals to
 the task and reaps orphans, as Mesos's launch helper and tini do, so the task is not PID 1 and
 behaves as on the host. Once the task runs, init also serves execs: it forks commands into the
-container on request (execserver.py), over the socket the supervisor binds before forking it.
+container on request (execserver.py), over the socket the launcher binds before forking.
 
 Nothing here may return into the caller's code: every path ends in os._exit or exec.
 """
@@ -87,18 +87,25 @@ def task_files(spec: LaunchSpec) -> tuple[int, int, int] | None:
     return fds[0], fds[1], fds[2]
 
 
+def exec_listener(spec: LaunchSpec):
+    """The socket init serves execs on (execserver.listen), bound by the launcher before it forks
+    (for the same reason as task_files), so that it is there once the launch returns; None where
+    init serves none."""
+    return execserver.listen(spec.exec_socket) if spec.exec_socket else None
+
+
 def start(spec: LaunchSpec, ready_w: int, go_r: int, init_cgroup: int | None = None,
-          files: tuple[int, int, int] | None = None) -> None:
+          files: tuple[int, int, int] | None = None, execs=None) -> None:
     """Run in the launcher's child: become the supervisor; never return. `init_cgroup`: an open
     cgroup2 directory to clone init straight into (else the launcher moves it there); `files`:
     task_files(spec), the task's stdin, stdout and stderr (None where spec.io has the supervisor
-    hold them)."""
+    hold them); `execs`: exec_listener(spec)."""
     # No garbage collection here or in init: a collection walks the launcher's objects, which
     # this fork shares, and copies most of its heap page by page (milliseconds a launch).
     gc.disable()
     try:
         os.setsid()
-        _supervise(spec, ready_w, go_r, init_cgroup, files)
+        _supervise(spec, ready_w, go_r, init_cgroup, files, execs)
     except BaseException as e:  # noqa: BLE001 - nothing may escape into the launcher's code
         _report(ready_w, f"error supervisor: {e}")
     os._exit(1)
@@ -120,7 +127,7 @@ def _describe(e: BaseException) -> str:
 
 
 def _supervise(spec: LaunchSpec, ready_w: int, go_r: int, init_cgroup: int | None,
-               files: tuple[int, int, int] | None) -> None:
+               files: tuple[int, int, int] | None, execs) -> None:
     # Only SIGKILL ends the supervisor; the launcher's own handlers must not run here. Through
     # signal_c: the signal module's wrappers turn every answer into an enum, which runs enum's
     # code, and each page of it that runs is a page this fork copies (~80 of them here).
@@ -142,9 +149,8 @@ def _supervise(spec: LaunchSpec, ready_w: int, go_r: int, init_cgroup: int | Non
         os.close(fd)
     status_r, status_w = os.pipe()
     # Close what the launcher had open (its sockets, pidfds, pipes): the supervisor lives long.
-    linux.close_fds_except({ready_w, go_r, status_r, status_w, init_cgroup, *(board.own_fds() if board else ())})
-    # Bound here, before init exists, so that the socket is there once the launch returns.
-    execs = execserver.listen(spec.exec_socket) if spec.exec_socket else None
+    linux.close_fds_except({ready_w, go_r, status_r, status_w, init_cgroup, execs.fileno() if execs else None,
+                            *(board.own_fds() if board else ())})
     if "pid" in spec.namespaces:
         linux.unshare(linux.CLONE_NEWPID)   # the next child is PID 1 of a new namespace
     # init is born ignoring what it forwards (our SIG_IGN), and a signal sent to an ignored
