@@ -29,6 +29,10 @@ def state_dir(runtime_dir: str, name: str) -> str:
     return runtime_dir if name == "mesos" else os.path.join(runtime_dir, name)
 
 
+EXEC_SOCKET = "exec.sock"           # where the container's init serves execs (mesos/execserver.py)
+EXEC_RECORD = "exec.json"           # what an exec that joins from outside gets (mesos/nsenter.py), where init does not serve
+
+
 class ContainerFiles:
     def __init__(self, runtime_dir: str, work_dir: str, container_id: str):
         self.container_id = check_container_id(container_id)

@@ -23,9 +23,8 @@ from corral.files import encode_json, read_json, short_socket_path
 from corral.types import CorralError, ExecConfig, ExecFailed, NotRunning
 
 from ..execution import Execution, exit_code
-from ..state import ContainerFiles
-SOCKET = "exec.sock"                # where init serves execs (execserver.py), in the runtime dir
-SESSION_FILE = "exec.json"          # nsenter.py's record, written only where init does not serve
+from ..state import EXEC_RECORD, EXEC_SOCKET, ContainerFiles
+
 _REPLY_MAX = 64 << 10
 
 
@@ -34,7 +33,7 @@ def start(files: ContainerFiles, cgroups_root: str, config: ExecConfig, stdio: t
     with `stdio` as its stdin (with config.interactive), stdout and stderr, or a terminal of its
     own (config.tty); ExecFailed if it cannot start (SyncMesosContainerizer._exec, and a cold
     `corral exec`)."""
-    session = read_json(files.path(SESSION_FILE), default=None)
+    session = read_json(files.path(EXEC_RECORD), default=None)
     if session is not None:
         from .nsenter import start as join
         return join(files, cgroups_root, config, stdio, session)
@@ -118,7 +117,7 @@ def _through_init(files: ContainerFiles, config: ExecConfig, stdio: tuple[int, i
     caller_stdout = stdio[1]
     try:
         try:
-            with short_socket_path(files.path(SOCKET)) as path:
+            with short_socket_path(files.path(EXEC_SOCKET)) as path:
                 sock.connect(path)
         except FileNotFoundError:
             raise _not_serving(files) from None
@@ -154,4 +153,4 @@ def _not_serving(files: ContainerFiles) -> CorralError:
     if not init or files.status() is not None:
         return NotRunning(files.container_id, "has no running init" if files.status() is None else "has ended")
     return CorralError(f"container {files.container_id} was launched by an older corral, whose init serves "
-                       f"no execs and which left no {SESSION_FILE}: nothing says what an exec into it gets")
+                       f"no execs and which left no {EXEC_RECORD}: nothing says what an exec into it gets")

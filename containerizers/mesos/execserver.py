@@ -42,7 +42,6 @@ import os
 import select
 import _signal as signal     # signal's C core: what init needs of it, without enum's import
 import sys
-import termios
 import _socket
 
 from corral.files import decode_json, drain, find_program, read_small, short_socket_path
@@ -53,6 +52,10 @@ _FDS = 3                            # stdin, stdout, stderr
 _INT = 4                            # bytes of an fd in SCM_RIGHTS
 _NOT_WAITING = _socket.MSG_NOSIGNAL | _socket.MSG_DONTWAIT     # a gone client is an error, not a SIGPIPE
 _CODES = {errno.ENOENT: 127, errno.EACCES: 126, errno.ENOEXEC: 126}     # as a shell's, by errno
+if os.uname().machine in ("x86_64", "aarch64"):
+    _TIOCSCTTY = 0x540E             # asm-generic's: termios (a shared library, ~0.4 ms of a cold run) not loaded
+else:
+    from termios import TIOCSCTTY as _TIOCSCTTY
 
 
 def listen(path: str) -> _socket.socket:
@@ -96,25 +99,30 @@ class _Session:
 
 
 class Server:
-    """init's loop once the task runs (serve()). `spec`: the task's LaunchSpec, whose env, cwd
+    """init's loop: made before the task runs, while the launcher places init in the container's
+    cgroups (what it sets up is copied from the launcher's pages then, not after the task has
+    started), served once it runs (serve(task)). `spec`: the task's LaunchSpec, whose env, cwd
     and user an exec gets; `forwarded`: the signals init handles, which a command gets as
     default; `task_ended(status)` records the task's end and never returns."""
 
-    def __init__(self, listener: _socket.socket, spec, task: int, forwarded: set, task_ended):
-        self.listener, self.spec, self.task, self.task_ended = listener, spec, task, task_ended
+    def __init__(self, listener: _socket.socket, spec, forwarded: frozenset, task_ended):
+        self.listener, self.spec, self.task_ended = listener, spec, task_ended
+        self.task: int | None = None
         self.defaults = forwarded | {signal.SIGCHLD}
         self.by_fd: dict[int, _Session] = {}        # a connection's or a start pipe's fd
         self.by_pid: dict[int, _Session] = {}
         self.poller = select.poll()
-
-    def serve(self) -> None:
-        wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self.wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         # Every handled signal writes to the wake pipe, and SIGCHLD is handled (a default one is
         # dropped): a child's end wakes the poll, with no race between the reap and the poll.
         signal.set_wakeup_fd(wake_w, warn_on_full_buffer=False)     # full after a flood: no warning on the task's stderr
-        signal.signal(signal.SIGCHLD, lambda *_: None)
-        self.poller.register(wake_r, select.POLLIN)
-        self.poller.register(self.listener.fileno(), select.POLLIN)
+        signal.signal(signal.SIGCHLD, _ignore)
+        self.poller.register(self.wake_r, select.POLLIN)
+        self.poller.register(listener.fileno(), select.POLLIN)
+
+    def serve(self, task: int) -> None:
+        self.task = task
+        wake_r = self.wake_r
         while True:
             self._reap()
             for fd, _ in self.poller.poll():
@@ -269,6 +277,10 @@ class Server:
             session.conn = None
 
 
+def _ignore(*_) -> None:
+    """SIGCHLD's handler: handled, so that it wakes the loop through the wake pipe."""
+
+
 def _become(server: Server, argv, env, user, workdir, tty, fds, start_w: int) -> None:
     """In init's forked child: set the command up and exec it, or report why not; never return."""
     try:
@@ -280,7 +292,7 @@ def _become(server: Server, argv, env, user, workdir, tty, fds, start_w: int) ->
         for n, fd in enumerate(fds):
             os.dup2(fd, n)
         if tty:
-            fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+            fcntl.ioctl(0, _TIOCSCTTY, 0)
         spec = server.spec
         uid, gid, groups = spec.uid, spec.gid, spec.groups
         if user:        # the container's users: we are in its mount namespace, root and cgroups

@@ -227,6 +227,8 @@ def _init(spec: LaunchSpec, go_r: int, status_w: int, execs) -> None:
         prctl.set_child_subreaper(True)
         _enter_namespaces(spec)
         _confine(spec)                      # while the launcher places us in cgroups: in parallel
+        server = execserver.Server(execs, spec, FORWARDED, lambda status: _task_ended(status_w, status)) \
+            if execs is not None else None
     except BaseException as e:  # noqa: BLE001
         _setup_failed(status_w, go_r, f"cannot set up the container: {_describe(e)}")
     try:
@@ -243,9 +245,9 @@ def _init(spec: LaunchSpec, go_r: int, status_w: int, execs) -> None:
             os.close(fd)        # the task's ends are the task's: a stdin init held would never see EPIPE
     for signum in pending:
         _signal(task, signum)
-    if execs is not None:
+    if server is not None:
         try:
-            execserver.Server(execs, spec, task, FORWARDED, lambda status: _task_ended(status_w, status)).serve()
+            server.serve(task)
         except Exception:  # noqa: BLE001 - serving execs fails alone; reaping the task goes on
             execs.close()
             signal.set_wakeup_fd(-1)

@@ -21,8 +21,6 @@ from corral.isolators.registry import CONFINEMENT, DEFAULT_ISOLATION, create_iso
 
 from .. import state
 from ..base import Capabilities, End, SyncContainerizer
-from .exec import SESSION_FILE, SOCKET as EXEC_SOCKET, start as start_exec
-from .nsenter import session_record
 from .launcher import Launcher
 from .supervisor import LaunchSpec
 from .waiter import Waiter
@@ -103,7 +101,8 @@ class SyncMesosContainerizer(SyncContainerizer):
             if spec.exec_socket is None:
                 # What an exec that joins it from outside gets: written while init sets itself up
                 # (no exec starts before pids.json names init), not on the way to the fork.
-                files.write(SESSION_FILE, session_record(spec))
+                from .nsenter import session_record
+                files.write(state.EXEC_RECORD, session_record(spec))
             files.write("pids.json", {
                 "supervisor": {"pid": forked.supervisor_pid, "start": linux.process_start_time(forked.supervisor_pid)},
                 "init": {"pid": forked.init_pid, "start": linux.process_start_time(forked.init_pid)},
@@ -170,7 +169,7 @@ class SyncMesosContainerizer(SyncContainerizer):
             confinement=_steps(launch_info.confinement),
             io=_io_spec(files, config),
             exec_socket=None if launch_info.confinement and not launch_info.confinement.init_serves_exec
-            else files.path(EXEC_SOCKET),
+            else files.path(state.EXEC_SOCKET),
         )
 
     # -- attach ----------------------------------------------------------------------------
@@ -193,7 +192,8 @@ class SyncMesosContainerizer(SyncContainerizer):
     # -- exec ------------------------------------------------------------------------------
 
     def _exec(self, files: state.ContainerFiles, config: ExecConfig, stdio: tuple[int, int, int]):
-        return start_exec(files, self.launcher.cgroups_root, config, stdio)
+        from .exec import start
+        return start(files, self.launcher.cgroups_root, config, stdio)
 
     # -- watching the end ------------------------------------------------------------------
 
