@@ -11,8 +11,8 @@ root of the container, under the task's confinement (init confined itself as the
 capabilities, no_new_privs, seccomp filter, rlimits), with nothing to join, move or apply, and
 none of the host's files reachable that the task cannot reach. exec.py is the client's side.
 
-The socket (SOCK_SEQPACKET: one message per datagram) is bound by the supervisor in the
-container's runtime dir (0700) before it forks init, which inherits it: it exists once the
+The socket (SOCK_SEQPACKET: one message per datagram) is bound by the launcher in the
+container's runtime dir (0700) before it forks the supervisor, and init inherits it: it exists once the
 launch has returned. init serves it once the task runs, so an exec never precedes the task's
 placement in the container's cgroups (earlier connections wait in the backlog). A container
 whose seccomp filter forbids the calls init serves with has none (LaunchSpec.exec_socket, from
