@@ -79,3 +79,23 @@ def _take_tty() -> None:
 
 def is_raw(settings: list) -> bool:
     return not settings[3] & (termios.ICANON | termios.ECHO | termios.ISIG)
+
+
+def attach_on_a_terminal(executable: str, env: dict, name: str, *options: str) -> PtySession:
+    """`corral attach [OPTIONS] NAME` on a terminal of its own, once it has made ours raw."""
+    session = PtySession([executable, "attach", *options, name], env=env)
+    deadline = time.monotonic() + 20
+    while not is_raw(session.settings()):
+        assert time.monotonic() < deadline, "the terminal never turned raw"
+        time.sleep(0.05)
+    return session
+
+
+def detach(session: PtySession, keys: bytes = b"\x10\x11") -> None:
+    """Type the detach keys (ctrl-p ctrl-q unless given) one at a time: corral leaves as docker
+    attach does, exit 1 after 'read escape sequence', our terminal as it was."""
+    for key in keys:
+        session.write(bytes([key]))
+    assert session.wait() == 1
+    session.expect(b"corral: read escape sequence\r\n")   # written before it exited
+    assert session.settings() == session.before

@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from tests.ptykit import PtySession, is_raw
+from tests.ptykit import PtySession, attach_on_a_terminal, detach, is_raw
 
 # The task of the terminal tests: what a program on a terminal sees, printed as it changes.
 TTY_TASK = textwrap.dedent("""
@@ -222,39 +222,24 @@ ECHO_TASK = textwrap.dedent("""
 """)
 
 
-def _attach_on_a_terminal(corral, name: str, *options: str) -> PtySession:
-    session = PtySession([corral.executable, "attach", *options, name], env=corral.env)
-    deadline = time.monotonic() + 20
-    while not is_raw(session.settings()):
-        assert time.monotonic() < deadline, "the terminal never turned raw"
-        time.sleep(0.05)
-    return session
-
-
 def test_detach_keys_leave_an_attached_container_running(corral):
     corral.run("run", "-d", "-it", "--name", "held", "--", sys.executable, "-c", ECHO_TASK, check=True)
     _wait_for_log(corral, "held", "ready")
-    session = _attach_on_a_terminal(corral, "held")
+    session = attach_on_a_terminal(corral.executable, corral.env, "held")
     try:
         session.write(b"\x10")
         session.write(b"a\r")                      # ctrl-p, then not ctrl-q: both reach the task
         session.expect(b"got '\\x10a\\n'")
-        session.write(b"\x10")
-        session.write(b"\x11")                     # ctrl-p ctrl-q: we leave, as docker attach
-        assert session.wait() == 1
-        session.expect(b"corral: read escape sequence\r\n")   # written before it exited
-        assert session.settings() == session.before
+        detach(session)                            # ctrl-p ctrl-q: we leave, as docker attach
     finally:
         session.close()
     assert corral.run("ps", "--json", check=True).stdout.count('"RUNNING"') == 1
     # Another attach, with keys of its own: ctrl-p ctrl-q are now the task's; its output still flows.
-    session = _attach_on_a_terminal(corral, "held", "--detach-keys", "ctrl-a,x")
+    session = attach_on_a_terminal(corral.executable, corral.env, "held", "--detach-keys", "ctrl-a,x")
     try:
         session.write(b"\x10\x11again\r")
         session.expect(b"again\\n'")
-        session.write(b"\x01x")
-        assert session.wait() == 1
-        assert session.settings() == session.before
+        detach(session, b"\x01x")
     finally:
         session.close()
     assert corral.run("ps", "--json", check=True).stdout.count('"RUNNING"') == 1
@@ -273,7 +258,7 @@ def test_detach_keys_leave_a_foreground_run_it_running(corral):
     finally:
         session.close()
     assert corral.run("ps", "--json", check=True).stdout.count('"RUNNING"') == 1      # not removed
-    session = _attach_on_a_terminal(corral, "fg")
+    session = attach_on_a_terminal(corral.executable, corral.env, "fg")
     try:
         session.write(b"back\r")
         session.expect(b"got 'back\\n'")
