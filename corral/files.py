@@ -1,5 +1,7 @@
-"""Atomic files: every piece of state corral keeps on disk is written through here; and the one
-way corral opens a file in a directory that a task writes in (its sandbox)."""
+"""Atomic files: every piece of state corral keeps on disk is written through here; the one
+way corral opens a file in a directory that a task writes in (its sandbox); and the small file
+and fd steps the cold paths share without heavier imports (JSON by the C scanner and encoder,
+a program on a PATH, a unix socket's path short enough, draining a wake-up fd)."""
 
 from __future__ import annotations
 

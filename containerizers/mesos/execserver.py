@@ -204,19 +204,13 @@ class Server:
             self._fork(session, argv, env, user, workdir, tty, fds)
             return
         # The plain case as init spawns the task: posix_spawn's vfork copies no page tables.
-        program = find_program(argv[0], env.get("PATH", ""))
+        # (An OSError, the command not found or not run, is _message's error reply.)
+        program = container_program(argv[0], env.get("PATH", ""))
         try:
-            if program is None:
-                raise OSError(errno.ENOENT, f"{argv[0]}: not found in the container's PATH")
-            try:
-                pid = os.posix_spawn(program, argv, env, setsid=True, setsigmask=(), setsigdef=self.defaults,
-                                     file_actions=[(os.POSIX_SPAWN_DUP2, fd, n) for n, fd in enumerate(fds)])
-            except OSError as e:
-                raise _exec_failed(e, argv[0]) from None
+            pid = os.posix_spawn(program, argv, env, setsid=True, setsigmask=(), setsigdef=self.defaults,
+                                 file_actions=[(os.POSIX_SPAWN_DUP2, fd, n) for n, fd in enumerate(fds)])
         except OSError as e:
-            session.reply(_failure(e))
-            self._close_connection(session)
-            return
+            raise _exec_failed(e, argv[0]) from None
         self._forked(session, pid)
         self._started(session)
 
@@ -292,27 +286,15 @@ def _become(server: Server, argv, env, user, workdir, tty, fds, start_w: int) ->
         for n, fd in enumerate(fds):
             os.dup2(fd, n)
         if tty:
-            fcntl.ioctl(0, _TIOCSCTTY, 0)
+            take_terminal()
         spec = server.spec
         uid, gid, groups = spec.uid, spec.gid, spec.groups
         if user:        # the container's users: we are in its mount namespace, root and cgroups
-            passwd = read_small("/etc/passwd")
-            uid, gid = resolve_user(user, passwd, read_small("/etc/group"))
-            groups = (gid,)
-            env.update(user_env(passwd, uid))
-        cwd = os.path.join(spec.cwd, workdir) if workdir else spec.cwd
-        try:
-            os.chdir(cwd)
-        except OSError as e:
-            raise OSError(e.errno, f"cannot enter working directory {cwd}: {e.strerror}") from None
-        program = find_program(argv[0], env.get("PATH", ""))
-        if program is None:
-            raise OSError(errno.ENOENT, f"{argv[0]}: not found in the container's PATH")
-        if gid is not None:
-            os.setgroups(list(groups))
-            os.setgid(gid)
-        if uid is not None:
-            os.setuid(uid)
+            uid, gid, groups, their_env = container_user(user)
+            env.update(their_env)
+        enter_directory(os.path.join(spec.cwd, workdir) if workdir else spec.cwd)
+        program = container_program(argv[0], env.get("PATH", ""))
+        set_user(uid, gid, groups)
         try:
             os.execve(program, argv, env)
         except OSError as e:
@@ -323,6 +305,47 @@ def _become(server: Server, argv, env, user, workdir, tty, fds, start_w: int) ->
         except OSError:
             pass
     os._exit(127)
+
+
+# -- a command's own steps before its exec: init's exec children (above), a joined exec
+# (nsenter.py) and the task (supervisor.py) take them alike
+
+def take_terminal() -> None:
+    """Make our stdin, a terminal, our controlling one (we lead a session of our own): ^C and ^Z
+    typed on it reach us as signals."""
+    fcntl.ioctl(0, _TIOCSCTTY, 0)
+
+
+def container_user(spec: str) -> tuple[int, int, tuple[int, ...], dict[str, str]]:
+    """--user against the container's /etc/passwd and /etc/group (we are in its mount namespace
+    and root): uid, gid, groups, and the user's HOME, USER and LOGNAME."""
+    passwd = read_small("/etc/passwd")
+    uid, gid = resolve_user(spec, passwd, read_small("/etc/group"))
+    return uid, gid, (gid,), user_env(passwd, uid)
+
+
+def enter_directory(cwd: str) -> None:
+    try:
+        os.chdir(cwd)
+    except OSError as e:
+        raise OSError(e.errno, f"cannot enter working directory {cwd}: {e.strerror}") from None
+
+
+def container_program(name: str, path: str) -> str:
+    """`name` as execvp would find it on the container's `path`; ENOENT (a shell's 127) if nowhere."""
+    program = find_program(name, path)
+    if program is None:
+        raise OSError(errno.ENOENT, f"{name}: not found in the container's PATH")
+    return program
+
+
+def set_user(uid: int | None, gid: int | None, groups: tuple[int, ...]) -> None:
+    """Become `uid`, `gid` with supplementary `groups` (None: stay as we are), groups first."""
+    if gid is not None:
+        os.setgroups(list(groups))
+        os.setgid(gid)
+    if uid is not None:
+        os.setuid(uid)
 
 
 def _failure(e: BaseException) -> bytes:

@@ -35,12 +35,12 @@ import os
 import _signal as signal     # signal's C core: the signal module imports enum, milliseconds of a cold exec
 
 from corral import cgroups, linux
-from corral.files import find_program, read_small
 from corral.types import CorralError, ExecConfig, ExecFailed, NotRunning
 
 from ..execution import exit_code
 from ..state import ContainerFiles
 from .exec import CommandExecution, command_stdio
+from .execserver import container_program, container_user, enter_directory, set_user, take_terminal
 
 # The namespaces the command joins beside the pid one: a kind the container does not have is
 # the host's, and joining it changes nothing.
@@ -250,8 +250,6 @@ def _plan(session: dict, config: ExecConfig) -> _Plan:
     # What the child imports is imported here, before it leaves the host's filesystem.
     if confinement is not None and confinement.rlimits:
         import resource  # noqa: F401
-    if config.user:
-        import corral.users  # noqa: F401
     env = dict(session["env"])
     env.update(config.env)
     cwd = os.path.join(session["cwd"], config.workdir) if config.workdir else session["cwd"]
@@ -270,9 +268,7 @@ def _command(plan: _Plan, pidfd: int, root: int, stdio: tuple[int, int, int], tt
             else:
                 os.set_inheritable(fd, True)
         if tty:
-            import fcntl
-            import termios
-            fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+            take_terminal()
         keep = {report_w, pidfd, root} | ({go_r} if go_r is not None else set())
         linux.close_fds_except(keep)
         linux.setns(pidfd, _JOINED)
@@ -283,21 +279,14 @@ def _command(plan: _Plan, pidfd: int, root: int, stdio: tuple[int, int, int], tt
         uid, gid, groups = plan.uid, plan.gid, plan.groups
         if plan.user:       # opens the container's files: only once in its cgroups (devices)
             go_r = _placed(go_r)
-            uid, gid, groups, user_env = _container_user(plan.user)
-            plan.env.update(user_env)
-        try:
-            os.chdir(plan.cwd)
-        except OSError as e:
-            raise OSError(e.errno, f"cannot enter working directory {plan.cwd}: {e.strerror}") from None
-        program = _which(plan.argv[0], plan.env.get("PATH", ""))
+            uid, gid, groups, their_env = container_user(plan.user)
+            plan.env.update(their_env)
+        enter_directory(plan.cwd)
+        program = container_program(plan.argv[0], plan.env.get("PATH", ""))
         if plan.confinement is not None:
             from corral.confine import confine
             confine(plan.confinement)
-        if gid is not None:
-            os.setgroups(list(groups))
-            os.setgid(gid)
-        if uid is not None:
-            os.setuid(uid)
+        set_user(uid, gid, groups)
         for sig in _IGNORED_BY_PYTHON:
             signal.signal(sig, signal.SIG_DFL)
         # Set up and confined while the caller moves us into the cgroups: nothing of the
@@ -326,19 +315,3 @@ def _placed(go_r: int | None) -> None:
     if go_r is not None and os.read(go_r, 1) != b"g":
         os._exit(1)
     return None
-
-
-def _container_user(spec: str) -> tuple[int, int, tuple[int, ...], dict[str, str]]:
-    """--user against the container's /etc/passwd and /etc/group (we are in its mount namespace):
-    uid, gid, groups and the user's HOME, USER and LOGNAME."""
-    from corral.users import resolve_user, user_env
-    passwd, group = (read_small(path) for path in ("/etc/passwd", "/etc/group"))
-    uid, gid = resolve_user(spec, passwd, group)
-    return uid, gid, (gid,), user_env(passwd, uid)
-
-
-def _which(name: str, path: str) -> str:
-    program = find_program(name, path)
-    if program is None:
-        raise OSError(errno.ENOENT, f"{name}: not found in the container's PATH")
-    return program

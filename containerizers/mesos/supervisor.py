@@ -21,12 +21,11 @@ Nothing here may return into the caller's code: every path ends in os._exit or e
 
 from __future__ import annotations
 
-import _signal as signal_c     # signal's C core: the supervisor's calls without the wrapper's enums (see _supervise)
+import _signal as signal     # signal's C core: its answers plain numbers, not the wrapper's enums (see FORWARDED)
 import errno
 import gc
 import json
 import os
-import signal
 import time
 
 import prctl
@@ -38,11 +37,12 @@ from corral.record import Record
 from . import execserver
 
 # Signals init passes on to the task; synchronous faults and SIGCHLD are init's own. Plain
-# numbers, not signal.Signals: each enum member is an object of its own that every use writes
-# (its reference count), a page copied in a forked supervisor or init.
+# numbers, not signal.Signals: the signal module's wrappers turn every answer into an enum, which
+# runs enum's code, and each enum member is an object every use writes (its reference count):
+# pages copied in a forked supervisor or init (~80 of them).
 _NOT_FORWARDED = {signal.SIGCHLD, signal.SIGKILL, signal.SIGSTOP, signal.SIGSEGV, signal.SIGBUS,
                   signal.SIGFPE, signal.SIGILL, signal.SIGTRAP, signal.SIGSYS}
-FORWARDED = frozenset(int(s) for s in signal.valid_signals() if s not in _NOT_FORWARDED and s < signal.SIGRTMIN)
+FORWARDED = frozenset(s for s in signal.valid_signals() if s not in _NOT_FORWARDED and s < signal.SIGRTMIN)
 
 
 class LaunchSpec(Record):
@@ -128,12 +128,10 @@ def _describe(e: BaseException) -> str:
 
 def _supervise(spec: LaunchSpec, ready_w: int, go_r: int, init_cgroup: int | None,
                files: tuple[int, int, int] | None, execs) -> None:
-    # Only SIGKILL ends the supervisor; the launcher's own handlers must not run here. Through
-    # signal_c: the signal module's wrappers turn every answer into an enum, which runs enum's
-    # code, and each page of it that runs is a page this fork copies (~80 of them here).
+    # Only SIGKILL ends the supervisor; the launcher's own handlers must not run here.
     for sig in FORWARDED:
-        signal_c.signal(sig, signal_c.SIG_IGN)
-    signal_c.signal(signal_c.SIGCHLD, signal_c.SIG_DFL)
+        signal.signal(sig, signal.SIG_IGN)
+    signal.signal(signal.SIGCHLD, signal.SIG_DFL)
     prctl.set_child_subreaper(True)
     board = None
     if spec.io is not None:
@@ -157,7 +155,7 @@ def _supervise(spec: LaunchSpec, ready_w: int, go_r: int, init_cgroup: int | Non
     # signal is dropped: a kill right after the launch, before init's handlers exist, would be
     # lost. Born with them blocked instead, init gets such a signal queued (Linux queues a
     # blocked signal even while it is ignored) and handles it once it unblocks them.
-    signal_c.pthread_sigmask(signal_c.SIG_BLOCK, FORWARDED)
+    signal.pthread_sigmask(signal.SIG_BLOCK, FORWARDED)
     init = linux.fork_into_cgroup(init_cgroup) if init_cgroup is not None else None
     if init is None:
         init = os.fork()
@@ -173,7 +171,7 @@ def _supervise(spec: LaunchSpec, ready_w: int, go_r: int, init_cgroup: int | Non
     # write to a page since init's fork copies that page: the fewer before it, the sooner.)
     _report(ready_w, f"ok {os.getpid()} {init}")
     os.close(ready_w)
-    signal_c.pthread_sigmask(signal_c.SIG_UNBLOCK, FORWARDED)     # what came meanwhile we ignore
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, FORWARDED)     # what came meanwhile we ignore
     if execs is not None:
         execs.close()
     if init_cgroup is not None:
@@ -302,10 +300,7 @@ def _confine(spec: LaunchSpec) -> None:
 
 def _spawn_task(spec: LaunchSpec) -> int:
     """Start the task; raises OSError if it could not be executed."""
-    try:
-        os.chdir(spec.cwd)
-    except OSError as e:
-        raise OSError(e.errno, f"cannot enter working directory {spec.cwd}: {e.strerror}") from None
+    execserver.enter_directory(spec.cwd)
     program = _which(spec.argv[0], spec.env.get("PATH", ""))
     if spec.uid is None and "pid" in spec.namespaces and not (spec.io and spec.io.tty):
         # The fast path: posix_spawn's vfork copies no page tables. It can neither change user,
@@ -336,17 +331,10 @@ def _fork_task(spec: LaunchSpec, program: str) -> int:
             prctl.set_pdeathsig(signal.SIGKILL)
             for sig in FORWARDED | {signal.SIGCHLD}:
                 signal.signal(sig, signal.SIG_DFL)
-            if spec.gid is not None:
-                os.setgroups(list(spec.groups))
-                os.setgid(spec.gid)
-            if spec.uid is not None:
-                os.setuid(spec.uid)
+            execserver.set_user(spec.uid, spec.gid, spec.groups)
             if spec.io is not None and spec.io.tty:
-                # Its own session, the pty its controlling terminal: ^C, ^Z reach it as signals.
-                import fcntl
-                import termios
-                os.setsid()
-                fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+                os.setsid()                 # its own session, the pty its controlling terminal
+                execserver.take_terminal()
             os.execve(program, spec.argv, spec.env)
         except BaseException as e:  # noqa: BLE001
             os.write(exec_w, f"{getattr(e, 'errno', 0) or 0} {_describe(e)}".encode())
