@@ -30,6 +30,9 @@ class LaunchInfo(Record):
     symlinks: dict[str, str] = dict        # path in the rootfs -> what the link points to
     working_dir: str | None = None         # the task's default working directory in the rootfs
     confinement: Confinement | None = None     # applied by init before exec
+    # cgroups (corral.cgroups) made by prepare() that init joins itself, first thing after its
+    # fork (Launcher.fork): no process of the container is moved by another (see join_files)
+    cgroups: list = list
 
     def merge(self, other: "LaunchInfo | None") -> None:
         """Add `other`'s asks to these; `other` never changes (an isolator may hand the same
@@ -39,6 +42,7 @@ class LaunchInfo(Record):
         self.env.update(other.env)
         self.namespaces |= other.namespaces
         self.mounts += other.mounts
+        self.cgroups += other.cgroups
         self.symlinks.update(other.symlinks)
         for name in ("hostname", "rootfs", "rootfs_mount", "working_dir"):
             setattr(self, name, getattr(other, name) or getattr(self, name))
@@ -69,7 +73,7 @@ class Isolator:
     Mesos's, they have no recover(): after a restart, the containers' own files say it all;
     the cleanup of an orphan (a container no runtime dir knows) is its cleanup(). (What a
     launch's prepare() leaves for its forked() and isolate(), in the same process, is the one
-    exception: the cgroups isolators make their cgroups after the fork, so that init starts
+    exception: the cgroups isolators limit their cgroups after the fork, so that init starts
     sooner.)"""
 
     name: str = ""
@@ -97,15 +101,17 @@ class Isolator:
         return []
 
     def prepare(self, container_id: str, config: ContainerConfig) -> LaunchInfo | None:
-        """Before the container's init is forked: set up, and say what the launch needs."""
+        """Before the container's init is forked: set up, and say what the launch needs (the
+        cgroups init is to join among it)."""
 
     def forked(self, container_id: str) -> None:
         """The container's supervisor is forked and starting init, whose pid isolate() gets next:
-        what needs no process is best done here (make and limit cgroups), while the launcher
+        what needs no process is best done here (limit the cgroups init joins), while the launcher
         would otherwise only wait for init."""
 
     def isolate(self, container_id: str, pid: int) -> None:
-        """The init `pid` exists and waits; place it (e.g. in cgroups) before it execs the task."""
+        """The init `pid` exists and waits; finish its isolation before it execs the task (a
+        cgroup is best joined by init itself: LaunchInfo.cgroups)."""
 
     def watch(self, container_id: str) -> Watch | None:
         """How to learn that the container broke a limit."""

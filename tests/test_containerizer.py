@@ -182,6 +182,34 @@ def test_supervisor_is_outside_the_containers_cgroups_and_init_inside(corral):
     mc.destroy("where")
 
 
+def test_a_launch_moves_no_process_by_a_cgroup_procs_write(corral, monkeypatch, tmp_path):
+    """Where cgroup2 is mounted, no process of a launch is moved into a cgroup by another: such a
+    write waits an RCU grace period after a quiet spell (bench/placement.py). The supervisor and
+    init are cloned into their cgroup2 cgroups and init joins its v1 ones itself, before the task
+    runs: the task starts in every cgroup of the container (a pids limit adds one)."""
+    from corral.cgroups import hierarchies
+    from corral.cgroups.base import Cgroup
+    if not hierarchies().v2:
+        pytest.skip("a v1-only host: the launcher writes init into its freezer tracking cgroup")
+    written = []
+    write = Cgroup.write
+
+    def recorded(self, name, value):
+        written.append(name)
+        write(self, name, value)
+    monkeypatch.setattr(Cgroup, "write", recorded)
+    mc = corral.sync()
+    seen = tmp_path / "cgroups"
+    mc.launch("placed", sh(f"cat /proc/self/cgroup > {seen}", resources=Resources(cpus=0.5, mem_mb=64),
+                            pids_limit=50))
+    assert mc.wait("placed").state == TASK_FINISHED
+    mc.destroy("placed")
+    assert written and not {"cgroup.procs", "tasks"} & set(written), written     # limits only
+    for controller in ("memory", "cpu", "pids"):
+        assert cgroup_of(seen.read_text(), controller) == f"/{corral.cgroups_root}/placed", controller
+    assert f"0::/{corral.cgroups_root}/placed\n" in seen.read_text()
+
+
 def test_an_isolator_failing_while_the_supervisor_starts_fails_the_launch_and_leaves_nothing(corral, monkeypatch,
                                                                                                tmp_path):
     """An isolator's forked() runs while the supervisor starts init: when it fails, the launch

@@ -2,9 +2,13 @@
 container in one cgroup so that all of them can be killed (Mesos: LinuxLauncher).
 
 Tracking uses the hierarchy corral.cgroups.tracking_controller() names: cgroup2's wherever one
-is mounted, else the v1 freezer's. On a pure cgroup2 host, where the tracking cgroup is every
-controller's cgroup too, the supervisor and init are cloned straight into their cgroups (clone3,
-CLONE_INTO_CGROUP): no cgroup.procs write stands on the launch path.
+is mounted, else the v1 freezer's. No cgroup.procs write stands on the launch path: such a write
+takes the kernel's cgroup_threadgroup_rwsem, whose first writer after a quiet spell waits an RCU
+grace period (5-15 ms here, more than the rest of a launch). The supervisor and init are cloned
+straight into their cgroup2 cgroups (clone3, CLONE_INTO_CGROUP; on a pure cgroup2 host the
+tracking cgroup is every controller's cgroup too), and init joins its v1 cgroups itself, each
+with a write of "0" to a file the launcher opens for it (Cgroup.join_files), which takes no
+global lock. Only a v1-only host's freezer tracking is written by the launcher.
 """
 
 from __future__ import annotations
@@ -57,10 +61,7 @@ class Launcher:
     def __init__(self, cgroups_root: str, tracking: str | None = None):
         self.cgroups_root = check_cgroups_root(cgroups_root)
         self.tracking = tracking or cgroups.tracking_controller()
-        # Clone the supervisor and init into their cgroups only on a pure cgroup2 host: elsewhere
-        # the v1 controllers need their cgroup.procs writes anyway, and the supervisor's early
-        # one (below) makes them quick.
-        self.clone_into_cgroup = self.tracking == "unified" and cgroups.single_hierarchy()
+        self.clone_into_cgroup = self.tracking == "unified"
         self._children: set[int] = set()   # supervisors forked here, to be reaped once they exit
 
     def tracking_cgroup(self, container_id: str):
@@ -83,11 +84,20 @@ class Launcher:
         except (OSError, CorralError) as e:
             raise LaunchFailed(f"cannot open the task's output: {e}") from None
         child = cloned = into_supervisors = into_tracking = execs = None
+        joins = []
         try:
             try:
                 execs = supervisor.exec_listener(spec)
             except OSError as e:
                 raise LaunchFailed(f"cannot make the exec socket: {e}") from None
+            # What init joins itself: the cgroups of spec.cgroups but the one it is cloned or moved into.
+            for cgroup in spec.cgroups:
+                if cgroup.path != tracking.path:
+                    for path in cgroup.join_files():
+                        try:
+                            joins.append(os.open(path, os.O_WRONLY | os.O_CLOEXEC))
+                        except OSError as e:
+                            raise LaunchFailed(f"cannot join cgroup {cgroup.path}: {e.strerror}") from None
             if self.clone_into_cgroup:
                 into_supervisors = os.open(supervisors.path, _CGROUP_DIR)
                 into_tracking = os.open(tracking.path, _CGROUP_DIR)
@@ -100,10 +110,10 @@ class Launcher:
             if child == 0:
                 os.close(ready_r)
                 os.close(go_w)
-                supervisor.start(spec, ready_w, go_r, into_tracking, files, execs)   # never returns
+                supervisor.start(spec, ready_w, go_r, into_tracking, files, execs, joins)   # never returns
         finally:
             if child != 0:          # the supervisor's now, or nobody's
-                for fd in (into_supervisors, into_tracking, *(files or ())):
+                for fd in (into_supervisors, into_tracking, *(files or ()), *joins):
                     if fd is not None:
                         os.close(fd)
                 if execs is not None:
@@ -111,9 +121,8 @@ class Launcher:
         self._children.add(child)
         os.close(ready_w)
         os.close(go_r)
-        # The first cgroup write after a quiet spell waits for an RCU grace period (the kernel's
-        # cgroup_threadgroup_rwsem): started here, that wait overlaps the supervisor's start, and
-        # init's attach below comes while the lock is still quick to take.
+        # (v1-only hosts) started here, the first write's wait overlaps the supervisor's start,
+        # and init's attach below comes while the lock is still quick to take.
         if cloned is None:
             try:
                 supervisors.attach(child)
@@ -125,8 +134,10 @@ class Launcher:
                 meanwhile()
             except BaseException as e:  # noqa: BLE001 - raised below, once init is stopped
                 failed = e
+        # The supervisor's one line; its end, once init has closed the pipe too, having joined
+        # its cgroups (supervisor._join).
         with os.fdopen(ready_r, "rb") as f:
-            answer = f.readline().decode(errors="replace").split()
+            answer = f.read().decode(errors="replace").split()
         ok = len(answer) == 3 and answer[0] == "ok"
         if failed is not None or not ok:
             if ok:

@@ -3,8 +3,8 @@
     launcher ──fork──▶ supervisor        own session, host pid ns, outside the container's cgroups
                           │ unshare(NEWPID), fork
                           ▼
-                         init             PID 1 of the container; placed in its cgroups while it waits
-                                          (on pure cgroup2: cloned into them)
+                         init             PID 1 of the container; cloned into its cgroup2 cgroup, joins
+                                          its v1 cgroups itself, then sets up and waits
                           │ "go": spawn
                           ▼
                          task             the command
@@ -67,6 +67,7 @@ class LaunchSpec(Record):
     confinement: object = None        # corral.confine.Steps: applied last, before the task's exec
     io: object = None                 # switchboard.IOSpec: the supervisor holds the task's I/O
     exec_socket: str | None = None    # where init serves execs (execserver.py); None: it does not
+    cgroups: list = list              # the isolators' cgroups (LaunchInfo.cgroups): init joins them
 
 
 def task_files(spec: LaunchSpec) -> tuple[int, int, int] | None:
@@ -95,17 +96,18 @@ def exec_listener(spec: LaunchSpec):
 
 
 def start(spec: LaunchSpec, ready_w: int, go_r: int, init_cgroup: int | None = None,
-          files: tuple[int, int, int] | None = None, execs=None) -> None:
+          files: tuple[int, int, int] | None = None, execs=None, joins: list[int] = ()) -> None:
     """Run in the launcher's child: become the supervisor; never return. `init_cgroup`: an open
     cgroup2 directory to clone init straight into (else the launcher moves it there); `files`:
     task_files(spec), the task's stdin, stdout and stderr (None where spec.io has the supervisor
-    hold them); `execs`: exec_listener(spec)."""
+    hold them); `execs`: exec_listener(spec); `joins`: open files init writes "0" to, to join
+    its other cgroups (Cgroup.join_files)."""
     # No garbage collection here or in init: a collection walks the launcher's objects, which
     # this fork shares, and copies most of its heap page by page (milliseconds a launch).
     gc.disable()
     try:
         os.setsid()
-        _supervise(spec, ready_w, go_r, init_cgroup, files, execs)
+        _supervise(spec, ready_w, go_r, init_cgroup, files, execs, joins)
     except BaseException as e:  # noqa: BLE001 - nothing may escape into the launcher's code
         _report(ready_w, f"error supervisor: {e}")
     os._exit(1)
@@ -127,7 +129,7 @@ def _describe(e: BaseException) -> str:
 
 
 def _supervise(spec: LaunchSpec, ready_w: int, go_r: int, init_cgroup: int | None,
-               files: tuple[int, int, int] | None, execs) -> None:
+               files: tuple[int, int, int] | None, execs, joins: list[int]) -> None:
     # Only SIGKILL ends the supervisor; the launcher's own handlers must not run here.
     for sig in FORWARDED:
         signal.signal(sig, signal.SIG_IGN)
@@ -148,7 +150,7 @@ def _supervise(spec: LaunchSpec, ready_w: int, go_r: int, init_cgroup: int | Non
     status_r, status_w = os.pipe()
     # Close what the launcher had open (its sockets, pidfds, pipes): the supervisor lives long.
     linux.close_fds_except({ready_w, go_r, status_r, status_w, init_cgroup, execs.fileno() if execs else None,
-                            *(board.own_fds() if board else ())})
+                            *joins, *(board.own_fds() if board else ())})
     if "pid" in spec.namespaces:
         linux.unshare(linux.CLONE_NEWPID)   # the next child is PID 1 of a new namespace
     # init is born ignoring what it forwards (our SIG_IGN), and a signal sent to an ignored
@@ -160,13 +162,12 @@ def _supervise(spec: LaunchSpec, ready_w: int, go_r: int, init_cgroup: int | Non
     if init is None:
         init = os.fork()
     if init == 0:
-        os.close(ready_w)
         os.close(status_r)
         if init_cgroup is not None:
             os.close(init_cgroup)
         for fd in board.own_fds() if board else ():
             os.close(fd)
-        _init(spec, go_r, status_w, execs)
+        _init(spec, ready_w, go_r, status_w, execs, joins)
     # The launcher waits for this line: the rest of our set-up comes after it. (Each first
     # write to a page since init's fork copies that page: the fewer before it, the sooner.)
     _report(ready_w, f"ok {os.getpid()} {init}")
@@ -176,6 +177,8 @@ def _supervise(spec: LaunchSpec, ready_w: int, go_r: int, init_cgroup: int | Non
         execs.close()
     if init_cgroup is not None:
         os.close(init_cgroup)
+    for fd in joins:
+        os.close(fd)
     os.close(go_r)
     os.close(status_w)
 
@@ -208,7 +211,7 @@ def _reap_until(pid: int) -> int:
             return status
 
 
-def _init(spec: LaunchSpec, go_r: int, status_w: int, execs) -> None:
+def _init(spec: LaunchSpec, ready_w: int, go_r: int, status_w: int, execs, joins: list[int]) -> None:
     task = None
     pending: list[int] = []
 
@@ -218,13 +221,19 @@ def _init(spec: LaunchSpec, go_r: int, status_w: int, execs) -> None:
         else:
             _signal(task, signum)
     try:
+        try:
+            _join(joins)
+        finally:
+            # The launcher reads the supervisor's answer to its end, which comes once init has
+            # closed this too: when fork() returns, init is in all its cgroups.
+            os.close(ready_w)
         prctl.set_pdeathsig(signal.SIGKILL)   # a dead supervisor can record nothing: end with it
         for sig in FORWARDED:
             signal.signal(sig, forward)
         signal.pthread_sigmask(signal.SIG_UNBLOCK, FORWARDED)     # born blocked: see _supervise
         prctl.set_child_subreaper(True)
         _enter_namespaces(spec)
-        _confine(spec)                      # while the launcher places us in cgroups: in parallel
+        _confine(spec)                      # while the launcher limits our cgroups: in parallel
         server = execserver.Server(execs, spec, FORWARDED, lambda status: _task_ended(status_w, status)) \
             if execs is not None else None
     except BaseException as e:  # noqa: BLE001
@@ -250,6 +259,17 @@ def _init(spec: LaunchSpec, go_r: int, status_w: int, execs) -> None:
             execs.close()
             signal.set_wakeup_fd(-1)
     _reap_until_task(task, status_w)
+
+
+def _join(joins: list[int]) -> None:
+    """Move init into the container's cgroups, first thing: "0" moves the writing thread (the
+    launcher's Cgroup.join_files: no global lock), and init's one thread is all of it."""
+    for fd in joins:
+        try:
+            os.write(fd, b"0")
+        except OSError as e:
+            raise OSError(e.errno, f"cannot join the container's cgroups: {e.strerror}") from None
+        os.close(fd)
 
 
 def _setup_failed(status_w: int, go_r: int, message: str) -> None:

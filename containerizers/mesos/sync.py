@@ -170,6 +170,7 @@ class SyncMesosContainerizer(SyncContainerizer):
             io=_io_spec(files, config),
             exec_socket=None if launch_info.confinement and not launch_info.confinement.init_serves_exec
             else files.path(state.EXEC_SOCKET),
+            cgroups=launch_info.cgroups,
         )
 
     # -- attach ----------------------------------------------------------------------------

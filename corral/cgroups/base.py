@@ -30,6 +30,12 @@ class Cgroup:
     def attach(self, pid: int) -> None:
         self.write("cgroup.procs", str(pid))
 
+    def join_files(self) -> list[str]:
+        """The files through which a process moves itself here, writing "0" to each (init joins
+        its cgroups so: see Launcher.fork). cgroup2's cgroup.procs moves the whole process;
+        cgroups that go along with this one (v1 cpuacct with cpu) add theirs."""
+        return [os.path.join(self.path, "cgroup.procs")]
+
     def procs(self) -> list[int]:
         try:
             with open(os.path.join(self.path, "cgroup.procs")) as f:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from corral import cgroups
 from corral.types import Resources
 
-from .. import Isolator
+from .. import Isolator, LaunchInfo
 
 
 class CpuIsolator(Isolator):
@@ -23,21 +23,17 @@ class CpuIsolator(Isolator):
         return cgroups.container("cpu", self.flags.cgroups_root, container_id)
 
     def prepare(self, container_id, config):
+        cpu = self._cgroup(container_id)
+        cpu.create()
         self._pending[container_id] = (config.resources, config.cgroups_enable_cfs or self.flags.cgroups_enable_cfs)
+        return LaunchInfo(cgroups=[cpu])
 
     def forked(self, container_id):
-        # A launch's cgroup is made and limited here, after the fork, while the supervisor starts
-        # init (the task cannot start before every isolate() has returned), not on init's way
-        # to its fork.
+        # Limited here, after the fork, while the supervisor starts init (which joins the
+        # cgroup itself; the task cannot start before the launch's forked() have returned).
         pending = self._pending.pop(container_id, None)
         if pending is not None:
-            cpu = self._cgroup(container_id)
-            cpu.create()
-            self._apply(cpu, *pending)
-
-    def isolate(self, container_id, pid):
-        self.forked(container_id)       # made already, unless the launch skipped forked()
-        self._cgroup(container_id).attach(pid)
+            self._apply(self._cgroup(container_id), *pending)
 
     def update(self, container_id, resources: Resources):
         cpu = self._cgroup(container_id)

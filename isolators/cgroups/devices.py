@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from corral import cgroups
 
-from .. import Isolator
+from .. import Isolator, LaunchInfo
 from ..devices import DEFAULT_RULES, container_devices
 
 _DEFAULT_RULES = tuple(device.rule() for device in DEFAULT_RULES)
@@ -27,21 +27,20 @@ class DevicesIsolator(Isolator):
     def prepare(self, container_id, config):
         self._rules[container_id] = [*_DEFAULT_RULES, *(device.rule() for device in
                                                         container_devices(config, self.flags, self.peers, container_id))]
+        cgroup = self._cgroup(container_id)
+        # On cgroup2 this is the launcher's tracking cgroup, which it makes and clones init into,
+        # unless it tracks in the v1 freezer; else a cgroup of its own, which init joins.
+        if cgroup.version == 2 and self.flags.launcher_tracking == "unified":
+            return None
+        cgroup.create()
+        return LaunchInfo(cgroups=[cgroup])
 
     def isolate(self, container_id, pid):
-        cgroup = self._cgroup(container_id)
         # A launch's rules go on here, after the fork, while init sets itself up: the task
         # cannot start before every isolate() has returned.
         rules = self._rules.pop(container_id, None)
-        # On cgroup2 this is the launcher's tracking cgroup, made and holding init already,
-        # unless the launcher tracks in the v1 freezer.
-        tracked = cgroup.version == 2 and self.flags.launcher_tracking == "unified"
         if rules is not None:
-            if not tracked:
-                cgroup.create()
-            cgroup.set_rules(rules)
-        if not tracked:
-            cgroup.attach(pid)
+            self._cgroup(container_id).set_rules(rules)
 
     def allow(self, container_id: str, devices) -> None:
         """Let a container this isolator prepared use more devices (what a GPU isolator asks)."""

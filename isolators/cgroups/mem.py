@@ -13,7 +13,7 @@ from corral import cgroups
 from corral.files import drain
 from corral.types import REASON_CONTAINER_LIMITATION_MEMORY, Limitation, Resources
 
-from .. import Isolator, Watch
+from .. import Isolator, LaunchInfo, Watch
 
 MB = 1024 * 1024
 MIN_MEMORY = 32 * MB        # Mesos's floor: below this a task can hardly start
@@ -34,19 +34,16 @@ class MemIsolator(Isolator):
         return cgroups.container("memory", self.flags.cgroups_root, container_id)
 
     def prepare(self, container_id, config):
+        cgroup = self._cgroup(container_id)
+        cgroup.create()
         self._pending[container_id] = config.resources
+        return LaunchInfo(cgroups=[cgroup])
 
     def forked(self, container_id):
-        # A launch's cgroup is made and limited here, after the fork (see cgroups/cpu).
+        # Limited here, after the fork (see cgroups/cpu).
         resources = self._pending.pop(container_id, None)
         if resources is not None:
-            cgroup = self._cgroup(container_id)
-            cgroup.create()
-            self._apply(cgroup, resources)
-
-    def isolate(self, container_id, pid):
-        self.forked(container_id)       # made already, unless the launch skipped forked()
-        self._cgroup(container_id).attach(pid)
+            self._apply(self._cgroup(container_id), resources)
 
     def update(self, container_id, resources: Resources):
         self._apply(self._cgroup(container_id), resources)

@@ -10,14 +10,14 @@ from __future__ import annotations
 
 from corral import cgroups
 
-from .. import Isolator
+from .. import Isolator, LaunchInfo
 
 
 class PidsIsolator(Isolator):
 
     def __init__(self, flags):
         super().__init__(flags)
-        # container -> its limit, from prepare() to isolate(): the same launch, in this process
+        # container -> its limit, from prepare() to forked(): the same launch, in this process
         self._pending: dict[str, int] = {}
 
     def _cgroup(self, container_id: str):
@@ -25,17 +25,18 @@ class PidsIsolator(Isolator):
 
     def prepare(self, container_id, config):
         limit = config.pids_limit if config.pids_limit is not None else self.flags.cgroups_pids_limit
-        if limit is not None:       # no limit: no cgroup, and nothing for a launch to pay
-            self._pending[container_id] = limit
+        if limit is None:           # no limit: no cgroup, and nothing for a launch to pay
+            return None
+        cgroup = self._cgroup(container_id)
+        cgroup.create()
+        self._pending[container_id] = limit
+        return LaunchInfo(cgroups=[cgroup])
 
-    def isolate(self, container_id, pid):
-        # A launch's cgroup is made and limited here, after the fork (see cgroups/cpu).
+    def forked(self, container_id):
+        # Limited here, after the fork (see cgroups/cpu).
         limit = self._pending.pop(container_id, None)
-        if limit is not None:       # else prepare() made no cgroup: nothing to place init in
-            cgroup = self._cgroup(container_id)
-            cgroup.create()
-            cgroup.set_max(limit)
-            cgroup.attach(pid)
+        if limit is not None:
+            self._cgroup(container_id).set_max(limit)
 
     def cleanup(self, container_id):
         self._pending.pop(container_id, None)

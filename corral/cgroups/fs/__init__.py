@@ -16,6 +16,14 @@ from ..base import Cgroup
 class V1Cgroup(Cgroup):
     version = 1
 
+    def join_files(self) -> list[str]:
+        """v1's `tasks`: the one thread that writes "0" there moves itself, and a thread moving
+        itself takes no global lock (kernel/cgroup: cgroup_procs_write_start), where a
+        cgroup.procs write takes cgroup_threadgroup_rwsem, whose first writer after a quiet
+        spell waits an RCU grace period (5-15 ms here). init is single-threaded: its one thread
+        is all of it."""
+        return [os.path.join(self.path, "tasks")]
+
     def kill(self) -> None:
         """SIGKILL every process, repeating until none is left (one may fork meanwhile; the
         freezer hierarchy does better, see fs/freezer.py)."""

@@ -35,6 +35,9 @@ class Cpu(V1Cgroup):
         for cgroup in self._both:
             V1Cgroup.attach(cgroup, pid)
 
+    def join_files(self) -> list[str]:
+        return [file for cgroup in self._both for file in V1Cgroup.join_files(cgroup)]
+
     def remove(self, timeout: float = 5.0) -> None:
         for cgroup in self._both:
             V1Cgroup.remove(cgroup, timeout)
