@@ -186,7 +186,7 @@ def main() -> None:
         "corral warm containerizer": warm_launch,
         "corral warm containerizer, confinement off": lambda: warm_launch(privileged=True),
     }
-    if warm.launcher.clone_into_cgroup:
+    if warm.launcher.clone_into_cgroup and not hybrid:      # pure cgroup2: there clone3 is all the placement
         rows["corral warm, fork + cgroup.procs (no clone3)"] = lambda: warm_launch(moved)
     runc_runs = subprocess.run(runtime_cmd("runc", bundle), capture_output=True, text=True)
     if runc_runs.returncode == 0:

@@ -210,6 +210,27 @@ def test_a_launch_moves_no_process_by_a_cgroup_procs_write(corral, monkeypatch, 
     assert f"0::/{corral.cgroups_root}/placed\n" in seen.read_text()
 
 
+def test_the_supervisor_hangs_up_its_fifo_once_the_end_is_on_file(corral):
+    """A waiter's cue (state.ENDED_FIFO): its hang-up comes once status.json is written, so a
+    waiter that wakes on it reads the end, without waiting for the supervisor's exit."""
+    import select
+    from corral.containerizers import state
+    mc = corral.sync()
+    mc.launch("cue", sh("sleep 1000"))
+    files = mc.files("cue")
+    fifo = os.open(files.path(state.ENDED_FIFO), os.O_RDONLY | os.O_NONBLOCK)
+    try:
+        mc.kill("cue", signal.SIGTERM)
+        poller = select.poll()
+        poller.register(fifo, select.POLLIN)
+        assert poller.poll(10_000), "no hang-up"
+        assert files.status() is not None
+    finally:
+        os.close(fifo)
+    assert mc.wait("cue").state == TASK_KILLED
+    mc.destroy("cue")
+
+
 def test_an_isolator_failing_while_the_supervisor_starts_fails_the_launch_and_leaves_nothing(corral, monkeypatch,
                                                                                                tmp_path):
     """An isolator's forked() runs while the supervisor starts init: when it fails, the launch

@@ -14,6 +14,7 @@ global lock. Only a v1-only host's freezer tracking is written by the launcher.
 from __future__ import annotations
 
 import os
+import select
 import signal
 from corral import cgroups, linux
 from corral.record import Record
@@ -75,6 +76,8 @@ class Launcher:
         # in the children. The agent forks through a single-threaded launcher process instead.
         if len(os.listdir("/proc/self/task")) > 1:
             raise LaunchFailed("the launcher must fork from a single-threaded process")
+        for pid in list(self._children):      # supervisors a waiter saw end before they exited
+            self.reap(pid)
         tracking = self.tracking_cgroup(container_id)
         tracking.create()
         supervisors = self.tracking_cgroup(SUPERVISORS)
@@ -83,13 +86,17 @@ class Launcher:
             files = supervisor.task_files(spec)
         except (OSError, CorralError) as e:
             raise LaunchFailed(f"cannot open the task's output: {e}") from None
-        child = cloned = into_supervisors = into_tracking = execs = None
+        child = cloned = into_supervisors = into_tracking = execs = ended = None
         joins = []
         try:
             try:
                 execs = supervisor.exec_listener(spec)
             except OSError as e:
                 raise LaunchFailed(f"cannot make the exec socket: {e}") from None
+            try:
+                ended = supervisor.ended_fifo(spec)
+            except OSError as e:
+                raise LaunchFailed(f"cannot make {spec.ended_path}: {e.strerror}") from None
             # What init joins itself: the cgroups of spec.cgroups but the one it is cloned or moved into.
             for cgroup in spec.cgroups:
                 if cgroup.path != tracking.path:
@@ -110,10 +117,10 @@ class Launcher:
             if child == 0:
                 os.close(ready_r)
                 os.close(go_w)
-                supervisor.start(spec, ready_w, go_r, into_tracking, files, execs, joins)   # never returns
+                supervisor.start(spec, ready_w, go_r, ended, into_tracking, files, execs, joins)   # never returns
         finally:
             if child != 0:          # the supervisor's now, or nobody's
-                for fd in (into_supervisors, into_tracking, *(files or ()), *joins):
+                for fd in (into_supervisors, into_tracking, ended, *(files or ()), *joins):
                     if fd is not None:
                         os.close(fd)
                 if execs is not None:
@@ -172,6 +179,24 @@ class Launcher:
                     self._children.discard(supervisor_pid)
             except ChildProcessError:
                 self._children.discard(supervisor_pid)
+
+    def await_exit(self, supervisor: dict | None, timeout: float = 1.0) -> None:
+        """Wait up to `timeout` seconds for a supervisor (pids.json's pid and start time) that has
+        written the container's end to exit, and reap it if it is ours."""
+        if not supervisor:
+            return
+        try:
+            pidfd = os.pidfd_open(supervisor["pid"])
+        except ProcessLookupError:
+            pidfd = None
+        if pidfd is not None:
+            try:
+                # The pidfd pins the process: only now does its start time tell it from a reused pid.
+                if linux.process_start_time(supervisor["pid"]) == supervisor["start"]:
+                    select.select([pidfd], [], [], timeout)
+            finally:
+                os.close(pidfd)
+        self.reap(supervisor["pid"])
 
     def kill_all(self, container_id: str) -> None:
         self.tracking_cgroup(container_id).kill()

@@ -55,6 +55,7 @@ class LaunchSpec(Record):
     stdout_path: str
     stderr_path: str
     status_path: str
+    ended_path: str                   # state.ENDED_FIFO: closed once status_path is written
     namespaces: frozenset[str]
     hostname: str | None = None
     rootfs: str | None = None
@@ -88,6 +89,14 @@ def task_files(spec: LaunchSpec) -> tuple[int, int, int] | None:
     return fds[0], fds[1], fds[2]
 
 
+def ended_fifo(spec: LaunchSpec) -> int:
+    """The FIFO the supervisor holds open until it has written the container's status (made and
+    opened by the launcher before it forks, as task_files). O_RDWR: opening a FIFO to write
+    would wait for a reader."""
+    os.mkfifo(spec.ended_path, 0o600)
+    return os.open(spec.ended_path, os.O_RDWR | os.O_CLOEXEC)
+
+
 def exec_listener(spec: LaunchSpec):
     """The socket init serves execs on (execserver.listen), bound by the launcher before it forks
     (for the same reason as task_files), so that it is there once the launch returns; None where
@@ -95,9 +104,10 @@ def exec_listener(spec: LaunchSpec):
     return execserver.listen(spec.exec_socket) if spec.exec_socket else None
 
 
-def start(spec: LaunchSpec, ready_w: int, go_r: int, init_cgroup: int | None = None,
+def start(spec: LaunchSpec, ready_w: int, go_r: int, ended: int, init_cgroup: int | None = None,
           files: tuple[int, int, int] | None = None, execs=None, joins: list[int] = ()) -> None:
-    """Run in the launcher's child: become the supervisor; never return. `init_cgroup`: an open
+    """Run in the launcher's child: become the supervisor; never return. `ended`: ended_fifo(spec);
+    `init_cgroup`: an open
     cgroup2 directory to clone init straight into (else the launcher moves it there); `files`:
     task_files(spec), the task's stdin, stdout and stderr (None where spec.io has the supervisor
     hold them); `execs`: exec_listener(spec); `joins`: open files init writes "0" to, to join
@@ -107,7 +117,7 @@ def start(spec: LaunchSpec, ready_w: int, go_r: int, init_cgroup: int | None = N
     gc.disable()
     try:
         os.setsid()
-        _supervise(spec, ready_w, go_r, init_cgroup, files, execs, joins)
+        _supervise(spec, ready_w, go_r, ended, init_cgroup, files, execs, joins)
     except BaseException as e:  # noqa: BLE001 - nothing may escape into the launcher's code
         _report(ready_w, f"error supervisor: {e}")
     os._exit(1)
@@ -128,7 +138,7 @@ def _describe(e: BaseException) -> str:
     return str(e) or type(e).__name__
 
 
-def _supervise(spec: LaunchSpec, ready_w: int, go_r: int, init_cgroup: int | None,
+def _supervise(spec: LaunchSpec, ready_w: int, go_r: int, ended: int, init_cgroup: int | None,
                files: tuple[int, int, int] | None, execs, joins: list[int]) -> None:
     # Only SIGKILL ends the supervisor; the launcher's own handlers must not run here.
     for sig in FORWARDED:
@@ -149,7 +159,7 @@ def _supervise(spec: LaunchSpec, ready_w: int, go_r: int, init_cgroup: int | Non
         os.close(fd)
     status_r, status_w = os.pipe()
     # Close what the launcher had open (its sockets, pidfds, pipes): the supervisor lives long.
-    linux.close_fds_except({ready_w, go_r, status_r, status_w, init_cgroup, execs.fileno() if execs else None,
+    linux.close_fds_except({ready_w, go_r, ended, status_r, status_w, init_cgroup, execs.fileno() if execs else None,
                             *joins, *(board.own_fds() if board else ())})
     if "pid" in spec.namespaces:
         linux.unshare(linux.CLONE_NEWPID)   # the next child is PID 1 of a new namespace
@@ -163,6 +173,7 @@ def _supervise(spec: LaunchSpec, ready_w: int, go_r: int, init_cgroup: int | Non
         init = os.fork()
     if init == 0:
         os.close(status_r)
+        os.close(ended)
         if init_cgroup is not None:
             os.close(init_cgroup)
         for fd in board.own_fds() if board else ():
@@ -197,6 +208,7 @@ def _supervise(spec: LaunchSpec, ready_w: int, go_r: int, init_cgroup: int | Non
     elif report[0] == "error" and len(report) > 1:
         status["error"] = report[1].strip()
     write_atomic(spec.status_path, json.dumps(status) + "\n")
+    os.close(ended)         # the waiters' cue (state.ENDED_FIFO), before our exit's teardown
     os._exit(0)
 
 

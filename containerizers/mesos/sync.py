@@ -162,7 +162,7 @@ class SyncMesosContainerizer(SyncContainerizer):
             rootfs=launch_info.rootfs, rootfs_mount=launch_info.rootfs_mount,
             mounts=launch_info.mounts, symlinks=launch_info.symlinks,
             stdout_path=files.stdout, stderr_path=files.stderr,
-            status_path=files.path("status.json"),
+            status_path=files.path("status.json"), ended_path=files.path(state.ENDED_FIFO),
             namespaces=frozenset(launch_info.namespaces), hostname=launch_info.hostname,
             uid=identity.uid if identity else None, gid=identity.gid if identity else None,
             groups=identity.groups if identity else (),
@@ -249,6 +249,9 @@ class SyncMesosContainerizer(SyncContainerizer):
         except FileNotFoundError:
             return          # a launch cut short right after claiming the id: nothing else of it exists
         self._teardown(files.container_id, self.isolators(config.isolation), image=config.image)
+        # A waiter saw the end when the supervisor reported it (state.ENDED_FIFO), maybe before
+        # its exit: the destroy is done once nothing of the container is left, the supervisor too.
+        self.launcher.await_exit(files.pids().get("supervisor"))
 
     def _teardown(self, container_id: str, isolators: list, image: dict | None = None) -> None:
         """Kill what is left, undo the isolators in reverse order, then remove the image's rootfs;

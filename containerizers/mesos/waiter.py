@@ -1,6 +1,7 @@
-"""The Mesos containerizer's wait for a container's end: the supervisor's exit, seen through a
-pidfd, or a limit that an isolator watches (a memory cgroup's OOM event, say), whichever comes
-first. block() drives it with poll(2) (the CLI); MesosContainerizer drives the same fds from its
+"""The Mesos containerizer's wait for a container's end: the supervisor's report of it (the
+hang-up of state.ENDED_FIFO once status.json is written), its exit (a pidfd: a supervisor that
+dies without a word), or a limit that an isolator watches (a memory cgroup's OOM event, say),
+whichever comes first. block() drives it with poll(2) (the CLI); MesosContainerizer drives the same fds from its
 asyncio loop (containerizer.py).
 """
 
@@ -21,7 +22,7 @@ STARTING_POLL_INTERVAL = 0.01    # how often a waiter looks for the pids of a co
 
 
 class Waiter(BaseWaiter):
-    """Waits for one container's end: the supervisor's exit (a pidfd) or an isolator's limitation.
+    """Waits for one container's end: the supervisor's report or exit, or an isolator's limitation.
 
     `fds` and `interval` say what to wait on; `ready(fd)` says what happened. block() drives it
     with poll(2); MesosContainerizer drives it from an asyncio loop.
@@ -33,6 +34,7 @@ class Waiter(BaseWaiter):
         self.files = files
         self.result: Termination | None = files.termination()
         self.pidfd: int | None = None
+        self.ended_fd: int | None = None
         self.watches: list[Watch] = []
         self.starting = False
         if self.result is None:
@@ -61,16 +63,22 @@ class Waiter(BaseWaiter):
         if self.pidfd is None:
             self.result = self.containerizer.termination(self.files)
             return
+        try:
+            # Its hang-up: the supervisor has closed it, having written status.json (or died).
+            # A report that came before this open is found by the ready(None) below.
+            self.ended_fd = os.open(self.files.path(state.ENDED_FIFO), os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        except FileNotFoundError:
+            pass        # a container launched before corral made it: its supervisor's exit tells
         for isolator in self.containerizer._isolators_of(self.files):
             watch = isolator.watch(self.files.container_id)
             if watch is not None:
                 self.watches.append(watch)
-        # A limit broken before the watches existed sent its event to no one: ask now.
+        # An end or a limit that came before the watches existed sent its event to no one: ask now.
         self.ready(None)
 
     @property
     def fds(self) -> list[int]:
-        return [fd for fd in [self.pidfd] + [w.fd for w in self.watches] if fd is not None]
+        return [fd for fd in [self.pidfd, self.ended_fd] + [w.fd for w in self.watches] if fd is not None]
 
     @property
     def interval(self) -> float | None:
@@ -85,7 +93,13 @@ class Waiter(BaseWaiter):
         if self.starting:
             self._open()
             return self.result
-        if fd == self.pidfd:
+        ended = fd == self.pidfd
+        if fd is None or fd == self.ended_fd:
+            if fd is not None:          # a hang-up stays: read it once
+                os.close(fd)
+                self.ended_fd = None
+            ended = self.files.status() is not None
+        if ended:
             self.containerizer.launcher.reap(self.supervisor_pid)
             self.result = self.containerizer.termination(self.files)
             return self.result
@@ -116,9 +130,10 @@ class Waiter(BaseWaiter):
         return self.result
 
     def close(self) -> None:
-        if self.pidfd is not None:
-            os.close(self.pidfd)
-            self.pidfd = None
+        for fd in (self.pidfd, self.ended_fd):
+            if fd is not None:
+                os.close(fd)
+        self.pidfd = self.ended_fd = None
         for watch in self.watches:
             watch.close()
         self.watches = []
