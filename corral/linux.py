@@ -45,7 +45,7 @@ _libc.sethostname.argtypes = [ctypes.c_char_p, ctypes.c_size_t]
 _libc.prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
 # Resolved here, once: a forked supervisor or init that looked one up first would pay a dlsym
 # through every library the process has loaded, 0.03 to 0.2 ms a function.
-for _name in ("unshare", "setns", "syscall", "inotify_init1"):
+for _name in ("unshare", "setns", "syscall"):
     getattr(_libc, _name)
 _SYS_PIVOT_ROOT = {"x86_64": 155, "aarch64": 41}.get(os.uname().machine, 155)
 
@@ -280,22 +280,3 @@ def close_fds_except(keep: set[int]) -> None:
 def boot_id() -> str:
     with open("/proc/sys/kernel/random/boot_id") as f:
         return f.read().strip()
-
-
-IN_MODIFY = 0x00000002
-IN_NONBLOCK = os.O_NONBLOCK
-IN_CLOEXEC = os.O_CLOEXEC
-_libc.inotify_add_watch.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_uint32]
-
-
-def inotify_file(path: str, mask: int = IN_MODIFY) -> int:
-    """A non-blocking inotify fd that turns readable when `path` changes (cgroup2 files such as
-    memory.events and cgroup.events notify this way)."""
-    fd = _libc.inotify_init1(IN_NONBLOCK | IN_CLOEXEC)
-    if fd < 0:
-        _check(-1, "inotify_init1")
-    if _libc.inotify_add_watch(fd, path.encode(), mask) < 0:
-        err = ctypes.get_errno()
-        os.close(fd)
-        raise OSError(err, f"inotify_add_watch {path}: {os.strerror(err)}")
-    return fd

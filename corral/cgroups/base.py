@@ -104,6 +104,14 @@ class Cgroup:
 
 # -- what the controllers report, the same in either version ----------------------------------
 
+class Notice:
+    """A controller's news (an OOM, say): `fd` turns readable when there is some (poll it, or
+    an asyncio loop); take() says whether there was, and quiets it until the next; close()."""
+
+    def __init__(self, fd: int, take, close):
+        self.fd, self.take, self.close = fd, take, close
+
+
 class CpuTimes(Record):
     """cpu controller's accounting: CPU time and CFS throttling, in seconds."""
     user: float = 0.0

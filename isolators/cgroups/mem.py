@@ -1,16 +1,13 @@
 """cgroups/mem: a hard memory limit, and the kernel's OOM kill reported as a limitation.
 
 The cgroup's memory controller (corral.cgroups: v1 or v2) sets the limit, gives a file
-descriptor that turns readable on an OOM (v1: an eventfd on memory.oom_control; v2: inotify on
-memory.events), and counts the OOM kills, so that the count answers after the fact too.
+descriptor that turns readable on an OOM (v1: an eventfd on memory.oom_control; v2: an epoll fd
+on memory.events's POLLPRI), and counts the OOM kills, so that the count answers after the fact too.
 """
 
 from __future__ import annotations
 
-import os
-
 from corral import cgroups
-from corral.files import drain
 from corral.types import REASON_CONTAINER_LIMITATION_MEMORY, Limitation, Resources
 
 from .. import Isolator, LaunchInfo, Watch
@@ -55,12 +52,12 @@ class MemIsolator(Isolator):
 
     def watch(self, container_id):
         cgroup = self._cgroup(container_id)
-        fd = cgroup.oom_notice()
+        notice = cgroup.oom_notice()
 
         def check():
-            fired = drain(fd)
+            fired = notice.take()
             return self.limitation(container_id, oom_event=fired and cgroup.OOM_NOTICE_IS_THE_OOM)
-        return Watch(check=check, fd=fd, close=lambda: os.close(fd))
+        return Watch(check=check, fd=notice.fd, close=notice.close)
 
     def limitation(self, container_id, oom_event: bool = False):
         cgroup = self._cgroup(container_id)

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import os
 
-from ..base import MemoryUsage
+from corral.files import drain
+
+from ..base import MemoryUsage, Notice
 from . import V1Cgroup
 
 
@@ -39,8 +41,8 @@ class Memory(V1Cgroup):
         return MemoryUsage(total=int(self.read("memory.usage_in_bytes")), rss=stat.get("total_rss", 0),
                            cache=stat.get("total_cache", 0), limit=int(self.read("memory.limit_in_bytes")))
 
-    def oom_notice(self) -> int:
-        """A non-blocking eventfd that turns readable on an OOM in this cgroup."""
+    def oom_notice(self) -> Notice:
+        """An OOM in this cgroup: a non-blocking eventfd registered on memory.oom_control."""
         event = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
         control = os.open(os.path.join(self.path, "memory.oom_control"), os.O_RDONLY | os.O_CLOEXEC)
         try:
@@ -50,7 +52,7 @@ class Memory(V1Cgroup):
             raise
         finally:
             os.close(control)
-        return event
+        return Notice(event, lambda: drain(event), lambda: os.close(event))
 
     def oom_kills(self) -> int:
         return self.read_keyed("memory.oom_control").get("oom_kill", 0)
