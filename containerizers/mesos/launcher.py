@@ -128,8 +128,9 @@ class Launcher:
         self._children.add(child)
         os.close(ready_w)
         os.close(go_r)
-        # (v1-only hosts) started here, the first write's wait overlaps the supervisor's start,
-        # and init's attach below comes while the lock is still quick to take.
+        # A v1-only host's freezer: the supervisor is written into .supervisors right after the
+        # fork, so that the first write's wait for a grace period overlaps its start, and init's
+        # attach below comes while the lock is still quick to take.
         if cloned is None:
             try:
                 supervisors.attach(child)

@@ -106,12 +106,11 @@ def exec_listener(spec: LaunchSpec):
 
 def start(spec: LaunchSpec, ready_w: int, go_r: int, ended: int, init_cgroup: int | None = None,
           files: tuple[int, int, int] | None = None, execs=None, joins: list[int] = ()) -> None:
-    """Run in the launcher's child: become the supervisor; never return. `ended`: ended_fifo(spec);
-    `init_cgroup`: an open
-    cgroup2 directory to clone init straight into (else the launcher moves it there); `files`:
-    task_files(spec), the task's stdin, stdout and stderr (None where spec.io has the supervisor
-    hold them); `execs`: exec_listener(spec); `joins`: open files init writes "0" to, to join
-    its other cgroups (Cgroup.join_files)."""
+    """Run in the launcher's child: become the supervisor; never return. `ended`:
+    ended_fifo(spec); `init_cgroup`: an open cgroup2 directory to clone init straight into (else
+    the launcher moves it there); `files`: task_files(spec), the task's stdin, stdout and stderr
+    (None where spec.io has the supervisor hold them); `execs`: exec_listener(spec); `joins`:
+    open files init writes "0" to, to join its other cgroups (Cgroup.join_files)."""
     # No garbage collection here or in init: a collection walks the launcher's objects, which
     # this fork shares, and copies most of its heap page by page (milliseconds a launch).
     gc.disable()

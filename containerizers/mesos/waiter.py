@@ -1,8 +1,8 @@
 """The Mesos containerizer's wait for a container's end: the supervisor's report of it (the
 hang-up of state.ENDED_FIFO once status.json is written), its exit (a pidfd: a supervisor that
 dies without a word), or a limit that an isolator watches (a memory cgroup's OOM event, say),
-whichever comes first. block() drives it with poll(2) (the CLI); MesosContainerizer drives the same fds from its
-asyncio loop (containerizer.py).
+whichever comes first. block() drives it with poll(2) (the CLI); MesosContainerizer drives the
+same fds from its asyncio loop (containerizer.py).
 """
 
 from __future__ import annotations
