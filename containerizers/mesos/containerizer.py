@@ -89,12 +89,13 @@ class MesosContainerizer(ThreadedContainerizer):
     def _quick(self, files, remove_sandbox: bool) -> bool:
         """Whether the rest of a destroy is a few rmdirs that succeed at once and a small runtime
         dir (well under a millisecond): no process is left in its cgroups (an rmdir would retry
-        until the last has exited), no image's rootfs is to go, and the sandbox stays (it may
-        hold any amount of the task's files): what the agent's release of an ended container
-        usually finds. Processes still exiting (a SIGKILL's, say) send it to the pool."""
+        until the last has exited), the supervisor has exited (finish_destroy waits for it:
+        Launcher.await_exit), no image's rootfs is to go, and the sandbox stays (it may hold any
+        amount of the task's files): what the agent's release of an ended container usually
+        finds. Processes still exiting (a SIGKILL's, say) send it to the pool."""
         try:
             return not (remove_sandbox or self.sync.launcher.pids(files.container_id)
-                        or files.launch_record()["config"].get("image"))
+                        or self.sync.supervisor_alive(files) or files.launch_record()["config"].get("image"))
         except (FileNotFoundError, CorralError):
             return False        # a launch cut short: the pool's destroy sees to it
 
