@@ -254,6 +254,22 @@ def process_start_time(pid: int) -> int | None:
     return int(fields[19]) if fields else None
 
 
+def pidfd_of(pid: int | None, start_time: int | None) -> int | None:
+    """A pidfd of process `pid` if it is still the one that started at `start_time` (as
+    pids.json records it; a zombie too), else None. The pidfd pins the process: only once it is
+    open does the start time tell it from a later process that reused the pid."""
+    if not pid or start_time is None:
+        return None
+    try:
+        pidfd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return None
+    if process_start_time(pid) != start_time:
+        os.close(pidfd)
+        return None
+    return pidfd
+
+
 def is_same_process(pid: int | None, start_time: int | None) -> bool:
     return bool(pid) and start_time is not None and process_start_time(pid) == start_time
 

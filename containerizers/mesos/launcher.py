@@ -186,15 +186,10 @@ class Launcher:
         written the container's end to exit, and reap it if it is ours."""
         if not supervisor:
             return
-        try:
-            pidfd = os.pidfd_open(supervisor["pid"])
-        except ProcessLookupError:
-            pidfd = None
+        pidfd = linux.pidfd_of(supervisor["pid"], supervisor["start"])
         if pidfd is not None:
             try:
-                # The pidfd pins the process: only now does its start time tell it from a reused pid.
-                if linux.process_start_time(supervisor["pid"]) == supervisor["start"]:
-                    select.select([pidfd], [], [], timeout)
+                select.select([pidfd], [], [], timeout)
             finally:
                 os.close(pidfd)
         self.reap(supervisor["pid"])

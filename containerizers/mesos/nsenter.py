@@ -190,14 +190,7 @@ def _write_procs(place: str, pid: int) -> None:
 
 def _open_init(files: ContainerFiles, init: dict) -> int:
     """A pidfd of the container's init, as pids.json names it; NotRunning when it is gone."""
-    try:
-        pidfd = os.pidfd_open(init["pid"]) if init else None
-    except ProcessLookupError:
-        pidfd = None
-    # The pidfd holds init: only once it is open does the start time say it is the same process.
-    if pidfd is not None and linux.process_start_time(init["pid"]) != init["start"]:
-        os.close(pidfd)
-        pidfd = None
+    pidfd = linux.pidfd_of(init.get("pid"), init.get("start"))
     if pidfd is None:
         raise NotRunning(files.container_id, "has no running init" if files.status() is None else "has ended")
     return pidfd

@@ -51,15 +51,7 @@ class Waiter(BaseWaiter):
             self.starting = True
             return
         self.starting = False
-        if sup:
-            try:
-                self.pidfd = os.pidfd_open(sup["pid"])
-            except ProcessLookupError:
-                pass
-            # The pidfd pins the process: only now is the start-time check free of pid reuse.
-            if self.pidfd is not None and linux.process_start_time(sup["pid"]) != sup["start"]:
-                os.close(self.pidfd)
-                self.pidfd = None
+        self.pidfd = linux.pidfd_of(sup["pid"], sup["start"])
         if self.pidfd is None:
             self.result = self.containerizer.termination(self.files)
             return
