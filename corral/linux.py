@@ -182,10 +182,15 @@ def resolve_beneath(dir_fd: int, relative: str) -> int:
     no link is followed at all."""
     flags = os.O_PATH | os.O_CLOEXEC
     how = _OpenHow(flags, 0, _RESOLVE_BENEATH | _RESOLVE_NO_MAGICLINKS)
-    fd = _libc.syscall(_SYS_OPENAT2, dir_fd, relative.encode(), ctypes.byref(how), ctypes.sizeof(how))
-    if fd >= 0:
-        return fd
-    error = ctypes.get_errno()
+    # EAGAIN: a rename or mount anywhere on the host while a ".." was resolved, which the kernel
+    # cannot prove harmless; openat2(2) says to try again.
+    for _attempt in range(100):
+        fd = _libc.syscall(_SYS_OPENAT2, dir_fd, relative.encode(), ctypes.byref(how), ctypes.sizeof(how))
+        if fd >= 0:
+            return fd
+        error = ctypes.get_errno()
+        if error != errno.EAGAIN:
+            break
     if error not in (errno.ENOSYS, errno.EPERM):     # EPERM: a seccomp filter that predates openat2
         raise OSError(error, os.strerror(error), relative)
     return _open_each(dir_fd, relative, flags)

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
+import time
 
 import pytest
 
@@ -175,3 +177,31 @@ def test_a_relative_rootfs_is_taken_from_the_current_directory(corral, rootfs):
     assert (result.returncode, result.stdout, result.stderr) == (0, "ok\n", "")
     with pytest.raises(InvalidInput, match="give an absolute path"):
         ContainerConfig(argv=["/bin/true"], rootfs="rootfs")
+
+
+def test_a_path_with_dotdot_resolves_beneath_while_the_host_renames(tmp_path):
+    """openat2 with RESOLVE_BENEATH answers EAGAIN when any rename on the host races a ".."
+    (the agent's READ_FILE of a sandbox link such as sub/../x): the resolution tries again
+    instead of failing. Renames from a child process, for at most 2 s; 3000 resolutions."""
+    from corral import linux
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "x").write_text("x")
+    churn = tmp_path / "churn"
+    churn.mkdir()
+    renamer = os.fork()
+    if renamer == 0:
+        a, b = str(churn / "a"), str(churn / "b")
+        open(a, "w").close()
+        deadline = time.monotonic() + 2
+        while time.monotonic() < deadline:
+            os.rename(a, b)
+            os.rename(b, a)
+        os._exit(0)
+    top = os.open(tmp_path, os.O_PATH | os.O_DIRECTORY)
+    try:
+        for _ in range(3000):
+            os.close(linux.resolve_beneath(top, "sub/../sub/../x"))
+    finally:
+        os.close(top)
+        os.kill(renamer, signal.SIGKILL)
+        os.waitpid(renamer, 0)
