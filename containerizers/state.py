@@ -2,9 +2,9 @@
 status, termination) and the sandbox.
 
     <runtime-dir>/containers/<id>/config.json       what was launched (ContainerConfig + launch details)
-                                  pids.json         supervisor and init: pid and start time
+                                  pids.json         supervisor and init: pid and start time (and the
+                                                    fds a waiter and an exec copy from them: mesos/)
                                   status.json       written by the supervisor when init ends
-                                  ended.fifo        held open by the supervisor until status.json is there
                                   kill.json         the signal corral sent, when it ended the task itself
                                   termination.json  the verdict, written by whoever saw the end first
     <work-dir>/containers/<id>/                     the sandbox: stdout, stderr, the task's files
@@ -30,12 +30,7 @@ def state_dir(runtime_dir: str, name: str) -> str:
     return runtime_dir if name == "mesos" else os.path.join(runtime_dir, name)
 
 
-EXEC_SOCKET = "exec.sock"           # where the container's init serves execs (mesos/execserver.py)
 EXEC_RECORD = "exec.json"           # what an exec that joins from outside gets (mesos/nsenter.py), where init does not serve
-# A FIFO the supervisor holds open until it has written status.json: its readers (mesos/waiter.py)
-# see a hang-up then, sooner than the supervisor's exit, which first tears down its copy of the
-# launcher's address space (~0.5 ms).
-ENDED_FIFO = "ended.fifo"
 
 
 class ContainerFiles:

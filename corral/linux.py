@@ -1,9 +1,9 @@
 """The Linux system calls Python 3.11's os module lacks, through ctypes, in one place.
 
 unshare, setns, mount, umount2, pivot_root, sethostname, prctl, openat2 with RESOLVE_BENEATH, a
-filesystem instance mounted nowhere (fsopen, fsmount), and a fork through clone3 that starts
-the child in a given cgroup; plus reading a process's start time, which (with its pid) names a
-process unambiguously although pids are reused.
+filesystem instance mounted nowhere (fsopen, fsmount), a fork through clone3 that starts the
+child in a given cgroup, and a copy of another process's fd (pidfd_getfd); plus reading a
+process's start time, which (with its pid) names a process unambiguously although pids are reused.
 """
 
 from __future__ import annotations
@@ -273,6 +273,22 @@ def pidfd_of(pid: int | None, start_time: int | None) -> int | None:
         os.close(pidfd)
         return None
     return pidfd
+
+
+_SYS_PIDFD_GETFD = 438         # the unified syscall table's, as openat2's
+
+
+def pidfd_getfd(pidfd: int, fd: int) -> int | None:
+    """A copy (close-on-exec) of the file that the process of `pidfd` holds as its fd `fd`, as
+    SCM_RIGHTS would hand it over (Linux 5.6+; the caller needs ptrace's right over it: root's
+    CAP_SYS_PTRACE); None once the process has exited or closed that fd."""
+    copy = _libc.syscall(_SYS_PIDFD_GETFD, pidfd, fd, 0)
+    if copy >= 0:
+        return copy
+    error = ctypes.get_errno()
+    if error in (errno.ESRCH, errno.EBADF):
+        return None
+    raise OSError(error, f"pidfd_getfd: {os.strerror(error)}")
 
 
 def is_same_process(pid: int | None, start_time: int | None) -> bool:

@@ -210,15 +210,20 @@ def test_a_launch_moves_no_process_by_a_cgroup_procs_write(corral, monkeypatch, 
     assert f"0::/{corral.cgroups_root}/placed\n" in seen.read_text()
 
 
-def test_the_supervisor_hangs_up_its_fifo_once_the_end_is_on_file(corral):
-    """A waiter's cue (state.ENDED_FIFO): its hang-up comes once status.json is written, so a
-    waiter that wakes on it reads the end, without waiting for the supervisor's exit."""
+def test_the_supervisor_hangs_up_its_ended_pipe_once_the_end_is_on_file(corral):
+    """A waiter's cue (supervisor.Ended, copied from the supervisor): its hang-up comes once
+    status.json is written, so a waiter that wakes on it reads the end, without waiting for the
+    supervisor's exit. No file of the runtime dir is made for it, nor for execs."""
     import select
-    from corral.containerizers import state
+    from corral import linux
     mc = corral.sync()
     mc.launch("cue", sh("sleep 1000"))
     files = mc.files("cue")
-    fifo = os.open(files.path(state.ENDED_FIFO), os.O_RDONLY | os.O_NONBLOCK)
+    assert sorted(os.listdir(files.runtime)) == ["config.json", "pids.json"]
+    supervisor = files.pids()["supervisor"]
+    pidfd = linux.pidfd_of(supervisor["pid"], supervisor["start"])
+    fifo = linux.pidfd_getfd(pidfd, supervisor["ended_fd"])
+    os.close(pidfd)
     try:
         mc.kill("cue", signal.SIGTERM)
         poller = select.poll()

@@ -32,7 +32,6 @@ def test_init_that_fails_its_setup_waits_for_the_launcher_and_reports_why(corral
     launcher = Launcher(corral.cgroups_root)
     spec = LaunchSpec(argv=["/bin/true"], env={}, cwd="/", stdout_path=str(tmp_path / "out"),
                       stderr_path=str(tmp_path / "err"), status_path=str(tmp_path / "status.json"),
-                      ended_path=str(tmp_path / "ended.fifo"),
                       namespaces=frozenset({"pid", "uts"}), hostname="h" * 65)
     forked = launcher.fork("setup-race", spec)
     try:

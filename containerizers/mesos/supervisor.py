@@ -14,7 +14,12 @@ writes the task's raw wait status to the runtime dir when the container ends; it
 the container's cgroups, so its memory is not charged to the task. init forwards signals to
 the task and reaps orphans, as Mesos's launch helper and tini do, so the task is not PID 1 and
 behaves as on the host. Once the task runs, init also serves execs: it forks commands into the
-container on request (execserver.py), over the socket the launcher binds before forking.
+container on request (execserver.py), through a door the launcher makes before forking.
+
+Neither names a file for it: a waiter copies the supervisor's end of its Ended pipe, and an exec
+client init's door, with pidfd_getfd (their fd numbers are in pids.json). A file per container
+costs an inode allocation, which on ext4 without a journal scans past every inode freed in the
+last seconds (milliseconds each while launches come and go); an fd costs none.
 
 Nothing here may return into the caller's code: every path ends in os._exit or exec.
 """
@@ -55,7 +60,6 @@ class LaunchSpec(Record):
     stdout_path: str
     stderr_path: str
     status_path: str
-    ended_path: str                   # state.ENDED_FIFO: closed once status_path is written
     namespaces: frozenset[str]
     hostname: str | None = None
     rootfs: str | None = None
@@ -67,7 +71,7 @@ class LaunchSpec(Record):
     groups: tuple[int, ...] = ()
     confinement: object = None        # corral.confine.Steps: applied last, before the task's exec
     io: object = None                 # switchboard.IOSpec: the supervisor holds the task's I/O
-    exec_socket: str | None = None    # where init serves execs (execserver.py); None: it does not
+    serves_exec: bool = False         # init serves execs (execserver.py), through a door (exec_door)
     cgroups: list = list              # the isolators' cgroups (LaunchInfo.cgroups): init joins them
 
 
@@ -89,28 +93,36 @@ def task_files(spec: LaunchSpec) -> tuple[int, int, int] | None:
     return fds[0], fds[1], fds[2]
 
 
-def ended_fifo(spec: LaunchSpec) -> int:
-    """The FIFO the supervisor holds open until it has written the container's status (made and
-    opened by the launcher before it forks, as task_files). O_RDWR: opening a FIFO to write
-    would wait for a reader."""
-    os.mkfifo(spec.ended_path, 0o600)
-    return os.open(spec.ended_path, os.O_RDWR | os.O_CLOEXEC)
+class Ended(Record):
+    """The waiters' cue: a pipe whose write end the supervisor closes once it has written the
+    container's status, so that its read end hangs up then, sooner than the supervisor's exit
+    (which first tears down its copy of the launcher's address space, ~0.5 ms). The supervisor
+    keeps the read end open till its exit, for waiters to copy (pids.json: "ended_fd")."""
+    read: int
+    write: int
+
+    @classmethod
+    def make(cls) -> "Ended":
+        return cls(*os.pipe2(os.O_CLOEXEC))
+
+    def close(self) -> None:
+        os.close(self.read)
+        os.close(self.write)
 
 
-def exec_listener(spec: LaunchSpec):
-    """The socket init serves execs on (execserver.listen), bound by the launcher before it forks
-    (for the same reason as task_files), so that it is there once the launch returns; None where
-    init serves none."""
-    return execserver.listen(spec.exec_socket) if spec.exec_socket else None
+def exec_door(spec: LaunchSpec):
+    """init's door (execserver.Door), made by the launcher before it forks (for the same reason
+    as task_files), so that execs can knock once the launch returns; None where init serves none."""
+    return execserver.Door() if spec.serves_exec else None
 
 
-def start(spec: LaunchSpec, ready_w: int, go_r: int, ended: int, init_cgroup: int | None = None,
+def start(spec: LaunchSpec, ready_w: int, go_r: int, ended: Ended, init_cgroup: int | None = None,
           files: tuple[int, int, int] | None = None, execs=None, joins: list[int] = ()) -> None:
-    """Run in the launcher's child: become the supervisor; never return. `ended`:
-    ended_fifo(spec); `init_cgroup`: an open cgroup2 directory to clone init straight into (else
-    the launcher moves it there); `files`: task_files(spec), the task's stdin, stdout and stderr
-    (None where spec.io has the supervisor hold them); `execs`: exec_listener(spec); `joins`:
-    open files init writes "0" to, to join its other cgroups (Cgroup.join_files)."""
+    """Run in the launcher's child: become the supervisor; never return. `init_cgroup`: an open
+    cgroup2 directory to clone init straight into (else the launcher moves it there); `files`:
+    task_files(spec), the task's stdin, stdout and stderr (None where spec.io has the supervisor
+    hold them); `execs`: exec_door(spec); `joins`: open files init writes "0" to, to join its
+    other cgroups (Cgroup.join_files)."""
     # No garbage collection here or in init: a collection walks the launcher's objects, which
     # this fork shares, and copies most of its heap page by page (milliseconds a launch).
     gc.disable()
@@ -137,7 +149,7 @@ def _describe(e: BaseException) -> str:
     return str(e) or type(e).__name__
 
 
-def _supervise(spec: LaunchSpec, ready_w: int, go_r: int, ended: int, init_cgroup: int | None,
+def _supervise(spec: LaunchSpec, ready_w: int, go_r: int, ended: Ended, init_cgroup: int | None,
                files: tuple[int, int, int] | None, execs, joins: list[int]) -> None:
     # Only SIGKILL ends the supervisor; the launcher's own handlers must not run here.
     for sig in FORWARDED:
@@ -158,8 +170,8 @@ def _supervise(spec: LaunchSpec, ready_w: int, go_r: int, ended: int, init_cgrou
         os.close(fd)
     status_r, status_w = os.pipe()
     # Close what the launcher had open (its sockets, pidfds, pipes): the supervisor lives long.
-    linux.close_fds_except({ready_w, go_r, ended, status_r, status_w, init_cgroup, execs.fileno() if execs else None,
-                            *joins, *(board.own_fds() if board else ())})
+    linux.close_fds_except({ready_w, go_r, ended.read, ended.write, status_r, status_w, init_cgroup,
+                            *(execs.fds() if execs else ()), *joins, *(board.own_fds() if board else ())})
     if "pid" in spec.namespaces:
         linux.unshare(linux.CLONE_NEWPID)   # the next child is PID 1 of a new namespace
     # init is born ignoring what it forwards (our SIG_IGN), and a signal sent to an ignored
@@ -172,7 +184,7 @@ def _supervise(spec: LaunchSpec, ready_w: int, go_r: int, ended: int, init_cgrou
         init = os.fork()
     if init == 0:
         os.close(status_r)
-        os.close(ended)
+        ended.close()
         if init_cgroup is not None:
             os.close(init_cgroup)
         for fd in board.own_fds() if board else ():
@@ -207,7 +219,7 @@ def _supervise(spec: LaunchSpec, ready_w: int, go_r: int, ended: int, init_cgrou
     elif report[0] == "error" and len(report) > 1:
         status["error"] = report[1].strip()
     write_atomic(spec.status_path, json.dumps(status) + "\n")
-    os.close(ended)         # the waiters' cue (state.ENDED_FIFO), before our exit's teardown
+    os.close(ended.write)   # the waiters' cue (Ended), before our exit's teardown
     os._exit(0)
 
 

@@ -98,14 +98,18 @@ class SyncMesosContainerizer(SyncContainerizer):
                 for isolator in isolators:
                     isolator.forked(container_id)
             forked = self.launcher.fork(container_id, spec, meanwhile)
-            if spec.exec_socket is None:
+            if not spec.serves_exec:
                 # What an exec that joins it from outside gets: written while init sets itself up
                 # (no exec starts before pids.json names init), not on the way to the fork.
                 from .nsenter import session_record
                 files.write(state.EXEC_RECORD, session_record(spec))
+            init = {"pid": forked.init_pid, "start": linux.process_start_time(forked.init_pid)}
+            if forked.exec_door is not None:
+                init["exec_door"] = forked.exec_door
             files.write("pids.json", {
-                "supervisor": {"pid": forked.supervisor_pid, "start": linux.process_start_time(forked.supervisor_pid)},
-                "init": {"pid": forked.init_pid, "start": linux.process_start_time(forked.init_pid)},
+                "supervisor": {"pid": forked.supervisor_pid, "start": linux.process_start_time(forked.supervisor_pid),
+                               "ended_fd": forked.ended_fd},
+                "init": init,
             })
             try:
                 for isolator in isolators:
@@ -162,14 +166,13 @@ class SyncMesosContainerizer(SyncContainerizer):
             rootfs=launch_info.rootfs, rootfs_mount=launch_info.rootfs_mount,
             mounts=launch_info.mounts, symlinks=launch_info.symlinks,
             stdout_path=files.stdout, stderr_path=files.stderr,
-            status_path=files.path("status.json"), ended_path=files.path(state.ENDED_FIFO),
+            status_path=files.path("status.json"),
             namespaces=frozenset(launch_info.namespaces), hostname=launch_info.hostname,
             uid=identity.uid if identity else None, gid=identity.gid if identity else None,
             groups=identity.groups if identity else (),
             confinement=_steps(launch_info.confinement),
             io=_io_spec(files, config),
-            exec_socket=None if launch_info.confinement and not launch_info.confinement.init_serves_exec
-            else files.path(state.EXEC_SOCKET),
+            serves_exec=not launch_info.confinement or launch_info.confinement.init_serves_exec,
             cgroups=launch_info.cgroups,
         )
 
@@ -249,7 +252,7 @@ class SyncMesosContainerizer(SyncContainerizer):
         except FileNotFoundError:
             return          # a launch cut short right after claiming the id: nothing else of it exists
         self._teardown(files.container_id, self.isolators(config.isolation), image=config.image)
-        # A waiter saw the end when the supervisor reported it (state.ENDED_FIFO), maybe before
+        # A waiter saw the end when the supervisor reported it (supervisor.Ended), maybe before
         # its exit: the destroy is done once nothing of the container is left, the supervisor too.
         self.launcher.await_exit(files.pids().get("supervisor"))
 

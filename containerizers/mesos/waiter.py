@@ -1,5 +1,5 @@
 """The Mesos containerizer's wait for a container's end: the supervisor's report of it (the
-hang-up of state.ENDED_FIFO once status.json is written), its exit (a pidfd: a supervisor that
+hang-up of its supervisor.Ended pipe once status.json is written), its exit (a pidfd: a supervisor that
 dies without a word), or a limit that an isolator watches (a memory cgroup's OOM event, say),
 whichever comes first. block() drives it with poll(2) (the CLI); MesosContainerizer drives the
 same fds from its asyncio loop (containerizer.py).
@@ -55,12 +55,12 @@ class Waiter(BaseWaiter):
         if self.pidfd is None:
             self.result = self.containerizer.termination(self.files)
             return
-        try:
-            # Its hang-up: the supervisor has closed it, having written status.json (or died).
-            # A report that came before this open is found by the ready(None) below.
-            self.ended_fd = os.open(self.files.path(state.ENDED_FIFO), os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
-        except FileNotFoundError:
-            pass        # a container launched before corral made it: its supervisor's exit tells
+        if sup.get("ended_fd") is not None:
+            # Its hang-up: the supervisor has closed the write end, having written status.json
+            # (or died). A report that came before this copy is found by the ready(None) below.
+            # No copy (the supervisor has exited; a container launched before corral made the
+            # pipe): the pidfd tells.
+            self.ended_fd = linux.pidfd_getfd(self.pidfd, sup["ended_fd"])
         for isolator in self.containerizer._isolators_of(self.files):
             watch = isolator.watch(self.files.container_id)
             if watch is not None:
