@@ -30,7 +30,7 @@ import time
 import uuid
 
 from corral import linux
-from corral.files import DamagedFile, read_json, read_text, remove_tree, write_atomic, write_json
+from corral.files import DamagedFile, read_json, read_text, remove_tree, spread_subdirectories, write_atomic, write_json
 from corral.record import Record
 from corral.types import TASK_FAILED, TASK_FINISHED, TASK_KILLED, TASK_LOST, TASK_RUNNING, TASK_STARTING, CorralError
 
@@ -117,6 +117,7 @@ class Checkpoint:
         the checkpoint is whole, and it stands for TASK_STARTING too; returns that status."""
         directory = self._container_dir(container_id)
         makedirs_durable(os.path.dirname(directory))
+        spread_subdirectories(os.path.dirname(directory))
         try:
             os.mkdir(directory, 0o700)
         except FileExistsError:

@@ -19,7 +19,7 @@ from __future__ import annotations
 import os
 import time
 
-from corral.files import open_beneath, read_json, remove_tree, write_json, write_json_once
+from corral.files import open_beneath, read_json, remove_tree, spread_subdirectories, write_json, write_json_once
 from corral.types import ContainerConfig, ContainerExists, Termination, check_container_id
 
 
@@ -60,12 +60,14 @@ class ContainerFiles:
 
     def create(self) -> None:
         """Claim the id: the runtime dir's mkdir is the atomic 'first one wins' (ContainerExists)."""
-        os.makedirs(os.path.dirname(self.runtime), exist_ok=True)
+        for parent in (os.path.dirname(self.runtime), os.path.dirname(self.sandbox)):
+            os.makedirs(parent, exist_ok=True)
+            spread_subdirectories(parent)
         try:
             os.mkdir(self.runtime, 0o700)
         except FileExistsError:
             raise ContainerExists(self.container_id) from None
-        os.makedirs(self.sandbox, 0o755, exist_ok=True)
+        os.makedirs(self.sandbox, 0o755, exist_ok=True)    # kept from an earlier container of this id, maybe
 
     def config(self) -> ContainerConfig:
         return ContainerConfig.from_dict(read_json(self.path("config.json"))["config"])

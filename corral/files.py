@@ -1,7 +1,8 @@
 """Atomic files: every piece of state corral keeps on disk is written through here; the one
-way corral opens a file in a directory that a task writes in (its sandbox); and the small file
-and fd steps the cold paths share without heavier imports (JSON by the C scanner and encoder,
-a program on a PATH, a unix socket's path short enough, draining a wake-up fd)."""
+way corral opens a file in a directory that a task writes in (its sandbox); the directories
+that hold one directory per container (spread_subdirectories); and the small file and fd steps
+the cold paths share without heavier imports (JSON by the C scanner and encoder, a program on a
+PATH, a unix socket's path short enough, draining a wake-up fd)."""
 
 from __future__ import annotations
 
@@ -271,3 +272,35 @@ def find_program(name: str, path: str) -> str | None:
         if os.path.isfile(candidate) and os.access(candidate, os.X_OK):
             return candidate
     return None
+
+
+# ext4's inode flags (FS_IOC_GETFLAGS and SETFLAGS take an int, whatever their encoding says).
+_FS_IOC_GETFLAGS, _FS_IOC_SETFLAGS = 0x80086601, 0x40086602
+_FS_TOPDIR_FL = 0x00020000
+_spread: set[str] = set()           # directories this process has flagged (or found it cannot)
+
+
+def spread_subdirectories(path: str) -> None:
+    """Flag the directory `path` (chattr +T, FS_TOPDIR_FL) so that ext4 places each directory
+    made in it as it places those of the root: in a block group of its own choosing (Orlov's
+    allocator), where its files go too. Containers come and go by the dozen, and ext4 without
+    a journal scans past every inode freed in the last 30 s in a group for each one it makes
+    there: with every container's files in one group, a file took 0.2-0.3 ms to make under that
+    churn, spread 0.03 ms. Once per process and path; a filesystem without these flags
+    (tmpfs, overlayfs, ...) is left as it is."""
+    if path in _spread:
+        return
+    _spread.add(path)
+    from array import array
+    from fcntl import ioctl
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        flags = array("i", [0])
+        ioctl(fd, _FS_IOC_GETFLAGS, flags)
+        if not flags[0] & _FS_TOPDIR_FL:
+            flags[0] |= _FS_TOPDIR_FL
+            ioctl(fd, _FS_IOC_SETFLAGS, flags)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)

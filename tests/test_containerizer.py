@@ -17,6 +17,7 @@ from corral.types import (LAUNCHED, NOT_SUPPORTED, STATISTICS_FIELDS, ContainerC
 from corral.cgroups import cgroup_for
 
 from tests.cgroupkit import cgroup_of
+from tests.fskit import has_topdir, need_topdir
 
 
 def _mc(corral, **kwargs) -> MesosContainerizer:
@@ -208,6 +209,21 @@ def test_a_launch_moves_no_process_by_a_cgroup_procs_write(corral, monkeypatch, 
     for controller in ("memory", "cpu", "pids"):
         assert cgroup_of(seen.read_text(), controller) == f"/{corral.cgroups_root}/placed", controller
     assert f"0::/{corral.cgroups_root}/placed\n" in seen.read_text()
+
+
+def test_the_dirs_that_hold_a_dir_per_container_spread_them_over_the_disk(corral, tmp_path):
+    """ext4 makes each container's runtime dir and sandbox in a block group of its own choosing
+    (chattr +T on their parents), so containers coming and going do not make every file
+    creation scan one group's recently freed inodes."""
+    need_topdir(tmp_path)
+    mc = corral.sync()
+    mc.launch("spread", sh("true"))
+    files = mc.files("spread")
+    mc.wait("spread")
+    spread = [has_topdir(os.path.dirname(files.runtime)), has_topdir(os.path.dirname(files.sandbox)),
+              has_topdir(files.runtime), has_topdir(files.sandbox)]
+    mc.destroy("spread")
+    assert spread == [True, True, False, False]         # a container's own files stay together
 
 
 def test_the_supervisor_hangs_up_its_ended_pipe_once_the_end_is_on_file(corral):

@@ -16,6 +16,7 @@ from corral.agent.checkpoint import Checkpoint
 from corral import linux
 from corral.files import DamagedFile
 from corral.types import TASK_FINISHED, TASK_KILLED, TASK_LOST, TASK_RUNNING, TASK_STARTING
+from tests.fskit import has_topdir, need_topdir
 
 CONTAINER = {"config": {"argv": ["true"]}, "resources": [], "containerizer": "mesos"}
 
@@ -42,6 +43,14 @@ def test_layout_and_status_stream(tmp_path):
     assert cp.container_ids() == [] and Checkpoint(str(tmp_path)).load().containers == {}
     with pytest.raises(ValueError, match="not a task state"):
         cp.append_status("c1", "TASK_WEIRD")
+
+
+def test_the_containers_dir_spreads_each_containers_checkpoint(tmp_path):
+    """ext4 places each container's checkpoint dir in a block group of its own choosing (chattr
+    +T on meta/containers: see corral.files.spread_subdirectories)."""
+    need_topdir(tmp_path)
+    Checkpoint(str(tmp_path)).add_container("c1", CONTAINER)
+    assert has_topdir(tmp_path / "meta" / "containers") and not has_topdir(tmp_path / "meta" / "containers" / "c1")
 
 
 def test_agent_id_is_kept_and_a_reboot_is_noticed(tmp_path):
