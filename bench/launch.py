@@ -23,7 +23,7 @@ runc's row, else to crun's. In the pure cgroup2 guest:
 Rows are interleaved round-robin, in a new order each round, so that drift in the machine's
 speed, and what a row leaves the kernel to finish after it (a cold CLI's exit, say), hit all of
 them alike.
-Then a burst: 50 launches at once of each. Run as root:  .venv/bin/python bench/launch.py [--runs N]
+Then a burst: 50 launches at once of each (the cold CLI with its confinement and without). Run as root:  .venv/bin/python bench/launch.py [--runs N]
 """
 
 from __future__ import annotations
@@ -231,6 +231,8 @@ def main() -> None:
                 warm.destroy(cid, remove_sandbox=True)
         bursts = {
             f"{opts.burst} x corral run (cold CLI)": [burst([cold_cmd] * opts.burst, env) for _ in range(opts.burst_runs)],
+            f"{opts.burst} x corral run (cold CLI), confinement off": [
+                burst([cold_cmd[:2] + ["--privileged"] + cold_cmd[2:]] * opts.burst, env) for _ in range(opts.burst_runs)],
             f"{opts.burst} x corral warm containerizer": [timed(warm_burst) for _ in range(opts.burst_runs)],
         }
         if "runc run" in rows:
