@@ -3,8 +3,9 @@ status, termination) and the sandbox.
 
     <runtime-dir>/containers/<id>/config.json       what was launched (ContainerConfig + launch details)
                                   pids.json         supervisor and init: pid and start time (and the
-                                                    fds a waiter and an exec copy from them: mesos/)
+                                                    fd a waiter copies from the supervisor: mesos/)
                                   status.json       written by the supervisor when init ends
+                                  exec.sock         where init serves execs (mesos/execserver.py)
                                   kill.json         the signal corral sent, when it ended the task itself
                                   termination.json  the verdict, written by whoever saw the end first
     <work-dir>/containers/<id>/                     the sandbox: stdout, stderr, the task's files
@@ -30,6 +31,7 @@ def state_dir(runtime_dir: str, name: str) -> str:
     return runtime_dir if name == "mesos" else os.path.join(runtime_dir, name)
 
 
+EXEC_SOCKET = "exec.sock"           # where the container's init serves execs (mesos/execserver.py)
 EXEC_RECORD = "exec.json"           # what an exec that joins from outside gets (mesos/nsenter.py), where init does not serve
 
 

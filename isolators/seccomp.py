@@ -42,8 +42,10 @@ _OPS = ("SCMP_CMP_NE", "SCMP_CMP_LT", "SCMP_CMP_LE", "SCMP_CMP_EQ", "SCMP_CMP_GE
 # What a container's init calls to serve an exec (containerizers/mesos/execserver.py) beyond
 # what it calls to start the task, by machine: its audit architecture and the calls' numbers.
 _SERVING_CALLS = {
-    "x86_64": (0xC000003E, {"recvmsg": 47, "sendmsg": 46, "poll": 7, "pipe2": 293, "fcntl": 72, "dup2": 33}),
-    "aarch64": (0xC00000B7, {"recvmsg": 212, "sendmsg": 211, "ppoll": 73, "pipe2": 59, "fcntl": 25, "dup3": 24}),
+    "x86_64": (0xC000003E, {"accept4": 288, "recvmsg": 47, "sendmsg": 46, "poll": 7, "pipe2": 293, "fcntl": 72,
+                            "dup2": 33}),
+    "aarch64": (0xC00000B7, {"accept4": 242, "recvmsg": 212, "sendmsg": 211, "ppoll": 73, "pipe2": 59, "fcntl": 25,
+                             "dup3": 24}),
 }
 _SECCOMP_RET_ALLOW = 0x7fff0000
 

@@ -229,13 +229,13 @@ def test_the_dirs_that_hold_a_dir_per_container_spread_them_over_the_disk(corral
 def test_the_supervisor_hangs_up_its_ended_pipe_once_the_end_is_on_file(corral):
     """A waiter's cue (supervisor.Ended, copied from the supervisor): its hang-up comes once
     status.json is written, so a waiter that wakes on it reads the end, without waiting for the
-    supervisor's exit. No file of the runtime dir is made for it, nor for execs."""
+    supervisor's exit. No file of the runtime dir is made for it."""
     import select
     from corral import linux
     mc = corral.sync()
     mc.launch("cue", sh("sleep 1000"))
     files = mc.files("cue")
-    assert sorted(os.listdir(files.runtime)) == ["config.json", "pids.json"]
+    assert sorted(os.listdir(files.runtime)) == ["config.json", "exec.sock", "pids.json"]
     supervisor = files.pids()["supervisor"]
     pidfd = linux.pidfd_of(supervisor["pid"], supervisor["start"])
     fifo = linux.pidfd_getfd(pidfd, supervisor["ended_fd"])

@@ -1,8 +1,8 @@
 """Exec: another command run inside a running Mesos container (`corral exec`, and the agent's
 nested sessions through it), the caller's side.
 
-The container's init starts the command as its own child (execserver.py): the caller knocks at
-init's door (_knock), sends the command with its stdin, stdout and stderr, and waits
+The container's init starts the command as its own child (execserver.py): the caller connects
+to the container's exec socket, sends the command with its stdin, stdout and stderr, and waits
 for its exit status; its signals go the same way. Where init does not serve execs (a seccomp
 filter that forbids what it serves with; a container of an older corral), exec.json says what
 the task got and the caller joins the container from outside (nsenter.py).
@@ -19,12 +19,11 @@ import sys
 import _signal as signal     # signal's C core: the signal module imports enum, milliseconds of a cold exec
 import _socket
 
-from corral import linux
-from corral.files import encode_json, read_json
+from corral.files import encode_json, read_json, short_socket_path
 from corral.types import CorralError, ExecConfig, ExecFailed, NotRunning
 
 from ..execution import Execution, exit_code
-from ..state import EXEC_RECORD, ContainerFiles
+from ..state import EXEC_RECORD, EXEC_SOCKET, ContainerFiles
 
 _REPLY_MAX = 64 << 10
 
@@ -113,10 +112,17 @@ def _through_init(files: ContainerFiles, config: ExecConfig, stdio: tuple[int, i
     container_id = files.container_id
     if files.termination() is not None:
         raise NotRunning(container_id, "has ended")
-    sock = _knock(files)
+    sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_SEQPACKET | _socket.SOCK_CLOEXEC)
     master, handed = None, ()
     caller_stdout = stdio[1]
     try:
+        try:
+            with short_socket_path(files.path(EXEC_SOCKET)) as path:
+                sock.connect(path)
+        except FileNotFoundError:
+            raise _not_serving(files) from None
+        except ConnectionRefusedError:      # init has gone, and its socket with it
+            raise NotRunning(container_id, "has ended") from None
         stdio, master, handed = command_stdio(config, stdio)
         request = encode_json({"argv": config.argv, "env": config.env, "user": config.user,
                                "workdir": config.workdir, "tty": bool(config.tty)})
@@ -141,39 +147,8 @@ def _through_init(files: ContainerFiles, config: ExecConfig, stdio: tuple[int, i
             os.close(fd)
 
 
-def _knock(files: ContainerFiles) -> _socket.socket:
-    """A connection to the container's init: one end of a socketpair of ours, sent through
-    init's door (a copy of its outer end, pids.json's "exec_door": execserver.Door)."""
-    init = files.pids().get("init") or {}
-    if init.get("exec_door") is None:
-        raise _not_serving(files)
-    pidfd = linux.pidfd_of(init["pid"], init["start"])
-    door = None
-    if pidfd is not None:
-        try:
-            door = linux.pidfd_getfd(pidfd, init["exec_door"])
-        finally:
-            os.close(pidfd)
-    if door is None:                    # init has gone, and its door with it
-        raise NotRunning(files.container_id, "has ended")
-    through = _socket.socket(_socket.AF_UNIX, _socket.SOCK_SEQPACKET, 0, door)
-    ours, theirs = _socket.socketpair(_socket.AF_UNIX, _socket.SOCK_SEQPACKET | _socket.SOCK_CLOEXEC)
-    try:
-        through.sendmsg([b"c"], [(_socket.SOL_SOCKET, _socket.SCM_RIGHTS, theirs.fileno().to_bytes(4, sys.byteorder))],
-                        _socket.MSG_NOSIGNAL)
-    except BaseException as e:
-        ours.close()
-        if isinstance(e, (BrokenPipeError, ConnectionResetError)):      # init went meanwhile
-            raise NotRunning(files.container_id, "has ended") from None
-        raise
-    finally:
-        through.close()
-        theirs.close()
-    return ours
-
-
 def _not_serving(files: ContainerFiles) -> CorralError:
-    """Why a container that has not ended has no door to knock at."""
+    """Why nothing answers at the exec socket of a container that has not ended."""
     init = files.pids().get("init")
     if not init or files.status() is not None:
         return NotRunning(files.container_id, "has no running init" if files.status() is None else "has ended")

@@ -1,7 +1,7 @@
 """Execs served by a container's init: a command run in the running container as init's child
 (`corral exec`, the agent's nested sessions), init's side.
 
-    client ──a connection through init's door, one request with the command's stdio fds──▶ init
+    client ──connect <runtime dir>/exec.sock, one request with the command's stdio fds──▶ init
                                                                                         │ fork
                                                                                         ▼
                                                                                      command
@@ -11,15 +11,12 @@ root of the container, under the task's confinement (init confined itself as the
 capabilities, no_new_privs, seccomp filter, rlimits), with nothing to join, move or apply, and
 none of the host's files reachable that the task cannot reach. exec.py is the client's side.
 
-The door is a socketpair (SOCK_SEQPACKET: one message per datagram) that the launcher makes
-before it forks the supervisor; init inherits and keeps both ends, and no file names it. A
-client copies init's outer end (pidfd_getfd: only root, who may ptrace init, can) and sends
-through it one end of a socketpair of its own, its connection (exec.py's _knock). So the door
-exists once the launch has returned. init answers it once the task runs, so an exec never
-precedes the task's placement in the container's cgroups (earlier knocks wait in the door).
-A container whose seccomp filter forbids the calls init serves with has none
-(LaunchSpec.serves_exec, from isolators/seccomp.py's serving_allowed): an exec then joins it
-from outside (nsenter.py).
+The socket (SOCK_SEQPACKET: one message per datagram) is bound by the launcher in the
+container's runtime dir (0700) before it forks the supervisor, and init inherits it: it exists once the
+launch has returned. init serves it once the task runs, so an exec never precedes the task's
+placement in the container's cgroups (earlier connections wait in the backlog). A container
+whose seccomp filter forbids the calls init serves with has none (LaunchSpec.exec_socket, from
+isolators/seccomp.py's serving_allowed): an exec then joins it from outside (nsenter.py).
 
     client → init   the request: JSON {"argv": [...], "env": {...}, "user": U or null,
                     "workdir": D or null, "tty": bool}, with the command's stdin, stdout and
@@ -47,7 +44,7 @@ import _signal as signal     # signal's C core: what init needs of it, without e
 import sys
 import _socket
 
-from corral.files import decode_json, drain, find_program, read_small
+from corral.files import decode_json, drain, find_program, read_small, short_socket_path
 from corral.users import resolve_user, user_env
 
 REQUEST_MAX = 256 << 10             # bytes of one request: a larger one is refused
@@ -61,21 +58,26 @@ else:
     from termios import TIOCSCTTY as _TIOCSCTTY
 
 
-class Door:
-    """init's door: `inside`, the end init reads connections from, and `outside` (an fd), the
-    end clients copy from init (pids.json: "exec_door") to send theirs through."""
-
-    def __init__(self):
-        self.inside, outside = _socket.socketpair(_socket.AF_UNIX, _socket.SOCK_SEQPACKET | _socket.SOCK_CLOEXEC)
-        self.inside.setblocking(False)
-        self.outside = outside.detach()
-
-    def fds(self) -> tuple[int, int]:
-        return self.inside.fileno(), self.outside
-
-    def close(self) -> None:
-        self.inside.close()
-        os.close(self.outside)
+def listen(path: str) -> _socket.socket:
+    """The exec socket at `path` (a file left there from an earlier container is replaced),
+    listening, for init to inherit and serve."""
+    sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_SEQPACKET | _socket.SOCK_CLOEXEC | _socket.SOCK_NONBLOCK)
+    try:
+        with short_socket_path(path) as short:
+            try:
+                os.unlink(short)
+            except FileNotFoundError:
+                pass
+            old = os.umask(0o177)
+            try:
+                sock.bind(short)
+            finally:
+                os.umask(old)
+        sock.listen(64)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
 
 
 class _Session:
@@ -103,8 +105,8 @@ class Server:
     and user an exec gets; `forwarded`: the signals init handles, which a command gets as
     default; `task_ended(status)` records the task's end and never returns."""
 
-    def __init__(self, door: Door, spec, forwarded: frozenset, task_ended):
-        self.door, self.spec, self.task_ended = door, spec, task_ended
+    def __init__(self, listener: _socket.socket, spec, forwarded: frozenset, task_ended):
+        self.listener, self.spec, self.task_ended = listener, spec, task_ended
         self.task: int | None = None
         self.defaults = forwarded | {signal.SIGCHLD}
         self.by_fd: dict[int, _Session] = {}        # a connection's or a start pipe's fd
@@ -116,18 +118,18 @@ class Server:
         signal.set_wakeup_fd(wake_w, warn_on_full_buffer=False)     # full after a flood: no warning on the task's stderr
         signal.signal(signal.SIGCHLD, _ignore)
         self.poller.register(self.wake_r, select.POLLIN)
-        self.poller.register(door.inside.fileno(), select.POLLIN)
+        self.poller.register(listener.fileno(), select.POLLIN)
 
     def serve(self, task: int) -> None:
         self.task = task
-        wake_r, inside = self.wake_r, self.door.inside.fileno()
+        wake_r = self.wake_r
         while True:
             self._reap()
             for fd, _ in self.poller.poll():
                 if fd == wake_r:
                     drain(wake_r)
-                elif fd == inside:
-                    self._answer_door()
+                elif fd == self.listener.fileno():
+                    self._accept()
                 elif fd in self.by_fd:
                     session = self.by_fd[fd]
                     if fd == session.start_r:
@@ -152,24 +154,12 @@ class Server:
                 session.reply(b"exit %d" % status)
                 self._close_connection(session)
 
-    def _answer_door(self) -> None:
-        """A connection came through the door: one socket per knock (anything else is closed)."""
+    def _accept(self) -> None:
         try:
-            _, ancillary, _, _ = self.door.inside.recvmsg(1, _socket.CMSG_SPACE(_INT), _socket.MSG_CMSG_CLOEXEC)
-        except (BlockingIOError, InterruptedError):
+            fd, _ = self.listener._accept()
+        except (BlockingIOError, InterruptedError, ConnectionAbortedError):
             return
-        fds = _received_fds(ancillary)
-        conn = None
-        if len(fds) == 1:
-            try:
-                conn = _socket.socket(fileno=fds[0])      # OSError (ENOTSOCK): not a socket
-            except OSError:
-                pass
-        if conn is None:
-            for fd in fds:
-                os.close(fd)
-            return
-        fd = conn.fileno()
+        conn = _socket.socket(fileno=fd)
         conn.setblocking(False)
         self.by_fd[fd] = _Session(conn)
         self.poller.register(fd, select.POLLIN)

@@ -29,13 +29,12 @@ class LaunchFailed(CorralError):
 
 class Forked(Record):
     """A container whose init exists and waits for release(). `ended_fd`: the supervisor's read
-    end of its supervisor.Ended pipe, `exec_door`: init's door's outer end (None: it serves no
-    execs), as fd numbers in those processes (pids.json), for pidfd_getfd to copy."""
+    end of its supervisor.Ended pipe, as an fd number in the supervisor (pids.json), for
+    waiters to copy with pidfd_getfd."""
     supervisor_pid: int
     init_pid: int
     go_fd: int
     ended_fd: int | None = None
-    exec_door: int | None = None
 
     def release(self) -> None:
         """Let init exec the task. An init whose set-up failed waits for this (its report is the
@@ -94,10 +93,13 @@ class Launcher:
         joins = []
         try:
             try:
-                execs = supervisor.exec_door(spec)
+                execs = supervisor.exec_listener(spec)
+            except OSError as e:
+                raise LaunchFailed(f"cannot make the exec socket: {e}") from None
+            try:
                 ended = supervisor.Ended.make()
             except OSError as e:
-                raise LaunchFailed(f"cannot make the supervisor's pipes: {e.strerror}") from None
+                raise LaunchFailed(f"cannot make the supervisor's pipe: {e.strerror}") from None
             # What init joins itself: the cgroups of spec.cgroups but the one it is cloned or moved into.
             for cgroup in spec.cgroups:
                 if cgroup.path != tracking.path:
@@ -124,9 +126,9 @@ class Launcher:
                 for fd in (into_supervisors, into_tracking, *(files or ()), *joins):
                     if fd is not None:
                         os.close(fd)
-                for pair in (execs, ended):
-                    if pair is not None:
-                        pair.close()
+                for held in (execs, ended):
+                    if held is not None:
+                        held.close()
         self._children.add(child)
         os.close(ready_w)
         os.close(go_r)
@@ -162,7 +164,7 @@ class Launcher:
             if failed is not None:
                 raise failed
             raise LaunchFailed(" ".join(answer[1:]) or "the supervisor died before starting init")
-        forked = Forked(int(answer[1]), int(answer[2]), go_w, ended.read, execs.outside if execs else None)
+        forked = Forked(int(answer[1]), int(answer[2]), go_w, ended.read)
         try:
             if cloned is None:          # else the supervisor cloned init into it (or failed the launch)
                 tracking.attach(forked.init_pid)

@@ -14,12 +14,7 @@ writes the task's raw wait status to the runtime dir when the container ends; it
 the container's cgroups, so its memory is not charged to the task. init forwards signals to
 the task and reaps orphans, as Mesos's launch helper and tini do, so the task is not PID 1 and
 behaves as on the host. Once the task runs, init also serves execs: it forks commands into the
-container on request (execserver.py), through a door the launcher makes before forking.
-
-Neither names a file for it: a waiter copies the supervisor's end of its Ended pipe, and an exec
-client init's door, with pidfd_getfd (their fd numbers are in pids.json). A file per container
-costs an inode allocation, which on ext4 without a journal scans past every inode freed in the
-last seconds (milliseconds each while launches come and go); an fd costs none.
+container on request (execserver.py), over the socket the launcher binds before forking.
 
 Nothing here may return into the caller's code: every path ends in os._exit or exec.
 """
@@ -71,7 +66,7 @@ class LaunchSpec(Record):
     groups: tuple[int, ...] = ()
     confinement: object = None        # corral.confine.Steps: applied last, before the task's exec
     io: object = None                 # switchboard.IOSpec: the supervisor holds the task's I/O
-    serves_exec: bool = False         # init serves execs (execserver.py), through a door (exec_door)
+    exec_socket: str | None = None    # where init serves execs (execserver.py); None: it does not
     cgroups: list = list              # the isolators' cgroups (LaunchInfo.cgroups): init joins them
 
 
@@ -97,7 +92,10 @@ class Ended(Record):
     """The waiters' cue: a pipe whose write end the supervisor closes once it has written the
     container's status, so that its read end hangs up then, sooner than the supervisor's exit
     (which first tears down its copy of the launcher's address space, ~0.5 ms). The supervisor
-    keeps the read end open till its exit, for waiters to copy (pids.json: "ended_fd")."""
+    keeps the read end open till its exit, for waiters to copy (pids.json: "ended_fd"): no file
+    names it (a file is an inode allocation per launch, see docs/ARCHITECTURE.md), and the
+    waiters, in a process that has corral.linux (ctypes) loaded anyway, copy it with
+    pidfd_getfd."""
     read: int
     write: int
 
@@ -110,10 +108,12 @@ class Ended(Record):
         os.close(self.write)
 
 
-def exec_door(spec: LaunchSpec):
-    """init's door (execserver.Door), made by the launcher before it forks (for the same reason
-    as task_files), so that execs can knock once the launch returns; None where init serves none."""
-    return execserver.Door() if spec.serves_exec else None
+def exec_listener(spec: LaunchSpec):
+    """The socket init serves execs on (execserver.listen), bound by the launcher before it forks
+    (for the same reason as task_files), so that it is there once the launch returns; None where
+    init serves none. A path, not an fd to copy (as Ended): a cold `corral exec` connects to it
+    without ctypes' import (pidfd_getfd), ~2 ms of its ~14."""
+    return execserver.listen(spec.exec_socket) if spec.exec_socket else None
 
 
 def start(spec: LaunchSpec, ready_w: int, go_r: int, ended: Ended, init_cgroup: int | None = None,
@@ -121,7 +121,7 @@ def start(spec: LaunchSpec, ready_w: int, go_r: int, ended: Ended, init_cgroup: 
     """Run in the launcher's child: become the supervisor; never return. `init_cgroup`: an open
     cgroup2 directory to clone init straight into (else the launcher moves it there); `files`:
     task_files(spec), the task's stdin, stdout and stderr (None where spec.io has the supervisor
-    hold them); `execs`: exec_door(spec); `joins`: open files init writes "0" to, to join its
+    hold them); `execs`: exec_listener(spec); `joins`: open files init writes "0" to, to join its
     other cgroups (Cgroup.join_files)."""
     # No garbage collection here or in init: a collection walks the launcher's objects, which
     # this fork shares, and copies most of its heap page by page (milliseconds a launch).
@@ -171,7 +171,7 @@ def _supervise(spec: LaunchSpec, ready_w: int, go_r: int, ended: Ended, init_cgr
     status_r, status_w = os.pipe()
     # Close what the launcher had open (its sockets, pidfds, pipes): the supervisor lives long.
     linux.close_fds_except({ready_w, go_r, ended.read, ended.write, status_r, status_w, init_cgroup,
-                            *(execs.fds() if execs else ()), *joins, *(board.own_fds() if board else ())})
+                            execs.fileno() if execs else None, *joins, *(board.own_fds() if board else ())})
     if "pid" in spec.namespaces:
         linux.unshare(linux.CLONE_NEWPID)   # the next child is PID 1 of a new namespace
     # init is born ignoring what it forwards (our SIG_IGN), and a signal sent to an ignored

@@ -98,18 +98,15 @@ class SyncMesosContainerizer(SyncContainerizer):
                 for isolator in isolators:
                     isolator.forked(container_id)
             forked = self.launcher.fork(container_id, spec, meanwhile)
-            if not spec.serves_exec:
+            if spec.exec_socket is None:
                 # What an exec that joins it from outside gets: written while init sets itself up
                 # (no exec starts before pids.json names init), not on the way to the fork.
                 from .nsenter import session_record
                 files.write(state.EXEC_RECORD, session_record(spec))
-            init = {"pid": forked.init_pid, "start": linux.process_start_time(forked.init_pid)}
-            if forked.exec_door is not None:
-                init["exec_door"] = forked.exec_door
             files.write("pids.json", {
                 "supervisor": {"pid": forked.supervisor_pid, "start": linux.process_start_time(forked.supervisor_pid),
                                "ended_fd": forked.ended_fd},
-                "init": init,
+                "init": {"pid": forked.init_pid, "start": linux.process_start_time(forked.init_pid)},
             })
             try:
                 for isolator in isolators:
@@ -172,7 +169,8 @@ class SyncMesosContainerizer(SyncContainerizer):
             groups=identity.groups if identity else (),
             confinement=_steps(launch_info.confinement),
             io=_io_spec(files, config),
-            serves_exec=not launch_info.confinement or launch_info.confinement.init_serves_exec,
+            exec_socket=None if launch_info.confinement and not launch_info.confinement.init_serves_exec
+            else files.path(state.EXEC_SOCKET),
             cgroups=launch_info.cgroups,
         )
 
