@@ -13,7 +13,7 @@ from __future__ import annotations
 import hashlib
 import os
 
-from corral.files import read_json, remove_tree, write_json
+from corral.files import read_json, remove_tree, spread_subdirectories, write_json
 from corral.record import Record
 from corral.types import ContainerExists, CorralError, InvalidInput, check_container_id
 
@@ -172,6 +172,7 @@ class Provisioner:
         directory = self._container_dir(container_id)
         record = self.image(ref, image_type) or self.pull(ref, image_type)
         with self.store.using():
+            spread_subdirectories(os.path.dirname(directory))     # each rootfs in a block group of its own
             try:
                 os.mkdir(directory, 0o700)
             except FileExistsError:

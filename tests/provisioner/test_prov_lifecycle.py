@@ -17,6 +17,7 @@ from corral.types import ContainerExists, CorralError, InvalidInput
 from corral.provisioner import ImageNotFound, image_user, mountns, read_image_file, resolve_user
 
 from tests.childkit import in_child
+from tests.fskit import has_topdir, need_topdir
 from tests.provisioner.prov_images import aci, busybox_layer, docker_save, tar
 
 
@@ -50,6 +51,21 @@ def test_tar_store_provision_destroy_recover(make_provisioner, tmp):
     assert p.recover(["web-2"]) == ["web-1", "web-3"]
     assert p.containers() == ["web-2"]
     assert not p.destroy("web-1")
+
+
+def test_the_stores_containers_dir_spreads_each_containers_rootfs(make_provisioner, tmp):
+    """ext4 places each container's directory (rootfs, upper, work) in a block group of its own
+    choosing: chattr +T on the store's containers/ (corral.files.spread_subdirectories)."""
+    import pathlib
+    need_topdir(pathlib.Path(tmp))
+    store = os.path.join(tmp, "tars")
+    os.makedirs(store)
+    docker_save(os.path.join(store, "one:latest.tar"), "one:latest", [busybox_layer()])
+    p = make_provisioner(store)
+    container = os.path.dirname(p.provision("spread", "one").rootfs)
+    spread = [has_topdir(os.path.dirname(container)), has_topdir(container)]
+    assert p.destroy("spread")
+    assert spread == [True, False]
 
 
 def test_destroy_refuses_a_mounted_rootfs(make_provisioner, tmp):
