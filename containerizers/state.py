@@ -62,9 +62,9 @@ class ContainerFiles:
 
     def create(self) -> None:
         """Claim the id: the runtime dir's mkdir is the atomic 'first one wins' (ContainerExists)."""
-        for parent in (os.path.dirname(self.runtime), os.path.dirname(self.sandbox)):
-            os.makedirs(parent, exist_ok=True)
-            spread_subdirectories(parent)
+        os.makedirs(os.path.dirname(self.runtime), exist_ok=True)
+        spread_subdirectories(os.path.dirname(self.runtime))
+        spread_subdirectories(os.path.dirname(self.sandbox))   # made here the first time, flagged before its first sandbox
         try:
             os.mkdir(self.runtime, 0o700)
         except FileExistsError:

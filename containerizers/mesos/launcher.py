@@ -67,6 +67,7 @@ class Launcher:
         self.tracking = tracking or cgroups.tracking_controller()
         self.clone_into_cgroup = self.tracking == "unified"
         self._children: set[int] = set()   # supervisors forked here, to be reaped once they exit
+        self._unreaped: set[int] = set()   # those a waiter saw end before they had exited
 
     def tracking_cgroup(self, container_id: str):
         return cgroups.container(self.tracking, self.cgroups_root, container_id)
@@ -79,7 +80,9 @@ class Launcher:
         # in the children. The agent forks through a single-threaded launcher process instead.
         if len(os.listdir("/proc/self/task")) > 1:
             raise LaunchFailed("the launcher must fork from a single-threaded process")
-        for pid in list(self._children):      # supervisors a waiter saw end before they exited
+        # Supervisors a waiter saw end before they had exited; not every child (a waitpid per
+        # running container on every launch).
+        for pid in list(self._unreaped):
             self.reap(pid)
         tracking = self.tracking_cgroup(container_id)
         tracking.create()
@@ -180,10 +183,14 @@ class Launcher:
         (A double fork would avoid this, at the price of one more fork per launch.)"""
         if supervisor_pid in self._children:
             try:
-                if os.waitpid(supervisor_pid, os.WNOHANG)[0]:
-                    self._children.discard(supervisor_pid)
+                exited = os.waitpid(supervisor_pid, os.WNOHANG)[0] != 0
             except ChildProcessError:
+                exited = True
+            if exited:
                 self._children.discard(supervisor_pid)
+                self._unreaped.discard(supervisor_pid)
+            else:
+                self._unreaped.add(supervisor_pid)      # the next fork collects it
 
     def await_exit(self, supervisor: dict | None, timeout: float = 1.0) -> None:
         """Wait up to `timeout` seconds for a supervisor (pids.json's pid and start time) that has
